@@ -1,0 +1,1 @@
+//! Task readers (GLUE, SuperGLUE, SQuAD), task registry, tokenized dataset artifacts and batching.

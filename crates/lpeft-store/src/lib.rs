@@ -1,0 +1,1 @@
+//! Content-addressed artifact store: keys, manifests, atomic publish, verification, locking.

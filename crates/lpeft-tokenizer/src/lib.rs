@@ -1,0 +1,1 @@
+//! Hugging Face tokenizer.json loading and encoding (single sentences, pairs, truncation) for BERT and RoBERTa families.

@@ -1,1 +1,176 @@
-//! (to be written)
+//! The model spec: everything needed to rebuild a (possibly pruned) encoder and its PEFT modules
+//! before loading weights. It is saved next to every checkpoint, so a pruned model describes
+//! itself: weights files hold tensors only, never shapes.
+
+use serde::{Deserialize, Serialize};
+
+/// Encoder family: decides embeddings, special tokens and the classification head's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// BERT, MiniLM: absolute positions from 0, token types, post-LayerNorm.
+    Bert,
+    /// RoBERTa: positions start at `pad_token_id + 1` and skip padding.
+    Roberta,
+}
+
+/// Hidden activation of the FFN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact erf GELU (Hugging Face `gelu`).
+    Gelu,
+    /// tanh approximation (Hugging Face `gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+/// Shape of one encoder layer after pruning. Either count may be zero: the sublayer then
+/// contributes only its output bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerShape {
+    pub heads: usize,
+    pub ffn: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderSpec {
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// Per-head width; fixed by the pretrained model and unchanged by head pruning.
+    pub head_dim: usize,
+    pub layers: Vec<LayerShape>,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub pad_token_id: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: Activation,
+    pub hidden_dropout: f64,
+    pub attention_dropout: f64,
+}
+
+/// A matrix of an encoder layer that can carry a LoRA module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraTarget {
+    Query,
+    Key,
+    Value,
+    /// Attention output projection (`attention.output.dense`, "o").
+    AttnOut,
+    /// FFN input projection (`intermediate.dense`, "fc1").
+    FfnIn,
+    /// FFN output projection (`output.dense`, "fc2").
+    FfnOut,
+}
+
+impl LoraTarget {
+    pub const ALL: [LoraTarget; 6] = [
+        LoraTarget::Query,
+        LoraTarget::Key,
+        LoraTarget::Value,
+        LoraTarget::AttnOut,
+        LoraTarget::FfnIn,
+        LoraTarget::FfnOut,
+    ];
+
+    /// Short name used in module ids and reports ("q", "k", "v", "o", "fc1", "fc2").
+    pub fn short(self) -> &'static str {
+        match self {
+            LoraTarget::Query => "q",
+            LoraTarget::Key => "k",
+            LoraTarget::Value => "v",
+            LoraTarget::AttnOut => "o",
+            LoraTarget::FfnIn => "fc1",
+            LoraTarget::FfnOut => "fc2",
+        }
+    }
+}
+
+/// Where a serial bottleneck adapter sits: after a sublayer's output projection, before its
+/// residual + LayerNorm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterSite {
+    Attention,
+    Ffn,
+}
+
+impl AdapterSite {
+    pub fn short(self) -> &'static str {
+        match self {
+            AdapterSite::Attention => "adapter_attn",
+            AdapterSite::Ffn => "adapter_ffn",
+        }
+    }
+}
+
+/// Identity of one PEFT module: `(layer, target)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeftSite {
+    Lora(LoraTarget),
+    Adapter(AdapterSite),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeftModuleId {
+    pub layer: usize,
+    pub site: PeftSite,
+}
+
+impl std::fmt::Display for PeftModuleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let site = match self.site {
+            PeftSite::Lora(t) => t.short(),
+            PeftSite::Adapter(s) => s.short(),
+        };
+        write!(f, "layer{}.{}", self.layer, site)
+    }
+}
+
+/// One PEFT module. For LoRA, `rank` is the current rank and `scale` stays `alpha / r_original`
+/// after rank pruning (as in the reference). For an adapter, `rank` is the bottleneck size and
+/// `scale` the output scaling (1.0 in the reference).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeftModuleSpec {
+    pub id: PeftModuleId,
+    pub rank: usize,
+    pub original_rank: usize,
+    pub scale: f64,
+    pub dropout: f64,
+}
+
+/// Classification head layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadStyle {
+    /// BERT: pooler dense+tanh on [CLS] (pretrained, frozen), dropout, classifier (trainable).
+    BertPooler,
+    /// RoBERTa: dropout, dense, tanh, dropout, out_proj on `<s>` (all trainable).
+    RobertaDenseTanh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TaskHeadSpec {
+    /// Sequence classification, cross-entropy over `num_labels`.
+    Classification { num_labels: usize, style: HeadStyle },
+    /// One output, mean squared error.
+    Regression { style: HeadStyle },
+    /// One score per choice; inputs are `[batch * choices, T]`, logits `[batch, choices]`.
+    MultipleChoice { choices: usize, style: HeadStyle },
+    /// Start/end logits per token (SQuAD).
+    SpanExtraction,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub encoder: EncoderSpec,
+    pub head: TaskHeadSpec,
+    /// PEFT modules, at most one per id. Empty for a plain encoder.
+    pub peft: Vec<PeftModuleSpec>,
+    /// Whether the trainable head and FFN masks of the estimation stage are present.
+    pub masks: bool,
+}

@@ -1,0 +1,222 @@
+//! The encoder: embeddings and layers whose head count and FFN width are set per layer, with the
+//! estimation masks and PEFT modules where spec §2.2 and §3.1 put them.
+
+use burn::module::{Module, Param};
+use burn::nn::Dropout;
+use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor};
+
+use lpeft_schema::model::{Activation, AdapterSite, Family, LoraTarget, PeftModuleId, PeftSite};
+
+use crate::layers::{Dense, Norm};
+use crate::peft::{Adapter, Lora, NormRatioRecorder};
+
+/// Additive score for padded keys; exp() of it is exactly 0 in f32 and bf16.
+const MASKED_SCORE: f64 = -1e9;
+
+/// One batch of token ids, `[B, T]` each; `attention_mask` is 1 on real tokens, 0 on padding.
+#[derive(Debug, Clone)]
+pub struct EncoderInput {
+    pub input_ids: Tensor<2, Int>,
+    pub token_type_ids: Tensor<2, Int>,
+    pub attention_mask: Tensor<2, Int>,
+}
+
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    pub word: Param<Tensor<2>>,
+    pub position: Param<Tensor<2>>,
+    pub token_type: Param<Tensor<2>>,
+    pub norm: Norm,
+    pub dropout: Dropout,
+    #[module(skip)]
+    pub family: Family,
+    pub pad_token_id: usize,
+}
+
+impl Embeddings {
+    pub fn forward(&self, input: &EncoderInput) -> Tensor<3> {
+        let ids = input.input_ids.clone();
+        let [b, t] = ids.dims();
+        let device = ids.device();
+        let positions = match self.family {
+            Family::Bert => Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]).expand([b, t]),
+            // HF create_position_ids_from_input_ids: cumsum over real tokens, offset by pad id.
+            Family::Roberta => {
+                let real = ids.clone().not_equal_elem(self.pad_token_id as i64).int();
+                real.clone().cumsum(1).mul(real).add_scalar(self.pad_token_id as i64)
+            }
+        };
+        let x = embedding(self.word.val(), ids)
+            + embedding(self.position.val(), positions)
+            + embedding(self.token_type.val(), input.token_type_ids.clone());
+        self.dropout.forward(self.norm.forward(x))
+    }
+}
+
+/// Projection plus optional LoRA, recording the norm ratio when asked.
+fn project(
+    dense: &Dense,
+    lora: Option<&Lora>,
+    x: Option<Tensor<3>>,
+    dims: (usize, usize, &Device),
+    id: PeftModuleId,
+    rec: &mut Option<&mut NormRatioRecorder>,
+) -> Tensor<3> {
+    let (b, t, device) = dims;
+    let base = dense.forward(x.clone(), b, t, device);
+    match (lora, x) {
+        (Some(lora), Some(x)) => {
+            let delta = lora.forward(x);
+            if let Some(r) = rec.as_deref_mut() {
+                r.record(id, &delta, &base);
+            }
+            base + delta
+        }
+        _ => base,
+    }
+}
+
+fn apply_adapter(h: Tensor<3>, adapter: Option<&Adapter>, id: PeftModuleId, rec: &mut Option<&mut NormRatioRecorder>) -> Tensor<3> {
+    match adapter {
+        Some(adapter) => {
+            let delta = adapter.forward(h.clone());
+            if let Some(r) = rec.as_deref_mut() {
+                r.record(id, &delta, &h);
+            }
+            h + delta
+        }
+        None => h,
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Q, K, V projections; absent when every head of the layer is pruned.
+    pub query: Option<Dense>,
+    pub key: Option<Dense>,
+    pub value: Option<Dense>,
+    pub output: Dense,
+    pub norm: Norm,
+    /// One scalar per head, on the head's context (== on its attention probabilities).
+    pub head_mask: Option<Param<Tensor<1>>>,
+    pub lora_query: Option<Lora>,
+    pub lora_key: Option<Lora>,
+    pub lora_value: Option<Lora>,
+    pub lora_output: Option<Lora>,
+    pub adapter: Option<Adapter>,
+    pub attention_dropout: Dropout,
+    pub hidden_dropout: Dropout,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub layer: usize,
+}
+
+impl Attention {
+    pub fn forward(&self, x: Tensor<3>, score_bias: &Tensor<4>, rec: &mut Option<&mut NormRatioRecorder>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        let id = |target| PeftModuleId { layer: self.layer, site: PeftSite::Lora(target) };
+        let context = match (&self.query, &self.key, &self.value) {
+            (Some(q), Some(k), Some(v)) if self.heads > 0 => {
+                let (h, d) = (self.heads, self.head_dim);
+                let split = |y: Tensor<3>| y.reshape([b, t, h, d]).swap_dims(1, 2);
+                let dims = (b, t, &device);
+                let q = split(project(q, self.lora_query.as_ref(), Some(x.clone()), dims, id(LoraTarget::Query), rec));
+                let k = split(project(k, self.lora_key.as_ref(), Some(x.clone()), dims, id(LoraTarget::Key), rec));
+                let v = split(project(v, self.lora_value.as_ref(), Some(x.clone()), dims, id(LoraTarget::Value), rec));
+                let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt()) + score_bias.clone();
+                let probs = self.attention_dropout.forward(softmax(scores, 3));
+                let mut ctx = probs.matmul(v);
+                if let Some(mask) = &self.head_mask {
+                    ctx = ctx * mask.val().reshape([1, h, 1, 1]);
+                }
+                Some(ctx.swap_dims(1, 2).reshape([b, t, h * d]))
+            }
+            _ => None,
+        };
+        let out = project(&self.output, self.lora_output.as_ref(), context, (b, t, &device), id(LoraTarget::AttnOut), rec);
+        let adapter_id = PeftModuleId { layer: self.layer, site: PeftSite::Adapter(AdapterSite::Attention) };
+        let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
+        self.norm.forward(self.hidden_dropout.forward(out) + x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Ffn {
+    /// FC1; absent when every neuron of the layer is pruned.
+    pub input: Option<Dense>,
+    pub output: Dense,
+    pub norm: Norm,
+    /// One scalar per neuron, after the activation.
+    pub neuron_mask: Option<Param<Tensor<1>>>,
+    pub lora_input: Option<Lora>,
+    pub lora_output: Option<Lora>,
+    pub adapter: Option<Adapter>,
+    pub dropout: Dropout,
+    #[module(skip)]
+    pub activation: Activation,
+    pub width: usize,
+    pub layer: usize,
+}
+
+impl Ffn {
+    pub fn forward(&self, x: Tensor<3>, rec: &mut Option<&mut NormRatioRecorder>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        let id = |target| PeftModuleId { layer: self.layer, site: PeftSite::Lora(target) };
+        let hidden = match &self.input {
+            Some(fc1) if self.width > 0 => {
+                let z = project(fc1, self.lora_input.as_ref(), Some(x.clone()), (b, t, &device), id(LoraTarget::FfnIn), rec);
+                let mut z = match self.activation {
+                    Activation::Gelu => gelu(z),
+                    Activation::GeluTanh => burn::tensor::activation::gelu_approximate(z),
+                    Activation::Relu => relu(z),
+                };
+                if let Some(mask) = &self.neuron_mask {
+                    z = z * mask.val().reshape([1, 1, self.width]);
+                }
+                Some(z)
+            }
+            _ => None,
+        };
+        let out = project(&self.output, self.lora_output.as_ref(), hidden, (b, t, &device), id(LoraTarget::FfnOut), rec);
+        let adapter_id = PeftModuleId { layer: self.layer, site: PeftSite::Adapter(AdapterSite::Ffn) };
+        let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
+        self.norm.forward(self.dropout.forward(out) + x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Layer {
+    pub attention: Attention,
+    pub ffn: Ffn,
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub embeddings: Embeddings,
+    pub layers: Vec<Layer>,
+}
+
+impl Encoder {
+    /// Final hidden states `[B, T, H]`.
+    pub fn forward(&self, input: &EncoderInput, mut rec: Option<&mut NormRatioRecorder>) -> Tensor<3> {
+        let mut x = self.embeddings.forward(input);
+        let [b, t] = input.attention_mask.dims();
+        // 0 on real keys, a large negative score on padded keys: [B, 1, 1, T].
+        let score_bias = input
+            .attention_mask
+            .clone()
+            .equal_elem(0)
+            .float()
+            .mul_scalar(MASKED_SCORE)
+            .reshape([b, 1, 1, t]);
+        for layer in &self.layers {
+            x = layer.attention.forward(x, &score_bias, &mut rec);
+            x = layer.ffn.forward(x, &mut rec);
+        }
+        x
+    }
+}

@@ -1,0 +1,98 @@
+//! Task heads on top of the encoder, laid out like Hugging Face's so their checkpoints load.
+
+use burn::module::Module;
+use burn::nn::Dropout;
+use burn::tensor::activation::{log_softmax, tanh};
+use burn::tensor::{Int, Tensor};
+
+use lpeft_schema::model::{HeadStyle, TaskHeadSpec};
+
+use crate::layers::Dense;
+
+#[derive(Module, Debug)]
+pub struct TaskHead {
+    /// BERT pooler (pretrained, frozen) or RoBERTa's head `dense` (new, trainable);
+    /// absent for span extraction.
+    pub pooler: Option<Dense>,
+    /// Classifier / `out_proj` / `qa_outputs`.
+    pub out: Dense,
+    pub dropout: Dropout,
+    #[module(skip)]
+    pub spec: TaskHeadSpec,
+}
+
+/// What a head produces.
+#[derive(Debug, Clone)]
+pub enum HeadOutput {
+    /// `[B, num_labels]` (classification), `[B, 1]` (regression) or `[B, choices]`.
+    Logits(Tensor<2>),
+    /// `[B, T]` each.
+    Span { start: Tensor<2>, end: Tensor<2> },
+}
+
+/// Gold answers for a batch.
+#[derive(Debug, Clone)]
+pub enum Labels {
+    Class(Tensor<1, Int>),
+    Score(Tensor<1>),
+    Span { start: Tensor<1, Int>, end: Tensor<1, Int> },
+}
+
+impl TaskHead {
+    pub fn forward(&self, hidden: Tensor<3>) -> HeadOutput {
+        let [b, t, h] = hidden.dims();
+        if let TaskHeadSpec::SpanExtraction = self.spec {
+            let logits = self.out.forward(Some(hidden), b, t, &self.out_device());
+            let start = logits.clone().slice_dim(2, 0..1).reshape([b, t]);
+            let end = logits.slice_dim(2, 1..2).reshape([b, t]);
+            return HeadOutput::Span { start, end };
+        }
+        let first = hidden.slice_dim(1, 0..1).reshape([b, h]);
+        let pooler = self.pooler.as_ref().expect("sequence heads have a pooler/dense layer");
+        let style = match self.spec {
+            TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => style,
+            TaskHeadSpec::MultipleChoice { .. } => HeadStyle::BertPooler,
+            TaskHeadSpec::SpanExtraction => unreachable!(),
+        };
+        let logits = match style {
+            HeadStyle::BertPooler => {
+                let pooled = tanh(pooler.forward2(first));
+                self.out.forward2(self.dropout.forward(pooled))
+            }
+            HeadStyle::RobertaDenseTanh => {
+                let x = tanh(pooler.forward2(self.dropout.forward(first)));
+                self.out.forward2(self.dropout.forward(x))
+            }
+        };
+        match self.spec {
+            TaskHeadSpec::MultipleChoice { choices, .. } => HeadOutput::Logits(logits.reshape([b / choices, choices])),
+            _ => HeadOutput::Logits(logits),
+        }
+    }
+
+    fn out_device(&self) -> burn::tensor::Device {
+        self.out.bias.as_ref().expect("heads have biases").val().device()
+    }
+}
+
+/// Mean cross-entropy of `logits: [N, C]` against class ids `[N]`.
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let picked = log_softmax(logits, 1).gather(1, labels.reshape([n, 1]));
+    picked.mean().neg()
+}
+
+/// The task loss for a head output (cross-entropy, MSE, or mean of start/end cross-entropy).
+pub fn task_loss(output: &HeadOutput, labels: &Labels) -> Tensor<1> {
+    match (output, labels) {
+        (HeadOutput::Logits(logits), Labels::Class(y)) => cross_entropy(logits.clone(), y.clone()),
+        (HeadOutput::Logits(logits), Labels::Score(y)) => {
+            let [n, _] = logits.dims();
+            (logits.clone().reshape([n]) - y.clone()).square().mean()
+        }
+        (HeadOutput::Span { start, end }, Labels::Span { start: s, end: e }) => {
+            (cross_entropy(start.clone(), s.clone()) + cross_entropy(end.clone(), e.clone())).div_scalar(2.0)
+        }
+        _ => panic!("labels do not match the head: {output:?} vs {labels:?}"),
+    }
+}

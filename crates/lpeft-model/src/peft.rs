@@ -1,0 +1,83 @@
+//! PEFT modules: LoRA (`x·A·B·scale` beside the frozen `W x + b`, never a dense `W + ΔW`, so
+//! ranks can be pruned) and serial bottleneck adapters. Both expose their low-rank factors as
+//! `A: [d_in, r]` and `B: [r, d_out]` in burn layout, so rank scores and rank surgery treat
+//! them alike.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::module::linear;
+use burn::tensor::{Bool, Tensor};
+
+use lpeft_schema::model::PeftModuleId;
+
+/// LoRA on one projection: `Δ(x) = dropout(x) · A · B · scale`.
+#[derive(Module, Debug)]
+pub struct Lora {
+    /// `[d_in, r]`, kaiming-uniform.
+    pub a: Param<Tensor<2>>,
+    /// `[r, d_out]`, zero.
+    pub b: Param<Tensor<2>>,
+    pub dropout: Dropout,
+    /// `alpha / r_original`; unchanged by rank pruning.
+    pub scale: f64,
+}
+
+impl Lora {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = linear(self.dropout.forward(x), self.a.val(), None);
+        linear(h, self.b.val(), None).mul_scalar(self.scale)
+    }
+}
+
+/// Serial bottleneck adapter: `Δ(h) = up(ReLU(down(dropout(h)))) · scale`, added to `h`.
+#[derive(Module, Debug)]
+pub struct Adapter {
+    /// `down: [hidden, r]`.
+    pub a: Param<Tensor<2>>,
+    /// `up: [r, hidden]`.
+    pub b: Param<Tensor<2>>,
+    pub dropout: Dropout,
+    pub scale: f64,
+}
+
+impl Adapter {
+    pub fn forward(&self, h: Tensor<3>) -> Tensor<3> {
+        let z = relu(linear(self.dropout.forward(h), self.a.val(), None));
+        linear(z, self.b.val(), None).mul_scalar(self.scale)
+    }
+}
+
+pub fn dropout(prob: f64) -> Dropout {
+    DropoutConfig::new(prob).init()
+}
+
+/// Collects, during a training forward, each PEFT module's output-norm ratio
+/// `‖Δ(x)‖ / ‖W x + b‖` per token, averaged over non-padding tokens of the batch (spec §3.2).
+/// Values stay lazy tensors; the caller reads them all at once after the step.
+pub struct NormRatioRecorder {
+    /// `[B, T, 1]`, true on padding tokens.
+    padding: Tensor<3, Bool>,
+    /// Number of non-padding tokens in the batch.
+    tokens: f64,
+    pub ratios: Vec<(PeftModuleId, Tensor<1>)>,
+}
+
+impl NormRatioRecorder {
+    pub fn new(attention_mask: &Tensor<2, burn::tensor::Int>) -> Self {
+        let mask = attention_mask.clone().inner();
+        let tokens = mask.clone().sum().into_scalar::<i64>() as f64;
+        let [b, t] = mask.dims();
+        let padding = mask.equal_elem(0).reshape([b, t, 1]);
+        Self { padding, tokens, ratios: Vec::new() }
+    }
+
+    /// Records `‖delta‖ / ‖base‖` for module `id`; both `[B, T, d]`, graph-free.
+    pub fn record(&mut self, id: PeftModuleId, delta: &Tensor<3>, base: &Tensor<3>) {
+        let norm = |t: &Tensor<3>| t.clone().inner().square().sum_dim(2).sqrt();
+        let ratio = norm(delta) / norm(base);
+        let ratio = ratio.mask_fill(self.padding.clone(), 0.0);
+        let mean = ratio.sum().div_scalar(self.tokens.max(1.0));
+        self.ratios.push((id, mean));
+    }
+}

@@ -1,0 +1,125 @@
+//! Our encoder against Hugging Face transformers' reference outputs (made by
+//! tools/reference/make_model_fixtures.py): tiny random BERT and RoBERTa with uneven per-layer
+//! heads and widths (including a zero-head and a zero-width layer), and the real MiniLM.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use lpeft_model::head::HeadOutput;
+use lpeft_model::hf::{load_spec, HfCheckpoint};
+use lpeft_model::model::Model;
+use lpeft_schema::model::{Family, HeadStyle, LayerShape, ModelSpec, TaskHeadSpec};
+
+const TOL: f64 = 1e-4;
+
+fn load(dir: &Path, head: TaskHeadSpec) -> Model {
+    let ckpt = HfCheckpoint::open(dir).unwrap();
+    let encoder = load_spec(dir, &ckpt).unwrap();
+    let spec = ModelSpec { encoder, head, peft: vec![], masks: false };
+    let mut src = ckpt.source(spec.encoder.family, head, 0);
+    Model::build(&spec, &mut src, &device()).unwrap()
+}
+
+fn check_tiny(name: &str, style: HeadStyle, model_dir: &Path) {
+    let r = read_reference(&fixtures().join(name).join("reference.safetensors"));
+    let head = TaskHeadSpec::Classification { num_labels: 3, style };
+    let model = load(model_dir, head);
+    assert_eq!(
+        model.spec.encoder.layers,
+        vec![LayerShape { heads: 4, ffn: 48 }, LayerShape { heads: 0, ffn: 17 }, LayerShape { heads: 2, ffn: 0 }],
+        "per-layer shapes are read off the checkpoint"
+    );
+    let out = model.forward(&reference_input(&r, &device()));
+    let d = max_abs_diff(&values(out.hidden), &r["last_hidden_state"].1);
+    assert!(d < TOL, "{name}: hidden max|diff| {d:e}");
+    let HeadOutput::Logits(logits) = out.head else { panic!() };
+    let d = max_abs_diff(&values(logits), &r["logits"].1);
+    assert!(d < TOL, "{name}: logits max|diff| {d:e}");
+}
+
+#[test]
+fn tiny_bert_matches_transformers() {
+    check_tiny("tiny-bert", HeadStyle::BertPooler, &fixtures().join("tiny-bert"));
+}
+
+#[test]
+fn tiny_bert_from_pytorch_bin_matches_transformers() {
+    check_tiny("tiny-bert", HeadStyle::BertPooler, &fixtures().join("tiny-bert").join("bin"));
+}
+
+#[test]
+fn tiny_roberta_matches_transformers() {
+    let m = load(&fixtures().join("tiny-roberta"), TaskHeadSpec::Classification { num_labels: 3, style: HeadStyle::RobertaDenseTanh });
+    assert_eq!(m.spec.encoder.family, Family::Roberta);
+    assert_eq!(m.spec.encoder.pad_token_id, 1);
+    check_tiny("tiny-roberta", HeadStyle::RobertaDenseTanh, &fixtures().join("tiny-roberta"));
+}
+
+#[test]
+fn minilm_matches_transformers() {
+    let dir = shared().join("models/all-MiniLM-L6-v2");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: the real-model parity test needs ../shared", dir.display());
+    let r = read_reference(&fixtures().join("minilm-reference.safetensors"));
+    let model = load(&dir, TaskHeadSpec::Classification { num_labels: 2, style: HeadStyle::BertPooler });
+    let out = model.forward(&reference_input(&r, &device()));
+    let got = values(out.hidden);
+    // Compare real tokens only (padding positions are not part of anyone's output contract).
+    let (shape, mask) = &r["attention_mask"];
+    let h = model.spec.encoder.hidden_size;
+    let mut worst: f64 = 0.0;
+    for row in 0..shape[0] {
+        for t in 0..shape[1] {
+            if mask[row * shape[1] + t] == 0.0 {
+                continue;
+            }
+            let off = (row * shape[1] + t) * h;
+            worst = worst.max(max_abs_diff(&got[off..off + h], &r["last_hidden_state"].1[off..off + h]));
+        }
+    }
+    assert!(worst < TOL, "MiniLM hidden max|diff| {worst:e}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("tiny-bert");
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let mut map = lpeft_model::hf::read_safetensors(&src.join("model.safetensors")).unwrap();
+    map.tensors.remove("bert.encoder.layer.2.output.LayerNorm.weight");
+    lpeft_model::checkpoint::write_safetensors(&dir.path().join("model.safetensors"), &map.tensors.into_iter().collect()).unwrap();
+    let ckpt = HfCheckpoint::open(dir.path()).unwrap();
+    let encoder = load_spec(dir.path(), &ckpt).unwrap();
+    let head = TaskHeadSpec::Classification { num_labels: 3, style: HeadStyle::BertPooler };
+    let spec = ModelSpec { encoder, head, peft: vec![], masks: false };
+    let err = Model::build(&spec, &mut ckpt.source(Family::Bert, head, 0), &device()).unwrap_err().to_string();
+    assert!(err.contains("bert.encoder.layer.2.output.LayerNorm.weight") && err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn misshaped_tensor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("tiny-bert");
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let mut map = lpeft_model::hf::read_safetensors(&src.join("model.safetensors")).unwrap();
+    map.tensors.insert("bert.encoder.layer.0.attention.self.key.weight".into(), (vec![32, 31], vec![0.0; 32 * 31]));
+    lpeft_model::checkpoint::write_safetensors(&dir.path().join("model.safetensors"), &map.tensors.into_iter().collect()).unwrap();
+    let ckpt = HfCheckpoint::open(dir.path()).unwrap();
+    let encoder = load_spec(dir.path(), &ckpt).unwrap();
+    let head = TaskHeadSpec::Classification { num_labels: 3, style: HeadStyle::BertPooler };
+    let spec = ModelSpec { encoder, head, peft: vec![], masks: false };
+    let err = Model::build(&spec, &mut ckpt.source(Family::Bert, head, 0), &device()).unwrap_err().to_string();
+    assert!(err.contains("attention.self.key.weight") && err.contains("[32, 31]") && err.contains("expected [32, 32]"), "{err}");
+}
+
+#[test]
+fn bad_config_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "bert", "hidden_size": 32, "num_attention_heads": 5}"#).unwrap();
+    let err = lpeft_model::hf::read_config(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("config.json") && err.contains("num_attention_heads") && err.contains("does not divide"), "{err}");
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let err = lpeft_model::hf::read_config(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("model_type") && err.contains("gpt2"), "{err}");
+}

@@ -35,6 +35,8 @@ pub struct InputArtifact {
 
 /// Everything a running stage may touch.
 pub struct RunContext<'a> {
+    /// Parameters as written in the pipeline (after expansion), not the canonical form; the
+    /// stage canonicalizes them again exactly as in `prepare`.
     pub params: &'a serde_json::Value,
     /// Named inputs, as wired in the pipeline file (`inputs: { dataset: "data-sst2" }`).
     pub inputs: &'a BTreeMap<String, InputArtifact>,
@@ -84,4 +86,8 @@ pub trait Stage: Send + Sync {
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError>;
     /// Do the work, writing files into `ctx.out_dir`.
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError>;
+    /// One line for `lpeft --help` and `lpeft KIND --help`.
+    fn about(&self) -> &'static str {
+        ""
+    }
 }

@@ -54,7 +54,10 @@ impl HashCache {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
-        HashCache { entries, dirty: false }
+        HashCache {
+            entries,
+            dirty: false,
+        }
     }
 
     pub(crate) fn get(&self, path: &Path, stamp: &FileStamp) -> Option<&str> {

@@ -18,9 +18,21 @@ pub enum StoreError {
     #[error(
         "artifact {key} is corrupt: file `{file}` has BLAKE3 {actual}, manifest says {expected}"
     )]
-    Corrupt { key: String, file: String, expected: String, actual: String },
-    #[error("artifact {key} is corrupt: file `{file}` has {actual} bytes, manifest says {expected}")]
-    SizeMismatch { key: String, file: String, expected: u64, actual: u64 },
+    Corrupt {
+        key: String,
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "artifact {key} is corrupt: file `{file}` has {actual} bytes, manifest says {expected}"
+    )]
+    SizeMismatch {
+        key: String,
+        file: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("artifact {key} is corrupt: file `{file}` is missing")]
     MissingFile { key: String, file: String },
     #[error("artifact {key} is corrupt: unexpected file `{file}` not listed in the manifest")]
@@ -41,6 +53,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for Result<T, std::io::Error> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Io { path: path.into(), source })
+        self.map_err(|source| StoreError::Io {
+            path: path.into(),
+            source,
+        })
     }
 }

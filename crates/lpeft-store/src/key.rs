@@ -32,12 +32,20 @@ impl KeyInputs<'_> {
         field(&mut out, b"kind", self.kind.as_bytes());
         field(&mut out, b"code", &self.code_version.to_le_bytes());
         field(&mut out, b"params", canonical_json(self.params).as_bytes());
-        field(&mut out, b"inputs", &(self.inputs.len() as u64).to_le_bytes());
+        field(
+            &mut out,
+            b"inputs",
+            &(self.inputs.len() as u64).to_le_bytes(),
+        );
         for (slot, key) in self.inputs {
             field(&mut out, b"slot", slot.as_bytes());
             field(&mut out, b"key", key.as_bytes());
         }
-        field(&mut out, b"external", &(self.external_hashes.len() as u64).to_le_bytes());
+        field(
+            &mut out,
+            b"external",
+            &(self.external_hashes.len() as u64).to_le_bytes(),
+        );
         for hash in self.external_hashes {
             field(&mut out, b"hash", hash.as_bytes());
         }
@@ -104,7 +112,9 @@ fn write_canonical(out: &mut String, value: &serde_json::Value) {
 
 /// Whether `s` looks like a full key.
 pub fn is_full_key(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -112,9 +122,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn key(params: serde_json::Value, inputs: &[(&str, &str)], ext: &[&str], backend: Option<&str>) -> String {
-        let inputs: BTreeMap<String, String> =
-            inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    fn key(
+        params: serde_json::Value,
+        inputs: &[(&str, &str)],
+        ext: &[&str],
+        backend: Option<&str>,
+    ) -> String {
+        let inputs: BTreeMap<String, String> = inputs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         let ext: Vec<String> = ext.iter().map(|s| s.to_string()).collect();
         KeyInputs {
             kind: "data",
@@ -130,19 +147,45 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_recursively() {
         let v = json!({"b": 1, "a": {"z": [1, {"y": 2, "x": 3}], "c": "s"}});
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":"s","z":[1,{"x":3,"y":2}]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"s","z":[1,{"x":3,"y":2}]},"b":1}"#
+        );
     }
 
     #[test]
     fn key_depends_on_exactly_its_inputs() {
         let base = key(json!({"a": 1, "b": 2}), &[("x", "k1")], &["h1"], None);
         assert!(is_full_key(&base));
-        assert_eq!(base, key(json!({"b": 2, "a": 1}), &[("x", "k1")], &["h1"], None));
-        assert_ne!(base, key(json!({"a": 1, "b": 3}), &[("x", "k1")], &["h1"], None));
-        assert_ne!(base, key(json!({"a": 1, "b": 2}), &[("x", "k2")], &["h1"], None));
-        assert_ne!(base, key(json!({"a": 1, "b": 2}), &[("y", "k1")], &["h1"], None));
-        assert_ne!(base, key(json!({"a": 1, "b": 2}), &[("x", "k1")], &["h2"], None));
-        assert_ne!(base, key(json!({"a": 1, "b": 2}), &[("x", "k1")], &["h1"], Some("flex")));
+        assert_eq!(
+            base,
+            key(json!({"b": 2, "a": 1}), &[("x", "k1")], &["h1"], None)
+        );
+        assert_ne!(
+            base,
+            key(json!({"a": 1, "b": 3}), &[("x", "k1")], &["h1"], None)
+        );
+        assert_ne!(
+            base,
+            key(json!({"a": 1, "b": 2}), &[("x", "k2")], &["h1"], None)
+        );
+        assert_ne!(
+            base,
+            key(json!({"a": 1, "b": 2}), &[("y", "k1")], &["h1"], None)
+        );
+        assert_ne!(
+            base,
+            key(json!({"a": 1, "b": 2}), &[("x", "k1")], &["h2"], None)
+        );
+        assert_ne!(
+            base,
+            key(
+                json!({"a": 1, "b": 2}),
+                &[("x", "k1")],
+                &["h1"],
+                Some("flex")
+            )
+        );
         assert_ne!(
             key(json!({}), &[], &[], Some("flex")),
             key(json!({}), &[], &[], Some("tch-cuda"))
@@ -151,6 +194,9 @@ mod tests {
 
     #[test]
     fn length_prefixing_prevents_ambiguity() {
-        assert_ne!(key(json!({}), &[("ab", "c")], &[], None), key(json!({}), &[("a", "bc")], &[], None));
+        assert_ne!(
+            key(json!({}), &[("ab", "c")], &[], None),
+            key(json!({}), &[("a", "bc")], &[], None)
+        );
     }
 }

@@ -25,6 +25,6 @@ pub use cache::FileStamp;
 pub use error::StoreError;
 pub use key::{KEY_FORMAT, KeyInputs, canonical_json};
 pub use store::{
-    Artifact, GcReport, KeyLock, MANIFEST_FILE, Staging, Store, StoreLock, VerifyIssue,
-    VerifyMode, dir_size,
+    Artifact, GcReport, KeyLock, MANIFEST_FILE, Staging, Store, StoreLock, VerifyIssue, VerifyMode,
+    dir_size,
 };

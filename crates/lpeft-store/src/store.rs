@@ -99,7 +99,10 @@ impl Store {
         }
         let root = fs::canonicalize(&root).at(&root)?;
         let cache = HashCache::load(&root.join("cache/hashes.json"));
-        Ok(Store { root, cache: Mutex::new(cache) })
+        Ok(Store {
+            root,
+            cache: Mutex::new(cache),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -129,7 +132,9 @@ impl Store {
         let file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(StoreLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Busy { store: self.root.clone() }),
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
+                store: self.root.clone(),
+            }),
             Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
         }
     }
@@ -142,12 +147,18 @@ impl Store {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                tracing::info!(key = &key[..12], "another run is producing this artifact; waiting");
+                tracing::info!(
+                    key = &key[..12],
+                    "another run is producing this artifact; waiting"
+                );
                 file.lock().at(&path)?;
             }
             Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io { path, source: e }),
         }
-        Ok(KeyLock { key: key.to_string(), _file: file })
+        Ok(KeyLock {
+            key: key.to_string(),
+            _file: file,
+        })
     }
 
     /// Create an empty staging directory for the locked key, removing leftovers of killed runs
@@ -165,7 +176,10 @@ impl Store {
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = tmp.join(format!("{}.{}.{}", lock.key, std::process::id(), n));
         fs::create_dir(&dir).at(&dir)?;
-        Ok(Staging { key: lock.key.clone(), dir })
+        Ok(Staging {
+            key: lock.key.clone(),
+            dir,
+        })
     }
 
     /// Publish a staging directory atomically as an artifact.
@@ -179,7 +193,10 @@ impl Store {
         lock: &KeyLock,
         mut manifest: Manifest,
     ) -> Result<Manifest, StoreError> {
-        assert_eq!(staging.key, lock.key, "staging and lock belong to different keys");
+        assert_eq!(
+            staging.key, lock.key,
+            "staging and lock belong to different keys"
+        );
         let key = staging.key.clone();
         let mut stamped = Vec::new();
         let mut files = Vec::new();
@@ -192,7 +209,11 @@ impl Store {
             f.sync_all().at(&path)?;
             make_read_only(&path)?;
             let (stamp, blake3) = hash_file(&path)?;
-            files.push(FileEntry { path: rel.clone(), size: stamp.size, blake3: blake3.clone() });
+            files.push(FileEntry {
+                path: rel.clone(),
+                size: stamp.size,
+                blake3: blake3.clone(),
+            });
             stamped.push((rel, stamp, blake3));
         }
         manifest.format = lpeft_schema::manifest::MANIFEST_FORMAT;
@@ -201,7 +222,10 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         write_synced(&staging.dir.join(MANIFEST_FILE), &bytes)?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
-        write_synced(&staging.dir.join(MANIFEST_HASH_FILE), format!("{hash}\n").as_bytes())?;
+        write_synced(
+            &staging.dir.join(MANIFEST_HASH_FILE),
+            format!("{hash}\n").as_bytes(),
+        )?;
         for dir in list_dirs(&staging.dir)? {
             sync_dir(&dir)?;
         }
@@ -210,7 +234,10 @@ impl Store {
         let target = objects.join(&key);
         if target.exists() {
             let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let old = self.root.join("tmp").join(format!("{key}.old.{}.{n}", std::process::id()));
+            let old = self
+                .root
+                .join("tmp")
+                .join(format!("{key}.old.{}.{n}", std::process::id()));
             fs::rename(&target, &old).at(&target)?;
             self.cache.lock().expect("cache lock").remove_under(&target);
             remove_tree(&old)?;
@@ -230,17 +257,28 @@ impl Store {
             return if self.contains(prefix) {
                 Ok(prefix.to_string())
             } else {
-                Err(StoreError::NotFound { key: prefix.to_string(), store: self.root.clone() })
+                Err(StoreError::NotFound {
+                    key: prefix.to_string(),
+                    store: self.root.clone(),
+                })
             };
         }
         if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::InvalidKey { key: prefix.to_string() });
+            return Err(StoreError::InvalidKey {
+                key: prefix.to_string(),
+            });
         }
         let prefix = prefix.to_ascii_lowercase();
-        let matches: Vec<String> =
-            self.keys()?.into_iter().filter(|k| k.starts_with(&prefix)).collect();
+        let matches: Vec<String> = self
+            .keys()?
+            .into_iter()
+            .filter(|k| k.starts_with(&prefix))
+            .collect();
         match matches.len() {
-            0 => Err(StoreError::NotFound { key: prefix, store: self.root.clone() }),
+            0 => Err(StoreError::NotFound {
+                key: prefix,
+                store: self.root.clone(),
+            }),
             1 => Ok(matches.into_iter().next().expect("one match")),
             n => Err(StoreError::AmbiguousKey { prefix, matches: n }),
         }
@@ -251,7 +289,11 @@ impl Store {
         let objects = self.root.join("objects");
         let mut keys = Vec::new();
         for entry in fs::read_dir(&objects).at(&objects)? {
-            let name = entry.at(&objects)?.file_name().to_string_lossy().into_owned();
+            let name = entry
+                .at(&objects)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             if is_full_key(&name) {
                 keys.push(name);
             }
@@ -268,7 +310,10 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(StoreError::NotFound { key: key.to_string(), store: self.root.clone() });
+                return Err(StoreError::NotFound {
+                    key: key.to_string(),
+                    store: self.root.clone(),
+                });
             }
             Err(e) => return Err(StoreError::Io { path, source: e }),
         };
@@ -286,8 +331,11 @@ impl Store {
                 actual,
             });
         }
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::BadManifest { path: path.clone(), message: e.to_string() })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::BadManifest {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         if manifest.key != key {
             return Err(StoreError::BadManifest {
                 path,
@@ -301,7 +349,11 @@ impl Store {
     /// through the stat-keyed cache). A damaged artifact is refused, naming the file.
     pub fn open_artifact(&self, key: &str) -> Result<Artifact, StoreError> {
         let manifest = self.verify(key, VerifyMode::Cached)?;
-        Ok(Artifact { key: key.to_string(), dir: self.object_dir(key), manifest })
+        Ok(Artifact {
+            key: key.to_string(),
+            dir: self.object_dir(key),
+            manifest,
+        })
     }
 
     /// Check an artifact against its manifest.
@@ -331,16 +383,22 @@ impl Store {
             }
             let stamp = FileStamp::of(&meta);
             let cached = match mode {
-                VerifyMode::Cached => {
-                    self.cache.lock().expect("cache lock").get(&path, &stamp).map(str::to_string)
-                }
+                VerifyMode::Cached => self
+                    .cache
+                    .lock()
+                    .expect("cache lock")
+                    .get(&path, &stamp)
+                    .map(str::to_string),
                 VerifyMode::Deep => None,
             };
             let actual = match cached {
                 Some(h) => h,
                 None => {
                     let (stamp, h) = hash_file(&path)?;
-                    self.cache.lock().expect("cache lock").insert(path.clone(), stamp, h.clone());
+                    self.cache
+                        .lock()
+                        .expect("cache lock")
+                        .insert(path.clone(), stamp, h.clone());
                     h
                 }
             };
@@ -356,9 +414,14 @@ impl Store {
         if mode == VerifyMode::Deep {
             let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
             for rel in list_files(&dir)? {
-                if rel != MANIFEST_FILE && rel != MANIFEST_HASH_FILE && !listed.contains(rel.as_str())
+                if rel != MANIFEST_FILE
+                    && rel != MANIFEST_HASH_FILE
+                    && !listed.contains(rel.as_str())
                 {
-                    return Err(StoreError::ExtraFile { key: key.to_string(), file: rel });
+                    return Err(StoreError::ExtraFile {
+                        key: key.to_string(),
+                        file: rel,
+                    });
                 }
             }
         }
@@ -370,7 +433,12 @@ impl Store {
         let keys = self.keys()?;
         let issues = keys
             .iter()
-            .filter_map(|k| self.verify(k, mode).err().map(|error| VerifyIssue { key: k.clone(), error }))
+            .filter_map(|k| {
+                self.verify(k, mode).err().map(|error| VerifyIssue {
+                    key: k.clone(),
+                    error,
+                })
+            })
             .collect();
         Ok((keys.len(), issues))
     }
@@ -384,13 +452,19 @@ impl Store {
             return Ok((stamp.size, h.to_string()));
         }
         let (stamp, h) = hash_file(&abs)?;
-        self.cache.lock().expect("cache lock").insert(abs, stamp, h.clone());
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(abs, stamp, h.clone());
         Ok((stamp.size, h))
     }
 
     /// Persist the hash cache (call at the end of a command).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.cache.lock().expect("cache lock").save(&self.root.join("cache/hashes.json"))
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .save(&self.root.join("cache/hashes.json"))
     }
 
     fn index_path(&self, pipeline: &str, stage: &str) -> PathBuf {
@@ -423,15 +497,17 @@ impl Store {
     pub fn index_keys(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
         let dir = self.root.join("index").join(sanitize(pipeline));
         let mut keys = Vec::new();
-        let Ok(entries) = fs::read_dir(&dir) else { return Ok(keys) };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(keys);
+        };
         for entry in entries {
             let path = entry.at(&dir)?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                if let Some(rec) =
-                    fs::read(&path).ok().and_then(|b| serde_json::from_slice::<IndexRecord>(&b).ok())
-                {
-                    keys.push(rec.key);
-                }
+            if path.extension().is_some_and(|e| e == "json")
+                && let Some(rec) = fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<IndexRecord>(&b).ok())
+            {
+                keys.push(rec.key);
             }
         }
         Ok(keys)
@@ -461,7 +537,10 @@ impl Store {
             report.removed.push((key.clone(), dir_size(&dir)));
             if !dry_run {
                 // Rename first so a half-deleted artifact is never visible under objects/.
-                let trash = self.root.join("tmp").join(format!("{key}.gc.{}", std::process::id()));
+                let trash = self
+                    .root
+                    .join("tmp")
+                    .join(format!("{key}.gc.{}", std::process::id()));
                 fs::rename(&dir, &trash).at(&dir)?;
                 remove_tree(&trash)?;
                 self.cache.lock().expect("cache lock").remove_under(&dir);
@@ -489,12 +568,24 @@ impl Store {
 }
 
 fn check_key(key: &str) -> Result<(), StoreError> {
-    if is_full_key(key) { Ok(()) } else { Err(StoreError::InvalidKey { key: key.to_string() }) }
+    if is_full_key(key) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey {
+            key: key.to_string(),
+        })
+    }
 }
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect::<String>()
         .trim_start_matches('.')
         .to_string()
@@ -530,13 +621,25 @@ fn remove_tree(path: &Path) -> Result<(), StoreError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
     };
-    let result = if meta.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    let result = if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -551,7 +654,11 @@ fn list_files(root: &Path) -> Result<Vec<String>, StoreError> {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             let ft = entry.file_type().at(&path)?;
-            let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             if ft.is_dir() {
                 todo.push((path, child));
             } else if ft.is_file() {

@@ -50,7 +50,10 @@ fn put(store: &Store, key: &str, files: &[(&str, &str)], inputs: &[(&str, &str)]
         fs::write(p, content).unwrap();
     }
     let mut m = manifest_template("t");
-    m.inputs = inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    m.inputs = inputs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     store.publish(staging, &lock, m).unwrap()
 }
 
@@ -66,7 +69,12 @@ fn publish_then_open_verifies() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
     let key = key_for(1);
-    let m = put(&store, &key, &[("a.txt", "alpha"), ("sub/b.txt", "beta")], &[]);
+    let m = put(
+        &store,
+        &key,
+        &[("a.txt", "alpha"), ("sub/b.txt", "beta")],
+        &[],
+    );
     assert_eq!(m.files.len(), 2);
     assert_eq!(m.files[1].path, "sub/b.txt");
     let a = store.open_artifact(&key).unwrap();
@@ -87,7 +95,10 @@ fn flipped_byte_is_refused_by_readers_and_verify() {
     store.flush().unwrap();
     flip_byte(&store.object_dir(&key).join("data.bin"));
     let err = store.open_artifact(&key).unwrap_err();
-    assert!(matches!(&err, StoreError::Corrupt { file, .. } if file == "data.bin"), "{err}");
+    assert!(
+        matches!(&err, StoreError::Corrupt { file, .. } if file == "data.bin"),
+        "{err}"
+    );
     assert!(err.to_string().contains("data.bin"));
     // A fresh process (new cache load) refuses too.
     let store2 = Store::open(tmp.path()).unwrap();
@@ -116,7 +127,10 @@ fn deep_verify_rejects_extra_files() {
     put(&store, &key, &[("x", "x")], &[]);
     fs::write(store.object_dir(&key).join("intruder"), "!").unwrap();
     store.verify(&key, VerifyMode::Cached).unwrap();
-    assert!(matches!(store.verify(&key, VerifyMode::Deep), Err(StoreError::ExtraFile { .. })));
+    assert!(matches!(
+        store.verify(&key, VerifyMode::Deep),
+        Err(StoreError::ExtraFile { .. })
+    ));
 }
 
 #[test]
@@ -127,7 +141,9 @@ fn reserved_names_are_refused() {
     let lock = store.lock_key(&key).unwrap();
     let staging = store.begin(&lock).unwrap();
     fs::write(staging.dir().join(MANIFEST_FILE), "{}").unwrap();
-    let err = store.publish(staging, &lock, manifest_template("t")).unwrap_err();
+    let err = store
+        .publish(staging, &lock, manifest_template("t"))
+        .unwrap_err();
     assert!(matches!(err, StoreError::Reserved { .. }));
     assert!(!store.contains(&key));
 }
@@ -173,7 +189,10 @@ fn gc_is_refused_while_a_run_holds_the_store() {
     let store = Store::open(tmp.path()).unwrap();
     let _run = store.lock_shared().unwrap();
     let other = Store::open(tmp.path()).unwrap();
-    assert!(matches!(other.gc(&BTreeSet::new(), true), Err(StoreError::Busy { .. })));
+    assert!(matches!(
+        other.gc(&BTreeSet::new(), true),
+        Err(StoreError::Busy { .. })
+    ));
 }
 
 #[test]
@@ -191,7 +210,9 @@ fn key_lock_serializes_producers() {
                     produced.fetch_add(1, Ordering::SeqCst);
                     let staging = store.begin(&lock).unwrap();
                     fs::write(staging.dir().join("f"), "x").unwrap();
-                    store.publish(staging, &lock, manifest_template("t")).unwrap();
+                    store
+                        .publish(staging, &lock, manifest_template("t"))
+                        .unwrap();
                 }
             })
         })

@@ -1,0 +1,220 @@
+//! Plan and run real (builtin) stages against a temporary store.
+
+use std::path::{Path, PathBuf};
+
+use lpeft_pipeline::builtin::{DigestStage, SnapshotStage};
+use lpeft_pipeline::file::load_str;
+use lpeft_pipeline::plan::{RerunReason, resolve};
+use lpeft_pipeline::run::{RunOptions, Silent, execute};
+use lpeft_pipeline::{ExpandOptions, Plan, PlanOptions, Registry, Status};
+use lpeft_store::{Store, VerifyMode};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    store: Store,
+    registry: Registry,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for t in ["a", "b"] {
+        std::fs::create_dir_all(data.join(t)).unwrap();
+        std::fs::write(data.join(t).join("x.tsv"), format!("{t}\n1\n2\n")).unwrap();
+    }
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let registry = Registry::new(vec![Box::new(SnapshotStage), Box::new(DigestStage)]);
+    Fixture {
+        _tmp: tmp,
+        data,
+        store,
+        registry,
+    }
+}
+
+fn text(data: &Path, rounds: u32) -> String {
+    format!(
+        r#"Pipeline(
+    name: "t",
+    vars: {{ "data": "{}", "rounds": {rounds} }},
+    stages: [
+        (name: "snap-{{t}}", kind: "snapshot", sweep: {{ "t": ["a", "b"] }}, params: {{ "paths": ["{{data}}/{{t}}"] }}),
+        (name: "digest-{{t}}", kind: "digest", sweep: {{ "t": ["a", "b"] }},
+         params: {{ "rounds": "{{rounds}}" }}, inputs: {{ "src": "snap-{{t}}" }}),
+    ],
+)"#,
+        data.display()
+    )
+}
+
+fn plan(f: &Fixture, text: &str, opts: &PlanOptions) -> Plan {
+    let no_env = |_: &str| None;
+    let p = load_str(Path::new("t.ron"), text, &ExpandOptions::default(), &no_env).unwrap();
+    resolve(&p, &f.registry, &f.store, opts).unwrap()
+}
+
+fn run(f: &Fixture, plan: &Plan) -> lpeft_pipeline::RunReport {
+    execute(
+        plan,
+        &f.registry,
+        &f.store,
+        &Silent,
+        RunOptions {
+            jobs: 2,
+            record_as: Some(&plan.pipeline),
+        },
+    )
+    .unwrap()
+}
+
+fn statuses(plan: &Plan) -> Vec<(String, &'static str)> {
+    plan.nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.status.label()))
+        .collect()
+}
+
+#[test]
+fn second_run_hits_and_one_param_reruns_exactly_the_affected_stages() {
+    let f = fixture();
+    let opts = PlanOptions::new("flex");
+    let p1 = plan(&f, &text(&f.data, 1), &opts);
+    assert_eq!(p1.count("RUN"), 4);
+    assert!(matches!(&p1.nodes[0].status, Status::Run(r) if r == &vec![RerunReason::Missing]));
+    let report = run(&f, &p1);
+    assert_eq!(report.ran(), 4);
+
+    let p2 = plan(&f, &text(&f.data, 1), &opts);
+    assert_eq!(p2.count("HIT"), 4, "{:?}", statuses(&p2));
+    assert_eq!(run(&f, &p2).ran(), 0);
+
+    let p3 = plan(&f, &text(&f.data, 2), &opts);
+    assert_eq!(p3.count("RUN"), 2);
+    let d = p3.node("digest-a").unwrap();
+    match &d.status {
+        Status::Run(reasons) => {
+            assert_eq!(reasons.len(), 1);
+            assert_eq!(reasons[0].to_string(), "params changed: rounds 1 → 2");
+        }
+        other => panic!("{other:?}"),
+    }
+    run(&f, &p3);
+    // Back to 1: those artifacts still exist, so everything hits.
+    assert_eq!(plan(&f, &text(&f.data, 1), &opts).count("HIT"), 4);
+    let (n, issues) = f.store.verify_all(VerifyMode::Deep).unwrap();
+    assert_eq!((n, issues.len()), (6, 0));
+}
+
+#[test]
+fn changed_data_file_reruns_its_chain_with_reasons() {
+    let f = fixture();
+    let opts = PlanOptions::new("flex");
+    run(&f, &plan(&f, &text(&f.data, 1), &opts));
+    std::fs::write(f.data.join("b/x.tsv"), "b\n1\n3\n").unwrap();
+    let p = plan(&f, &text(&f.data, 1), &opts);
+    assert_eq!(
+        statuses(&p),
+        vec![
+            ("snap-a".into(), "HIT"),
+            ("snap-b".into(), "RUN"),
+            ("digest-a".into(), "HIT"),
+            ("digest-b".into(), "RUN")
+        ]
+    );
+    let reasons = |n: &str| match &p.node(n).unwrap().status {
+        Status::Run(r) => r.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        _ => vec![],
+    };
+    assert!(
+        reasons("snap-b")[0].starts_with("file changed: "),
+        "{:?}",
+        reasons("snap-b")
+    );
+    assert_eq!(
+        reasons("digest-b"),
+        vec!["input `src` changed (from `snap-b`)"]
+    );
+}
+
+#[test]
+fn force_only_and_downstream() {
+    let f = fixture();
+    let t = text(&f.data, 1);
+    run(&f, &plan(&f, &t, &PlanOptions::new("flex")));
+    let mut opts = PlanOptions::new("flex");
+    opts.force = vec!["snap-a".into()];
+    let p = plan(&f, &t, &opts);
+    assert_eq!(p.count("RUN"), 1);
+    opts.downstream = true;
+    let p = plan(&f, &t, &opts);
+    assert_eq!(p.count("RUN"), 2);
+    assert!(
+        matches!(&p.node("digest-a").unwrap().status, Status::Run(r) if r == &vec![RerunReason::Forced])
+    );
+    assert_eq!(run(&f, &p).ran(), 2);
+
+    // --only on a stale stage whose input is stale too: blocked, and the run refuses.
+    let t2 = text(&f.data, 3);
+    std::fs::write(f.data.join("a/x.tsv"), "changed\n").unwrap();
+    let mut opts = PlanOptions::new("flex");
+    opts.only = vec!["digest-*".into()];
+    let p = plan(&f, &t2, &opts);
+    assert_eq!(p.node("snap-a").unwrap().status.label(), "SKIP");
+    assert_eq!(p.node("digest-a").unwrap().status.label(), "BLOCKED");
+    assert_eq!(p.node("digest-b").unwrap().status.label(), "RUN");
+    let err = execute(
+        &p,
+        &f.registry,
+        &f.store,
+        &Silent,
+        RunOptions {
+            jobs: 1,
+            record_as: None,
+        },
+    );
+    assert!(err.unwrap_err().to_string().contains("digest-a"));
+}
+
+#[test]
+fn resolution_errors_name_the_stage_position() {
+    let f = fixture();
+    let no_env = |_: &str| None;
+    let check = |text: &str, want: &str| {
+        let line = if want == "cycle" {
+            "t.ron:2:"
+        } else {
+            "t.ron:3:"
+        };
+        let p = load_str(Path::new("t.ron"), text, &ExpandOptions::default(), &no_env).unwrap();
+        let e = resolve(&p, &f.registry, &f.store, &PlanOptions::new("flex"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(line), "{e}");
+        assert!(e.contains(want), "{e}");
+    };
+    check(
+        "Pipeline(name: \"t\", stages: [\n (name: \"a\", kind: \"snapshot\", params: { \"paths\": [\"/nonexistent\"] }),\n (name: \"b\", kind: \"nope\"),\n])",
+        "unknown kind `nope`",
+    );
+    check(
+        "Pipeline(name: \"t\", stages: [\n (name: \"a\", kind: \"digest\", inputs: { \"src\": \"b\" }),\n (name: \"b\", kind: \"digest\", inputs: { \"src\": \"a\" }),\n])",
+        "cycle",
+    );
+    check(
+        "Pipeline(name: \"t\", stages: [\n\n (name: \"b\", kind: \"digest\", inputs: { \"src\": \"zz\" }),\n])",
+        "unknown stage `zz`",
+    );
+    check(
+        "Pipeline(name: \"t\", stages: [\n\n (name: \"b\", kind: \"digest\"),\n])",
+        "not wired",
+    );
+    check(
+        "Pipeline(name: \"t\", stages: [\n\n (name: \"b\", kind: \"snapshot\", params: { \"paths\": [\"/nonexistent/x\"] }),\n])",
+        "nonexistent",
+    );
+    check(
+        "Pipeline(name: \"t\", stages: [\n\n (name: \"b\", kind: \"snapshot\", params: { \"pathz\": [] }),\n])",
+        "pathz",
+    );
+}

@@ -1,1 +1,34 @@
 //! Task readers (GLUE, SuperGLUE, SQuAD), task registry, tokenized dataset artifacts and batching.
+//!
+//! Flow: [`build::resolve`] a [`DataConfig`] to its source files → [`build::build`] reads them
+//! (`glue`, `superglue`, `squad`, `hub`), samples, tokenizes (`encode`) and writes the
+//! artifact (`artifact`) → the trainer opens it with [`Dataset::open`] and iterates
+//! [`Batcher::epoch`].
+//!
+//! Architecture invariants:
+//! - The artifact depends only on the declared files' content and the canonical parameters
+//!   (no paths, no clock, no thread count): tokenization is order-preserving and sampling and
+//!   shuffling use the self-contained [`rng::SplitMix64`].
+//! - Label ids follow the Hugging Face class-label order, whatever the source.
+//! - No dependency on burn: batches are plain vectors.
+
+pub mod artifact;
+pub mod batch;
+pub mod build;
+pub mod encode;
+pub mod error;
+pub mod example;
+pub mod glue;
+pub mod hub;
+pub mod registry;
+pub mod rng;
+pub mod squad;
+pub mod stage;
+pub mod superglue;
+
+pub use artifact::Dataset;
+pub use batch::{Batch, BatchConfig, BatchLabels, Batcher, Padding};
+pub use build::{DataConfig, HubConfig};
+pub use encode::{Labels, SplitTensors, Texts};
+pub use error::DataError;
+pub use stage::DataStage;

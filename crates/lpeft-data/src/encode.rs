@@ -1,0 +1,244 @@
+//! Tokenization of a split into flat arrays (the in-memory form of `<split>.safetensors`).
+
+use lpeft_schema::dataset::{RecordTexts, SpanQuestion, SpanTexts};
+use lpeft_tokenizer::{Tokenizer, WindowConfig};
+use rayon::prelude::*;
+
+use crate::error::DataError;
+use crate::example::{Inputs, Label, RawSplit};
+
+/// Labels of a split, in the layout the task kind prescribes (see `TaskKind`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Labels {
+    /// Unlabeled split (test files).
+    None,
+    /// i64 per row (classification), or per group (multiple choice: the right choice).
+    Class(Vec<i64>),
+    /// f32 per row (regression).
+    Float(Vec<f32>),
+    /// i64 `[rows, 2]`: start and end token positions of the answer (0, 0 if outside).
+    Span(Vec<i64>),
+}
+
+/// One tokenized split. Rows are encoder sequences; row `r` has tokens
+/// `input_ids[offsets[r]..offsets[r + 1]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitTensors {
+    pub input_ids: Vec<u32>,
+    pub type_ids: Vec<u8>,
+    /// `[rows + 1]`, starting at 0.
+    pub offsets: Vec<u64>,
+    /// `[rows]`: the example (group) each row belongs to, `0..num_groups`, non-decreasing.
+    pub group_ids: Vec<u32>,
+    /// `[groups]`: the 0-based record index of each example in its source file.
+    pub example_ids: Vec<u32>,
+    pub labels: Labels,
+    /// Span tasks: `[tokens, 2]` byte offsets of each token in its context, `u32::MAX` for
+    /// question and special tokens.
+    pub token_spans: Option<Vec<u32>>,
+    pub num_truncated: usize,
+}
+
+impl SplitTensors {
+    pub fn num_rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn num_groups(&self) -> usize {
+        self.example_ids.len()
+    }
+
+    pub fn row(&self, r: usize) -> std::ops::Range<usize> {
+        self.offsets[r] as usize..self.offsets[r + 1] as usize
+    }
+}
+
+/// Texts kept beside the tensors to map predictions back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Texts {
+    Span(SpanTexts),
+    Record(RecordTexts),
+}
+
+/// Tokenization parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeConfig {
+    pub max_length: usize,
+    /// Span tasks only.
+    pub doc_stride: usize,
+    /// Span tasks only.
+    pub max_query_length: usize,
+}
+
+pub fn encode_split(
+    split: &RawSplit,
+    tokenizer: &Tokenizer,
+    cfg: EncodeConfig,
+) -> Result<(SplitTensors, Option<Texts>), DataError> {
+    let is_span = split
+        .examples
+        .first()
+        .is_some_and(|e| matches!(e.inputs, Inputs::Span { .. }));
+    if is_span {
+        return encode_span(split, tokenizer, cfg);
+    }
+    let mut pairs: Vec<(&str, Option<&str>)> = Vec::new();
+    let mut group_ids = Vec::new();
+    for (g, e) in split.examples.iter().enumerate() {
+        let Inputs::Rows(rows) = &e.inputs else {
+            return Err(DataError::Params("mixed span and row examples".to_owned()));
+        };
+        for (a, b) in rows {
+            pairs.push((a, b.as_deref()));
+            group_ids.push(g as u32);
+        }
+    }
+    let encoded = tokenizer.encode_batch(&pairs, Some(cfg.max_length))?;
+    let mut t = SplitTensors {
+        input_ids: Vec::new(),
+        type_ids: Vec::new(),
+        offsets: Vec::with_capacity(encoded.len() + 1),
+        group_ids,
+        example_ids: split.examples.iter().map(|e| e.source_row).collect(),
+        labels: Labels::None,
+        token_spans: None,
+        num_truncated: 0,
+    };
+    t.offsets.push(0);
+    for e in &encoded {
+        t.input_ids.extend_from_slice(&e.ids);
+        t.type_ids.extend(e.type_ids.iter().map(|&x| x as u8));
+        t.offsets.push(t.input_ids.len() as u64);
+        t.num_truncated += e.truncated as usize;
+    }
+    if split.labeled() {
+        let mut class = Vec::new();
+        let mut float = Vec::new();
+        for e in &split.examples {
+            match &e.label {
+                Label::Class(c) | Label::Choice(c) => class.push(*c),
+                Label::PerRow(cs) => class.extend_from_slice(cs),
+                Label::Float(f) => float.push(*f),
+                Label::None => {
+                    return Err(DataError::Params(format!(
+                        "split {} mixes labeled and unlabeled examples (source row {})",
+                        split.name, e.source_row
+                    )));
+                }
+            }
+        }
+        t.labels = if float.is_empty() {
+            Labels::Class(class)
+        } else {
+            Labels::Float(float)
+        };
+    }
+    let texts = if split.examples.iter().any(|e| e.record.is_some()) {
+        Some(Texts::Record(RecordTexts {
+            queries: split
+                .examples
+                .iter()
+                .map(|e| e.record.clone().unwrap_or_else(|| unreachable_record(e.source_row)))
+                .collect(),
+        }))
+    } else {
+        None
+    };
+    Ok((t, texts))
+}
+
+fn unreachable_record(row: u32) -> lpeft_schema::dataset::RecordQuery {
+    lpeft_schema::dataset::RecordQuery {
+        id: format!("row-{row}"),
+        entities: Vec::new(),
+        answers: Vec::new(),
+    }
+}
+
+fn encode_span(
+    split: &RawSplit,
+    tokenizer: &Tokenizer,
+    cfg: EncodeConfig,
+) -> Result<(SplitTensors, Option<Texts>), DataError> {
+    let wcfg = WindowConfig {
+        max_len: cfg.max_length,
+        stride: cfg.doc_stride,
+        max_first_len: cfg.max_query_length,
+    };
+    let windows: Vec<Vec<lpeft_tokenizer::Encoded>> = split
+        .examples
+        .par_iter()
+        .map(|e| match &e.inputs {
+            Inputs::Span {
+                question, context, ..
+            } => tokenizer
+                .encode_windows(question, &split.contexts[*context], wcfg)
+                .map_err(DataError::from),
+            Inputs::Rows(_) => Err(DataError::Params("mixed span and row examples".to_owned())),
+        })
+        .collect::<Result<_, _>>()?;
+    let labeled = split.labeled();
+    let mut t = SplitTensors {
+        input_ids: Vec::new(),
+        type_ids: Vec::new(),
+        offsets: vec![0],
+        group_ids: Vec::new(),
+        example_ids: split.examples.iter().map(|e| e.source_row).collect(),
+        labels: Labels::None,
+        token_spans: Some(Vec::new()),
+        num_truncated: 0,
+    };
+    let mut spans_out = Vec::new();
+    let mut questions = Vec::with_capacity(split.examples.len());
+    for (g, (e, ws)) in split.examples.iter().zip(&windows).enumerate() {
+        let Inputs::Span {
+            id,
+            context,
+            answers,
+            ..
+        } = &e.inputs
+        else {
+            unreachable!("checked while encoding");
+        };
+        questions.push(SpanQuestion {
+            id: id.clone(),
+            context: *context,
+            answers: answers.clone(),
+        });
+        let token_spans = t.token_spans.as_mut().expect("span split");
+        for w in ws {
+            t.input_ids.extend_from_slice(&w.ids);
+            t.type_ids.extend(w.type_ids.iter().map(|&x| x as u8));
+            t.offsets.push(t.input_ids.len() as u64);
+            t.group_ids.push(g as u32);
+            t.num_truncated += w.truncated as usize;
+            for (s, o) in w.sequence_ids.iter().zip(&w.offsets) {
+                if *s == Some(1) {
+                    token_spans.extend_from_slice(&[o.0 as u32, o.1 as u32]);
+                } else {
+                    token_spans.extend_from_slice(&[u32::MAX, u32::MAX]);
+                }
+            }
+            if labeled {
+                let pos = answers.first().and_then(|a| {
+                    crate::squad::span_positions(
+                        &w.sequence_ids,
+                        &w.offsets,
+                        a.byte_start,
+                        a.byte_start + a.text.len(),
+                    )
+                });
+                let (s, e) = pos.unwrap_or((0, 0));
+                spans_out.extend_from_slice(&[s as i64, e as i64]);
+            }
+        }
+    }
+    if labeled {
+        t.labels = Labels::Span(spans_out);
+    }
+    let texts = Texts::Span(SpanTexts {
+        contexts: split.contexts.clone(),
+        questions,
+    });
+    Ok((t, Some(texts)))
+}

@@ -1,0 +1,92 @@
+//! The data-prep stage (`kind = "data"`) for the pipeline runner.
+
+use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
+
+use crate::build::{DataConfig, Resolved, build, resolve};
+use crate::error::DataError;
+
+/// Turns a task's official files into a tokenized dataset artifact.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataStage;
+
+pub const KIND: &str = "data";
+
+fn params_error(e: impl std::fmt::Display) -> StageError {
+    StageError::Params {
+        stage: KIND.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn failed(e: DataError) -> StageError {
+    match e {
+        DataError::Params(_) | DataError::UnknownTask { .. } | DataError::UnknownSplit { .. } => {
+            params_error(e)
+        }
+        other => StageError::Failed(other.to_string()),
+    }
+}
+
+impl DataStage {
+    fn resolve(params: &Params) -> Result<Resolved, StageError> {
+        let config: DataConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
+        resolve(&config).map_err(failed)
+    }
+}
+
+impl Stage for DataStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn input_slots(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
+        let resolved = Self::resolve(params)?;
+        Ok(Prepared {
+            canonical_params: resolved.canonical_params(),
+            external_files: resolved.files(),
+            backend_sensitive: false,
+        })
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
+        let resolved = Self::resolve(ctx.params)?;
+        let n = resolved.splits.len() as u64;
+        ctx.progress.start("data", n * 2);
+        let report = build(&resolved, ctx.out_dir, &|line| ctx.progress.advance(1, line));
+        ctx.progress.finish();
+        let report = report.map_err(failed)?;
+        let splits: serde_json::Map<String, serde_json::Value> = report
+            .meta
+            .splits
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    serde_json::json!({
+                        "examples": s.num_examples,
+                        "source_examples": s.num_source_examples,
+                        "rows": s.num_rows,
+                        "tokens": s.num_tokens,
+                        "truncated": s.num_truncated,
+                    }),
+                )
+            })
+            .collect();
+        Ok(RunSummary {
+            figures: serde_json::json!({
+                "task": report.meta.task.name,
+                "splits": splits,
+                "read_seconds": report.read_seconds,
+                "tokenize_seconds": report.tokenize_seconds,
+            }),
+        })
+    }
+}

@@ -23,6 +23,7 @@ pub struct TaskHead {
 
 /// What a head produces.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum HeadOutput {
     /// `[B, num_labels]` (classification), `[B, 1]` (regression) or `[B, choices]`.
     Logits(Tensor<2>),
@@ -32,6 +33,7 @@ pub enum HeadOutput {
 
 /// Gold answers for a batch.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Labels {
     Class(Tensor<1, Int>),
     Score(Tensor<1>),

@@ -67,10 +67,8 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
         "relu" => Activation::Relu,
         other => return Err(bad("hidden_act", format!("unsupported activation {other:?} (expected gelu, gelu_new or relu)"))),
     };
-    if let Some(p) = v.get("position_embedding_type").and_then(Value::as_str) {
-        if p != "absolute" {
-            return Err(bad("position_embedding_type", format!("{p:?} is not supported (expected \"absolute\")")));
-        }
+    if let Some(p) = v.get("position_embedding_type").and_then(Value::as_str).filter(|p| *p != "absolute") {
+        return Err(bad("position_embedding_type", format!("{p:?} is not supported (expected \"absolute\")")));
     }
     let layers = uint("num_hidden_layers")?;
     let ffn = uint("intermediate_size")?;

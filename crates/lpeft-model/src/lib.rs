@@ -13,11 +13,13 @@ pub mod head;
 pub mod hf;
 pub mod importance;
 pub mod layers;
+pub mod merge;
 pub mod model;
 pub mod optim;
 pub mod peft;
 pub mod rng;
 pub mod source;
+pub mod testing;
 
 pub use encoder::EncoderInput;
 pub use error::ModelError;

@@ -168,7 +168,7 @@ pub struct PeftFactors<'a> {
     pub b: &'a Param<Tensor<2>>,
 }
 
-fn peft_spec<'s>(spec: &'s ModelSpec, id: PeftModuleId) -> Option<&'s PeftModuleSpec> {
+fn peft_spec(spec: &ModelSpec, id: PeftModuleId) -> Option<&PeftModuleSpec> {
     spec.peft.iter().find(|m| m.id == id)
 }
 

@@ -1,1 +1,68 @@
-fn main() {}
+//! `lpeft`: the only binary. Parses arguments, sets up logging and output, and hands over to
+//! the pipeline and store crates.
+
+mod cli;
+mod commands;
+mod output;
+mod stages;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+use lpeft_pipeline::Registry;
+
+use crate::cli::{Cli, GlobalArgs, StageArgs};
+
+fn main() -> ExitCode {
+    let registry = Registry::new(stages::stages());
+    let mut command = Cli::command();
+    for stage in registry.iter() {
+        let about = match stage.about() {
+            "" => format!("Run the `{}` stage alone", stage.kind()),
+            about => format!("{about} (stage `{}`)", stage.kind()),
+        };
+        let sub = clap::Command::new(stage.kind()).about(about);
+        command = command.subcommand(<StageArgs as clap::Args>::augment_args(sub));
+    }
+    let matches = command.get_matches();
+    let parsed = match matches.subcommand() {
+        Some((name, sub)) if registry.get(name).is_some() => GlobalArgs::from_arg_matches(&matches)
+            .and_then(|g| {
+                StageArgs::from_arg_matches(sub)
+                    .map(|a| (g, commands::Action::Stage(name.to_string(), a)))
+            }),
+        _ => Cli::from_arg_matches(&matches)
+            .map(|c| (c.global, commands::Action::Builtin(c.command))),
+    };
+    let (global, action) = match parsed {
+        Ok(p) => p,
+        Err(e) => e.exit(),
+    };
+    init_logging(&global);
+    let reporter = output::Reporter::new(global.quiet, !global.no_progress);
+    match commands::dispatch(&global, action, &registry, &reporter) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::debug!("{e:?}");
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            reporter.error(&chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(global: &GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -597,3 +597,72 @@ pub fn diff_values(
         _ => {}
     }
 }
+
+/// A one-node plan for running a single stage outside a pipeline (`lpeft stage KIND`), with
+/// inputs given as artifact keys.
+pub fn single(
+    spec: &StageSpec,
+    registry: &Registry,
+    store: &Store,
+    inputs: BTreeMap<String, String>,
+    backend: &str,
+    force: bool,
+) -> Result<Plan, PipelineError> {
+    let Some((stage_index, stage)) = registry.get(&spec.kind) else {
+        return Err(PipelineError::invalid(
+            &spec.origin,
+            format!(
+                "unknown stage kind `{}` (known: {})",
+                spec.kind,
+                registry.kinds().join(", ")
+            ),
+        ));
+    };
+    let slots = stage.input_slots();
+    for slot in inputs.keys() {
+        if !slots.contains(&slot.as_str()) {
+            return Err(PipelineError::Usage(format!(
+                "kind `{}` has no input slot `{slot}` (slots: {})",
+                spec.kind,
+                if slots.is_empty() {
+                    "none".to_string()
+                } else {
+                    slots.join(", ")
+                }
+            )));
+        }
+    }
+    if let Some(missing) = slots.iter().find(|s| !inputs.contains_key(**s)) {
+        return Err(PipelineError::Usage(format!(
+            "kind `{}` needs `--input {missing}=KEY`",
+            spec.kind
+        )));
+    }
+    let mut resolved = BTreeMap::new();
+    for (slot, key) in inputs {
+        resolved.insert(
+            slot,
+            InputRef {
+                key: store.resolve(&key)?,
+                from: None,
+            },
+        );
+    }
+    let mut node = resolve_node(spec, stage_index, stage, resolved, store, backend)?;
+    node.forced = force;
+    node.status = if store.contains(&node.key) && !force {
+        match store.open_artifact(&node.key) {
+            Ok(_) => Status::Hit,
+            Err(e) => Status::Corrupt(e.to_string()),
+        }
+    } else if force && store.contains(&node.key) {
+        Status::Run(vec![RerunReason::Forced])
+    } else {
+        Status::Run(vec![RerunReason::Missing])
+    };
+    Ok(Plan {
+        pipeline: String::new(),
+        nodes: vec![node],
+        backend: backend.to_string(),
+    })
+}

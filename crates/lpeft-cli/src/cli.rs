@@ -1,0 +1,162 @@
+//! Command-line definitions (clap derive). Stage subcommands are added at run time from the
+//! registry, each with [`StageArgs`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lpeft",
+    version,
+    about = "Light-PEFT pipelines: plan, run and inspect content-addressed experiment artifacts",
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Artifact store directory.
+    #[arg(long, global = true, env = "LPEFT_STORE", default_value = "artifacts")]
+    pub store: PathBuf,
+    /// Numeric backend given to stages (`flex`, `tch`, `tch-cuda:0`, ...). Only its class
+    /// (without a device index) enters the keys of backend-sensitive stages.
+    #[arg(long, global = true, env = "LPEFT_BACKEND", default_value = "flex")]
+    pub backend: String,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors and final results.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Never draw progress bars (they are hidden anyway when stderr is not a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dry run: show each stage as HIT (with its key) or RUN (with the reason).
+    Plan(PlanArgs),
+    /// Run a pipeline: produce every stage that is not in the store.
+    Run(RunArgs),
+    /// Show an artifact's manifest (verifying it first).
+    Show(ShowArgs),
+    /// Show the artifacts an artifact was made from, recursively.
+    Lineage(KeyArg),
+    /// Check artifacts against their manifests (re-reading every byte).
+    Verify(VerifyArgs),
+    /// Remove artifacts that no pipeline in `pipelines/` references, and leftovers of killed runs.
+    Gc(GcArgs),
+    /// Run one stage alone, from `--param`s or a RON config (same as `lpeft KIND`).
+    Stage(GenericStageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Pipeline file (RON). Relative paths inside it resolve against the current directory.
+    pub file: PathBuf,
+    /// Apply a named profile of variable overrides from the file.
+    #[arg(long, env = "LPEFT_PROFILE")]
+    pub profile: Option<String>,
+    /// Override a variable: `--set name=value` (value parsed as JSON, else taken as a string).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Rebuild these stages (names or globs such as `ft-*`) even if they are in the store.
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Run only these stages (names or globs); others must already be in the store.
+    #[arg(long, value_name = "STAGE")]
+    pub only: Vec<String>,
+    /// Extend --force / --only to every stage downstream of the named ones.
+    #[arg(long)]
+    pub downstream: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Stages to run at once (independent stages only).
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArg {
+    /// Artifact key or a unique prefix of at least 4 hex digits.
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Artifact key or a unique prefix of at least 4 hex digits.
+    pub key: String,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Artifact key or unique prefix.
+    #[arg(conflicts_with = "all")]
+    pub key: Option<String>,
+    /// Verify every artifact in the store (the default without KEY).
+    #[arg(long)]
+    pub all: bool,
+    /// Trust cached hashes of files whose size, mtime, ctime and inode are unchanged.
+    #[arg(long)]
+    pub fast: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Print what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Directory of pipeline files whose artifacts are kept (all profiles).
+    #[arg(long, default_value = "pipelines")]
+    pub pipelines: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    /// A stage parameter: `--param name=value` (value parsed as JSON, else a string;
+    /// `a.b=1` sets a nested entry). Overrides the config file.
+    #[arg(short, long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// An input artifact: `--input slot=KEY` (key or unique prefix).
+    #[arg(short, long = "input", value_name = "SLOT=KEY")]
+    pub inputs: Vec<String>,
+    /// RON file with the parameters as a map, e.g. `{ "task": "rte" }`.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Rebuild even if the artifact is in the store.
+    #[arg(long)]
+    pub force: bool,
+    /// Only print the key and status; do not run.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenericStageArgs {
+    /// Stage kind (see the stage subcommands in `lpeft --help`).
+    pub kind: String,
+    #[command(flatten)]
+    pub args: StageArgs,
+}

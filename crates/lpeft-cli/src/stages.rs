@@ -1,0 +1,9 @@
+//! The stage registry of the `lpeft` binary. Adding a stage is one line here (plus the
+//! dependency in Cargo.toml); it then works in pipeline files and as `lpeft KIND`.
+
+use lpeft_pipeline::builtin::{DigestStage, SnapshotStage};
+use lpeft_pipeline::stage::Stage;
+
+pub fn stages() -> Vec<Box<dyn Stage>> {
+    vec![Box::new(SnapshotStage), Box::new(DigestStage)]
+}

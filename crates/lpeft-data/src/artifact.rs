@@ -199,7 +199,12 @@ impl Dataset {
                     self.dir.join(META_FILE),
                     format!(
                         "no split `{name}` (has: {})",
-                        self.meta.splits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        self.meta
+                            .splits
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })
@@ -212,7 +217,10 @@ impl Dataset {
         let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| DataError::artifact(&path, e.to_string()))?;
-        let r = Reader { st: &st, path: &path };
+        let r = Reader {
+            st: &st,
+            path: &path,
+        };
         let input_ids = r.u32("input_ids", 1)?;
         let type_ids = r.u8("type_ids")?;
         let offsets = r.u64("offsets")?;
@@ -239,7 +247,10 @@ impl Dataset {
             ));
         }
         if group_ids.len() != rows {
-            return Err(bad(format!("group_ids has {} entries, expected {rows} rows", group_ids.len())));
+            return Err(bad(format!(
+                "group_ids has {} entries, expected {rows} rows",
+                group_ids.len()
+            )));
         }
         let groups = example_ids.len();
         if group_ids.windows(2).any(|w| w[0] > w[1])
@@ -255,7 +266,7 @@ impl Dataset {
                 meta.num_rows, meta.num_groups
             )));
         }
-        let labels = if st.names().iter().any(|n| *n == "labels") {
+        let labels = if st.names().contains(&"labels") {
             match &self.meta.task.kind {
                 TaskKind::Classification { .. } => Labels::Class(r.i64_exact("labels", &[rows])?),
                 TaskKind::MultipleChoice { .. } => Labels::Class(r.i64_exact("labels", &[groups])?),
@@ -263,18 +274,23 @@ impl Dataset {
                 TaskKind::Regression => {
                     let v = r.f32("labels")?;
                     if v.len() != rows {
-                        return Err(bad(format!("labels has {} entries, expected {rows}", v.len())));
+                        return Err(bad(format!(
+                            "labels has {} entries, expected {rows}",
+                            v.len()
+                        )));
                     }
                     Labels::Float(v)
                 }
             }
         } else {
             if meta.labeled {
-                return Err(bad("labels missing, but dataset.json says the split is labeled".to_owned()));
+                return Err(bad(
+                    "labels missing, but dataset.json says the split is labeled".to_owned(),
+                ));
             }
             Labels::None
         };
-        let token_spans = if st.names().iter().any(|n| *n == "token_spans") {
+        let token_spans = if st.names().contains(&"token_spans") {
             let v = r.u32("token_spans", 2)?;
             if v.len() != 2 * input_ids.len() {
                 return Err(bad(format!(
@@ -313,7 +329,9 @@ impl Dataset {
             message: e.to_string(),
         };
         Ok(Some(match self.meta.task.kind {
-            TaskKind::Span => Texts::Span(serde_json::from_slice::<SpanTexts>(&bytes).map_err(json_err)?),
+            TaskKind::Span => {
+                Texts::Span(serde_json::from_slice::<SpanTexts>(&bytes).map_err(json_err)?)
+            }
             _ => Texts::Record(serde_json::from_slice::<RecordTexts>(&bytes).map_err(json_err)?),
         }))
     }
@@ -358,7 +376,10 @@ impl Reader<'_> {
     fn u32(&self, name: &str, last: usize) -> Result<Vec<u32>, DataError> {
         let t = self.get(name, Dtype::U32)?;
         self.check_rank(name, &t, last)?;
-        Ok(t.data().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
     }
 
     fn u8(&self, name: &str) -> Result<Vec<u8>, DataError> {
@@ -370,13 +391,19 @@ impl Reader<'_> {
     fn u64(&self, name: &str) -> Result<Vec<u64>, DataError> {
         let t = self.get(name, Dtype::U64)?;
         self.check_rank(name, &t, 1)?;
-        Ok(t.data().chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+        Ok(t.data()
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
     }
 
     fn f32(&self, name: &str) -> Result<Vec<f32>, DataError> {
         let t = self.get(name, Dtype::F32)?;
         self.check_rank(name, &t, 1)?;
-        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
     }
 
     fn i64_exact(&self, name: &str, shape: &[usize]) -> Result<Vec<i64>, DataError> {
@@ -384,9 +411,15 @@ impl Reader<'_> {
         if t.shape() != shape {
             return Err(DataError::artifact(
                 self.path,
-                format!("array `{name}` has shape {:?}, expected {shape:?}", t.shape()),
+                format!(
+                    "array `{name}` has shape {:?}, expected {shape:?}",
+                    t.shape()
+                ),
             ));
         }
-        Ok(t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+        Ok(t.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
     }
 }

@@ -81,10 +81,15 @@ impl<'a> Batcher<'a> {
         cfg: BatchConfig,
     ) -> Result<Batcher<'a>, DataError> {
         if cfg.batch_size == 0 {
-            return Err(DataError::Params("batch_size must be at least 1".to_owned()));
+            return Err(DataError::Params(
+                "batch_size must be at least 1".to_owned(),
+            ));
         }
         if let Padding::Fixed(n) = cfg.padding {
-            let longest = (0..split.num_rows()).map(|r| split.row(r).len()).max().unwrap_or(0);
+            let longest = (0..split.num_rows())
+                .map(|r| split.row(r).len())
+                .max()
+                .unwrap_or(0);
             if longest > n {
                 return Err(DataError::Params(format!(
                     "fixed padding length {n} is shorter than the longest row ({longest} tokens)"
@@ -129,7 +134,11 @@ impl<'a> Batcher<'a> {
     /// Number of batches per epoch.
     pub fn num_batches(&self) -> usize {
         let (n, b) = (self.units.len(), self.cfg.batch_size);
-        if self.cfg.drop_last { n / b } else { n.div_ceil(b) }
+        if self.cfg.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
     }
 
     /// Unit order of an epoch: a Fisher–Yates shuffle seeded by (seed, epoch), or source order.
@@ -161,7 +170,11 @@ impl<'a> Batcher<'a> {
             .collect();
         let seq_len = match self.cfg.padding {
             Padding::Fixed(n) => n,
-            Padding::Longest => row_indices.iter().map(|&r| s.row(r).len()).max().unwrap_or(0),
+            Padding::Longest => row_indices
+                .iter()
+                .map(|&r| s.row(r).len())
+                .max()
+                .unwrap_or(0),
         };
         let cells = row_indices.len() * seq_len;
         let mut input_ids = vec![self.cfg.pad_id as i64; cells];
@@ -187,9 +200,12 @@ impl<'a> Batcher<'a> {
             }
             Labels::Class(v) => BatchLabels::Class(row_indices.iter().map(|&r| v[r]).collect()),
             Labels::Float(v) => BatchLabels::Float(row_indices.iter().map(|&r| v[r]).collect()),
-            Labels::Span(v) => {
-                BatchLabels::Span(row_indices.iter().flat_map(|&r| [v[2 * r], v[2 * r + 1]]).collect())
-            }
+            Labels::Span(v) => BatchLabels::Span(
+                row_indices
+                    .iter()
+                    .flat_map(|&r| [v[2 * r], v[2 * r + 1]])
+                    .collect(),
+            ),
         };
         Batch {
             input_ids,

@@ -142,7 +142,11 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
     let splits: Vec<String> = match &config.splits {
         Some(s) if s.is_empty() => return Err(DataError::Params("splits is empty".to_owned())),
         Some(s) => s.clone(),
-        None => task.default_splits.iter().map(|s| (*s).to_owned()).collect(),
+        None => task
+            .default_splits
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
     };
     for s in &splits {
         task.check_split(s)?;
@@ -154,7 +158,9 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
         )));
     }
     if config.max_examples == Some(0) {
-        return Err(DataError::Params("max_examples must be at least 1".to_owned()));
+        return Err(DataError::Params(
+            "max_examples must be at least 1".to_owned(),
+        ));
     }
     let mut tokenizer_file = config.model.clone();
     if tokenizer_file.is_dir() {
@@ -180,7 +186,10 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
                 .endpoint
                 .clone()
                 .unwrap_or_else(crate::hub::endpoint_from_env);
-            let cache = hub.cache_dir.clone().unwrap_or_else(crate::hub::default_cache_dir);
+            let cache = hub
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::hub::default_cache_dir);
             splits
                 .iter()
                 .map(|split| {
@@ -338,7 +347,8 @@ pub fn build(
         {
             return Err(DataError::Params(format!("label {bad} out of range")));
         }
-        let (file, arrays, texts_file) = write_split(out_dir, &src.split, &tensors, texts.as_ref())?;
+        let (file, arrays, texts_file) =
+            write_split(out_dir, &src.split, &tensors, texts.as_ref())?;
         let hash = hash_file(&src.source.path)?;
         splits.push(SplitMeta {
             name: src.split.clone(),

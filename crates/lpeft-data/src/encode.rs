@@ -138,7 +138,11 @@ pub fn encode_split(
             queries: split
                 .examples
                 .iter()
-                .map(|e| e.record.clone().unwrap_or_else(|| unreachable_record(e.source_row)))
+                .map(|e| {
+                    e.record
+                        .clone()
+                        .unwrap_or_else(|| unreachable_record(e.source_row))
+                })
                 .collect(),
         }))
     } else {

@@ -28,7 +28,11 @@ pub fn default_repo(task: &TaskDef) -> &'static str {
 
 /// Path of a split's parquet file inside the dataset repository.
 pub fn hub_path(task: &TaskDef, split: &str) -> String {
-    format!("{}/{}-00000-of-00001.parquet", task.hub_config, task.hub_split(split))
+    format!(
+        "{}/{}-00000-of-00001.parquet",
+        task.hub_config,
+        task.hub_split(split)
+    )
 }
 
 pub fn endpoint_from_env() -> String {
@@ -119,7 +123,8 @@ pub fn read_hub_split(task: &TaskDef, path: &Path) -> Result<Vec<Example>, DataE
         Benchmark::SuperGlue => crate::superglue::from_hub_rows(task, &rows, path),
         Benchmark::Glue => glue_rows(task, &rows, path),
         Benchmark::Squad => Err(DataError::Params(
-            "SQuAD from the hub is not supported yet; use the official JSON files (--data-dir)".to_owned(),
+            "SQuAD from the hub is not supported yet; use the official JSON files (--data-dir)"
+                .to_owned(),
         )),
     }
 }
@@ -151,7 +156,11 @@ fn glue_rows(
                     expected: "a number".to_owned(),
                 })?;
                 // The hub writes -1 for unlabeled STS-B test rows.
-                if f < 0.0 { Label::None } else { Label::Float(f as f32) }
+                if f < 0.0 {
+                    Label::None
+                } else {
+                    Label::Float(f as f32)
+                }
             }
             (_, Some(v)) => match v.as_i64() {
                 Some(-1) => Label::None,

@@ -486,7 +486,11 @@ mod tests {
     #[test]
     fn names_are_unique_and_labels_consistent() {
         for (i, t) in TASKS.iter().enumerate() {
-            assert!(TASKS[i + 1..].iter().all(|u| u.name != t.name), "{}", t.name);
+            assert!(
+                TASKS[i + 1..].iter().all(|u| u.name != t.name),
+                "{}",
+                t.name
+            );
             if !t.raw_labels.is_empty() {
                 assert_eq!(t.raw_labels.len(), t.label_names.len(), "{}", t.name);
             }

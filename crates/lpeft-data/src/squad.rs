@@ -132,8 +132,8 @@ pub fn span_positions(
     let start = ctx
         .iter()
         .copied()
-        .filter(|&i| offsets[i].0 <= byte_start)
-        .last()?;
+        .rev()
+        .find(|&i| offsets[i].0 <= byte_start)?;
     let end = ctx.iter().copied().find(|&i| offsets[i].1 >= byte_end)?;
     Some((start, end.max(start)))
 }

@@ -60,7 +60,9 @@ impl Stage for DataStage {
         let resolved = Self::resolve(ctx.params)?;
         let n = resolved.splits.len() as u64;
         ctx.progress.start("data", n * 2);
-        let report = build(&resolved, ctx.out_dir, &|line| ctx.progress.advance(1, line));
+        let report = build(&resolved, ctx.out_dir, &|line| {
+            ctx.progress.advance(1, line)
+        });
         ctx.progress.finish();
         let report = report.map_err(failed)?;
         let splits: serde_json::Map<String, serde_json::Value> = report

@@ -56,7 +56,11 @@ impl Loc<'_> {
         }
     }
 
-    pub(crate) fn str<'v>(&self, obj: &'v Map<String, Value>, field: &str) -> Result<&'v str, DataError> {
+    pub(crate) fn str<'v>(
+        &self,
+        obj: &'v Map<String, Value>,
+        field: &str,
+    ) -> Result<&'v str, DataError> {
         match obj.get(field) {
             None => Err(self.missing(field, "a string")),
             Some(Value::String(s)) => Ok(s),
@@ -83,7 +87,11 @@ impl Loc<'_> {
         }
     }
 
-    pub(crate) fn arr<'v>(&self, obj: &'v Map<String, Value>, field: &str) -> Result<&'v [Value], DataError> {
+    pub(crate) fn arr<'v>(
+        &self,
+        obj: &'v Map<String, Value>,
+        field: &str,
+    ) -> Result<&'v [Value], DataError> {
         match obj.get(field) {
             None => Err(self.missing(field, "an array")),
             Some(Value::Array(a)) => Ok(a),
@@ -128,7 +136,7 @@ pub fn read_jsonl(task: &TaskDef, path: &Path) -> Result<Vec<Example>, DataError
 }
 
 /// The label field of a record, or `None` when absent (test files).
-fn label_value<'v>(obj: &'v Map<String, Value>) -> Option<&'v Value> {
+fn label_value(obj: &Map<String, Value>) -> Option<&Value> {
     obj.get("label").filter(|v| !v.is_null())
 }
 
@@ -182,10 +190,14 @@ fn flat_example(
     let s = |f: &str| loc.str(obj, f).map(str::to_owned);
     let label = class_label(task, obj, loc, style)?;
     let (inputs, label) = match task.name {
-        "superglue/boolq" => (vec![(s("question")?, Some(s("passage")?))], label.map(Label::Class)),
-        "superglue/cb" | "superglue/rte" => {
-            (vec![(s("premise")?, Some(s("hypothesis")?))], label.map(Label::Class))
-        }
+        "superglue/boolq" => (
+            vec![(s("question")?, Some(s("passage")?))],
+            label.map(Label::Class),
+        ),
+        "superglue/cb" | "superglue/rte" => (
+            vec![(s("premise")?, Some(s("hypothesis")?))],
+            label.map(Label::Class),
+        ),
         "superglue/wic" => (
             vec![(
                 format!(
@@ -274,7 +286,9 @@ fn from_official(
                 } else if labels.len() == rows.len() {
                     Label::PerRow(labels)
                 } else {
-                    return Err(loc.missing("answers[].label", "a label on every answer or on none"));
+                    return Err(
+                        loc.missing("answers[].label", "a label on every answer or on none")
+                    );
                 };
                 out.push(Example {
                     source_row: row,
@@ -315,11 +329,22 @@ fn from_official(
                     Some(_) => loc
                         .arr(qa, "answers")?
                         .iter()
-                        .map(|a| loc.as_obj(a, "answers[]").and_then(|a| loc.str(a, "text")).map(str::to_owned))
+                        .map(|a| {
+                            loc.as_obj(a, "answers[]")
+                                .and_then(|a| loc.str(a, "text"))
+                                .map(str::to_owned)
+                        })
                         .collect::<Result<Vec<_>, _>>()?,
                 };
                 let id = qa.get("idx").map(raw).unwrap_or_default();
-                out.push(record_example(row, &passage_text, query, &entities, answers, id));
+                out.push(record_example(
+                    row,
+                    &passage_text,
+                    query,
+                    &entities,
+                    answers,
+                    id,
+                ));
             }
             Ok(())
         }
@@ -345,7 +370,12 @@ fn record_example(
     let label = if answers.is_empty() {
         Label::None
     } else {
-        Label::PerRow(entities.iter().map(|e| answers.contains(e) as i64).collect())
+        Label::PerRow(
+            entities
+                .iter()
+                .map(|e| answers.contains(e) as i64)
+                .collect(),
+        )
     };
     Example {
         source_row: row,
@@ -380,7 +410,11 @@ pub(crate) fn from_hub_rows(
                 let group = (loc.int(idx, "paragraph")?, loc.int(idx, "question")?);
                 let row = (
                     loc.str(obj, "paragraph")?.to_owned(),
-                    Some(format!("{} {}", loc.str(obj, "question")?, loc.str(obj, "answer")?)),
+                    Some(format!(
+                        "{} {}",
+                        loc.str(obj, "question")?,
+                        loc.str(obj, "answer")?
+                    )),
                 );
                 let label = class_label(task, obj, loc, LabelStyle::ClassId)?;
                 if last_group != Some(group) {
@@ -388,7 +422,11 @@ pub(crate) fn from_hub_rows(
                     out.push(Example {
                         source_row: i as u32,
                         inputs: Inputs::Rows(Vec::new()),
-                        label: if label.is_some() { Label::PerRow(Vec::new()) } else { Label::None },
+                        label: if label.is_some() {
+                            Label::PerRow(Vec::new())
+                        } else {
+                            Label::None
+                        },
                         record: None,
                     });
                 }
@@ -399,14 +437,19 @@ pub(crate) fn from_hub_rows(
                 match (&mut e.label, label) {
                     (Label::PerRow(ls), Some(l)) => ls.push(l),
                     (Label::None, None) => {}
-                    _ => return Err(loc.missing("label", "a label on every answer of a question or on none")),
+                    _ => {
+                        return Err(loc
+                            .missing("label", "a label on every answer of a question or on none"));
+                    }
                 }
             }
             Shape::Candidates => {
                 let passage = loc.str(obj, "passage")?.replace("@highlight\n", "- ");
                 let mut entities: Vec<String> = Vec::new();
                 for e in loc.arr(obj, "entities")? {
-                    let e = e.as_str().ok_or_else(|| loc.bad("entities[]", e, "a string"))?;
+                    let e = e
+                        .as_str()
+                        .ok_or_else(|| loc.bad("entities[]", e, "a string"))?;
                     if !entities.iter().any(|x| x == e) {
                         entities.push(e.to_owned());
                     }
@@ -414,10 +457,21 @@ pub(crate) fn from_hub_rows(
                 let answers = loc
                     .arr(obj, "answers")?
                     .iter()
-                    .map(|a| a.as_str().map(str::to_owned).ok_or_else(|| loc.bad("answers[]", a, "a string")))
+                    .map(|a| {
+                        a.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| loc.bad("answers[]", a, "a string"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 let id = obj.get("idx").map(raw).unwrap_or_default();
-                out.push(record_example(i as u32, &passage, loc.str(obj, "query")?, &entities, answers, id));
+                out.push(record_example(
+                    i as u32,
+                    &passage,
+                    loc.str(obj, "query")?,
+                    &entities,
+                    answers,
+                    id,
+                ));
             }
             _ => out.push(flat_example(task, obj, i as u32, loc, LabelStyle::ClassId)?),
         }

@@ -54,12 +54,23 @@ fn check_batch(t: &SplitTensors, b: &Batch, pad_id: u32) {
             assert_eq!(b.type_ids[cells.start + j], t.type_ids[tok] as i64);
         }
         assert!(ids[row.len()..].iter().all(|&x| x == pad_id as i64));
-        assert!(b.type_ids[cells.start + row.len()..cells.end].iter().all(|&x| x == 0));
+        assert!(
+            b.type_ids[cells.start + row.len()..cells.end]
+                .iter()
+                .all(|&x| x == 0)
+        );
     }
 }
 
 fn cfg(batch_size: usize, seed: u64, drop_last: bool, padding: Padding) -> BatchConfig {
-    BatchConfig { batch_size, shuffle: true, seed, drop_last, padding, pad_id: 7 }
+    BatchConfig {
+        batch_size,
+        shuffle: true,
+        seed,
+        drop_last,
+        padding,
+        pad_id: 7,
+    }
 }
 
 proptest! {
@@ -147,6 +158,15 @@ fn shuffle_depends_on_seed_and_epoch_and_eval_keeps_order() {
 #[test]
 fn fixed_padding_shorter_than_a_row_is_refused() {
     let t = split(&[5, 30], 1);
-    let err = Batcher::new(&t, &TaskKind::Classification { num_labels: 3 }, cfg(2, 0, false, Padding::Fixed(16))).unwrap_err();
-    assert!(err.to_string().contains("shorter than the longest row (30 tokens)"), "{err}");
+    let err = Batcher::new(
+        &t,
+        &TaskKind::Classification { num_labels: 3 },
+        cfg(2, 0, false, Padding::Fixed(16)),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("shorter than the longest row (30 tokens)"),
+        "{err}"
+    );
 }

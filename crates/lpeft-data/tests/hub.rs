@@ -41,7 +41,9 @@ fn parquet_bytes(schema: &str, cols: Vec<Col>) -> Vec<u8> {
         match col {
             Col::Str(v) => {
                 let v: Vec<ByteArray> = v.into_iter().map(ByteArray::from).collect();
-                c.typed::<ByteArrayType>().write_batch(&v, None, None).unwrap();
+                c.typed::<ByteArrayType>()
+                    .write_batch(&v, None, None)
+                    .unwrap();
             }
             Col::I32(v) => {
                 c.typed::<Int32Type>().write_batch(&v, None, None).unwrap();
@@ -81,7 +83,11 @@ fn serve(files: HashMap<String, Vec<u8>>) -> (String, Arc<AtomicUsize>) {
                 }
             }
             counter.fetch_add(1, Ordering::SeqCst);
-            let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
             let response = match files.get(&path) {
                 Some(body) => {
                     let mut r = format!(
@@ -116,31 +122,59 @@ fn glue_from_hub_parquet_and_cache() {
     let mut files = HashMap::new();
     files.insert(
         "/datasets/nyu-mll/glue/resolve/main/sst2/train-00000-of-00001.parquet".to_owned(),
-        parquet_bytes(SST2_SCHEMA, vec![
-            Col::Str(vec!["hide new secretions from the parental units ", "contains no wit , only labored gags ", "that loves its characters "]),
-            Col::I64(vec![0, 0, 1]),
-            Col::I32(vec![0, 1, 2]),
-        ]),
+        parquet_bytes(
+            SST2_SCHEMA,
+            vec![
+                Col::Str(vec![
+                    "hide new secretions from the parental units ",
+                    "contains no wit , only labored gags ",
+                    "that loves its characters ",
+                ]),
+                Col::I64(vec![0, 0, 1]),
+                Col::I32(vec![0, 1, 2]),
+            ],
+        ),
     );
     files.insert(
         "/datasets/nyu-mll/glue/resolve/main/sst2/validation-00000-of-00001.parquet".to_owned(),
-        parquet_bytes(SST2_SCHEMA, vec![Col::Str(vec!["it 's a charming journey . "]), Col::I64(vec![1]), Col::I32(vec![0])]),
+        parquet_bytes(
+            SST2_SCHEMA,
+            vec![
+                Col::Str(vec!["it 's a charming journey . "]),
+                Col::I64(vec![1]),
+                Col::I32(vec![0]),
+            ],
+        ),
     );
     let (endpoint, hits) = serve(files);
     let cache = tempfile::tempdir().unwrap();
     let cfg = hub_config("glue/sst2", &endpoint, cache.path().to_owned());
     let resolved = resolve(&cfg).unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 2);
-    assert!(cache.path().join("nyu-mll/glue/main/sst2/train-00000-of-00001.parquet").is_file());
+    assert!(
+        cache
+            .path()
+            .join("nyu-mll/glue/main/sst2/train-00000-of-00001.parquet")
+            .is_file()
+    );
     let out = tempfile::tempdir().unwrap();
     let report = build(&resolved, out.path(), &|_| {}).unwrap();
-    assert_eq!(report.meta.splits[0].sources[0].name, "nyu-mll/glue/sst2/train-00000-of-00001.parquet");
+    assert_eq!(
+        report.meta.splits[0].sources[0].name,
+        "nyu-mll/glue/sst2/train-00000-of-00001.parquet"
+    );
     let train = Dataset::open(out.path()).unwrap().split("train").unwrap();
     assert_eq!(train.num_rows(), 3);
     assert_eq!(train.labels, Labels::Class(vec![0, 0, 1]));
     // The same sentence tokenized from the official TSV gives the same ids.
     let tok = lpeft_tokenizer::Tokenizer::from_file(common::model_dir()).unwrap();
-    let e = tok.encode("hide new secretions from the parental units ", None, Some(128)).unwrap();
+    let e = tok
+        .encode(
+            "hide new secretions from the parental units ",
+            None,
+            Some(128),
+        )
+        .unwrap();
     assert_eq!(&train.input_ids[train.row(0)], &e.ids[..]);
 
     // Second resolve: served from the cache, no request.
@@ -154,35 +188,52 @@ fn missing_hub_file_names_the_url() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = hub_config("glue/rte", &endpoint, cache.path().to_owned());
     let msg = resolve(&cfg).unwrap_err().to_string();
-    assert!(msg.contains(&format!("{endpoint}/datasets/nyu-mll/glue/resolve/main/rte/train-00000-of-00001.parquet")), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "{endpoint}/datasets/nyu-mll/glue/resolve/main/rte/train-00000-of-00001.parquet"
+        )),
+        "{msg}"
+    );
     assert!(msg.contains("404"), "{msg}");
 }
 
 #[test]
 fn superglue_from_hub_regroups_multirc_and_reads_copa() {
     let multirc_schema = "message schema { REQUIRED BYTE_ARRAY paragraph (UTF8); REQUIRED BYTE_ARRAY question (UTF8); REQUIRED BYTE_ARRAY answer (UTF8); REQUIRED group idx { REQUIRED INT32 paragraph; REQUIRED INT32 question; REQUIRED INT32 answer; } REQUIRED INT64 label; }";
-    let multirc = parquet_bytes(multirc_schema, vec![
-        Col::Str(vec!["P0", "P0", "P0", "P0", "P1"]),
-        Col::Str(vec!["Q0?", "Q0?", "Q1?", "Q1?", "Q2?"]),
-        Col::Str(vec!["a", "b", "c", "d", "e"]),
-        Col::I32(vec![0, 0, 0, 0, 1]),
-        Col::I32(vec![0, 0, 1, 1, 2]),
-        Col::I32(vec![0, 1, 2, 3, 4]),
-        Col::I64(vec![1, 0, 0, 1, 1]),
-    ]);
+    let multirc = parquet_bytes(
+        multirc_schema,
+        vec![
+            Col::Str(vec!["P0", "P0", "P0", "P0", "P1"]),
+            Col::Str(vec!["Q0?", "Q0?", "Q1?", "Q1?", "Q2?"]),
+            Col::Str(vec!["a", "b", "c", "d", "e"]),
+            Col::I32(vec![0, 0, 0, 0, 1]),
+            Col::I32(vec![0, 0, 1, 1, 2]),
+            Col::I32(vec![0, 1, 2, 3, 4]),
+            Col::I64(vec![1, 0, 0, 1, 1]),
+        ],
+    );
     let copa_schema = "message schema { REQUIRED BYTE_ARRAY premise (UTF8); REQUIRED BYTE_ARRAY choice1 (UTF8); REQUIRED BYTE_ARRAY choice2 (UTF8); REQUIRED BYTE_ARRAY question (UTF8); REQUIRED INT32 idx; REQUIRED INT64 label; }";
-    let copa = parquet_bytes(copa_schema, vec![
-        Col::Str(vec!["The man turned on the faucet."]),
-        Col::Str(vec!["The toilet filled with water."]),
-        Col::Str(vec!["Water flowed from the spout."]),
-        Col::Str(vec!["effect"]),
-        Col::I32(vec![0]),
-        Col::I64(vec![1]),
-    ]);
+    let copa = parquet_bytes(
+        copa_schema,
+        vec![
+            Col::Str(vec!["The man turned on the faucet."]),
+            Col::Str(vec!["The toilet filled with water."]),
+            Col::Str(vec!["Water flowed from the spout."]),
+            Col::Str(vec!["effect"]),
+            Col::I32(vec![0]),
+            Col::I64(vec![1]),
+        ],
+    );
     let mut files = HashMap::new();
     for split in ["train", "validation"] {
-        files.insert(format!("/datasets/aps/super_glue/resolve/main/multirc/{split}-00000-of-00001.parquet"), multirc.clone());
-        files.insert(format!("/datasets/aps/super_glue/resolve/main/copa/{split}-00000-of-00001.parquet"), copa.clone());
+        files.insert(
+            format!("/datasets/aps/super_glue/resolve/main/multirc/{split}-00000-of-00001.parquet"),
+            multirc.clone(),
+        );
+        files.insert(
+            format!("/datasets/aps/super_glue/resolve/main/copa/{split}-00000-of-00001.parquet"),
+            copa.clone(),
+        );
     }
     let (endpoint, _) = serve(files);
     let cache = tempfile::tempdir().unwrap();
@@ -205,21 +256,36 @@ fn superglue_from_hub_regroups_multirc_and_reads_copa() {
 #[test]
 fn stsb_float_labels_from_hub() {
     let schema = "message schema { REQUIRED BYTE_ARRAY sentence1 (UTF8); REQUIRED BYTE_ARRAY sentence2 (UTF8); REQUIRED FLOAT label; REQUIRED INT32 idx; }";
-    let train = parquet_bytes(schema, vec![
-        Col::Str(vec!["A plane is taking off.", "A man is playing a flute."]),
-        Col::Str(vec!["An air plane is taking off.", "A man is playing a flute."]),
-        Col::F32(vec![5.0, 3.8]),
-        Col::I32(vec![0, 1]),
-    ]);
-    let test = parquet_bytes(schema, vec![
-        Col::Str(vec!["A girl is styling her hair."]),
-        Col::Str(vec!["A girl is brushing her hair."]),
-        Col::F32(vec![-1.0]),
-        Col::I32(vec![0]),
-    ]);
+    let train = parquet_bytes(
+        schema,
+        vec![
+            Col::Str(vec!["A plane is taking off.", "A man is playing a flute."]),
+            Col::Str(vec![
+                "An air plane is taking off.",
+                "A man is playing a flute.",
+            ]),
+            Col::F32(vec![5.0, 3.8]),
+            Col::I32(vec![0, 1]),
+        ],
+    );
+    let test = parquet_bytes(
+        schema,
+        vec![
+            Col::Str(vec!["A girl is styling her hair."]),
+            Col::Str(vec!["A girl is brushing her hair."]),
+            Col::F32(vec![-1.0]),
+            Col::I32(vec![0]),
+        ],
+    );
     let mut files = HashMap::new();
-    files.insert("/datasets/nyu-mll/glue/resolve/main/stsb/train-00000-of-00001.parquet".to_owned(), train);
-    files.insert("/datasets/nyu-mll/glue/resolve/main/stsb/test-00000-of-00001.parquet".to_owned(), test);
+    files.insert(
+        "/datasets/nyu-mll/glue/resolve/main/stsb/train-00000-of-00001.parquet".to_owned(),
+        train,
+    );
+    files.insert(
+        "/datasets/nyu-mll/glue/resolve/main/stsb/test-00000-of-00001.parquet".to_owned(),
+        test,
+    );
     let (endpoint, _) = serve(files);
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = hub_config("glue/stsb", &endpoint, cache.path().to_owned());
@@ -228,6 +294,9 @@ fn stsb_float_labels_from_hub() {
     let report = build(&resolve(&cfg).unwrap(), out.path(), &|_| {}).unwrap();
     assert!(!report.meta.splits[1].labeled);
     let ds = Dataset::open(out.path()).unwrap();
-    assert_eq!(ds.split("train").unwrap().labels, Labels::Float(vec![5.0, 3.8]));
+    assert_eq!(
+        ds.split("train").unwrap().labels,
+        Labels::Float(vec![5.0, 3.8])
+    );
     assert_eq!(ds.split("test").unwrap().labels, Labels::None);
 }

@@ -11,8 +11,11 @@ fn squad_file() -> String {
     // One long paragraph (so it needs several windows) with a non-ASCII character before the
     // answers (char offsets differ from byte offsets), one short paragraph.
     let filler = "The committee met again in the afternoon to discuss the budget. ".repeat(12);
-    let context = format!("Café owners in Zürich said {filler}Finally the mayor Anna Keller announced a new park.");
-    let answer_start = context.chars().count() - "Anna Keller announced a new park.".chars().count();
+    let context = format!(
+        "Café owners in Zürich said {filler}Finally the mayor Anna Keller announced a new park."
+    );
+    let answer_start =
+        context.chars().count() - "Anna Keller announced a new park.".chars().count();
     serde_json::json!({
         "version": "1.1",
         "data": [{
@@ -50,16 +53,24 @@ fn windows_positions_and_texts_round_trip() {
 
     let ds = Dataset::open(out.path()).unwrap();
     let split = ds.split("dev").unwrap();
-    let Some(Texts::Span(texts)) = ds.texts("dev").unwrap() else { panic!("no span texts") };
+    let Some(Texts::Span(texts)) = ds.texts("dev").unwrap() else {
+        panic!("no span texts")
+    };
     assert_eq!(texts.questions.len(), 3);
     assert_eq!(split.num_groups(), 3);
     // The long paragraph needs several windows per question; the short one a single window.
     let windows = |g: u32| split.group_ids.iter().filter(|&&x| x == g).count();
-    assert!(windows(0) > 1 && windows(0) == windows(1), "{:?}", split.group_ids);
+    assert!(
+        windows(0) > 1 && windows(0) == windows(1),
+        "{:?}",
+        split.group_ids
+    );
     assert_eq!(windows(2), 1);
     assert!((0..split.num_rows()).all(|r| split.row(r).len() <= 64));
 
-    let Labels::Span(labels) = &split.labels else { panic!("span labels") };
+    let Labels::Span(labels) = &split.labels else {
+        panic!("span labels")
+    };
     let spans = split.token_spans.as_ref().unwrap();
     // Every question's answer is found in at least one window, and the positions map back to
     // exactly the answer text through the kept offsets.
@@ -73,7 +84,10 @@ fn windows_positions_and_texts_round_trip() {
                 continue;
             }
             let base = split.row(r).start;
-            let (bs, be) = (spans[2 * (base + s)] as usize, spans[2 * (base + e) + 1] as usize);
+            let (bs, be) = (
+                spans[2 * (base + s)] as usize,
+                spans[2 * (base + e) + 1] as usize,
+            );
             assert_eq!(&context[bs..be], gold.text, "question {}", q.id);
             found += 1;
         }
@@ -81,7 +95,10 @@ fn windows_positions_and_texts_round_trip() {
     }
     // Answer starts are stored as byte offsets: "Café" makes them differ from char offsets.
     let q1 = &texts.questions[0];
-    assert_eq!(&texts.contexts[0][q1.answers[0].byte_start..][..11], "Anna Keller");
+    assert_eq!(
+        &texts.contexts[0][q1.answers[0].byte_start..][..11],
+        "Anna Keller"
+    );
     assert_eq!(q1.answers.len(), 2);
     // Question and special tokens have no context span.
     let first_row = split.row(0);
@@ -97,6 +114,11 @@ fn answer_start_outside_context_is_an_error() {
     let mut cfg = common::config("squad/v1.1", d.path().to_owned());
     cfg.splits = Some(vec!["dev".to_owned()]);
     let r = resolve(&cfg).unwrap();
-    let msg = lpeft_data::build::read_split(r.task, &r.splits[0]).unwrap_err().to_string();
-    assert!(msg.contains("dev-v1.1.json:2:") && msg.contains("answer_start of question bad-q"), "{msg}");
+    let msg = lpeft_data::build::read_split(r.task, &r.splits[0])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dev-v1.1.json:2:") && msg.contains("answer_start of question bad-q"),
+        "{msg}"
+    );
 }

@@ -40,10 +40,22 @@ fn second_run_is_a_hit_and_params_change_the_key() {
     // Two source files and the tokenizer enter the key.
     assert_eq!(plan.nodes[0].external.len(), 3);
     let run = |plan: &lpeft_pipeline::Plan| {
-        execute(plan, &reg, &store, &Silent, RunOptions { jobs: 1, record_as: None }).unwrap()
+        execute(
+            plan,
+            &reg,
+            &store,
+            &Silent,
+            RunOptions {
+                jobs: 1,
+                record_as: None,
+            },
+        )
+        .unwrap()
     };
     let report = run(&plan);
-    let Outcome::Ran { figures, .. } = &report.outcomes[0].1 else { panic!("expected a run") };
+    let Outcome::Ran { figures, .. } = &report.outcomes[0].1 else {
+        panic!("expected a run")
+    };
     assert_eq!(figures["splits"]["train"]["examples"], 100);
     assert_eq!(figures["splits"]["dev"]["source_examples"], 872);
     let key = plan.nodes[0].key.clone();
@@ -68,12 +80,22 @@ fn copied_files_give_the_same_key_edited_files_another() {
     let store = Store::open(store_dir.path()).unwrap();
     let reg = registry();
     let opts = PlanOptions::new("flex");
-    let key_of = |dir: &Path| resolve(&pipeline(dir, 10), &reg, &store, &opts).unwrap().nodes[0].key.clone();
+    let key_of = |dir: &Path| {
+        resolve(&pipeline(dir, 10), &reg, &store, &opts)
+            .unwrap()
+            .nodes[0]
+            .key
+            .clone()
+    };
 
     let copy = tempfile::tempdir().unwrap();
     for f in ["train.tsv", "dev.tsv"] {
         std::fs::create_dir_all(copy.path().join("SST-2")).unwrap();
-        std::fs::copy(common::glue_dir().join("SST-2").join(f), copy.path().join("SST-2").join(f)).unwrap();
+        std::fs::copy(
+            common::glue_dir().join("SST-2").join(f),
+            copy.path().join("SST-2").join(f),
+        )
+        .unwrap();
     }
     assert_eq!(key_of(copy.path()), key_of(&common::glue_dir()));
     let dev = copy.path().join("SST-2/dev.tsv");
@@ -99,7 +121,10 @@ fn prepare_fills_defaults_and_rejects_unknown_params() {
     let mut explicit = params.clone();
     explicit["max_length"] = 128.into();
     explicit["splits"] = serde_json::json!(["train", "dev"]);
-    assert_eq!(stage.prepare(&explicit).unwrap().canonical_params, prepared.canonical_params);
+    assert_eq!(
+        stage.prepare(&explicit).unwrap().canonical_params,
+        prepared.canonical_params
+    );
 
     let mut bad = params.clone();
     bad["max_len"] = 64.into();

@@ -49,7 +49,10 @@ pub enum TokenizerError {
     #[error(
         "tokenizer {path}: cannot tell BERT from RoBERTa (post-processor {post_processor}, and neither [CLS]/[SEP] nor <s>/</s> in the vocabulary)"
     )]
-    UnknownFamily { path: PathBuf, post_processor: String },
+    UnknownFamily {
+        path: PathBuf,
+        post_processor: String,
+    },
     #[error("tokenizer {path}: no padding token (expected a padding section, [PAD] or <pad>)")]
     NoPadToken { path: PathBuf },
     #[error("max length {max_len} leaves no room for text after {special} special tokens")]

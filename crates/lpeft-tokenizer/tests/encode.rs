@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use lpeft_tokenizer::{Family, Tokenizer, WindowConfig};
 
 fn minilm() -> Tokenizer {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/all-MiniLM-L6-v2");
-    assert!(dir.join("tokenizer.json").is_file(), "missing {}/tokenizer.json (shared models)", dir.display());
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("tokenizer.json").is_file(),
+        "missing {}/tokenizer.json (shared models)",
+        dir.display()
+    );
     Tokenizer::from_file(&dir).expect("MiniLM tokenizer loads")
 }
 
@@ -34,7 +39,11 @@ const ROBERTA_JSON: &str = r#"{
 }"#;
 
 fn roberta() -> Tokenizer {
-    Tokenizer::from_bytes(ROBERTA_JSON.as_bytes(), std::path::Path::new("roberta-test.json")).expect("tiny RoBERTa loads")
+    Tokenizer::from_bytes(
+        ROBERTA_JSON.as_bytes(),
+        std::path::Path::new("roberta-test.json"),
+    )
+    .expect("tiny RoBERTa loads")
 }
 
 #[test]
@@ -50,8 +59,16 @@ fn bert_single_and_pair_use_cls_sep_and_type_ids() {
     assert_eq!(e.len(), 4);
     assert!(e.type_ids.iter().all(|&t| t == 0));
 
-    let p = tok.encode("Hello world", Some("good day to you"), None).unwrap();
-    let seps: Vec<usize> = p.ids.iter().enumerate().filter(|(_, id)| **id == sep).map(|(i, _)| i).collect();
+    let p = tok
+        .encode("Hello world", Some("good day to you"), None)
+        .unwrap();
+    let seps: Vec<usize> = p
+        .ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| **id == sep)
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(seps.len(), 2);
     assert_eq!(p.ids[0], cls);
     assert_eq!(&p.type_ids[..=seps[0]], &vec![0; seps[0] + 1][..]);
@@ -91,8 +108,11 @@ fn longest_first_truncation_counts_special_tokens() {
 #[test]
 fn batch_matches_single_encoding_in_order() {
     let tok = minilm();
-    let texts: Vec<String> = (0..500).map(|i| format!("sentence number {i} is here")).collect();
-    let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), Some("pair"))).collect();
+    let texts: Vec<String> = (0..500)
+        .map(|i| format!("sentence number {i} is here"))
+        .collect();
+    let inputs: Vec<(&str, Option<&str>)> =
+        texts.iter().map(|t| (t.as_str(), Some("pair"))).collect();
     let batch = tok.encode_batch(&inputs, Some(16)).unwrap();
     for (i, (a, b)) in inputs.iter().enumerate() {
         assert_eq!(batch[i], tok.encode(a, *b, Some(16)).unwrap());
@@ -119,9 +139,18 @@ fn roberta_pair_is_s_a_double_sep_b_with_zero_type_ids() {
 #[test]
 fn windows_overlap_by_stride_and_keep_context_offsets() {
     let tok = minilm();
-    let words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "home"];
-    let context = (0..40).map(|i| words[i % words.len()]).collect::<Vec<_>>().join(" ");
-    let cfg = WindowConfig { max_len: 20, stride: 4, max_first_len: 8 };
+    let words = [
+        "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "home",
+    ];
+    let context = (0..40)
+        .map(|i| words[i % words.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cfg = WindowConfig {
+        max_len: 20,
+        stride: 4,
+        max_first_len: 8,
+    };
     let windows = tok.encode_windows("which word", &context, cfg).unwrap();
     assert!(windows.len() > 1);
     let mut covered = Vec::new();
@@ -151,5 +180,8 @@ fn windows_overlap_by_stride_and_keep_context_offsets() {
 #[test]
 fn missing_file_names_the_path() {
     let err = Tokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/tokenizer.json"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/tokenizer.json"),
+        "{err}"
+    );
 }

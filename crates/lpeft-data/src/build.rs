@@ -33,8 +33,9 @@ pub struct DataConfig {
     pub hub: Option<HubConfig>,
     /// `tokenizer.json`, or the model directory holding it.
     pub model: PathBuf,
-    #[serde(default = "default_max_length")]
-    pub max_length: usize,
+    /// Tokens per row, special tokens included: 128 by default, 384 for SQuAD.
+    #[serde(default)]
+    pub max_length: Option<usize>,
     /// Per split, a seeded sample of at most this many examples (quick runs).
     #[serde(default)]
     pub max_examples: Option<usize>,
@@ -68,9 +69,6 @@ pub struct HubConfig {
     pub endpoint: Option<String>,
 }
 
-fn default_max_length() -> usize {
-    128
-}
 fn default_doc_stride() -> usize {
     128
 }
@@ -107,6 +105,15 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// `max_length`, or the task's default: 384 for span extraction (with its doc stride of
+    /// 128), 128 otherwise.
+    pub fn max_length(&self) -> usize {
+        self.config.max_length.unwrap_or(match self.task.benchmark {
+            Benchmark::Squad => 384,
+            _ => 128,
+        })
+    }
+
     /// Every file the build reads: the split sources, then the tokenizer.
     pub fn files(&self) -> Vec<PathBuf> {
         self.splits
@@ -123,7 +130,7 @@ impl Resolved {
         let mut v = serde_json::json!({
             "task": self.task.name,
             "splits": self.splits.iter().map(|s| s.split.as_str()).collect::<Vec<_>>(),
-            "max_length": c.max_length,
+            "max_length": self.max_length(),
             "max_examples": c.max_examples,
             "seed": c.seed,
             "source": if c.hub.is_some() { "hub" } else { "local" },
@@ -151,10 +158,11 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
     for s in &splits {
         task.check_split(s)?;
     }
-    if config.max_length < 8 {
+    if let Some(n) = config.max_length
+        && n < 8
+    {
         return Err(DataError::Params(format!(
-            "max_length {} is too small (at least 8)",
-            config.max_length
+            "max_length {n} is too small (at least 8)"
         )));
     }
     if config.max_examples == Some(0) {
@@ -275,7 +283,7 @@ pub fn read_split(task: &TaskDef, src: &SplitSource) -> Result<RawSplit, DataErr
         Format::Tsv => (crate::glue::read_tsv(task, path, &src.split)?, Vec::new()),
         Format::Jsonl => (crate::superglue::read_jsonl(task, path)?, Vec::new()),
         Format::SquadJson => crate::squad::read_squad(path)?,
-        Format::Parquet => (crate::hub::read_hub_split(task, path)?, Vec::new()),
+        Format::Parquet => crate::hub::read_hub_split(task, path)?,
     };
     let split = RawSplit {
         name: src.split.clone(),
@@ -314,7 +322,7 @@ pub fn build(
     let task = resolved.task;
     let tokenizer = Tokenizer::from_file(&resolved.tokenizer_file)?;
     let enc = EncodeConfig {
-        max_length: cfg.max_length,
+        max_length: resolved.max_length(),
         doc_stride: cfg.doc_stride,
         max_query_length: cfg.max_query_length,
     };
@@ -384,7 +392,7 @@ pub fn build(
             family: tokenizer.family().as_str().to_owned(),
             pad_id: tokenizer.pad_id(),
         },
-        max_length: cfg.max_length,
+        max_length: resolved.max_length(),
         doc_stride: (task.benchmark == Benchmark::Squad).then_some(cfg.doc_stride),
         max_examples: cfg.max_examples,
         seed: cfg.seed,

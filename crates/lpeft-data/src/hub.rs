@@ -116,16 +116,19 @@ pub fn read_parquet_rows(path: &Path) -> Result<Vec<Map<String, Value>>, DataErr
     Ok(out)
 }
 
-/// Examples of a task from its hub parquet file.
-pub fn read_hub_split(task: &TaskDef, path: &Path) -> Result<Vec<Example>, DataError> {
+/// Examples of a task from its hub parquet file (and SQuAD's contexts).
+pub fn read_hub_split(
+    task: &TaskDef,
+    path: &Path,
+) -> Result<(Vec<Example>, Vec<String>), DataError> {
     let rows = read_parquet_rows(path)?;
     match task.benchmark {
-        Benchmark::SuperGlue => crate::superglue::from_hub_rows(task, &rows, path),
-        Benchmark::Glue => glue_rows(task, &rows, path),
-        Benchmark::Squad => Err(DataError::Params(
-            "SQuAD from the hub is not supported yet; use the official JSON files (--data-dir)"
-                .to_owned(),
+        Benchmark::SuperGlue => Ok((
+            crate::superglue::from_hub_rows(task, &rows, path)?,
+            Vec::new(),
         )),
+        Benchmark::Glue => Ok((glue_rows(task, &rows, path)?, Vec::new())),
+        Benchmark::Squad => crate::squad::from_hub_rows(&rows, path),
     }
 }
 

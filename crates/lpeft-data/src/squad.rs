@@ -50,60 +50,137 @@ pub fn read_squad(path: &Path) -> Result<(Vec<Example>, Vec<String>), DataError>
         line: e.line() as u64,
         message: e.to_string(),
     })?;
-    let mut examples = Vec::new();
-    let mut contexts = Vec::new();
+    let mut out = Collected::default();
     for article in file.data {
         for paragraph in article.paragraphs {
-            let context_index = contexts.len();
-            // Character index -> byte index, with one past the end.
-            let char_starts: Vec<usize> = paragraph
-                .context
-                .char_indices()
-                .map(|(b, _)| b)
-                .chain(std::iter::once(paragraph.context.len()))
-                .collect();
-            for qa in paragraph.qas {
-                let mut answers = Vec::with_capacity(qa.answers.len());
-                for a in qa.answers {
-                    let Some(&byte_start) = char_starts.get(a.answer_start) else {
-                        return Err(DataError::BadValue {
-                            path: path.to_owned(),
-                            line: line_of(&bytes, &qa.id),
-                            field: format!("answer_start of question {}", qa.id),
-                            value: a.answer_start.to_string(),
-                            expected: format!(
-                                "a character offset inside the context ({} characters)",
-                                char_starts.len() - 1
-                            ),
-                        });
-                    };
-                    answers.push(SpanAnswer {
-                        text: a.text,
-                        byte_start,
-                    });
-                }
-                let label = if answers.is_empty() {
-                    Label::None
-                } else {
-                    // The span target is built at tokenization time from the first answer.
-                    Label::Class(0)
-                };
-                examples.push(Example {
-                    source_row: examples.len() as u32,
-                    inputs: Inputs::Span {
-                        id: qa.id,
-                        question: qa.question,
-                        context: context_index,
-                        answers,
-                    },
-                    label,
-                    record: None,
-                });
-            }
-            contexts.push(paragraph.context);
+            out.paragraph(
+                paragraph.context,
+                paragraph.qas,
+                |id| line_of(&bytes, id),
+                path,
+            )?;
         }
     }
-    Ok((examples, contexts))
+    Ok((out.examples, out.contexts))
+}
+
+/// Rows of the hub's SQuAD parquet file (`id`, `title`, `context`, `question`,
+/// `answers: {text: [..], answer_start: [..]}`), one per question; consecutive rows with the
+/// same context share it.
+pub(crate) fn from_hub_rows(
+    rows: &[serde_json::Map<String, serde_json::Value>],
+    path: &Path,
+) -> Result<(Vec<Example>, Vec<String>), DataError> {
+    let mut out = Collected::default();
+    let mut pending: Option<(String, Vec<Qa>, u64)> = None;
+    for (i, obj) in rows.iter().enumerate() {
+        let loc = crate::superglue::Loc {
+            path,
+            line: i as u64 + 1,
+        };
+        let context = loc.str(obj, "context")?;
+        let answers = loc.obj(obj, "answers")?;
+        let texts = loc.arr(answers, "text")?;
+        let starts = loc.arr(answers, "answer_start")?;
+        let answers = texts
+            .iter()
+            .zip(starts)
+            .map(|(t, s)| {
+                Ok(Answer {
+                    text: t
+                        .as_str()
+                        .ok_or_else(|| loc.missing("answers.text", "strings"))?
+                        .to_owned(),
+                    answer_start: s
+                        .as_u64()
+                        .ok_or_else(|| loc.missing("answers.answer_start", "integers"))?
+                        as usize,
+                })
+            })
+            .collect::<Result<Vec<_>, DataError>>()?;
+        let qa = Qa {
+            id: loc.str(obj, "id")?.to_owned(),
+            question: loc.str(obj, "question")?.to_owned(),
+            answers,
+        };
+        match &mut pending {
+            Some((c, qas, _)) if c == context => qas.push(qa),
+            _ => {
+                if let Some((c, qas, line)) = pending.take() {
+                    out.paragraph(c, qas, |_| line, path)?;
+                }
+                pending = Some((context.to_owned(), vec![qa], loc.line));
+            }
+        }
+    }
+    if let Some((c, qas, line)) = pending {
+        out.paragraph(c, qas, |_| line, path)?;
+    }
+    Ok((out.examples, out.contexts))
+}
+
+#[derive(Default)]
+struct Collected {
+    examples: Vec<Example>,
+    contexts: Vec<String>,
+}
+
+impl Collected {
+    fn paragraph(
+        &mut self,
+        context: String,
+        qas: Vec<Qa>,
+        line_of: impl Fn(&str) -> u64,
+        path: &Path,
+    ) -> Result<(), DataError> {
+        let context_index = self.contexts.len();
+        // Character index -> byte index, with one past the end.
+        let char_starts: Vec<usize> = context
+            .char_indices()
+            .map(|(b, _)| b)
+            .chain(std::iter::once(context.len()))
+            .collect();
+        for qa in qas {
+            let mut answers = Vec::with_capacity(qa.answers.len());
+            for a in qa.answers {
+                let Some(&byte_start) = char_starts.get(a.answer_start) else {
+                    return Err(DataError::BadValue {
+                        path: path.to_owned(),
+                        line: line_of(&qa.id),
+                        field: format!("answer_start of question {}", qa.id),
+                        value: a.answer_start.to_string(),
+                        expected: format!(
+                            "a character offset inside the context ({} characters)",
+                            char_starts.len() - 1
+                        ),
+                    });
+                };
+                answers.push(SpanAnswer {
+                    text: a.text,
+                    byte_start,
+                });
+            }
+            let label = if answers.is_empty() {
+                Label::None
+            } else {
+                // The span target is built at tokenization time from the first answer.
+                Label::Class(0)
+            };
+            self.examples.push(Example {
+                source_row: self.examples.len() as u32,
+                inputs: Inputs::Span {
+                    id: qa.id,
+                    question: qa.question,
+                    context: context_index,
+                    answers,
+                },
+                label,
+                record: None,
+            });
+        }
+        self.contexts.push(context);
+        Ok(())
+    }
 }
 
 /// 1-based line of the first occurrence of `"id": "<id>"` in the file (for error messages).

@@ -32,7 +32,7 @@ pub(crate) struct Loc<'a> {
 }
 
 impl Loc<'_> {
-    fn missing(&self, field: &str, expected: &str) -> DataError {
+    pub(crate) fn missing(&self, field: &str, expected: &str) -> DataError {
         DataError::MissingField {
             path: self.path.to_owned(),
             line: self.line,

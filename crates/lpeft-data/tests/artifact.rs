@@ -95,7 +95,7 @@ fn pairs_and_regression_labels() {
     let out = tempfile::tempdir().unwrap();
     let mut cfg = common::config("glue/stsb", common::glue_dir());
     cfg.max_examples = Some(30);
-    cfg.max_length = 16;
+    cfg.max_length = Some(16);
     let report = build(&resolve(&cfg).unwrap(), out.path(), &|_| {}).unwrap();
     assert!(report.meta.splits[0].num_truncated > 0);
     let t = Dataset::open(out.path()).unwrap().split("train").unwrap();

@@ -19,6 +19,9 @@ use parquet::schema::parser::parse_message_type;
 
 enum Col {
     Str(Vec<&'static str>),
+    /// A list column: values with definition and repetition levels.
+    StrList(Vec<&'static str>, Vec<i16>, Vec<i16>),
+    I32List(Vec<i32>, Vec<i16>, Vec<i16>),
     I32(Vec<i32>),
     I64(Vec<i64>),
     F32(Vec<f32>),
@@ -47,6 +50,17 @@ fn parquet_bytes(schema: &str, cols: Vec<Col>) -> Vec<u8> {
             }
             Col::I32(v) => {
                 c.typed::<Int32Type>().write_batch(&v, None, None).unwrap();
+            }
+            Col::StrList(v, def, rep) => {
+                let v: Vec<ByteArray> = v.into_iter().map(ByteArray::from).collect();
+                c.typed::<ByteArrayType>()
+                    .write_batch(&v, Some(&def), Some(&rep))
+                    .unwrap();
+            }
+            Col::I32List(v, def, rep) => {
+                c.typed::<Int32Type>()
+                    .write_batch(&v, Some(&def), Some(&rep))
+                    .unwrap();
             }
             Col::I64(v) => {
                 c.typed::<Int64Type>().write_batch(&v, None, None).unwrap();
@@ -299,4 +313,79 @@ fn stsb_float_labels_from_hub() {
         Labels::Float(vec![5.0, 3.8])
     );
     assert_eq!(ds.split("test").unwrap().labels, Labels::None);
+}
+
+#[test]
+fn squad_from_hub_shares_contexts_and_maps_answers() {
+    // The hub's layout: answers is a struct of two lists (3-level LIST encoding).
+    let schema = "message schema { REQUIRED BYTE_ARRAY id (UTF8); REQUIRED BYTE_ARRAY title (UTF8); \
+        REQUIRED BYTE_ARRAY context (UTF8); REQUIRED BYTE_ARRAY question (UTF8); \
+        REQUIRED group answers { \
+          REQUIRED group text (LIST) { REPEATED group list { REQUIRED BYTE_ARRAY element (UTF8); } } \
+          REQUIRED group answer_start (LIST) { REPEATED group list { REQUIRED INT32 element; } } } }";
+    let ctx1 = "Zürich is a city. Its mayor is Corine Mauch.";
+    let ctx2 = "Paris is the capital of France.";
+    let mauch = ctx1.chars().count() - "Corine Mauch.".chars().count();
+    let file = parquet_bytes(
+        schema,
+        vec![
+            Col::Str(vec!["q1", "q2", "q3"]),
+            Col::Str(vec!["Zürich", "Zürich", "Paris"]),
+            Col::Str(vec![ctx1, ctx1, ctx2]),
+            Col::Str(vec![
+                "Who is the mayor?",
+                "What is Zürich?",
+                "What is the capital of France?",
+            ]),
+            // Row 1 has two answers, rows 2 and 3 one each.
+            Col::StrList(
+                vec!["Corine Mauch", "Mauch", "a city", "Paris"],
+                vec![1, 1, 1, 1],
+                vec![0, 1, 0, 0],
+            ),
+            Col::I32List(
+                vec![mauch as i32, mauch as i32 + 7, 10, 0],
+                vec![1, 1, 1, 1],
+                vec![0, 1, 0, 0],
+            ),
+        ],
+    );
+    let mut files = HashMap::new();
+    files.insert(
+        "/datasets/rajpurkar/squad/resolve/main/plain_text/validation-00000-of-00001.parquet"
+            .to_owned(),
+        file,
+    );
+    let (endpoint, _) = serve(files);
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = hub_config("squad/v1.1", &endpoint, cache.path().to_owned());
+    cfg.splits = Some(vec!["dev".to_owned()]);
+    let out = tempfile::tempdir().unwrap();
+    build(&resolve(&cfg).unwrap(), out.path(), &|_| {}).unwrap();
+    let ds = Dataset::open(out.path()).unwrap();
+    let Some(lpeft_data::Texts::Span(t)) = ds.texts("dev").unwrap() else {
+        panic!("span texts")
+    };
+    assert_eq!(t.contexts, vec![ctx1.to_owned(), ctx2.to_owned()]);
+    assert_eq!(
+        t.questions.iter().map(|q| q.context).collect::<Vec<_>>(),
+        vec![0, 0, 1]
+    );
+    assert_eq!(t.questions[0].answers.len(), 2);
+    let a = &t.questions[0].answers[0];
+    assert_eq!(
+        &ctx1[a.byte_start..a.byte_start + a.text.len()],
+        "Corine Mauch"
+    );
+    let dev = ds.split("dev").unwrap();
+    let Labels::Span(l) = &dev.labels else {
+        panic!("span labels")
+    };
+    let spans = dev.token_spans.as_ref().unwrap();
+    let base = dev.row(0).start;
+    let (s, e) = (l[0] as usize, l[1] as usize);
+    assert_eq!(
+        &ctx1[spans[2 * (base + s)] as usize..spans[2 * (base + e) + 1] as usize],
+        "Corine Mauch"
+    );
 }

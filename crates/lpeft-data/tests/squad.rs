@@ -44,7 +44,7 @@ fn windows_positions_and_texts_round_trip() {
     write(d.path(), "train-v1.1.json", &squad_file());
     write(d.path(), "dev-v1.1.json", &squad_file());
     let mut cfg = common::config("squad/v1.1", d.path().to_owned());
-    cfg.max_length = 64;
+    cfg.max_length = Some(64);
     cfg.doc_stride = 16;
     let out = tempfile::tempdir().unwrap();
     let report = build(&resolve(&cfg).unwrap(), out.path(), &|_| {}).unwrap();

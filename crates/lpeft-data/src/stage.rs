@@ -11,6 +11,42 @@ pub struct DataStage;
 
 pub const KIND: &str = "data";
 
+/// Command-line flags of `lpeft data`: (long flag, parameter, help). Values are parsed like
+/// `--param` values (JSON, else a string).
+pub const CLI_FLAGS: &[(&str, &str, &str)] = &[
+    (
+        "task",
+        "task",
+        "Task: glue/sst2, glue/mnli, superglue/copa, squad/v1.1, ...",
+    ),
+    (
+        "data-dir",
+        "data_dir",
+        "Official layout root (<root>/<TASK>/...) [default: GLUE_DIR, SUPERGLUE_DIR or SQUAD_DIR]",
+    ),
+    (
+        "model",
+        "model",
+        "Model directory holding tokenizer.json, or the file itself",
+    ),
+    (
+        "max-length",
+        "max_length",
+        "Tokens per row incl. special tokens [default: 128; SQuAD 384]",
+    ),
+    (
+        "max-examples",
+        "max_examples",
+        "Per split, a seeded sample of at most this many examples",
+    ),
+    ("seed", "seed", "Seed of the sample [default: 0]"),
+    (
+        "splits",
+        "splits",
+        "Splits as a JSON list, e.g. '[\"train\",\"dev\"]' [default: the task's]",
+    ),
+];
+
 fn params_error(e: impl std::fmt::Display) -> StageError {
     StageError::Params {
         stage: KIND.to_owned(),
@@ -45,6 +81,10 @@ impl Stage for DataStage {
 
     fn input_slots(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    fn about(&self) -> &'static str {
+        "Read a task's official files (or the hub's) and tokenize them into a dataset artifact"
     }
 
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {

@@ -101,3 +101,84 @@ fn source_rows_are_file_order() {
             .all(|(i, e)| e.source_row as usize == i)
     );
 }
+
+/// MNLI and QQP are not mirrored in ../shared; small files with their official headers.
+#[test]
+fn mnli_matched_mismatched_and_qqp_layouts() {
+    let d = tempfile::tempdir().unwrap();
+    let dev_header = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label";
+    let dev_row = |i: usize, label: &str| {
+        format!(
+            "{i}\t63735\t63735n\tslate\t( ( The ) )\t( ( A ) )\t(ROOT)\t(ROOT)\tThe new rights are nice enough\tEveryone really likes the newest benefits \t{label}\t{label}\t{label}\t{label}\t{label}\t{label}"
+        )
+    };
+    let train_header = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label";
+    common::write(
+        d.path(),
+        "MNLI/train.tsv",
+        &format!(
+            "{train_header}\n0\t31193\t31193n\tgovernment\t( a )\t( b )\t(ROOT)\t(ROOT)\tConceptually cream skimming has two basic dimensions - product and geography.\tProduct and geography are what make cream skimming work. \tneutral\tneutral\n"
+        ),
+    );
+    common::write(
+        d.path(),
+        "MNLI/dev_matched.tsv",
+        &format!(
+            "{dev_header}\n{}\n{}\n",
+            dev_row(0, "neutral"),
+            dev_row(1, "contradiction")
+        ),
+    );
+    common::write(
+        d.path(),
+        "MNLI/dev_mismatched.tsv",
+        &format!("{dev_header}\n{}\n", dev_row(0, "entailment")),
+    );
+    let mut cfg = common::config("glue/mnli", d.path().to_owned());
+    let r = resolve(&cfg).unwrap();
+    assert_eq!(
+        r.splits
+            .iter()
+            .map(|s| s.source.name.as_str())
+            .collect::<Vec<_>>(),
+        vec![
+            "MNLI/train.tsv",
+            "MNLI/dev_matched.tsv",
+            "MNLI/dev_mismatched.tsv"
+        ]
+    );
+    let splits: Vec<_> = r
+        .splits
+        .iter()
+        .map(|s| read_split(r.task, s).unwrap())
+        .collect();
+    assert_eq!(splits[0].examples[0].label, Label::Class(1));
+    assert_eq!(
+        rows(&splits[0].examples[0]).0,
+        "Conceptually cream skimming has two basic dimensions - product and geography."
+    );
+    assert_eq!(
+        splits[1]
+            .examples
+            .iter()
+            .map(|e| e.label.clone())
+            .collect::<Vec<_>>(),
+        vec![Label::Class(1), Label::Class(2)]
+    );
+    assert_eq!(splits[2].examples[0].label, Label::Class(0));
+
+    common::write(
+        d.path(),
+        "QQP/dev.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n201359\t303345\t303346\tWhy are African-Americans so beautiful?\tWhy are hispanics so beautiful?\t0\n",
+    );
+    cfg.task = "glue/qqp".to_owned();
+    cfg.splits = Some(vec!["dev".to_owned()]);
+    let r = resolve(&cfg).unwrap();
+    let s = read_split(r.task, &r.splits[0]).unwrap();
+    assert_eq!(
+        rows(&s.examples[0]).1.as_deref(),
+        Some("Why are hispanics so beautiful?")
+    );
+    assert_eq!(s.examples[0].label, Label::Class(0));
+}

@@ -122,13 +122,16 @@ impl Stage for DataStage {
                 )
             })
             .collect();
-        Ok(RunSummary {
-            figures: serde_json::json!({
-                "task": report.meta.task.name,
-                "splits": splits,
-                "read_seconds": report.read_seconds,
-                "tokenize_seconds": report.tokenize_seconds,
-            }),
-        })
+        let mut figures = serde_json::json!({
+            "task": report.meta.task.name,
+            "splits": splits,
+            "read_seconds": report.read_seconds,
+            "tokenize_seconds": report.tokenize_seconds,
+        });
+        // Flat counts too, so one-line summaries show them: `train_examples=67349`.
+        for s in &report.meta.splits {
+            figures[format!("{}_examples", s.name)] = s.num_examples.into();
+        }
+        Ok(RunSummary { figures })
     }
 }

@@ -36,8 +36,12 @@ pub fn hub_path(task: &TaskDef, split: &str) -> String {
 }
 
 pub fn endpoint_from_env() -> String {
-    std::env::var("HF_ENDPOINT")
-        .ok()
+    endpoint_from(&|name| std::env::var(name).ok())
+}
+
+/// The endpoint given an environment lookup: `HF_ENDPOINT` if set and non-empty.
+pub fn endpoint_from(env: &dyn Fn(&str) -> Option<String>) -> String {
+    env("HF_ENDPOINT")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
 }
@@ -186,4 +190,39 @@ fn glue_rows(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_comes_from_hf_endpoint() {
+        assert_eq!(endpoint_from(&|_| None), "https://huggingface.co");
+        assert_eq!(
+            endpoint_from(&|_| Some(String::new())),
+            "https://huggingface.co"
+        );
+        let local = |n: &str| (n == "HF_ENDPOINT").then(|| "http://127.0.0.1:9".to_owned());
+        assert_eq!(endpoint_from(&local), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn hub_paths_follow_the_parquet_layout() {
+        let mnli = crate::registry::task("glue/mnli").unwrap();
+        assert_eq!(
+            hub_path(mnli, "dev"),
+            "mnli/validation_matched-00000-of-00001.parquet"
+        );
+        assert_eq!(
+            hub_path(mnli, "dev_mismatched"),
+            "mnli/validation_mismatched-00000-of-00001.parquet"
+        );
+        let boolq = crate::registry::task("superglue/boolq").unwrap();
+        assert_eq!(
+            hub_path(boolq, "train"),
+            "boolq/train-00000-of-00001.parquet"
+        );
+        assert_eq!(default_repo(boolq), "aps/super_glue");
+    }
 }

@@ -67,6 +67,12 @@ pub struct HubConfig {
     /// Hub endpoint; `HF_ENDPOINT` or `https://huggingface.co` by default.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// File path inside the repository, with `{config}` and `{split}` (hub names, e.g.
+    /// `validation_matched`); `{config}/{split}-00000-of-00001.parquet` by default. The
+    /// parquet conversion branch (`revision: "refs%2Fconvert%2Fparquet"`) uses
+    /// `{config}/{split}/0000.parquet`.
+    #[serde(default)]
+    pub path_pattern: Option<String>,
 }
 
 fn default_doc_stride() -> usize {
@@ -201,7 +207,10 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
             splits
                 .iter()
                 .map(|split| {
-                    let path = crate::hub::hub_path(task, split);
+                    let path = match &hub.path_pattern {
+                        Some(p) => crate::hub::hub_path_with(p, task, split),
+                        None => crate::hub::hub_path(task, split),
+                    };
                     let local = crate::hub::fetch(&endpoint, &repo, &hub.revision, &path, &cache)?;
                     Ok(SplitSource {
                         split: split.clone(),

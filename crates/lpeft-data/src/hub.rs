@@ -28,11 +28,16 @@ pub fn default_repo(task: &TaskDef) -> &'static str {
 
 /// Path of a split's parquet file inside the dataset repository.
 pub fn hub_path(task: &TaskDef, split: &str) -> String {
-    format!(
-        "{}/{}-00000-of-00001.parquet",
-        task.hub_config,
-        task.hub_split(split)
-    )
+    hub_path_with(DEFAULT_PATH_PATTERN, task, split)
+}
+
+pub const DEFAULT_PATH_PATTERN: &str = "{config}/{split}-00000-of-00001.parquet";
+
+/// A path pattern with `{config}` and `{split}` filled in.
+pub fn hub_path_with(pattern: &str, task: &TaskDef, split: &str) -> String {
+    pattern
+        .replace("{config}", task.hub_config)
+        .replace("{split}", &task.hub_split(split))
 }
 
 pub fn endpoint_from_env() -> String {
@@ -224,5 +229,9 @@ mod tests {
             "boolq/train-00000-of-00001.parquet"
         );
         assert_eq!(default_repo(boolq), "aps/super_glue");
+        assert_eq!(
+            hub_path_with("{config}/{split}/0000.parquet", boolq, "dev"),
+            "boolq/validation/0000.parquet"
+        );
     }
 }

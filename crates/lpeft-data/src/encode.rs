@@ -133,30 +133,21 @@ pub fn encode_split(
             Labels::Float(float)
         };
     }
+    // ReCoRD: every example carries its entities and answers.
     let texts = if split.examples.iter().any(|e| e.record.is_some()) {
-        Some(Texts::Record(RecordTexts {
-            queries: split
-                .examples
-                .iter()
-                .map(|e| {
-                    e.record
-                        .clone()
-                        .unwrap_or_else(|| unreachable_record(e.source_row))
-                })
-                .collect(),
-        }))
+        let queries = split
+            .examples
+            .iter()
+            .map(|e| e.record.clone())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                DataError::Params(format!("split {}: ReCoRD texts missing", split.name))
+            })?;
+        Some(Texts::Record(RecordTexts { queries }))
     } else {
         None
     };
     Ok((t, texts))
-}
-
-fn unreachable_record(row: u32) -> lpeft_schema::dataset::RecordQuery {
-    lpeft_schema::dataset::RecordQuery {
-        id: format!("row-{row}"),
-        entities: Vec::new(),
-        answers: Vec::new(),
-    }
 }
 
 fn encode_span(

@@ -75,20 +75,15 @@ impl RawSplit {
 
     /// Keep only the examples at `indices` (increasing), dropping unused contexts.
     pub fn select(&mut self, indices: &[usize]) {
-        let mut kept = Vec::with_capacity(indices.len());
-        let mut examples = std::mem::take(&mut self.examples);
-        for &i in indices.iter().rev() {
-            kept.push(std::mem::replace(
-                &mut examples[i],
-                Example {
-                    source_row: 0,
-                    inputs: Inputs::Rows(Vec::new()),
-                    label: Label::None,
-                    record: None,
-                },
-            ));
+        let mut keep = vec![false; self.examples.len()];
+        for &i in indices {
+            keep[i] = true;
         }
-        kept.reverse();
+        let mut kept: Vec<Example> = std::mem::take(&mut self.examples)
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(e, k)| k.then_some(e))
+            .collect();
         if !self.contexts.is_empty() {
             let mut remap = vec![usize::MAX; self.contexts.len()];
             let mut contexts = Vec::new();

@@ -122,3 +122,28 @@ fn answer_start_outside_context_is_an_error() {
         "{msg}"
     );
 }
+
+#[test]
+fn sampling_keeps_only_the_contexts_in_use() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "dev-v1.1.json", &squad_file());
+    let mut cfg = common::config("squad/v1.1", d.path().to_owned());
+    cfg.splits = Some(vec!["dev".to_owned()]);
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..8 {
+        cfg.max_examples = Some(1);
+        cfg.seed = seed;
+        let out = tempfile::tempdir().unwrap();
+        build(&resolve(&cfg).unwrap(), out.path(), &|_| {}).unwrap();
+        let ds = Dataset::open(out.path()).unwrap();
+        let Some(Texts::Span(t)) = ds.texts("dev").unwrap() else {
+            panic!("span texts")
+        };
+        assert_eq!((t.questions.len(), t.contexts.len()), (1, 1));
+        assert_eq!(t.questions[0].context, 0);
+        let q = &t.questions[0];
+        assert!(t.contexts[0][q.answers[0].byte_start..].starts_with(&q.answers[0].text));
+        seen.insert(q.id.clone());
+    }
+    assert!(seen.len() > 1, "the seed changes the sample: {seen:?}");
+}

@@ -232,6 +232,42 @@ fn plan_line(node: &PlanNode, store: &Store) -> String {
     }
 }
 
+/// The top-level scalar figures as `name=value`; nested ones are left to `lpeft show`.
+pub fn figures_brief(figures: &serde_json::Value) -> String {
+    let Some(map) = figures.as_object() else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    let mut nested = 0;
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    for k in keys {
+        match &map[k] {
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) if !n.is_i64() && !n.is_u64() => parts.push(format!("{k}={}", sig3(f))),
+                _ => parts.push(format!("{k}={n}")),
+            },
+            serde_json::Value::String(v) => parts.push(format!("{k}={v}")),
+            serde_json::Value::Bool(v) => parts.push(format!("{k}={v}")),
+            serde_json::Value::Null => {}
+            _ => nested += 1,
+        }
+    }
+    if nested > 0 {
+        parts.push(format!("(+{nested} more in `lpeft show`)"));
+    }
+    parts.join(" ")
+}
+
+/// Three significant digits.
+fn sig3(f: f64) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return f.to_string();
+    }
+    let digits = (2 - f.abs().log10().floor() as i32).max(0) as usize;
+    format!("{f:.digits$}")
+}
+
 /// Key prefix shown to people (12 hex digits).
 pub fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
@@ -290,7 +326,7 @@ impl Observer for RunView<'_> {
                 "  RAN     {head}  {}, {}  {}",
                 secs(*wall),
                 bytes(*b),
-                lpeft_store::canonical_json(figures)
+                figures_brief(figures)
             )),
             Outcome::Skipped => {}
         }

@@ -5,5 +5,13 @@ use lpeft_pipeline::builtin::{DigestStage, SnapshotStage};
 use lpeft_pipeline::stage::Stage;
 
 pub fn stages() -> Vec<Box<dyn Stage>> {
-    vec![Box::new(SnapshotStage), Box::new(DigestStage)]
+    vec![
+        // Pipeline stages, in pipeline order.
+        Box::new(lpeft_data::DataStage),
+        Box::new(lpeft_estimate::EstimateStage),
+        Box::new(lpeft_surgery::SurgeryStage),
+        // Builtin file stages (demos, tests, pinning raw files).
+        Box::new(SnapshotStage),
+        Box::new(DigestStage),
+    ]
 }

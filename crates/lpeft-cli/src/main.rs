@@ -21,15 +21,25 @@ fn main() -> ExitCode {
             "" => format!("Run the `{}` stage alone", stage.kind()),
             about => format!("{about} (stage `{}`)", stage.kind()),
         };
-        let sub = clap::Command::new(stage.kind()).about(about);
+        let mut sub = clap::Command::new(stage.kind()).about(about);
+        for (long, param, help) in stage_flags(stage.kind()) {
+            let arg = clap::Arg::new(*param).long(*long).value_name("VALUE");
+            sub = sub.arg(arg.help(*help).help_heading("Stage options"));
+        }
         command = command.subcommand(<StageArgs as clap::Args>::augment_args(sub));
     }
     let matches = command.get_matches();
     let parsed = match matches.subcommand() {
         Some((name, sub)) if registry.get(name).is_some() => GlobalArgs::from_arg_matches(&matches)
             .and_then(|g| {
-                StageArgs::from_arg_matches(sub)
-                    .map(|a| (g, commands::Action::Stage(name.to_string(), a)))
+                StageArgs::from_arg_matches(sub).map(|mut a| {
+                    // Named flags are `--param`s given first, so an explicit `--param` wins.
+                    let named = stage_flags(name).iter().filter_map(|(_, param, _)| {
+                        sub.get_one::<String>(param).map(|v| format!("{param}={v}"))
+                    });
+                    a.params = named.chain(a.params).collect();
+                    (g, commands::Action::Stage(name.to_string(), a))
+                })
             }),
         _ => Cli::from_arg_matches(&matches)
             .map(|c| (c.global, commands::Action::Builtin(c.command))),
@@ -48,6 +58,15 @@ fn main() -> ExitCode {
             reporter.error(&chain.join(": "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Named flags of a stage subcommand, each a shorthand for `--param NAME=VALUE`:
+/// (long flag, parameter, help). `lpeft data --task glue/sst2 --data-dir DIR --model DIR`.
+fn stage_flags(kind: &str) -> &'static [(&'static str, &'static str, &'static str)] {
+    match kind {
+        lpeft_data::stage::KIND => lpeft_data::stage::CLI_FLAGS,
+        _ => &[],
     }
 }
 

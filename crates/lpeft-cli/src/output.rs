@@ -133,6 +133,9 @@ impl Reporter {
         if let Some(rss) = m.peak_rss_bytes {
             self.line(format!("peak rss     {} (whole process)", bytes(rss)));
         }
+        if !m.run_reasons.is_empty() {
+            self.line(format!("ran because  {}", m.run_reasons.join("; ")));
+        }
         self.line(format!(
             "figures      {}",
             lpeft_store::canonical_json(&m.figures)

@@ -205,9 +205,14 @@ pub fn execute(
     })
 }
 
+/// Record the node's resolution in the index (skipped when the record already names this key,
+/// so an unchanged pipeline writes nothing).
 fn record(store: &Store, node: &PlanNode, opts: RunOptions<'_>) -> Result<(), PipelineError> {
     if let Some(pipeline) = opts.record_as {
-        store.write_index(&node.index_record(pipeline))?;
+        let current = store.read_index(pipeline, &node.name);
+        if current.as_ref().is_none_or(|r| r.key != node.key) {
+            store.write_index(&node.index_record(pipeline))?;
+        }
     }
     Ok(())
 }
@@ -300,6 +305,10 @@ fn run_node(
         peak_rss_bytes: sys::peak_rss_bytes(),
         files: vec![],
         figures: summary.figures,
+        run_reasons: match &node.status {
+            Status::Run(reasons) => reasons.iter().map(ToString::to_string).collect(),
+            _ => vec![],
+        },
     };
     let manifest = store.publish(staging, &lock, manifest)?;
     drop(lock);

@@ -67,6 +67,9 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// Figures the stage reported (counts, metrics).
     pub figures: serde_json::Value,
+    /// Why the stage ran ("missing", "params changed: lr 3e-4 → 1e-4", "forced", ...).
+    #[serde(default)]
+    pub run_reasons: Vec<String>,
 }
 
 /// What a pipeline stage resolved to the last time it was run or found in the store. The plan

@@ -26,6 +26,7 @@ fn manifest_template(kind: &str) -> Manifest {
         peak_rss_bytes: None,
         files: vec![],
         figures: serde_json::json!({}),
+        run_reasons: vec![],
     }
 }
 

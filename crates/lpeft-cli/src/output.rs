@@ -311,6 +311,15 @@ pub struct RunView<'a> {
 impl Observer for RunView<'_> {
     fn started(&self, node: &PlanNode) {
         tracing::info!(stage = %node.name, key = short(&node.key), "running");
+        if let Status::Run(reasons) = &node.status {
+            let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            self.reporter.detail(format!(
+                "  RUN     {:<NAME_W$} {}  {}",
+                node.name,
+                short(&node.key),
+                why.join("; ")
+            ));
+        }
     }
 
     fn finished(&self, node: &PlanNode, outcome: &Outcome) {

@@ -84,6 +84,9 @@ pub struct PipelineArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Print the plan as JSON (one object with every stage's key, status and reasons).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

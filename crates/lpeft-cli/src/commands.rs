@@ -34,7 +34,11 @@ pub fn dispatch(
         Action::Builtin(Command::Plan(args)) => {
             let store = store()?;
             let plan = make_plan(&args.pipeline, global, registry, &store)?;
-            out.plan(&plan, &store, &args.pipeline.file.display().to_string());
+            if args.json {
+                out.plan_json(&plan);
+            } else {
+                out.plan(&plan, &store, &args.pipeline.file.display().to_string());
+            }
             store.flush()?;
         }
         Action::Builtin(Command::Run(args)) => {

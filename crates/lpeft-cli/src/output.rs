@@ -71,6 +71,36 @@ impl Reporter {
         self.line(format!("plan: {}", counts(plan)));
     }
 
+    pub fn plan_json(&self, plan: &Plan) {
+        let stages: Vec<serde_json::Value> = plan
+            .nodes
+            .iter()
+            .map(|n| {
+                let reasons: Vec<String> = match &n.status {
+                    Status::Run(r) | Status::Skip(r) => r.iter().map(ToString::to_string).collect(),
+                    Status::Blocked { inputs } => vec![format!("needs {}", inputs.join(", "))],
+                    Status::Corrupt(e) => vec![e.clone()],
+                    Status::Hit => vec![],
+                };
+                serde_json::json!({
+                    "name": n.name,
+                    "kind": n.kind,
+                    "key": n.key,
+                    "status": n.status.label(),
+                    "reasons": reasons,
+                    "inputs": n.inputs.iter().map(|(s, i)| (s.clone(), i.key.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+                    "params": n.canonical_params,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "pipeline": plan.pipeline,
+            "backend": plan.backend,
+            "stages": stages,
+        });
+        self.line(serde_json::to_string_pretty(&doc).expect("plan serializes"));
+    }
+
     pub fn run_report(&self, plan: &Plan, report: &RunReport) {
         self.line(format!(
             "run: {} ran, {} hit{} in {}",

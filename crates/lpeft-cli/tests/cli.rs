@@ -136,6 +136,13 @@ fn second_run_does_no_work_and_one_parameter_reruns_only_its_stages() {
         assert!(line.trim_start().starts_with("RUN"), "{line}");
         assert!(line.ends_with("params changed: rounds 1 → 2"), "{line}");
     }
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["plan", "pipelines/p.ron", "--json", "--set", "rounds=2"]))
+            .unwrap();
+    let stages = json["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 6);
+    assert_eq!(stages[3]["status"], "RUN");
+    assert_eq!(stages[3]["reasons"][0], "params changed: rounds 1 → 2");
     let plan = env.ok(&["plan", "pipelines/p.ron", "--profile", "more"]);
     assert!(plan.contains("plan: 3 hit, 3 run"), "{plan}");
 

@@ -122,6 +122,19 @@ pub fn execute(
         return Err(PipelineError::Refused(refused.join("; ")));
     }
     let _store_lock = store.lock_shared()?;
+    // A gc may have run between planning and taking the lock.
+    let gone: Vec<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.status == Status::Hit && !store.contains(&n.key))
+        .map(|n| n.name.as_str())
+        .collect();
+    if !gone.is_empty() {
+        return Err(PipelineError::Refused(format!(
+            "the store changed while planning (a gc?): {} no longer present; run again",
+            gone.join(", ")
+        )));
+    }
 
     let index: BTreeMap<&str, usize> = plan
         .nodes

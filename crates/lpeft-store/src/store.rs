@@ -560,6 +560,24 @@ impl Store {
                 let path = entry.at(&locks)?.path();
                 let _ = fs::remove_file(&path);
             }
+            // Temporary files of killed cache and index writes.
+            let cache = self.root.join("cache");
+            for entry in fs::read_dir(&cache).at(&cache)? {
+                let path = entry.at(&cache)?.path();
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+            let index = self.root.join("index");
+            for entry in fs::read_dir(&index).at(&index)?.flatten() {
+                for inner in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                    let name = inner.file_name();
+                    let name = name.to_string_lossy();
+                    if name.starts_with('.') && name.ends_with(".tmp") {
+                        let _ = fs::remove_file(inner.path());
+                    }
+                }
+            }
             sync_dir(&self.root.join("objects"))?;
             self.flush()?;
         }

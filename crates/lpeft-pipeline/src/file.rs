@@ -117,19 +117,19 @@ fn expand(
     }
     resolve_var_references(&mut vars).map_err(|m| PipelineError::invalid(&top, m))?;
 
+    let stages_at = field_offset(text, "stages");
     let mut stages: Vec<StageSpec> = Vec::new();
     let mut seen: BTreeMap<String, Location> = BTreeMap::new();
     let mut occurrences: BTreeMap<&str, usize> = BTreeMap::new();
     for entry in &file.stages {
         let nth = occurrences.entry(entry.name.as_str()).or_insert(0);
-        let origin = find_position(text, "name", &entry.name, *nth).map_or(
-            file_loc.clone(),
-            |(line, col)| Location {
+        let origin = find_position(&text[stages_at..], "name", &entry.name, *nth)
+            .map(|(line, col)| shift(text, stages_at, line, col))
+            .map_or(file_loc.clone(), |(line, col)| Location {
                 file: path.to_path_buf(),
                 line,
                 col,
-            },
-        );
+            });
         *nth += 1;
         for spec in expand_entry(entry, &vars, env, &origin)? {
             if let Some(first) = seen.get(&spec.name) {
@@ -522,6 +522,31 @@ fn resolve_var_references(vars: &mut BTreeMap<String, Value>) -> Result<(), Stri
 }
 
 /// 1-based (line, col) of the `nth` occurrence of `field: "value"` in RON text.
+/// Byte offset of the first `field:` in RON text (0 if absent).
+fn field_offset(text: &str, field: &str) -> usize {
+    let mut from = 0;
+    while let Some(rel) = text[from..].find(field) {
+        let at = from + rel;
+        from = at + field.len();
+        if text[from..].trim_start().starts_with(':') {
+            return at;
+        }
+    }
+    0
+}
+
+/// Convert a (line, col) found in `text[offset..]` into one for `text`.
+fn shift(text: &str, offset: usize, line: usize, col: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let lines_before = before.matches('\n').count();
+    if line == 1 {
+        let col_before = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+        (lines_before + 1, col_before + col)
+    } else {
+        (lines_before + line, col)
+    }
+}
+
 pub(crate) fn find_position(
     text: &str,
     field: &str,

@@ -128,6 +128,15 @@ fn semantic_errors_point_at_the_stage() {
 }
 
 #[test]
+fn stage_positions_skip_the_pipeline_name() {
+    let p = load("Pipeline(name: \"x\",\n stages: [\n\n  (name: \"x\", kind: \"k\"), (name: \"y\", kind: \"k\")])").unwrap();
+    assert_eq!(p.stages[0].origin.to_string(), "p.ron:4:4");
+    assert_eq!(p.stages[1].origin.to_string(), "p.ron:4:28");
+    let p = load("Pipeline(name: \"x\", stages: [(name: \"x\", kind: \"k\")])").unwrap();
+    assert_eq!(p.stages[0].origin.to_string(), "p.ron:1:31");
+}
+
+#[test]
 fn env_expansion_rules() {
     assert_eq!(expand_env("a${HOME_DIR}b", &env).unwrap(), "a/home/xb");
     assert_eq!(expand_env("${X:-d/e}", &env).unwrap(), "d/e");

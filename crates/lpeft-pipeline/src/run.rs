@@ -12,7 +12,7 @@ use lpeft_store::{KEY_FORMAT, Store, sys};
 use crate::error::PipelineError;
 use crate::plan::{Plan, PlanNode, Status};
 use crate::registry::Registry;
-use crate::stage::{InputArtifact, Progress, RunContext};
+use crate::stage::{InputArtifact, Progress, RunContext, StageError};
 
 /// What happened to one node.
 #[derive(Debug, Clone)]
@@ -182,7 +182,21 @@ pub fn execute(
                     let tx = tx.clone();
                     let node = &plan.nodes[i];
                     scope.spawn(move || {
-                        let result = run_node(node, plan, registry, store, observer, opts);
+                        // A panicking stage becomes an error, so the scheduler always hears back.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run_node(node, plan, registry, store, observer, opts)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            let message = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "unknown panic".to_string());
+                            Err(PipelineError::StageFailed {
+                                stage: node.name.clone(),
+                                source: StageError::Failed(format!("panicked: {message}")),
+                            })
+                        });
                         let _ = tx.send((i, result));
                     });
                 }

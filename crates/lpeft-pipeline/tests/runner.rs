@@ -218,3 +218,64 @@ fn resolution_errors_name_the_stage_position() {
         "pathz",
     );
 }
+
+/// A stage that panics; the runner must report it, not hang.
+struct Panics;
+
+impl lpeft_pipeline::stage::Stage for Panics {
+    fn kind(&self) -> &'static str {
+        "panics"
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn input_slots(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn prepare(
+        &self,
+        _params: &lpeft_pipeline::stage::Params,
+    ) -> Result<lpeft_pipeline::stage::Prepared, lpeft_pipeline::stage::StageError> {
+        Ok(lpeft_pipeline::stage::Prepared {
+            canonical_params: serde_json::json!({}),
+            external_files: vec![],
+            backend_sensitive: true,
+        })
+    }
+    fn run(
+        &self,
+        _ctx: &lpeft_pipeline::stage::RunContext<'_>,
+    ) -> Result<lpeft_pipeline::stage::RunSummary, lpeft_pipeline::stage::StageError> {
+        panic!("boom")
+    }
+}
+
+#[test]
+fn a_panicking_stage_is_an_error_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let registry = Registry::new(vec![Box::new(Panics)]);
+    let no_env = |_: &str| None;
+    let text = r#"Pipeline(name: "x", stages: [(name: "a", kind: "panics"), (name: "b", kind: "panics")])"#;
+    let p = load_str(Path::new("x.ron"), text, &ExpandOptions::default(), &no_env).unwrap();
+    let plan = resolve(&p, &registry, &store, &PlanOptions::new("flex")).unwrap();
+    // Backend-sensitive: the backend class is in the key, the device index is not.
+    assert_eq!(plan.nodes[0].backend_class.as_deref(), Some("flex"));
+    let cuda0 = resolve(&p, &registry, &store, &PlanOptions::new("tch-cuda:0")).unwrap();
+    let cuda1 = resolve(&p, &registry, &store, &PlanOptions::new("tch-cuda:1")).unwrap();
+    assert_eq!(cuda0.nodes[0].key, cuda1.nodes[0].key);
+    assert_ne!(cuda0.nodes[0].key, plan.nodes[0].key);
+    let err = execute(
+        &plan,
+        &registry,
+        &store,
+        &Silent,
+        RunOptions {
+            jobs: 2,
+            record_as: None,
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("panicked: boom"), "{err}");
+    assert!(store.keys().unwrap().is_empty());
+}

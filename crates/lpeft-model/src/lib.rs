@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod device;
+pub mod encode;
 pub mod encoder;
 pub mod error;
 pub mod head;

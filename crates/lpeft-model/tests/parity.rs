@@ -123,3 +123,26 @@ fn bad_config_names_the_field() {
     let err = lpeft_model::hf::read_config(dir.path()).unwrap_err().to_string();
     assert!(err.contains("model_type") && err.contains("gpt2"), "{err}");
 }
+
+#[test]
+fn encode_tokenizes_like_the_tokenizers_library_and_matches_transformers() {
+    // Texts and the ids Python's `tokenizers` gave them, with HF's hidden states.
+    let dir = shared().join("models/all-MiniLM-L6-v2");
+    let texts: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm-texts.json")).unwrap()).unwrap();
+    let r = read_reference(&fixtures().join("minilm-reference.safetensors"));
+    let tok = lpeft_tokenizer::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let model = lpeft_model::encode::load_pretrained_encoder(&dir, &device()).unwrap();
+    let t_max = r["input_ids"].0[1];
+    for (row, item) in texts.as_array().unwrap().iter().enumerate() {
+        let e = tok.encode(item["text"].as_str().unwrap(), item["pair"].as_str(), None).unwrap();
+        let want: Vec<u32> = item["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want_types: Vec<u32> = item["type_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(e.ids, want, "ids of row {row}");
+        assert_eq!(e.type_ids, want_types, "type ids of row {row}");
+        let enc = lpeft_model::encode::encode_ids(&model, &e.ids, &e.type_ids, &device());
+        let h = enc.hidden_size;
+        let off = row * t_max * h;
+        let d = max_abs_diff(&enc.last_hidden_state, &r["last_hidden_state"].1[off..off + e.ids.len() * h]);
+        assert!(d < TOL, "row {row}: max|diff| {d:e}");
+    }
+}

@@ -1,0 +1,140 @@
+//! `lpeft-bench`: times our training step (forward, backward, AdamW on the trainable set) and
+//! inference on an encoder of a given shape with random weights (weights do not change speed),
+//! and prints one JSON line per measurement. `bench/cpu_train_step.py` runs it beside the
+//! PyTorch peer in the same session and prints the ratios.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Parser;
+use lpeft_model::head::{task_loss, Labels};
+use lpeft_model::model::Model;
+use lpeft_model::optim::{AdamW, AdamWConfig};
+use lpeft_model::source::RandomSource;
+use lpeft_model::testing::{lora_everywhere, random_input};
+use lpeft_schema::model::{
+    Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftSite, TaskHeadSpec,
+};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Encoder shape: minilm (6x384, 12 heads, FFN 1536), roberta-base, roberta-large.
+    #[arg(long, default_value = "minilm")]
+    shape: String,
+    /// lora-qv (r=8 on query, value), lora-all (r=8 on the six matrices), or none.
+    #[arg(long, default_value = "lora-qv")]
+    peft: String,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed iterations (after `--warmup` untimed ones).
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Also time inference (forward only, no autodiff).
+    #[arg(long)]
+    inference: bool,
+}
+
+fn encoder(shape: &str) -> Result<EncoderSpec> {
+    let (layers, hidden, heads, ffn, vocab, family) = match shape {
+        "minilm" => (6, 384, 12, 1536, 30522, Family::Bert),
+        "roberta-base" => (12, 768, 12, 3072, 50265, Family::Roberta),
+        "roberta-large" => (24, 1024, 16, 4096, 50265, Family::Roberta),
+        other => bail!("unknown shape {other:?} (expected minilm, roberta-base, roberta-large)"),
+    };
+    Ok(EncoderSpec {
+        family,
+        vocab_size: vocab,
+        hidden_size: hidden,
+        head_dim: hidden / heads,
+        layers: vec![LayerShape { heads, ffn }; layers],
+        max_position_embeddings: 514,
+        type_vocab_size: if family == Family::Roberta { 1 } else { 2 },
+        pad_token_id: if family == Family::Roberta { 1 } else { 0 },
+        layer_norm_eps: 1e-12,
+        hidden_act: Activation::Gelu,
+        hidden_dropout: 0.1,
+        attention_dropout: 0.1,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let enc = encoder(&args.shape)?;
+    let n_layers = enc.layers.len();
+    let peft = match args.peft.as_str() {
+        "none" => vec![],
+        "lora-all" => lora_everywhere(n_layers, 8, 0.05),
+        "lora-qv" => lora_everywhere(n_layers, 8, 0.05)
+            .into_iter()
+            .filter(|m| matches!(m.id.site, PeftSite::Lora(LoraTarget::Query | LoraTarget::Value)))
+            .collect(),
+        other => bail!("unknown peft {other:?}"),
+    };
+    let style = if enc.family == Family::Roberta { HeadStyle::RobertaDenseTanh } else { HeadStyle::BertPooler };
+    let spec = ModelSpec { encoder: enc, head: TaskHeadSpec::Classification { num_labels: 2, style }, peft, masks: false };
+    let device = lpeft_model::device::device(&args.backend)?;
+    device.seed(0);
+    let ad = device.clone().autodiff();
+    let mut model = Model::build(&spec, &mut RandomSource { seed: 0 }, &ad)?;
+    // Full-length rows: the peer pads to max_length too.
+    let full = |dev: &burn::tensor::Device| {
+        let mut input = random_input(&spec.encoder, args.batch, args.seq, 1, dev);
+        input.attention_mask = Tensor::<2, Int>::ones([args.batch, args.seq], dev);
+        input
+    };
+    let input = full(&ad);
+    let labels = Labels::Class(Tensor::<1, Int>::from_data(TensorData::new(vec![1i64; args.batch], [args.batch]), &ad));
+    let mut opt = AdamW::new(AdamWConfig::reference(0.0));
+    let mut times = Vec::new();
+    for i in 0..args.warmup + args.iters {
+        let t0 = Instant::now();
+        let out = model.forward(&input);
+        let loss = task_loss(&out.head, &labels);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = opt.step(model, grads, 1e-4).0;
+        device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if i >= args.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let trainable: usize = opt.state_len();
+    report(&args, "train", &times, trainable);
+    if args.inference {
+        let plain = model.valid();
+        let input = full(&device);
+        let mut times = Vec::new();
+        for i in 0..args.warmup + args.iters {
+            let t0 = Instant::now();
+            let out = plain.forward(&input);
+            let _ = out.hidden.sum().into_scalar::<f32>();
+            if i >= args.warmup {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        report(&args, "inference", &times, 0);
+    }
+    Ok(())
+}
+
+fn report(args: &Args, phase: &str, times: &[f64], trainable_tensors: usize) {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let line = serde_json::json!({
+        "impl": "lightpeft", "backend": args.backend, "shape": args.shape, "peft": args.peft,
+        "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
+        "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
+    });
+    println!("{line}");
+}

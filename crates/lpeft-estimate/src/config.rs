@@ -1,0 +1,222 @@
+//! The estimation stage's typed parameters (saved as `config.json` next to the artifact).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use lpeft_schema::model::{AdapterSite, LoraTarget};
+
+/// PEFT modules trained during estimation (spec §3.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PeftConfig {
+    /// LoRA `x·A·B·(alpha/rank)` beside each target matrix of every layer.
+    Lora {
+        #[serde(default = "d_rank")]
+        rank: usize,
+        #[serde(default = "d_alpha")]
+        alpha: f64,
+        #[serde(default = "d_lora_dropout")]
+        dropout: f64,
+        #[serde(default = "d_targets")]
+        targets: Vec<LoraTarget>,
+    },
+    /// Serial bottleneck adapters after the chosen sublayers of every layer.
+    Adapter {
+        #[serde(default = "d_rank")]
+        size: usize,
+        #[serde(default = "d_adapter_dropout")]
+        dropout: f64,
+        #[serde(default = "d_scale")]
+        scale: f64,
+        #[serde(default = "d_sites")]
+        sites: Vec<AdapterSite>,
+    },
+}
+
+fn d_rank() -> usize {
+    8
+}
+fn d_alpha() -> f64 {
+    16.0
+}
+fn d_lora_dropout() -> f64 {
+    0.05
+}
+fn d_adapter_dropout() -> f64 {
+    0.1
+}
+fn d_scale() -> f64 {
+    1.0
+}
+fn d_targets() -> Vec<LoraTarget> {
+    LoraTarget::ALL.to_vec()
+}
+fn d_sites() -> Vec<AdapterSite> {
+    vec![AdapterSite::Attention, AdapterSite::Ffn]
+}
+
+/// Length of the estimation: a number of steps, or a fraction of an epoch of the train split
+/// (800 steps, the reference's SST-2 value, is 0.38 epoch there but ≈100 epochs on CB).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepsSpec {
+    Steps(usize),
+    EpochFraction(f64),
+}
+
+impl StepsSpec {
+    /// Steps to run when an epoch has `batches_per_epoch` batches (at least one).
+    pub fn resolve(self, batches_per_epoch: usize) -> usize {
+        match self {
+            StepsSpec::Steps(n) => n,
+            StepsSpec::EpochFraction(f) => ((f * batches_per_epoch as f64).ceil() as usize).max(1),
+        }
+    }
+}
+
+/// Padding of training batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PaddingSpec {
+    /// Each batch to its longest row (fast; masked attention makes it equivalent).
+    Longest,
+    /// Every batch to this length (the reference pads to 128).
+    Fixed(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateConfig {
+    /// Pretrained Hugging Face model directory (config.json + model.safetensors or
+    /// pytorch_model.bin). Its files' contents enter the key, not its path.
+    pub model: PathBuf,
+    #[serde(default = "d_peft")]
+    pub peft: PeftConfig,
+    #[serde(default = "d_steps")]
+    pub steps: StepsSpec,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// λ of `λ·(Σ|m_attn| + Σ|m_ffn|)`.
+    #[serde(default = "d_l1")]
+    pub l1: f64,
+    /// Learning-rate multipliers of the mask groups; only 1.0 (the scripts' value) is
+    /// implemented: the optimiser has one learning rate.
+    #[serde(default = "d_one")]
+    pub attn_mask_lr_coef: f64,
+    #[serde(default = "d_one")]
+    pub ffn_mask_lr_coef: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub warmup_ratio: f64,
+    /// `null` disables clipping.
+    #[serde(default = "d_clip")]
+    pub max_grad_norm: Option<f64>,
+    /// Mask values are recorded at step 0, every `record_every` steps, and at the end.
+    #[serde(default = "d_record_every")]
+    pub record_every: usize,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default = "d_padding")]
+    pub padding: PaddingSpec,
+    /// Split of the dataset artifact to train on.
+    #[serde(default = "d_split")]
+    pub split: String,
+}
+
+fn d_peft() -> PeftConfig {
+    PeftConfig::Lora { rank: d_rank(), alpha: d_alpha(), dropout: d_lora_dropout(), targets: d_targets() }
+}
+fn d_steps() -> StepsSpec {
+    StepsSpec::Steps(800)
+}
+fn d_batch() -> usize {
+    32
+}
+fn d_lr() -> f64 {
+    3e-4
+}
+fn d_l1() -> f64 {
+    1e-4
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_clip() -> Option<f64> {
+    Some(1.0)
+}
+fn d_record_every() -> usize {
+    10
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_padding() -> PaddingSpec {
+    PaddingSpec::Longest
+}
+fn d_split() -> String {
+    "train".into()
+}
+
+impl EstimateConfig {
+    /// Checks values serde cannot; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |field: &str, msg: String| Err(format!("field `{field}`: {msg}"));
+        match self.steps {
+            StepsSpec::Steps(0) => return bad("steps", "must be at least 1".into()),
+            StepsSpec::EpochFraction(f) if !(f > 0.0 && f.is_finite()) => return bad("steps", format!("epoch fraction {f} must be positive")),
+            _ => {}
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", format!("{} must be positive", self.lr));
+        }
+        if !(self.l1 >= 0.0 && self.l1.is_finite()) {
+            return bad("l1", format!("{} must be ≥ 0", self.l1));
+        }
+        for (f, v) in [("attn_mask_lr_coef", self.attn_mask_lr_coef), ("ffn_mask_lr_coef", self.ffn_mask_lr_coef)] {
+            if v != 1.0 {
+                return bad(f, format!("{v}: only 1.0 (the reference scripts' value) is implemented; the optimiser has one learning rate"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad("warmup_ratio", format!("{} must be in [0, 1)", self.warmup_ratio));
+        }
+        if self.record_every == 0 {
+            return bad("record_every", "must be at least 1".into());
+        }
+        if let PaddingSpec::Fixed(0) = self.padding {
+            return bad("padding", "fixed length must be positive".into());
+        }
+        match &self.peft {
+            PeftConfig::Lora { rank, targets, dropout, .. } => {
+                if *rank == 0 {
+                    return bad("peft.rank", "must be at least 1".into());
+                }
+                if targets.is_empty() {
+                    return bad("peft.targets", "needs at least one target".into());
+                }
+                if !(0.0..1.0).contains(dropout) {
+                    return bad("peft.dropout", format!("{dropout} must be in [0, 1)"));
+                }
+            }
+            PeftConfig::Adapter { size, sites, dropout, .. } => {
+                if *size == 0 {
+                    return bad("peft.size", "must be at least 1".into());
+                }
+                if sites.is_empty() {
+                    return bad("peft.sites", "needs at least one site".into());
+                }
+                if !(0.0..1.0).contains(dropout) {
+                    return bad("peft.dropout", format!("{dropout} must be in [0, 1)"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+//! The estimation stage (`kind = "estimate"`): reads a dataset artifact and a pretrained model,
+//! writes the estimation artifact (see [`crate::artifact`]).
+
+use std::path::{Path, PathBuf};
+
+use lpeft_data::{BatchConfig, Batcher, Dataset, Padding};
+use lpeft_model::hf::{load_spec, HfCheckpoint};
+use lpeft_model::Model;
+use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
+
+use crate::artifact::{self, AggregateScores, ArtifactError, EstimateSummary, ModuleScore, Window};
+use crate::config::{EstimateConfig, PaddingSpec};
+use crate::run::{estimate, estimation_spec, Outcome};
+
+pub const KIND: &str = "estimate";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EstimateStage;
+
+fn params_error(message: impl std::fmt::Display) -> StageError {
+    StageError::Params { stage: KIND.into(), message: message.to_string() }
+}
+
+fn failed(e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(format!("{KIND}: {e}"))
+}
+
+pub fn parse(params: &Params) -> Result<EstimateConfig, StageError> {
+    let cfg: EstimateConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
+    cfg.validate().map_err(params_error)?;
+    Ok(cfg)
+}
+
+/// The pretrained weights file of a Hugging Face model directory.
+pub fn weights_file(dir: &Path) -> Result<PathBuf, String> {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("field `model`: {} has no model.safetensors or pytorch_model.bin", dir.display()))
+}
+
+/// blake3 of a file's content, hex.
+pub fn file_blake3(file: &Path) -> Result<String, std::io::Error> {
+    Ok(blake3::hash(&std::fs::read(file)?).to_hex().to_string())
+}
+
+/// Writes every file of the estimation artifact into `dir`; returns the summary and the
+/// default (second-half) aggregate.
+pub fn write_artifact(
+    dir: &Path,
+    cfg: &EstimateConfig,
+    out: &Outcome,
+    per_epoch: usize,
+    backbone_blake3: String,
+) -> Result<(EstimateSummary, AggregateScores), ArtifactError> {
+    artifact::write_json(&dir.join(artifact::CONFIG_FILE), cfg)?;
+    artifact::write_masks(&dir.join(artifact::MASKS_FILE), &out.masks)?;
+    artifact::write_scores(dir, &out.scores)?;
+    let agg = artifact::aggregate(&out.scores, Window::SecondHalf).map_err(|m| ArtifactError::Bad { file: dir.join(artifact::SCORES_FILE), message: m })?;
+    artifact::write_json(&dir.join(artifact::SCORES_JSON), &agg)?;
+    artifact::write_json(&dir.join(lpeft_model::checkpoint::SPEC_FILE), &out.model.spec)?;
+    let state = lpeft_model::checkpoint::trainable_tensors(&out.model);
+    lpeft_model::checkpoint::write_safetensors(&dir.join(artifact::PEFT_STATE_FILE), &state)?;
+    artifact::write_json(&dir.join(artifact::CURVE_FILE), &out.curve)?;
+    let steps = out.curve.len();
+    let summary = EstimateSummary {
+        steps,
+        batches_per_epoch: per_epoch,
+        epochs: steps as f64 / per_epoch.max(1) as f64,
+        backbone_blake3,
+        seconds: out.timing.seconds,
+        seconds_per_step: out.timing.seconds_per_step(),
+        examples_per_second: out.timing.examples_per_second(),
+        first_loss: out.curve.first().map_or(f64::NAN, |r| r.loss),
+        last_loss: out.curve.last().map_or(f64::NAN, |r| r.loss),
+        masks: artifact::mask_stats(&out.masks),
+    };
+    artifact::write_json(&dir.join(artifact::SUMMARY_FILE), &summary)?;
+    Ok((summary, agg))
+}
+
+impl Stage for EstimateStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn input_slots(&self) -> &'static [&'static str] {
+        &["dataset"]
+    }
+
+    fn about(&self) -> &'static str {
+        "Light-PEFT estimation: train masks + PEFT + head on the frozen backbone with L1 on the masks; record mask trajectories and importance"
+    }
+
+    fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
+        let cfg = parse(params)?;
+        let mut files = vec![cfg.model.join("config.json"), weights_file(&cfg.model).map_err(params_error)?];
+        let tokenizer = cfg.model.join("tokenizer.json");
+        if tokenizer.is_file() {
+            files.push(tokenizer);
+        }
+        let mut canonical = serde_json::to_value(&cfg).expect("config serializes");
+        // The model's files enter the key by content; its path does not.
+        canonical.as_object_mut().expect("object").remove("model");
+        Ok(Prepared { canonical_params: canonical, external_files: files, backend_sensitive: true })
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
+        let cfg = parse(ctx.params)?;
+        let input = ctx.inputs.get("dataset").ok_or_else(|| StageError::MissingInput { stage: KIND.into(), slot: "dataset".into() })?;
+        let ds = Dataset::open(&input.dir).map_err(failed)?;
+        let split = ds.split(&cfg.split).map_err(|e| params_error(format!("field `split`: {e}")))?;
+        let padding = match cfg.padding {
+            PaddingSpec::Longest => Padding::Longest,
+            PaddingSpec::Fixed(n) => Padding::Fixed(n),
+        };
+        let bcfg = BatchConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, drop_last: false, padding, pad_id: ds.meta.tokenizer.pad_id };
+        let batcher = Batcher::new(&split, &ds.meta.task.kind, bcfg).map_err(failed)?;
+        let per_epoch = batcher.num_batches();
+        let steps = cfg.steps.resolve(per_epoch);
+
+        let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
+        let device = plain.clone().autodiff();
+        device.seed(cfg.seed);
+        let ckpt = HfCheckpoint::open(&cfg.model).map_err(failed)?;
+        let encoder = load_spec(&cfg.model, &ckpt).map_err(failed)?;
+        let spec = estimation_spec(encoder, &ds.meta.task.kind, &cfg.peft);
+        let mut src = ckpt.source(spec.encoder.family, spec.head, cfg.seed);
+        let model = Model::build(&spec, &mut src, &device).map_err(failed)?;
+        let backbone_blake3 = file_blake3(&weights_file(&cfg.model).map_err(params_error)?)?;
+
+        ctx.progress.start(KIND, steps as u64);
+        let out = estimate(model, &batcher, &cfg, steps, &device, &mut |r| {
+            ctx.progress.advance(1, &format!("loss {:.4} lr {:.2e}", r.loss, r.lr));
+        });
+        ctx.progress.finish();
+        let out = out.map_err(failed)?;
+
+        let (summary, agg) = write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).map_err(failed)?;
+        let last = summary.masks.last().cloned();
+        let top: Vec<&ModuleScore> = {
+            let mut v: Vec<&ModuleScore> = agg.modules.iter().collect();
+            v.sort_by(|a, b| b.module_score.total_cmp(&a.module_score));
+            v.into_iter().take(3).collect()
+        };
+        Ok(RunSummary {
+            figures: serde_json::json!({
+                "steps": steps,
+                "epochs": summary.epochs,
+                "seconds_per_step": summary.seconds_per_step,
+                "first_loss": summary.first_loss,
+                "last_loss": summary.last_loss,
+                "records": out.masks.records(),
+                "last_masks": last,
+                "top_modules": top.iter().map(|m| (m.name.clone(), m.module_score)).collect::<Vec<_>>(),
+            }),
+        })
+    }
+}

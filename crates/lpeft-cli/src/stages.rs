@@ -8,6 +8,8 @@ pub fn stages() -> Vec<Box<dyn Stage>> {
     vec![
         // Pipeline stages, in pipeline order.
         Box::new(lpeft_data::DataStage),
+        Box::new(lpeft_estimate::EstimateStage),
+        Box::new(lpeft_surgery::SurgeryStage),
         // Builtin file stages (demos, tests, pinning raw files).
         Box::new(SnapshotStage),
         Box::new(DigestStage),

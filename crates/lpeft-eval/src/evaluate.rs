@@ -1,0 +1,171 @@
+//! One call that scores a task's dev predictions: [`evaluate_task`] (or [`evaluate`] with an
+//! explicit metric list), dispatching on the registry's [`Metric`] and [`MainScore`].
+
+use std::collections::BTreeMap;
+
+use lpeft_schema::dataset::{MainScore, Metric, TaskSpec};
+
+use crate::EvalError;
+use crate::metrics;
+
+/// What a model predicted, with the gold labels, in the form its task needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Outputs<'a> {
+    /// One class id per encoder row (classification; MultiRC answer options; ReCoRD candidate
+    /// rows). `groups` holds the row's question id (`group_ids`) and is needed only for
+    /// MultiRC's per-question exact match.
+    Classes {
+        predicted: &'a [i64],
+        labels: &'a [i64],
+        groups: Option<&'a [u32]>,
+    },
+    /// One value per row (regression, e.g. STS-B).
+    Scores {
+        predicted: &'a [f64],
+        labels: &'a [f64],
+    },
+    /// Multiple choice: per group the index of the chosen and of the right choice (COPA).
+    Choices {
+        predicted: &'a [i64],
+        labels: &'a [i64],
+    },
+    /// Per question the predicted answer text and the gold answer texts (SQuAD: the text of
+    /// the predicted span; ReCoRD: the chosen candidate entity).
+    Answers {
+        predicted: &'a [String],
+        gold: &'a [Vec<String>],
+    },
+}
+
+impl Outputs<'_> {
+    fn form(&self) -> &'static str {
+        match self {
+            Outputs::Classes { .. } => "class",
+            Outputs::Scores { .. } => "score",
+            Outputs::Choices { .. } => "choice",
+            Outputs::Answers { .. } => "answer-text",
+        }
+    }
+}
+
+/// Scores of one evaluation: every requested metric by its snake_case name, and the main
+/// score that selects the best epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub metrics: BTreeMap<String, f64>,
+    pub main_score: f64,
+}
+
+/// The snake_case name of a metric, as in `result.json` (`matthews`, `macro_f1`, ...).
+pub fn metric_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Accuracy => "accuracy",
+        Metric::F1 => "f1",
+        Metric::Matthews => "matthews",
+        Metric::Pearson => "pearson",
+        Metric::Spearman => "spearman",
+        Metric::MacroF1 => "macro_f1",
+        Metric::F1a => "f1a",
+        Metric::ExactMatch => "exact_match",
+        Metric::SquadF1 => "squad_f1",
+    }
+}
+
+/// One metric on one set of outputs.
+pub fn score(metric: Metric, outputs: &Outputs<'_>) -> Result<f64, EvalError> {
+    let not_applicable = || EvalError::NotApplicable {
+        metric: metric_name(metric),
+        outputs: outputs.form(),
+    };
+    match (metric, outputs) {
+        (
+            Metric::Accuracy,
+            Outputs::Classes {
+                predicted, labels, ..
+            }
+            | Outputs::Choices { predicted, labels },
+        ) => metrics::accuracy(predicted, labels),
+        (
+            Metric::F1 | Metric::F1a,
+            Outputs::Classes {
+                predicted, labels, ..
+            },
+        ) => metrics::binary_f1(predicted, labels),
+        (
+            Metric::Matthews,
+            Outputs::Classes {
+                predicted, labels, ..
+            },
+        ) => metrics::matthews(predicted, labels),
+        (
+            Metric::MacroF1,
+            Outputs::Classes {
+                predicted, labels, ..
+            },
+        ) => metrics::macro_f1(predicted, labels),
+        (Metric::Pearson, Outputs::Scores { predicted, labels }) => {
+            metrics::pearson(predicted, labels)
+        }
+        (Metric::Spearman, Outputs::Scores { predicted, labels }) => {
+            metrics::spearman(predicted, labels)
+        }
+        (
+            Metric::ExactMatch,
+            Outputs::Classes {
+                predicted,
+                labels,
+                groups,
+            },
+        ) => {
+            let groups = groups.ok_or(EvalError::MissingGroups {
+                metric: "exact_match",
+            })?;
+            metrics::group_exact_match(predicted, labels, groups)
+        }
+        (Metric::ExactMatch, Outputs::Answers { predicted, gold }) => {
+            metrics::squad_exact_match(predicted, gold)
+        }
+        (Metric::SquadF1, Outputs::Answers { predicted, gold }) => {
+            metrics::squad_f1(predicted, gold)
+        }
+        _ => Err(not_applicable()),
+    }
+}
+
+/// Computes `metrics` and the main score. A metric the main score names but `metrics` omits
+/// is computed too and reported.
+pub fn evaluate(
+    metrics: &[Metric],
+    main: &MainScore,
+    outputs: &Outputs<'_>,
+) -> Result<Evaluation, EvalError> {
+    let mut scores = BTreeMap::new();
+    let main_parts: &[Metric] = match main {
+        MainScore::Metric(m) => std::slice::from_ref(m),
+        MainScore::Mean(ms) => ms,
+    };
+    for &m in metrics.iter().chain(main_parts) {
+        if !scores.contains_key(metric_name(m)) {
+            scores.insert(metric_name(m).to_owned(), score(m, outputs)?);
+        }
+    }
+    if main_parts.is_empty() {
+        return Err(EvalError::Empty {
+            what: "main score (an empty mean)",
+        });
+    }
+    let main_score = main_parts
+        .iter()
+        .map(|&m| scores[metric_name(m)])
+        .sum::<f64>()
+        / main_parts.len() as f64;
+    Ok(Evaluation {
+        metrics: scores,
+        main_score,
+    })
+}
+
+/// [`evaluate`] with the task's own metrics and main score.
+pub fn evaluate_task(task: &TaskSpec, outputs: &Outputs<'_>) -> Result<Evaluation, EvalError> {
+    evaluate(&task.metrics, &task.main_score, outputs)
+}

@@ -279,6 +279,7 @@ fn colorbar(svg: &mut Svg, x: f64, y: f64, height: f64, lo: &str, hi: &str) {
 fn grid(
     title: &str,
     col_label: &str,
+    index_cols: bool,
     rows: usize,
     cols: usize,
     value: &dyn Fn(usize, usize) -> (f64, String),
@@ -287,7 +288,7 @@ fn grid(
     let cell = (560.0 / cols as f64).clamp(6.0, 28.0);
     let (left, top) = (70.0, 50.0);
     let w = left + cell * cols as f64 + 110.0;
-    let h = top + cell * rows as f64 + 45.0;
+    let h = top + cell * rows as f64 + 50.0;
     let mut svg = Svg::new(w.ceil(), h.ceil());
     svg.text(left, 24.0, "start", r#"font-size="15""#, title);
     for r in 0..rows {
@@ -304,9 +305,17 @@ fn grid(
             svg.rect(left + cell * c as f64, y, cell, cell, &shade(t), Some(&tip));
         }
     }
+    // Column indices when there is room (heads), none for histogram bins.
+    if index_cols && cell >= 14.0 {
+        for c in 0..cols {
+            let x = left + cell * (c as f64 + 0.5);
+            let y = top + cell * rows as f64 + 14.0;
+            svg.text(x, y, "middle", r#"font-size="10""#, &c.to_string());
+        }
+    }
     svg.text(
         left + cell * cols as f64 / 2.0,
-        top + cell * rows as f64 + 24.0,
+        top + cell * rows as f64 + 32.0,
         "middle",
         "",
         col_label,
@@ -334,6 +343,7 @@ pub fn head_heatmap(title: &str, heads: &MaskTensor) -> String {
     grid(
         title,
         "head",
+        true,
         heads.layers,
         heads.width,
         &value,
@@ -345,7 +355,7 @@ pub fn head_heatmap(title: &str, heads: &MaskTensor) -> String {
 pub const FFN_BINS: usize = 20;
 
 /// Per layer, the histogram of the last recorded FFN-mask values over [`FFN_BINS`] equal bins
-/// spanning all layers' values; a cell's shade is the fraction of the layer's neurons in it.
+/// spanning all layers' values: per layer and bin, the fraction of the layer's neurons in it.
 pub fn ffn_histograms(ffn: &MaskTensor) -> (f64, f64, Vec<Vec<f64>>) {
     let last = ffn.last();
     let (lo, hi) = range(&ffn.values[(ffn.records - 1) * ffn.layers * ffn.width..]);
@@ -366,14 +376,18 @@ pub fn ffn_histograms(ffn: &MaskTensor) -> (f64, f64, Vec<Vec<f64>>) {
     (lo, hi, hist)
 }
 
+/// Layer × bin heatmap of [`ffn_histograms`], shaded relative to the fullest bin.
 pub fn ffn_heatmap(title: &str, ffn: &MaskTensor) -> String {
     let (lo, hi, hist) = ffn_histograms(ffn);
     let width = (hi - lo) / FFN_BINS as f64;
+    // Shade relative to the fullest bin, so spread-out layers stay visible.
+    let top = hist.iter().flatten().copied().fold(0.0, f64::max);
+    let top = if top > 0.0 { top } else { 1.0 };
     let value = |r: usize, c: usize| {
         let f = hist[r][c];
         let a = lo + width * c as f64;
         (
-            f,
+            f / top,
             format!(
                 "layer {r}, mask in [{a:.3}, {:.3}): {:.1} % of neurons",
                 a + width,
@@ -384,10 +398,11 @@ pub fn ffn_heatmap(title: &str, ffn: &MaskTensor) -> String {
     grid(
         title,
         &format!("FFN mask value, {lo:.3} … {hi:.3} ({FFN_BINS} bins)"),
+        false,
         ffn.layers,
         FFN_BINS,
         &value,
-        ("0 %", "100 %"),
+        ("0 %", &format!("{:.0} %", 100.0 * top)),
     )
 }
 

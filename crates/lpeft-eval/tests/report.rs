@@ -260,6 +260,8 @@ fn mask_files_and_heatmaps() {
         assert!(svg.contains("after step 50"));
     }
     assert!(maps[0].1.contains("layer 1 head 2: 1.1000"));
+    // FFN shades are relative to the fullest bin (layer 0, bin 0: 75 %).
+    assert!(maps[1].1.contains(">75 %</text>"));
 
     // Missing FFN tensor: only the head map.
     let m = parse_masks(&masks_file(false)).unwrap();

@@ -82,7 +82,7 @@ Pipeline(
         assert!(
             out.status.success(),
             "lpeft {args:?} failed:\n{}",
-            text(&out)
+            text_of(&out)
         );
         String::from_utf8(out.stdout).unwrap()
     }
@@ -97,7 +97,7 @@ Pipeline(
     }
 }
 
-fn text(out: &Output) -> String {
+fn text_of(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -174,7 +174,7 @@ fn sigkill_at_random_points_never_leaves_a_visible_partial_artifact() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", text_of(&out));
     let full = t0.elapsed();
     eprintln!("full run: {full:?}");
 
@@ -219,7 +219,7 @@ fn sigkill_at_random_points_never_leaves_a_visible_partial_artifact() {
         assert!(
             verify.status.success(),
             "round {round} (kill at {at:?}):\n{}",
-            text(&verify)
+            text_of(&verify)
         );
         for obj in env.objects() {
             assert!(
@@ -302,12 +302,12 @@ fn a_flipped_byte_is_refused_by_verify_and_every_reader() {
         assert!(
             !out.status.success(),
             "lpeft {args:?} accepted a corrupt artifact:\n{}",
-            text(&out)
+            text_of(&out)
         );
         assert!(
-            text(&out).contains("a/f01.tsv"),
+            text_of(&out).contains("a/f01.tsv"),
             "lpeft {args:?} does not name the file:\n{}",
-            text(&out)
+            text_of(&out)
         );
     }
     // A forced rebuild repairs it.
@@ -327,8 +327,8 @@ fn two_concurrent_runs_on_one_store_both_succeed() {
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(a.status.success(), "{}", text(&a));
-    assert!(b.status.success(), "{}", text(&b));
+    assert!(a.status.success(), "{}", text_of(&a));
+    assert!(b.status.success(), "{}", text_of(&b));
     env.ok(&["verify", "--all"]);
     assert_eq!(env.objects().len(), 8);
     // Each artifact was produced once: the two runs' RAN lines do not overlap.
@@ -445,7 +445,7 @@ fn single_stage_from_flags_and_config() {
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("cfg.ron:2:"),
         "{}",
-        text(&bad)
+        text_of(&bad)
     );
     for sub in [
         &["--help"][..],
@@ -457,75 +457,103 @@ fn single_stage_from_flags_and_config() {
     }
 }
 
-/// The repository's own GLUE pipeline with the real data stage, on the shared data beside
-/// the clone (`../shared`), into a temporary store.
+/// The real data stage on the shared GLUE files beside the clone (`../shared`): a pipeline
+/// of six tokenized datasets, into a temporary store.
 #[test]
-fn glue_pipeline_reruns_nothing_then_exactly_what_a_parameter_touches() {
+fn data_pipeline_reruns_nothing_then_exactly_what_a_parameter_touches() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shared = root.join("../shared/data/glue");
+    let shared = root.join("../shared");
     assert!(
-        shared.is_dir(),
+        shared.join("data/glue").is_dir(),
         "{} is missing: put the shared data beside the clone",
         shared.display()
     );
-    let store = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let text = r#"Pipeline(
+    name: "glue-data",
+    vars: { "glue_dir": "${GLUE_DIR:-../shared/data/glue}", "model_dir": "../shared/models/all-MiniLM-L6-v2",
+            "max_length": 128, "max_examples": 256 },
+    stages: [
+        (name: "data-{task}", kind: "data", sweep: { "task": ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"] },
+         params: { "task": "glue/{task}", "data_dir": "{glue_dir}", "model": "{model_dir}",
+                   "max_length": "{max_length}", "max_examples": "{max_examples}" }),
+    ],
+)"#;
+    let file = work.path().join("data.ron");
+    std::fs::write(&file, text).unwrap();
+    let file = file.to_str().unwrap().to_string();
     let lpeft = |args: &[&str]| {
         let out = Command::new(LPEFT)
             .args(args)
             .current_dir(&root)
-            .env("LPEFT_STORE", store.path())
+            .env("LPEFT_STORE", work.path().join("store"))
             .env_remove("GLUE_DIR")
-            .env_remove("MODEL_DIR")
             .env_remove("LPEFT_PROFILE")
             .output()
             .unwrap();
-        assert!(out.status.success(), "lpeft {args:?}:\n{}", text(&out));
+        assert!(out.status.success(), "lpeft {args:?}:\n{}", text_of(&out));
         String::from_utf8(out.stdout).unwrap()
     };
-    let smoke = ["--profile", "smoke"];
-    let first = lpeft(&[&["run", "pipelines/glue.ron", "--jobs", "2"][..], &smoke].concat());
+    let first = lpeft(&["run", &file, "--jobs", "2"]);
     assert!(first.contains("run: 6 ran, 0 hit"), "{first}");
 
     let t0 = Instant::now();
-    let second = lpeft(&[&["run", "pipelines/glue.ron"][..], &smoke].concat());
+    let second = lpeft(&["run", &file]);
     let wall = t0.elapsed();
     assert!(second.contains("run: 0 ran, 6 hit"), "{second}");
     assert!(wall < Duration::from_secs(1), "no-op rerun took {wall:?}");
 
-    let plan = lpeft(
-        &[
-            &["plan", "pipelines/glue.ron", "--set", "max_length=64"][..],
-            &smoke,
-        ]
-        .concat(),
-    );
+    let plan = lpeft(&["plan", &file, "--set", "max_length=64"]);
     assert!(plan.contains("plan: 0 hit, 6 run"), "{plan}");
     assert!(
         plan.contains("params changed: max_length 128 → 64"),
         "{plan}"
     );
-    let only = lpeft(
-        &[
-            &[
-                "run",
-                "pipelines/glue.ron",
-                "--set",
-                "max_length=64",
-                "--only",
-                "data-rte",
-            ][..],
-            &smoke,
-        ]
-        .concat(),
-    );
+    let only = lpeft(&["run", &file, "--set", "max_length=64", "--only", "data-rte"]);
     assert!(only.contains("run: 1 ran, 0 hit, 5 skipped"), "{only}");
-    let plan = lpeft(
-        &[
-            &["plan", "pipelines/glue.ron", "--set", "max_length=64"][..],
-            &smoke,
-        ]
-        .concat(),
-    );
+    let plan = lpeft(&["plan", &file, "--set", "max_length=64"]);
     assert!(plan.contains("plan: 1 hit, 5 run"), "{plan}");
     lpeft(&["verify", "--all"]);
+}
+
+/// Every pipeline in `pipelines/` parses and resolves (all profiles), so `make reproduce-glue`
+/// and `lpeft gc` keep working as stages are added.
+#[test]
+fn the_repository_pipelines_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let store = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ron"))
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f.ends_with("glue.ron")));
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let mut profiles = vec![None];
+        if let Some(i) = text.find("profiles:") {
+            for name in ["smoke", "full", "slow", "reference"] {
+                if text[i..].contains(&format!("\"{name}\":")) {
+                    profiles.push(Some(name));
+                }
+            }
+        }
+        for profile in profiles {
+            let mut args = vec!["plan", f.to_str().unwrap()];
+            if let Some(p) = profile {
+                args.extend(["--profile", p]);
+            }
+            let out = Command::new(LPEFT)
+                .args(&args)
+                .current_dir(&root)
+                .env("LPEFT_STORE", store.path())
+                .env_remove("GLUE_DIR")
+                .env_remove("MODEL_DIR")
+                .env_remove("LPEFT_PROFILE")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "lpeft {args:?}:\n{}", text_of(&out));
+        }
+    }
 }

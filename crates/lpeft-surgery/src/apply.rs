@@ -33,6 +33,8 @@ pub enum SurgeryError {
     MissingTensor(String),
     #[error("tensor `{name}` has shape {shape:?}; {expected}")]
     BadShape { name: String, shape: Vec<usize>, expected: String },
+    #[error("{what} must be sorted and without repeats")]
+    Unsorted { what: String },
     #[error("the masked-equivalent model needs a spec with masks")]
     NoMasks,
 }
@@ -44,8 +46,10 @@ fn check_sorted_unique(v: &[usize]) -> bool {
 /// Validates a plan against a spec (indices in range, modules known).
 pub fn check_plan(spec: &ModelSpec, plan: &Plan) -> Result<(), SurgeryError> {
     let layers = &spec.encoder.layers;
-    if plan.kept_heads.len() != layers.len() || plan.kept_neurons.len() != layers.len() {
-        return Err(SurgeryError::LayerCount { plan: plan.kept_heads.len().max(plan.kept_neurons.len()), model: layers.len() });
+    for n in [plan.kept_heads.len(), plan.kept_neurons.len()] {
+        if n != layers.len() {
+            return Err(SurgeryError::LayerCount { plan: n, model: layers.len() });
+        }
     }
     for (l, shape) in layers.iter().enumerate() {
         if let Some(&head) = plan.kept_heads[l].iter().find(|&&h| h >= shape.heads) {
@@ -54,12 +58,17 @@ pub fn check_plan(spec: &ModelSpec, plan: &Plan) -> Result<(), SurgeryError> {
         if let Some(&neuron) = plan.kept_neurons[l].iter().find(|&&i| i >= shape.ffn) {
             return Err(SurgeryError::NeuronOutOfRange { layer: l, neuron, width: shape.ffn });
         }
-        assert!(check_sorted_unique(&plan.kept_heads[l]) && check_sorted_unique(&plan.kept_neurons[l]), "plan indices are sorted and unique");
+        if !check_sorted_unique(&plan.kept_heads[l]) || !check_sorted_unique(&plan.kept_neurons[l]) {
+            return Err(SurgeryError::Unsorted { what: format!("layer {l}'s kept heads or neurons") });
+        }
     }
     for k in &plan.kept_ranks {
         let Some(m) = spec.peft.iter().find(|m| m.id == k.id) else {
             return Err(SurgeryError::UnknownModule { module: k.id.to_string() });
         };
+        if !check_sorted_unique(&k.ranks) {
+            return Err(SurgeryError::Unsorted { what: format!("module {}'s kept ranks", k.id) });
+        }
         if let Some(&rank) = k.ranks.iter().find(|&&r| r >= m.rank) {
             return Err(SurgeryError::RankOutOfRange { module: k.id.to_string(), rank, have: m.rank });
         }

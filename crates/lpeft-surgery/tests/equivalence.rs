@@ -251,3 +251,36 @@ fn pruned_checkpoint_loads_back_identically() {
     assert_eq!(named_tensors(&back), pruned);
     assert_eq!(outputs(&back, &pspec, 5), outputs(&pm, &pspec, 5));
 }
+
+#[test]
+fn bad_plans_are_refused_with_the_offending_unit() {
+    use lpeft_surgery::apply::SurgeryError;
+    let spec = spec_for(&[(2, 4), (2, 4)], true, 2, false, false);
+    let model = Model::build(&spec, &mut AllRandom(1), &device()).unwrap();
+    let tensors = named_tensors(&model);
+    let s = PlanSettings {
+        head_ratio: 0.0,
+        ffn_ratio: 0.0,
+        module_ratio: 0.0,
+        rank_ratio: 0.0,
+        head_scope: Scope::Layerwise,
+        ffn_scope: Scope::Global,
+        module_scope: Scope::Global,
+        rank_scope: Scope::Global,
+    };
+    let good = make_plan(&scores_for(&spec, 1), &s);
+    let mut p = good.clone();
+    p.kept_heads[1] = vec![0, 2];
+    assert_eq!(prune(&spec, &tensors, &p).unwrap_err(), SurgeryError::HeadOutOfRange { layer: 1, head: 2, heads: 2 });
+    let mut p = good.clone();
+    p.kept_neurons[0] = vec![3, 1];
+    assert!(matches!(prune(&spec, &tensors, &p).unwrap_err(), SurgeryError::Unsorted { .. }));
+    let mut p = good.clone();
+    p.kept_ranks[0].ranks = vec![0, 5];
+    assert!(matches!(prune(&spec, &tensors, &p).unwrap_err(), SurgeryError::RankOutOfRange { rank: 5, have: 2, .. }));
+    let mut p = good.clone();
+    p.kept_heads.pop();
+    assert_eq!(masked_equivalent(&spec, &tensors, &p).unwrap_err(), SurgeryError::LayerCount { plan: 1, model: 2 });
+    let unmasked = ModelSpec { masks: false, ..spec.clone() };
+    assert_eq!(masked_equivalent(&unmasked, &tensors, &good).unwrap_err(), SurgeryError::NoMasks);
+}

@@ -1,0 +1,192 @@
+//! The fine-tuning loop: train, evaluate on dev at every epoch end (and at a step cap), keep
+//! the best epoch by the task's main score. No IO: the stage reads inputs and writes outputs.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+
+use lpeft_data::encode::Labels as SplitLabels;
+use lpeft_data::{BatchConfig, Batcher, Padding, SplitTensors};
+use lpeft_eval::{evaluate_task, Outputs};
+use lpeft_model::checkpoint::trainable_tensors;
+use lpeft_model::Model;
+use lpeft_pipeline::stage::Progress;
+use lpeft_schema::dataset::{TaskKind, TaskSpec};
+use lpeft_schema::results::EpochMetrics;
+use lpeft_train::{evaluate, Capture, Predictions, StepRecord, TrainConfig, Trainer};
+
+use crate::config::{FinetuneConfig, PaddingSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FinetuneError {
+    #[error(transparent)]
+    Train(#[from] lpeft_train::TrainError),
+    #[error(transparent)]
+    Data(#[from] lpeft_data::DataError),
+    #[error("evaluating epoch {epoch}: {source}")]
+    Eval { epoch: usize, source: lpeft_eval::EvalError },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Parameter counts by role, from shapes only (no device reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParamCounts {
+    pub total: u64,
+    pub trainable: u64,
+    /// Embeddings and encoder layers, PEFT modules and masks excluded.
+    pub backbone: u64,
+}
+
+struct Count {
+    path: Vec<String>,
+    counts: ParamCounts,
+}
+
+impl ModuleVisitor for Count {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let n = param.shape().num_elements() as u64;
+        let path = self.path.join(".");
+        self.counts.total += n;
+        if param.val().is_require_grad() {
+            self.counts.trainable += n;
+        }
+        let peft = path.contains(".lora_") || path.contains(".adapter.") || path.ends_with("_mask");
+        if path.starts_with("encoder.") && !peft {
+            self.counts.backbone += n;
+        }
+    }
+}
+
+pub fn param_counts(model: &Model) -> ParamCounts {
+    let mut c = Count { path: Vec::new(), counts: ParamCounts::default() };
+    model.visit(&mut c);
+    c.counts
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub epochs: Vec<EpochMetrics>,
+    pub best_epoch: usize,
+    /// Trainable tensors (PEFT + head) of the best epoch.
+    pub best_state: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub curve: Vec<StepRecord>,
+    pub step_seconds: Vec<f64>,
+    pub train_examples: u64,
+    /// Dev throughput of the last evaluation (forward only).
+    pub inference_examples_per_second: f64,
+}
+
+fn padding(p: PaddingSpec) -> Padding {
+    match p {
+        PaddingSpec::Longest => Padding::Longest,
+        PaddingSpec::Fixed(n) => Padding::Fixed(n),
+    }
+}
+
+/// Steps of the whole run: `epochs` epochs, capped at `max_steps`.
+pub fn total_steps(cfg: &FinetuneConfig, batches_per_epoch: usize) -> usize {
+    let full = cfg.epochs * batches_per_epoch;
+    cfg.max_steps.map_or(full, |m| m.min(full)).max(1)
+}
+
+/// Scores predictions on `split` with the task's metrics.
+pub fn score(task: &TaskSpec, split: &SplitTensors, predictions: &Predictions) -> Result<lpeft_eval::Evaluation, lpeft_eval::EvalError> {
+    match (&task.kind, predictions, &split.labels) {
+        (TaskKind::MultipleChoice { .. }, Predictions::Class(p), SplitLabels::Class(y)) => {
+            evaluate_task(task, &Outputs::Choices { predicted: p, labels: y })
+        }
+        (_, Predictions::Class(p), SplitLabels::Class(y)) => {
+            evaluate_task(task, &Outputs::Classes { predicted: p, labels: y, groups: Some(&split.group_ids) })
+        }
+        (_, Predictions::Score(p), SplitLabels::Float(y)) => {
+            let p: Vec<f64> = p.iter().map(|v| f64::from(*v)).collect();
+            let y: Vec<f64> = y.iter().map(|v| f64::from(*v)).collect();
+            evaluate_task(task, &Outputs::Scores { predicted: &p, labels: &y })
+        }
+        _ => Err(lpeft_eval::EvalError::Empty { what: "predictions of a form this task cannot score" }),
+    }
+}
+
+/// Fine-tunes `model` (on the autodiff device) and evaluates on `dev` with `plain` (same
+/// backend, no autodiff).
+#[allow(clippy::too_many_arguments)]
+pub fn finetune(
+    cfg: &FinetuneConfig,
+    mut model: Model,
+    task: &TaskSpec,
+    train: &SplitTensors,
+    dev: &SplitTensors,
+    pad_id: u32,
+    device: &Device,
+    plain: &Device,
+    progress: &dyn Progress,
+) -> Result<Outcome, FinetuneError> {
+    if matches!(task.kind, TaskKind::Span) {
+        return Err(FinetuneError::Unsupported(format!(
+            "task {}: span extraction is not fine-tunable yet (its answer-text scoring is not wired into this stage)",
+            task.name
+        )));
+    }
+    let train_cfg = BatchConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, drop_last: false, padding: padding(cfg.padding), pad_id };
+    let dev_cfg = BatchConfig { batch_size: cfg.eval_batch_size, shuffle: false, seed: 0, drop_last: false, padding: Padding::Longest, pad_id };
+    let batcher = Batcher::new(train, &task.kind, train_cfg)?;
+    let dev_batcher = Batcher::new(dev, &task.kind, dev_cfg)?;
+    let total = total_steps(cfg, batcher.num_batches());
+    // HF: warmup steps = ceil(ratio * total).
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
+    let mut trainer = Trainer::new(
+        TrainConfig { lr: cfg.lr, total_steps: total, warmup_steps: warmup, weight_decay: cfg.weight_decay, max_grad_norm: cfg.max_grad_norm, l1: 0.0 },
+        device.clone(),
+    );
+    progress.start("fine-tune", total as u64);
+    let (mut epochs, mut curve, mut step_seconds) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut best_epoch, mut best_score, mut best_state) = (0usize, f64::NEG_INFINITY, BTreeMap::new());
+    let mut train_examples = 0u64;
+    let mut inference = 0.0;
+    'epochs: for epoch in 0..cfg.epochs {
+        let (mut loss_sum, mut n) = (0.0, 0usize);
+        for batch in batcher.epoch(epoch as u64) {
+            let (m, rec) = trainer.step(model, &batch, Capture::NONE)?;
+            model = m;
+            loss_sum += rec.loss;
+            n += 1;
+            train_examples += batch.batch_size as u64;
+            step_seconds.push(rec.seconds);
+            progress.advance(1, &format!("epoch {} loss {:.4} {:.1} ex/s", epoch + 1, rec.loss, batch.batch_size as f64 / rec.seconds.max(1e-9)));
+            curve.push(rec);
+            if trainer.steps_done() >= total {
+                break;
+            }
+        }
+        let eval = evaluate(&model, dev_batcher.epoch(0), plain)?;
+        inference = eval.examples as f64 / eval.seconds.max(1e-9);
+        let scored = score(task, dev, &eval.predictions).map_err(|source| FinetuneError::Eval { epoch: epoch + 1, source })?;
+        let main = if scored.main_score.is_nan() { f64::NEG_INFINITY } else { scored.main_score };
+        epochs.push(EpochMetrics {
+            epoch: (epoch + 1) as u32,
+            step: trainer.steps_done() as u64,
+            train_loss: loss_sum / n.max(1) as f64,
+            metrics: scored.metrics,
+            main_score: scored.main_score,
+        });
+        if main > best_score || epochs.len() == 1 {
+            best_score = main;
+            best_epoch = epochs.len() - 1;
+            best_state = trainable_tensors(&model);
+        }
+        if trainer.steps_done() >= total {
+            break 'epochs;
+        }
+    }
+    progress.finish();
+    Ok(Outcome { epochs, best_epoch, best_state, curve, step_seconds, train_examples, inference_examples_per_second: inference })
+}

@@ -1,0 +1,175 @@
+//! The fine-tuning stage (`kind = "finetune"`): inputs `dataset` (a data artifact) and, for
+//! Light-PEFT, `init` (a surgery artifact: the pruned model with warm-started PEFT and head).
+//! Outputs `result.json` (per-epoch dev metrics, best epoch, efficiency), `curve.json`,
+//! `config.json`, and the best epoch's trainable weights in `best/`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lpeft_data::Dataset;
+use lpeft_estimate::run::estimation_spec;
+use lpeft_estimate::stage::weights_file;
+use lpeft_model::checkpoint;
+use lpeft_model::hf::{load_spec, HfCheckpoint};
+use lpeft_model::Model;
+use lpeft_pipeline::stage::{InputArtifact, Params, Prepared, RunContext, RunSummary, Stage, StageError};
+use lpeft_schema::results::{Efficiency, RunResult};
+
+use crate::config::FinetuneConfig;
+use crate::run::{finetune, param_counts};
+
+pub const KIND: &str = "finetune";
+pub const RESULT_FILE: &str = "result.json";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FinetuneStage;
+
+fn params_error(message: impl std::fmt::Display) -> StageError {
+    StageError::Params { stage: KIND.into(), message: message.to_string() }
+}
+
+fn failed(e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(format!("{KIND}: {e}"))
+}
+
+pub fn parse(params: &Params) -> Result<FinetuneConfig, StageError> {
+    let cfg: FinetuneConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
+    if cfg.model.is_some() != cfg.peft.is_some() {
+        return Err(params_error(
+            "give `model` and `peft` together (vanilla PEFT), or neither (Light-PEFT from an `init` input)",
+        ));
+    }
+    cfg.validate(cfg.model.is_none()).map_err(params_error)?;
+    Ok(cfg)
+}
+
+fn write_json(file: &Path, value: &impl serde::Serialize) -> Result<(), StageError> {
+    std::fs::write(file, serde_json::to_string_pretty(value).expect("serializes"))?;
+    Ok(())
+}
+
+/// Backbone size before pruning, from the surgery artifact's plan.
+fn original_backbone(init: &InputArtifact) -> Result<u64, StageError> {
+    let file = init.dir.join("plan.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?).map_err(|e| failed(format!("{}: {e}", file.display())))?;
+    v.pointer("/report/backbone_before")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| failed(format!("{}: no report.backbone_before (is `init` a surgery artifact?)", file.display())))
+}
+
+impl Stage for FinetuneStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn input_slots(&self) -> &'static [&'static str] {
+        &["dataset", "init"]
+    }
+
+    fn about(&self) -> &'static str {
+        "Fine-tune PEFT (vanilla from a pretrained model, or Light-PEFT from a surgery artifact) and evaluate on dev every epoch"
+    }
+
+    fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
+        let cfg = parse(params)?;
+        let mut external_files: Vec<PathBuf> = Vec::new();
+        if let Some(model) = &cfg.model {
+            external_files.push(model.join("config.json"));
+            external_files.push(weights_file(model).map_err(params_error)?);
+        }
+        let mut canonical = serde_json::to_value(&cfg).expect("config serializes");
+        // The model's content enters the key through its files; its path must not.
+        if let Some(obj) = canonical.as_object_mut() {
+            obj.remove("model");
+            obj.insert("vanilla".into(), serde_json::Value::Bool(cfg.model.is_some()));
+        }
+        Ok(Prepared { canonical_params: canonical, external_files, backend_sensitive: true })
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
+        let started = Instant::now();
+        let cfg = parse(ctx.params)?;
+        let data = ctx.inputs.get("dataset").ok_or_else(|| StageError::MissingInput { stage: KIND.into(), slot: "dataset".into() })?;
+        let init = ctx.inputs.get("init");
+        if cfg.model.is_none() && init.is_none() {
+            return Err(StageError::MissingInput { stage: KIND.into(), slot: "init".into() });
+        }
+        let ds = Dataset::open(&data.dir).map_err(failed)?;
+        let task = ds.meta.task.clone();
+        let train = ds.split(&cfg.train_split).map_err(failed)?;
+        let dev = ds.split(&cfg.eval_split).map_err(failed)?;
+
+        let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
+        plain.seed(cfg.seed);
+        let device = plain.clone().autodiff();
+        let (model, original) = match (&cfg.model, &cfg.peft, init) {
+            (Some(dir), Some(peft), _) => {
+                let ckpt = HfCheckpoint::open(dir).map_err(failed)?;
+                let encoder = load_spec(dir, &ckpt).map_err(failed)?;
+                let mut spec = estimation_spec(encoder, &task.kind, peft);
+                spec.masks = false;
+                let mut src = ckpt.source(spec.encoder.family, spec.head, cfg.seed);
+                let model = Model::build(&spec, &mut src, &device).map_err(failed)?;
+                let original = param_counts(&model).backbone;
+                (model, original)
+            }
+            (_, _, Some(init)) => (checkpoint::load(&init.dir, &device).map_err(failed)?, original_backbone(init)?),
+            _ => unreachable!("checked above"),
+        };
+        let counts = param_counts(&model);
+        let spec = model.spec.clone();
+        let outcome = finetune(&cfg, model, &task, &train, &dev, ds.meta.tokenizer.pad_id, &device, &plain, ctx.progress).map_err(failed)?;
+
+        let secs = lpeft_eval::efficiency::mean_step_seconds(&outcome.step_seconds, 2).unwrap_or(0.0);
+        let train_time: f64 = outcome.step_seconds.iter().sum();
+        let efficiency = Efficiency {
+            total_params: counts.total,
+            trainable_params: counts.trainable,
+            backbone_params: counts.backbone,
+            backbone_params_original: original,
+            backbone_pruned_pct: lpeft_eval::efficiency::backbone_pruned_pct(counts.backbone, original),
+            train_seconds_per_step: secs,
+            train_examples_per_second: lpeft_eval::efficiency::throughput(outcome.train_examples, train_time),
+            inference_examples_per_second: outcome.inference_examples_per_second,
+            peak_memory_bytes: lpeft_eval::efficiency::peak_rss_bytes().unwrap_or(0),
+            memory_kind: "process_rss".into(),
+            backend: ctx.backend.to_string(),
+            host: lpeft_eval::efficiency::host_description(),
+        };
+        let best = &outcome.epochs[outcome.best_epoch];
+        let result = RunResult {
+            task: task.name.clone(),
+            method: cfg.method.clone(),
+            seed: cfg.seed,
+            epochs: outcome.epochs.clone(),
+            best_epoch: outcome.best_epoch as u32,
+            best_main_score: best.main_score,
+            best_metrics: best.metrics.clone(),
+            efficiency,
+            wall_seconds: started.elapsed().as_secs_f64(),
+        };
+        write_json(&ctx.out_dir.join(RESULT_FILE), &result)?;
+        write_json(&ctx.out_dir.join("config.json"), &cfg)?;
+        write_json(&ctx.out_dir.join("curve.json"), &outcome.curve)?;
+        let best_dir = ctx.out_dir.join("best");
+        std::fs::create_dir_all(&best_dir)?;
+        write_json(&best_dir.join(checkpoint::SPEC_FILE), &spec)?;
+        checkpoint::write_safetensors(&best_dir.join("trainable.safetensors"), &outcome.best_state).map_err(failed)?;
+        Ok(RunSummary {
+            figures: serde_json::json!({
+                "task": result.task,
+                "method": result.method,
+                "best_epoch": result.best_epoch + 1,
+                "best_main_score": result.best_main_score,
+                "best_metrics": result.best_metrics,
+                "trainable_params": result.efficiency.trainable_params,
+                "backbone_pruned_pct": result.efficiency.backbone_pruned_pct,
+                "train_s_per_step": result.efficiency.train_seconds_per_step,
+            }),
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! Fine-tuning on a tiny random model and a tiny learnable dataset: vanilla and from a saved
+//! (pruned-style) checkpoint; per-epoch metrics, best-epoch selection, best weights.
+
+use burn::tensor::Device;
+
+use lpeft_data::encode::{Labels as DataLabels, SplitTensors};
+use lpeft_estimate::config::PeftConfig;
+use lpeft_estimate::run::estimation_spec;
+use lpeft_finetune::run::{finetune, param_counts, total_steps};
+use lpeft_finetune::FinetuneConfig;
+use lpeft_model::checkpoint;
+use lpeft_model::model::Model;
+use lpeft_model::rng::SeededRng;
+use lpeft_model::source::RandomSource;
+use lpeft_model::testing::tiny_encoder;
+use lpeft_pipeline::stage::Progress;
+use lpeft_schema::model::{Family, LoraTarget};
+
+struct Silent;
+impl Progress for Silent {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64, _: &str) {}
+    fn finish(&self) {}
+}
+
+/// Rows of 3..9 random tokens; the label is whether token 5 occurs (learnable).
+fn split(n: usize, seed: u64) -> SplitTensors {
+    let mut rng = SeededRng::new(seed);
+    let (mut ids, mut types, mut offsets, mut labels) = (vec![], vec![], vec![0u64], vec![]);
+    for _ in 0..n {
+        let len = 3 + (rng.next_u64() % 7) as usize;
+        let row: Vec<u32> = (0..len).map(|_| 2 + (rng.next_u64() % 30) as u32).collect();
+        labels.push(i64::from(row.contains(&5)));
+        ids.extend(&row);
+        types.extend(std::iter::repeat_n(0u8, len));
+        offsets.push(ids.len() as u64);
+    }
+    SplitTensors {
+        input_ids: ids,
+        type_ids: types,
+        offsets,
+        group_ids: (0..n as u32).collect(),
+        example_ids: (0..n as u32).collect(),
+        labels: DataLabels::Class(labels),
+        token_spans: None,
+        num_truncated: 0,
+    }
+}
+
+fn config() -> FinetuneConfig {
+    let mut c: FinetuneConfig = serde_json::from_value(serde_json::json!({
+        "method": "lora-qv", "model": "unused", "peft": { "kind": "lora", "targets": ["query", "value"] },
+        "epochs": 3, "batch_size": 8, "lr": 2e-2,
+    }))
+    .unwrap();
+    c.validate(false).unwrap();
+    c.eval_batch_size = 16;
+    c
+}
+
+#[test]
+fn vanilla_run_evaluates_every_epoch_and_keeps_the_best() {
+    let task = lpeft_data::registry::task("glue/sst2").unwrap().spec();
+    let (train, dev) = (split(32, 1), split(24, 2));
+    let cfg = config();
+    let device = Device::flex().autodiff();
+    device.seed(1);
+    let spec = estimation_spec(tiny_encoder(Family::Bert, &[(4, 8), (4, 8)]), &task.kind, cfg.peft.as_ref().unwrap());
+    let spec = lpeft_schema::model::ModelSpec { masks: false, ..spec };
+    assert!(spec.peft.iter().all(|m| matches!(m.id.site, lpeft_schema::model::PeftSite::Lora(LoraTarget::Query | LoraTarget::Value))));
+    let model = Model::build(&spec, &mut RandomSource { seed: 2 }, &device).unwrap();
+    let counts = param_counts(&model);
+    assert!(counts.trainable > 0 && counts.trainable < counts.total && counts.backbone < counts.total);
+    let out = finetune(&cfg, model, &task, &train, &dev, 0, &device, &Device::flex(), &Silent).unwrap();
+    assert_eq!(out.epochs.len(), 3);
+    assert_eq!(out.curve.len(), total_steps(&cfg, 4));
+    assert_eq!(out.epochs.iter().map(|e| e.step).collect::<Vec<_>>(), vec![4, 8, 12]);
+    let best = out.epochs.iter().map(|e| e.main_score).fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(out.epochs[out.best_epoch].main_score, best, "best epoch has the highest main score");
+    assert!(out.epochs.iter().all(|e| e.metrics.contains_key("accuracy")));
+    assert!(out.best_state.keys().all(|k| k.contains("lora_") || k.starts_with("head.out")), "{:?}", out.best_state.keys());
+    assert!(out.inference_examples_per_second > 0.0);
+}
+
+#[test]
+fn a_step_cap_ends_the_run_with_an_evaluation() {
+    let task = lpeft_data::registry::task("glue/sst2").unwrap().spec();
+    let (train, dev) = (split(32, 1), split(8, 2));
+    let mut cfg = config();
+    cfg.max_steps = Some(6);
+    let device = Device::flex().autodiff();
+    let spec = estimation_spec(tiny_encoder(Family::Bert, &[(2, 4)]), &task.kind, cfg.peft.as_ref().unwrap());
+    let model = Model::build(&lpeft_schema::model::ModelSpec { masks: false, ..spec }, &mut RandomSource { seed: 2 }, &device).unwrap();
+    let out = finetune(&cfg, model, &task, &train, &dev, 0, &device, &Device::flex(), &Silent).unwrap();
+    assert_eq!(out.curve.len(), 6);
+    assert_eq!(out.epochs.iter().map(|e| e.step).collect::<Vec<_>>(), vec![4, 6], "epoch end, then the cap");
+}
+
+#[test]
+fn training_from_a_saved_checkpoint_keeps_its_shapes_and_trains_its_peft() {
+    let task = lpeft_data::registry::task("glue/sst2").unwrap().spec();
+    let (train, dev) = (split(16, 3), split(8, 4));
+    let device = Device::flex().autodiff();
+    let peft = PeftConfig::Lora { rank: 2, alpha: 4.0, dropout: 0.0, targets: LoraTarget::ALL.to_vec() };
+    let mut spec = estimation_spec(tiny_encoder(Family::Bert, &[(3, 5), (0, 2)]), &task.kind, &peft);
+    spec.masks = false;
+    let model = Model::build(&spec, &mut RandomSource { seed: 4 }, &device).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(&model, dir.path()).unwrap();
+    let loaded = checkpoint::load(dir.path(), &device).unwrap();
+    assert_eq!(loaded.spec, spec);
+    let cfg: FinetuneConfig = serde_json::from_value(serde_json::json!({ "method": "light-peft-lora", "epochs": 1, "batch_size": 8 })).unwrap();
+    cfg.validate(true).unwrap();
+    let out = finetune(&cfg, loaded, &task, &train, &dev, 0, &device, &Device::flex(), &Silent).unwrap();
+    assert_eq!(out.epochs.len(), 1);
+    let before = checkpoint::trainable_tensors(&model);
+    assert_eq!(before.keys().collect::<Vec<_>>(), out.best_state.keys().collect::<Vec<_>>());
+    assert!(before.iter().any(|(k, v)| out.best_state[k].1 != v.1), "trainable tensors moved");
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "model": "m" })).unwrap_err().to_string();
+    assert!(err.contains("`model` and `peft`"), "{err}");
+    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "epochs": 0 })).unwrap_err().to_string();
+    assert!(err.contains("epochs"), "{err}");
+    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "epoch": 3 })).unwrap_err().to_string();
+    assert!(err.contains("epoch"), "{err}");
+}

@@ -53,6 +53,12 @@ pub enum Command {
     Lineage(KeyArg),
     /// Check artifacts against their manifests (re-reading every byte).
     Verify(VerifyArgs),
+    /// Result tables and plots of a pipeline's fine-tuning runs found in the store, written to
+    /// `results/<pipeline>/` (results.md, results.csv, results.json, SVG plots).
+    Report(ReportArgs),
+    /// Compare two `results.json` written by `lpeft report`: main-score differences and
+    /// efficiency ratios (B / A) per task and method.
+    Compare(CompareArgs),
     /// Remove artifacts that no pipeline in `pipelines/` references, and leftovers of killed runs.
     Gc(GcArgs),
     /// Run one stage alone, from `--param`s or a RON config (same as `lpeft KIND`).
@@ -134,6 +140,32 @@ pub struct GcArgs {
     /// Directory of pipeline files whose artifacts are kept (all profiles).
     #[arg(long, default_value = "pipelines")]
     pub pipelines: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Pipeline file (RON); its plan names the fine-tuning and estimation artifacts.
+    pub file: PathBuf,
+    /// Apply a named profile of variable overrides from the file.
+    #[arg(long, env = "LPEFT_PROFILE")]
+    pub profile: Option<String>,
+    /// Override a variable: `--set name=value` (as for `lpeft plan`).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Output directory (default `results/<pipeline name>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline `results.json` (A).
+    pub a: PathBuf,
+    /// The `results.json` compared with it (B).
+    pub b: PathBuf,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -75,6 +75,10 @@ pub fn dispatch(
         }
         Action::Builtin(Command::Verify(args)) => return verify(&store()?, out, &args),
         Action::Builtin(Command::Gc(args)) => gc(&store()?, out, &args, global, registry)?,
+        Action::Builtin(Command::Report(args)) => {
+            crate::report::report(&args, global, registry, &store()?, out)?;
+        }
+        Action::Builtin(Command::Compare(args)) => crate::report::compare_files(&args, out)?,
         Action::Builtin(Command::Stage(args)) => {
             run_stage(&args.kind, &args.args, global, registry, &store()?, out)?;
         }
@@ -83,7 +87,7 @@ pub fn dispatch(
     Ok(ExitCode::SUCCESS)
 }
 
-fn make_plan(
+pub(crate) fn make_plan(
     args: &PipelineArgs,
     global: &GlobalArgs,
     registry: &Registry,

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod output;
+mod report;
 mod stages;
 
 use std::process::ExitCode;

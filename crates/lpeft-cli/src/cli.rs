@@ -63,6 +63,29 @@ pub enum Command {
     Gc(GcArgs),
     /// Run one stage alone, from `--param`s or a RON config (same as `lpeft KIND`).
     Stage(GenericStageArgs),
+    /// Final hidden states of a pretrained encoder for one text (or pair), as safetensors
+    /// (`last_hidden_state` f32 [1, T, H], `input_ids` i64 [1, T]), to compare with other
+    /// implementations.
+    Encode(EncodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// Hugging Face model directory (config.json, model.safetensors or pytorch_model.bin, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The text (first sequence).
+    #[arg(long)]
+    pub text: String,
+    /// Optional second sequence of a pair.
+    #[arg(long)]
+    pub pair: Option<String>,
+    /// Truncate (longest first) to at most this many tokens, special tokens included.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Output file (safetensors).
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

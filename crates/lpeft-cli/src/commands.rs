@@ -12,7 +12,7 @@ use lpeft_pipeline::{Location, PipelineError, Registry, StageSpec};
 use lpeft_store::{Store, VerifyMode};
 use serde_json::Value;
 
-use crate::cli::{Command, GcArgs, GlobalArgs, PipelineArgs, StageArgs, VerifyArgs};
+use crate::cli::{Command, EncodeArgs, GcArgs, GlobalArgs, PipelineArgs, StageArgs, VerifyArgs};
 use crate::output::{Reporter, RunView, short};
 
 pub enum Action {
@@ -83,8 +83,26 @@ pub fn dispatch(
             run_stage(&args.kind, &args.args, global, registry, &store()?, out)?;
         }
         Action::Stage(kind, args) => run_stage(&kind, &args, global, registry, &store()?, out)?,
+        Action::Builtin(Command::Encode(args)) => encode(&args, global, out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn encode(args: &EncodeArgs, global: &GlobalArgs, out: &Reporter) -> anyhow::Result<()> {
+    let device = lpeft_model::device::device(&global.backend)?;
+    let tokenizer = lpeft_tokenizer::Tokenizer::from_file(&args.model)?;
+    let encoded = tokenizer.encode(&args.text, args.pair.as_deref(), args.max_length)?;
+    let model = lpeft_model::encode::load_pretrained_encoder(&args.model, &device)?;
+    let result = lpeft_model::encode::encode_ids(&model, &encoded.ids, &encoded.type_ids, &device);
+    lpeft_model::encode::write_encoding(&args.output, &result)?;
+    out.line(format!(
+        "wrote {} (last_hidden_state [1, {}, {}], input_ids [1, {}])",
+        args.output.display(),
+        encoded.ids.len(),
+        result.hidden_size,
+        encoded.ids.len()
+    ));
+    Ok(())
 }
 
 pub(crate) fn make_plan(

@@ -10,6 +10,7 @@ pub fn stages() -> Vec<Box<dyn Stage>> {
         Box::new(lpeft_data::DataStage),
         Box::new(lpeft_estimate::EstimateStage),
         Box::new(lpeft_surgery::SurgeryStage),
+        Box::new(lpeft_finetune::FinetuneStage),
         // Builtin file stages (demos, tests, pinning raw files).
         Box::new(SnapshotStage),
         Box::new(DigestStage),

@@ -18,6 +18,8 @@ pub enum EvalError {
     },
     #[error("metric `{metric}` on classes needs question groups (one per row)")]
     MissingGroups { metric: &'static str },
+    #[error("{0}")]
+    Inconsistent(String),
     #[error("{file}: {message}")]
     Bad { file: PathBuf, message: String },
     #[error("{file}: {source}")]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lpeft_schema::dataset::{MainScore, Metric, TaskSpec};
+use lpeft_schema::dataset::{MainScore, Metric, RecordTexts, TaskSpec};
 
 use crate::EvalError;
 use crate::metrics;
@@ -168,4 +168,58 @@ pub fn evaluate(
 /// [`evaluate`] with the task's own metrics and main score.
 pub fn evaluate_task(task: &TaskSpec, outputs: &Outputs<'_>) -> Result<Evaluation, EvalError> {
     evaluate(&task.metrics, &task.main_score, outputs)
+}
+
+/// Per group, in increasing group id, the group id and the position within the group (row
+/// order) of its highest-scoring row; ties go to the first row. For COPA-style choices and
+/// ReCoRD candidates scored one row each.
+pub fn argmax_per_group(scores: &[f64], groups: &[u32]) -> Result<Vec<(u32, usize)>, EvalError> {
+    if scores.len() != groups.len() {
+        return Err(EvalError::LengthMismatch {
+            what: "argmax_per_group",
+            left: scores.len(),
+            right: groups.len(),
+        });
+    }
+    // group → (rows seen, best position, best score)
+    let mut best: BTreeMap<u32, (usize, usize, f64)> = BTreeMap::new();
+    for (&s, &g) in scores.iter().zip(groups) {
+        let e = best.entry(g).or_insert((0, 0, f64::NEG_INFINITY));
+        if s > e.2 {
+            e.1 = e.0;
+            e.2 = s;
+        }
+        e.0 += 1;
+    }
+    Ok(best.into_iter().map(|(g, (_, pos, _))| (g, pos)).collect())
+}
+
+/// ReCoRD: the chosen entity text per query (highest-scoring candidate row) and the gold
+/// answers, ready for [`Outputs::Answers`]. `groups` are the rows' query ids, indexing
+/// `texts.queries`; a query's rows list its entities in order.
+pub fn record_answers(
+    scores: &[f64],
+    groups: &[u32],
+    texts: &RecordTexts,
+) -> Result<(Vec<String>, Vec<Vec<String>>), EvalError> {
+    let mut predicted = Vec::new();
+    let mut gold = Vec::new();
+    for (g, pos) in argmax_per_group(scores, groups)? {
+        let q = texts.queries.get(g as usize).ok_or_else(|| {
+            EvalError::Inconsistent(format!(
+                "ReCoRD: group {g} but only {} queries in the texts",
+                texts.queries.len()
+            ))
+        })?;
+        let entity = q.entities.get(pos).ok_or_else(|| {
+            EvalError::Inconsistent(format!(
+                "ReCoRD query {}: candidate row {pos} but {} entities",
+                q.id,
+                q.entities.len()
+            ))
+        })?;
+        predicted.push(entity.clone());
+        gold.push(q.answers.clone());
+    }
+    Ok((predicted, gold))
 }

@@ -34,7 +34,10 @@ pub mod svg;
 use std::path::{Path, PathBuf};
 
 pub use error::EvalError;
-pub use evaluate::{Evaluation, Outputs, evaluate, evaluate_task, metric_name, score};
+pub use evaluate::{
+    Evaluation, Outputs, argmax_per_group, evaluate, evaluate_task, metric_name, record_answers,
+    score,
+};
 
 use crate::masks::MaskRecords;
 use crate::report::ResultSet;

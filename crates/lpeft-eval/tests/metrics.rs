@@ -253,3 +253,57 @@ fn metric_names_are_the_serde_names() {
         assert_eq!(serde, format!("\"{}\"", metric_name(m)));
     }
 }
+
+#[test]
+fn argmax_within_groups() {
+    // group 1: rows 0-2 (best at position 1); group 0: rows 3-4 (tie → first, position 0).
+    let scores = [0.1, 0.9, 0.3, 0.5, 0.5];
+    let groups = [1, 1, 1, 0, 0];
+    assert_eq!(
+        lpeft_eval::argmax_per_group(&scores, &groups).unwrap(),
+        [(0, 0), (1, 1)]
+    );
+    assert!(lpeft_eval::argmax_per_group(&scores, &groups[..2]).is_err());
+}
+
+#[test]
+fn record_picks_the_best_entity_per_query() {
+    use lpeft_schema::dataset::{RecordQuery, RecordTexts};
+    let texts = RecordTexts {
+        queries: vec![
+            RecordQuery {
+                id: "q0".into(),
+                entities: vec!["Obama".into(), "the White House".into()],
+                answers: vec!["White House".into()],
+            },
+            RecordQuery {
+                id: "q1".into(),
+                entities: vec!["Paris".into(), "London".into(), "Rome".into()],
+                answers: vec!["Rome".into()],
+            },
+        ],
+    };
+    // q0 picks "the White House" (EM 1 after normalisation); q1 picks "London" (0).
+    let scores = [-1.0, 2.0, 0.0, 3.0, 1.0];
+    let groups = [0, 0, 1, 1, 1];
+    let (pred, gold) = lpeft_eval::record_answers(&scores, &groups, &texts).unwrap();
+    assert_eq!(pred, ["the White House", "London"]);
+    let e = lpeft_eval::evaluate(
+        &[Metric::ExactMatch, Metric::SquadF1],
+        &MainScore::Mean(vec![Metric::ExactMatch, Metric::SquadF1]),
+        &Outputs::Answers {
+            predicted: &pred,
+            gold: &gold,
+        },
+    )
+    .unwrap();
+    close(e.metrics["exact_match"], 0.5);
+    close(e.metrics["squad_f1"], 0.5);
+    // A group beyond the texts, or more rows than entities, is an error.
+    assert!(lpeft_eval::record_answers(&[1.0], &[2], &texts).is_err());
+    let e = lpeft_eval::record_answers(&[0.0, 0.0, 5.0], &[0, 0, 0], &texts).unwrap_err();
+    assert!(
+        e.to_string().contains("q0: candidate row 2 but 2 entities"),
+        "{e}"
+    );
+}

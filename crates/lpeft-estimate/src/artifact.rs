@@ -33,13 +33,19 @@ pub enum ArtifactError {
     #[error("{file}: {message}")]
     Bad { file: PathBuf, message: String },
     #[error("{file}: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Model(#[from] lpeft_model::ModelError),
 }
 
 fn bad(file: &Path, message: impl Into<String>) -> ArtifactError {
-    ArtifactError::Bad { file: file.to_path_buf(), message: message.into() }
+    ArtifactError::Bad {
+        file: file.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Mask values at each record: `head[r][l][h]`, `ffn[r][l][i]` flattened row-major.
@@ -60,11 +66,19 @@ impl MaskTrajectory {
     /// Head mask values of record `r`, per layer.
     pub fn heads_at(&self, r: usize) -> Vec<Vec<f32>> {
         let block = &self.head[r * self.layers * self.heads..(r + 1) * self.layers * self.heads];
-        block.chunks(self.heads.max(1)).map(<[f32]>::to_vec).take(self.layers).collect()
+        block
+            .chunks(self.heads.max(1))
+            .map(<[f32]>::to_vec)
+            .take(self.layers)
+            .collect()
     }
     pub fn ffn_at(&self, r: usize) -> Vec<Vec<f32>> {
         let block = &self.neuron[r * self.layers * self.ffn..(r + 1) * self.layers * self.ffn];
-        block.chunks(self.ffn.max(1)).map(<[f32]>::to_vec).take(self.layers).collect()
+        block
+            .chunks(self.ffn.max(1))
+            .map(<[f32]>::to_vec)
+            .take(self.layers)
+            .collect()
     }
     /// Index of the record taken after `step` updates.
     pub fn record_of_step(&self, step: usize) -> Option<usize> {
@@ -112,7 +126,9 @@ impl Window {
         match self {
             Window::SecondHalf => Ok((steps / 2, steps)),
             Window::Range { from, to } if from < to && to <= steps => Ok((from, to)),
-            Window::Range { from, to } => Err(format!("range {from}..{to} is not a non-empty part of the {steps} recorded steps")),
+            Window::Range { from, to } => Err(format!(
+                "range {from}..{to} is not a non-empty part of the {steps} recorded steps"
+            )),
         }
     }
 }
@@ -150,11 +166,24 @@ pub fn aggregate(scores: &StepScores, window: Window) -> Result<AggregateScores,
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let module_score = (from..to).map(|s| finite_or_zero(scores.p2[s * m + i])).sum::<f64>() / n;
+            let module_score = (from..to)
+                .map(|s| finite_or_zero(scores.p2[s * m + i]))
+                .sum::<f64>()
+                / n;
             let rank_scores = (0..e.rank)
-                .map(|j| (from..to).map(|s| finite_or_zero(scores.taylor[(s * m + i) * r + j])).sum::<f64>() / n)
+                .map(|j| {
+                    (from..to)
+                        .map(|s| finite_or_zero(scores.taylor[(s * m + i) * r + j]))
+                        .sum::<f64>()
+                        / n
+                })
                 .collect();
-            ModuleScore { id: e.id, name: e.name.clone(), module_score, rank_scores }
+            ModuleScore {
+                id: e.id,
+                name: e.name.clone(),
+                module_score,
+                rank_scores,
+            }
         })
         .collect();
     Ok(AggregateScores { from, to, modules })
@@ -170,36 +199,76 @@ pub fn write_arrays(file: &Path, arrays: &BTreeMap<String, Array>) -> Result<(),
     let encoded: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = arrays
         .iter()
         .map(|(k, a)| match a {
-            Array::F32(s, v) => (k.clone(), safetensors::Dtype::F32, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            Array::I64(s, v) => (k.clone(), safetensors::Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Array::F32(s, v) => (
+                k.clone(),
+                safetensors::Dtype::F32,
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Array::I64(s, v) => (
+                k.clone(),
+                safetensors::Dtype::I64,
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
         })
         .collect();
     let views = encoded
         .iter()
-        .map(|(k, d, s, b)| safetensors::tensor::TensorView::new(*d, s.clone(), b).map(|v| (k.clone(), v)))
+        .map(|(k, d, s, b)| {
+            safetensors::tensor::TensorView::new(*d, s.clone(), b).map(|v| (k.clone(), v))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(file, e.to_string()))?;
     let bytes = safetensors::serialize(views, None).map_err(|e| bad(file, e.to_string()))?;
-    std::fs::write(file, bytes).map_err(|e| ArtifactError::Io { file: file.to_path_buf(), source: e })
+    std::fs::write(file, bytes).map_err(|e| ArtifactError::Io {
+        file: file.to_path_buf(),
+        source: e,
+    })
 }
 
 fn read_arrays(file: &Path) -> Result<BTreeMap<String, Array>, ArtifactError> {
-    let bytes = std::fs::read(file).map_err(|e| ArtifactError::Io { file: file.to_path_buf(), source: e })?;
+    let bytes = std::fs::read(file).map_err(|e| ArtifactError::Io {
+        file: file.to_path_buf(),
+        source: e,
+    })?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(file, e.to_string()))?;
     let mut out = BTreeMap::new();
     for (name, v) in st.tensors() {
         let shape = v.shape().to_vec();
         let a = match v.dtype() {
-            safetensors::Dtype::F32 => Array::F32(shape, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()),
-            safetensors::Dtype::I64 => Array::I64(shape, v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
-            other => return Err(bad(file, format!("tensor `{name}` has dtype {other:?}, expected F32 or I64"))),
+            safetensors::Dtype::F32 => Array::F32(
+                shape,
+                v.data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
+            ),
+            safetensors::Dtype::I64 => Array::I64(
+                shape,
+                v.data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
+            ),
+            other => {
+                return Err(bad(
+                    file,
+                    format!("tensor `{name}` has dtype {other:?}, expected F32 or I64"),
+                ));
+            }
         };
         out.insert(name, a);
     }
     Ok(out)
 }
 
-fn take_f32(file: &Path, map: &mut BTreeMap<String, Array>, name: &str, rank: usize) -> Result<(Vec<usize>, Vec<f32>), ArtifactError> {
+fn take_f32(
+    file: &Path,
+    map: &mut BTreeMap<String, Array>,
+    name: &str,
+    rank: usize,
+) -> Result<(Vec<usize>, Vec<f32>), ArtifactError> {
     match map.remove(name) {
         Some(Array::F32(s, v)) if s.len() == rank => Ok((s, v)),
         Some(_) => Err(bad(file, format!("`{name}` must be f32 of rank {rank}"))),
@@ -210,9 +279,18 @@ fn take_f32(file: &Path, map: &mut BTreeMap<String, Array>, name: &str, rank: us
 pub fn write_masks(file: &Path, t: &MaskTrajectory) -> Result<(), ArtifactError> {
     let r = t.records();
     let mut a = BTreeMap::new();
-    a.insert("head_masks".into(), Array::F32(vec![r, t.layers, t.heads], t.head.clone()));
-    a.insert("ffn_masks".into(), Array::F32(vec![r, t.layers, t.ffn], t.neuron.clone()));
-    a.insert("record_steps".into(), Array::I64(vec![r], t.record_steps.iter().map(|&s| s as i64).collect()));
+    a.insert(
+        "head_masks".into(),
+        Array::F32(vec![r, t.layers, t.heads], t.head.clone()),
+    );
+    a.insert(
+        "ffn_masks".into(),
+        Array::F32(vec![r, t.layers, t.ffn], t.neuron.clone()),
+    );
+    a.insert(
+        "record_steps".into(),
+        Array::I64(vec![r], t.record_steps.iter().map(|&s| s as i64).collect()),
+    );
     write_arrays(file, &a)
 }
 
@@ -225,16 +303,32 @@ pub fn read_masks(file: &Path) -> Result<MaskTrajectory, ArtifactError> {
         _ => return Err(bad(file, "missing i64 tensor `record_steps`")),
     };
     if hs[0] != record_steps.len() || fs[0] != record_steps.len() || hs[1] != fs[1] {
-        return Err(bad(file, format!("inconsistent shapes: head_masks {hs:?}, ffn_masks {fs:?}, {} records", record_steps.len())));
+        return Err(bad(
+            file,
+            format!(
+                "inconsistent shapes: head_masks {hs:?}, ffn_masks {fs:?}, {} records",
+                record_steps.len()
+            ),
+        ));
     }
-    Ok(MaskTrajectory { record_steps, layers: hs[1], heads: hs[2], ffn: fs[2], head, neuron })
+    Ok(MaskTrajectory {
+        record_steps,
+        layers: hs[1],
+        heads: hs[2],
+        ffn: fs[2],
+        head,
+        neuron,
+    })
 }
 
 pub fn write_scores(dir: &Path, s: &StepScores) -> Result<(), ArtifactError> {
     let (steps, m, r) = (s.index.steps, s.index.modules.len(), s.index.rank);
     let mut a = BTreeMap::new();
     a.insert("p2".into(), Array::F32(vec![steps, m], s.p2.clone()));
-    a.insert("rank_taylor".into(), Array::F32(vec![steps, m, r], s.taylor.clone()));
+    a.insert(
+        "rank_taylor".into(),
+        Array::F32(vec![steps, m, r], s.taylor.clone()),
+    );
     write_arrays(&dir.join(SCORES_FILE), &a)?;
     write_json(&dir.join(SCORES_INDEX_FILE), &s.index)
 }
@@ -246,20 +340,40 @@ pub fn read_scores(dir: &Path) -> Result<StepScores, ArtifactError> {
     let (ps, p2) = take_f32(&file, &mut a, "p2", 2)?;
     let (ts, taylor) = take_f32(&file, &mut a, "rank_taylor", 3)?;
     let m = index.modules.len();
-    if ps != [index.steps, m] || ts != [index.steps, m, index.rank] || index.modules.iter().any(|e| e.rank > index.rank) {
-        return Err(bad(&file, format!("shapes p2 {ps:?}, rank_taylor {ts:?} do not match {SCORES_INDEX_FILE} ({} steps, {m} modules, rank {})", index.steps, index.rank)));
+    if ps != [index.steps, m]
+        || ts != [index.steps, m, index.rank]
+        || index.modules.iter().any(|e| e.rank > index.rank)
+    {
+        return Err(bad(
+            &file,
+            format!(
+                "shapes p2 {ps:?}, rank_taylor {ts:?} do not match {SCORES_INDEX_FILE} ({} steps, {m} modules, rank {})",
+                index.steps, index.rank
+            ),
+        ));
     }
     Ok(StepScores { index, p2, taylor })
 }
 
 pub fn write_json<T: Serialize>(file: &Path, value: &T) -> Result<(), ArtifactError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| bad(file, e.to_string()))?;
-    std::fs::write(file, text).map_err(|e| ArtifactError::Io { file: file.to_path_buf(), source: e })
+    std::fs::write(file, text).map_err(|e| ArtifactError::Io {
+        file: file.to_path_buf(),
+        source: e,
+    })
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ArtifactError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ArtifactError::Io { file: file.to_path_buf(), source: e })?;
-    serde_json::from_str(&text).map_err(|e| bad(file, format!("line {}, column {}: {e}", e.line(), e.column())))
+    let text = std::fs::read_to_string(file).map_err(|e| ArtifactError::Io {
+        file: file.to_path_buf(),
+        source: e,
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        bad(
+            file,
+            format!("line {}, column {}: {e}", e.line(), e.column()),
+        )
+    })
 }
 
 /// Per-record mask statistics (how far the masks moved under L1).
@@ -284,14 +398,29 @@ pub fn mask_stats(t: &MaskTrajectory) -> Vec<MaskStats> {
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
         let min = v.iter().copied().fold(f32::INFINITY, f32::min);
         let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let change = v.iter().zip(v0).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>() / n;
+        let change = v
+            .iter()
+            .zip(v0)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .sum::<f64>()
+            / n;
         (mean, min, max, change)
     };
     (0..t.records())
         .map(|r| {
             let (hm, hmin, hmax, hc) = stats(&t.head[r * nh..(r + 1) * nh], &t.head[..nh]);
             let (fm, fmin, fmax, fc) = stats(&t.neuron[r * nf..(r + 1) * nf], &t.neuron[..nf]);
-            MaskStats { step: t.record_steps[r], head_mean: hm, head_min: hmin, head_max: hmax, ffn_mean: fm, ffn_min: fmin, ffn_max: fmax, head_mean_abs_change: hc, ffn_mean_abs_change: fc }
+            MaskStats {
+                step: t.record_steps[r],
+                head_mean: hm,
+                head_min: hmin,
+                head_max: hmax,
+                ffn_mean: fm,
+                ffn_min: fmin,
+                ffn_max: fmax,
+                head_mean_abs_change: hc,
+                ffn_mean_abs_change: fc,
+            }
         })
         .collect()
 }
@@ -328,8 +457,17 @@ impl EstimateArtifact {
         let spec = lpeft_model::checkpoint::read_spec(dir)?;
         let masks = read_masks(&dir.join(MASKS_FILE))?;
         let scores = read_scores(dir)?;
-        let warm = lpeft_model::hf::read_safetensors(&dir.join(PEFT_STATE_FILE))?.tensors.into_iter().collect();
+        let warm = lpeft_model::hf::read_safetensors(&dir.join(PEFT_STATE_FILE))?
+            .tensors
+            .into_iter()
+            .collect();
         let summary = read_json(&dir.join(SUMMARY_FILE))?;
-        Ok(Self { spec, masks, scores, warm, summary })
+        Ok(Self {
+            spec,
+            masks,
+            scores,
+            warm,
+            summary,
+        })
     }
 }

@@ -128,7 +128,12 @@ pub struct EstimateConfig {
 }
 
 fn d_peft() -> PeftConfig {
-    PeftConfig::Lora { rank: d_rank(), alpha: d_alpha(), dropout: d_lora_dropout(), targets: d_targets() }
+    PeftConfig::Lora {
+        rank: d_rank(),
+        alpha: d_alpha(),
+        dropout: d_lora_dropout(),
+        targets: d_targets(),
+    }
 }
 fn d_steps() -> StepsSpec {
     StepsSpec::Steps(800)
@@ -167,7 +172,9 @@ impl EstimateConfig {
         let bad = |field: &str, msg: String| Err(format!("field `{field}`: {msg}"));
         match self.steps {
             StepsSpec::Steps(0) => return bad("steps", "must be at least 1".into()),
-            StepsSpec::EpochFraction(f) if !(f > 0.0 && f.is_finite()) => return bad("steps", format!("epoch fraction {f} must be positive")),
+            StepsSpec::EpochFraction(f) if !(f > 0.0 && f.is_finite()) => {
+                return bad("steps", format!("epoch fraction {f} must be positive"));
+            }
             _ => {}
         }
         if self.batch_size == 0 {
@@ -179,13 +186,24 @@ impl EstimateConfig {
         if !(self.l1 >= 0.0 && self.l1.is_finite()) {
             return bad("l1", format!("{} must be ≥ 0", self.l1));
         }
-        for (f, v) in [("attn_mask_lr_coef", self.attn_mask_lr_coef), ("ffn_mask_lr_coef", self.ffn_mask_lr_coef)] {
+        for (f, v) in [
+            ("attn_mask_lr_coef", self.attn_mask_lr_coef),
+            ("ffn_mask_lr_coef", self.ffn_mask_lr_coef),
+        ] {
             if v != 1.0 {
-                return bad(f, format!("{v}: only 1.0 (the reference scripts' value) is implemented; the optimiser has one learning rate"));
+                return bad(
+                    f,
+                    format!(
+                        "{v}: only 1.0 (the reference scripts' value) is implemented; the optimiser has one learning rate"
+                    ),
+                );
             }
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad("warmup_ratio", format!("{} must be in [0, 1)", self.warmup_ratio));
+            return bad(
+                "warmup_ratio",
+                format!("{} must be in [0, 1)", self.warmup_ratio),
+            );
         }
         if self.record_every == 0 {
             return bad("record_every", "must be at least 1".into());
@@ -194,7 +212,12 @@ impl EstimateConfig {
             return bad("padding", "fixed length must be positive".into());
         }
         match &self.peft {
-            PeftConfig::Lora { rank, targets, dropout, .. } => {
+            PeftConfig::Lora {
+                rank,
+                targets,
+                dropout,
+                ..
+            } => {
                 if *rank == 0 {
                     return bad("peft.rank", "must be at least 1".into());
                 }
@@ -205,7 +228,12 @@ impl EstimateConfig {
                     return bad("peft.dropout", format!("{dropout} must be in [0, 1)"));
                 }
             }
-            PeftConfig::Adapter { size, sites, dropout, .. } => {
+            PeftConfig::Adapter {
+                size,
+                sites,
+                dropout,
+                ..
+            } => {
                 if *size == 0 {
                     return bad("peft.size", "must be at least 1".into());
                 }

@@ -14,6 +14,6 @@ pub mod config;
 pub mod run;
 pub mod stage;
 
-pub use artifact::{aggregate, EstimateArtifact, Window};
+pub use artifact::{EstimateArtifact, Window, aggregate};
 pub use config::{EstimateConfig, PeftConfig, StepsSpec};
 pub use stage::EstimateStage;

@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use lpeft_data::{BatchConfig, Batcher, Dataset, Padding};
-use lpeft_model::hf::{load_spec, HfCheckpoint};
 use lpeft_model::Model;
+use lpeft_model::hf::{HfCheckpoint, load_spec};
 use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
 
 use crate::artifact::{self, AggregateScores, ArtifactError, EstimateSummary, ModuleScore, Window};
 use crate::config::{EstimateConfig, PaddingSpec};
-use crate::run::{estimate, estimation_spec, Outcome};
+use crate::run::{Outcome, estimate, estimation_spec};
 
 pub const KIND: &str = "estimate";
 
@@ -18,7 +18,10 @@ pub const KIND: &str = "estimate";
 pub struct EstimateStage;
 
 fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::Params { stage: KIND.into(), message: message.to_string() }
+    StageError::Params {
+        stage: KIND.into(),
+        message: message.to_string(),
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> StageError {
@@ -37,7 +40,12 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf, String> {
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file())
-        .ok_or_else(|| format!("field `model`: {} has no model.safetensors or pytorch_model.bin", dir.display()))
+        .ok_or_else(|| {
+            format!(
+                "field `model`: {} has no model.safetensors or pytorch_model.bin",
+                dir.display()
+            )
+        })
 }
 
 /// blake3 of a file's content, hex.
@@ -57,9 +65,16 @@ pub fn write_artifact(
     artifact::write_json(&dir.join(artifact::CONFIG_FILE), cfg)?;
     artifact::write_masks(&dir.join(artifact::MASKS_FILE), &out.masks)?;
     artifact::write_scores(dir, &out.scores)?;
-    let agg = artifact::aggregate(&out.scores, Window::SecondHalf).map_err(|m| ArtifactError::Bad { file: dir.join(artifact::SCORES_FILE), message: m })?;
+    let agg =
+        artifact::aggregate(&out.scores, Window::SecondHalf).map_err(|m| ArtifactError::Bad {
+            file: dir.join(artifact::SCORES_FILE),
+            message: m,
+        })?;
     artifact::write_json(&dir.join(artifact::SCORES_JSON), &agg)?;
-    artifact::write_json(&dir.join(lpeft_model::checkpoint::SPEC_FILE), &out.model.spec)?;
+    artifact::write_json(
+        &dir.join(lpeft_model::checkpoint::SPEC_FILE),
+        &out.model.spec,
+    )?;
     let state = lpeft_model::checkpoint::trainable_tensors(&out.model);
     lpeft_model::checkpoint::write_safetensors(&dir.join(artifact::PEFT_STATE_FILE), &state)?;
     artifact::write_json(&dir.join(artifact::CURVE_FILE), &out.curve)?;
@@ -99,7 +114,10 @@ impl Stage for EstimateStage {
 
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
         let cfg = parse(params)?;
-        let mut files = vec![cfg.model.join("config.json"), weights_file(&cfg.model).map_err(params_error)?];
+        let mut files = vec![
+            cfg.model.join("config.json"),
+            weights_file(&cfg.model).map_err(params_error)?,
+        ];
         let tokenizer = cfg.model.join("tokenizer.json");
         if tokenizer.is_file() {
             files.push(tokenizer);
@@ -107,19 +125,38 @@ impl Stage for EstimateStage {
         let mut canonical = serde_json::to_value(&cfg).expect("config serializes");
         // The model's files enter the key by content; its path does not.
         canonical.as_object_mut().expect("object").remove("model");
-        Ok(Prepared { canonical_params: canonical, external_files: files, backend_sensitive: true })
+        Ok(Prepared {
+            canonical_params: canonical,
+            external_files: files,
+            backend_sensitive: true,
+        })
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let cfg = parse(ctx.params)?;
-        let input = ctx.inputs.get("dataset").ok_or_else(|| StageError::MissingInput { stage: KIND.into(), slot: "dataset".into() })?;
+        let input = ctx
+            .inputs
+            .get("dataset")
+            .ok_or_else(|| StageError::MissingInput {
+                stage: KIND.into(),
+                slot: "dataset".into(),
+            })?;
         let ds = Dataset::open(&input.dir).map_err(failed)?;
-        let split = ds.split(&cfg.split).map_err(|e| params_error(format!("field `split`: {e}")))?;
+        let split = ds
+            .split(&cfg.split)
+            .map_err(|e| params_error(format!("field `split`: {e}")))?;
         let padding = match cfg.padding {
             PaddingSpec::Longest => Padding::Longest,
             PaddingSpec::Fixed(n) => Padding::Fixed(n),
         };
-        let bcfg = BatchConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, drop_last: false, padding, pad_id: ds.meta.tokenizer.pad_id };
+        let bcfg = BatchConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            seed: cfg.seed,
+            drop_last: false,
+            padding,
+            pad_id: ds.meta.tokenizer.pad_id,
+        };
         let batcher = Batcher::new(&split, &ds.meta.task.kind, bcfg).map_err(failed)?;
         let per_epoch = batcher.num_batches();
         let steps = cfg.steps.resolve(per_epoch);
@@ -136,12 +173,14 @@ impl Stage for EstimateStage {
 
         ctx.progress.start(KIND, steps as u64);
         let out = estimate(model, &batcher, &cfg, steps, &device, &mut |r| {
-            ctx.progress.advance(1, &format!("loss {:.4} lr {:.2e}", r.loss, r.lr));
+            ctx.progress
+                .advance(1, &format!("loss {:.4} lr {:.2e}", r.loss, r.lr));
         });
         ctx.progress.finish();
         let out = out.map_err(failed)?;
 
-        let (summary, agg) = write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).map_err(failed)?;
+        let (summary, agg) =
+            write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).map_err(failed)?;
         let last = summary.masks.last().cloned();
         let top: Vec<&ModuleScore> = {
             let mut v: Vec<&ModuleScore> = agg.modules.iter().collect();

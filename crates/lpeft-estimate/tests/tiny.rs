@@ -62,18 +62,30 @@ fn run(peft: PeftConfig, dir: &std::path::Path) -> (EstimateArtifact, Model) {
     let kind = TaskKind::Classification { num_labels: 2 };
     let cfg = config(peft);
     cfg.validate().unwrap();
-    let bcfg = BatchConfig { batch_size: cfg.batch_size, shuffle: true, seed: 1, drop_last: false, padding: Padding::Longest, pad_id: 0 };
+    let bcfg = BatchConfig {
+        batch_size: cfg.batch_size,
+        shuffle: true,
+        seed: 1,
+        drop_last: false,
+        padding: Padding::Longest,
+        pad_id: 0,
+    };
     let batcher = Batcher::new(&split, &kind, bcfg).unwrap();
     let steps = cfg.steps.resolve(batcher.num_batches());
     assert_eq!(steps, 12, "4 epochs of 3 batches");
     let device = Device::flex().autodiff();
     device.seed(5);
-    let spec = estimation_spec(tiny_encoder(Family::Bert, &[(4, 8), (4, 8)]), &kind, &cfg.peft);
+    let spec = estimation_spec(
+        tiny_encoder(Family::Bert, &[(4, 8), (4, 8)]),
+        &kind,
+        &cfg.peft,
+    );
     let model = Model::build(&spec, &mut RandomSource { seed: 1 }, &device).unwrap();
     let mut seen = 0;
     let out = estimate(model, &batcher, &cfg, steps, &device, &mut |_| seen += 1).unwrap();
     assert_eq!(seen, steps);
-    let (summary, agg) = write_artifact(dir, &cfg, &out, batcher.num_batches(), "hash".into()).unwrap();
+    let (summary, agg) =
+        write_artifact(dir, &cfg, &out, batcher.num_batches(), "hash".into()).unwrap();
     assert_eq!(summary.steps, 12);
     assert_eq!((agg.from, agg.to), (6, 12), "second half of 12 steps");
     (EstimateArtifact::open(dir).unwrap(), out.model)
@@ -82,17 +94,43 @@ fn run(peft: PeftConfig, dir: &std::path::Path) -> (EstimateArtifact, Model) {
 #[test]
 fn lora_estimation_writes_a_complete_artifact_and_masks_move() {
     let dir = tempfile::tempdir().unwrap();
-    let lora = PeftConfig::Lora { rank: 4, alpha: 8.0, dropout: 0.05, targets: lpeft_schema::model::LoraTarget::ALL.to_vec() };
+    let lora = PeftConfig::Lora {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.05,
+        targets: lpeft_schema::model::LoraTarget::ALL.to_vec(),
+    };
     let (art, model) = run(lora, dir.path());
-    for f in [artifact::MASKS_FILE, artifact::SCORES_FILE, artifact::SCORES_INDEX_FILE, artifact::SCORES_JSON, artifact::PEFT_STATE_FILE, artifact::CURVE_FILE, artifact::SUMMARY_FILE, artifact::CONFIG_FILE, "model.json"] {
+    for f in [
+        artifact::MASKS_FILE,
+        artifact::SCORES_FILE,
+        artifact::SCORES_INDEX_FILE,
+        artifact::SCORES_JSON,
+        artifact::PEFT_STATE_FILE,
+        artifact::CURVE_FILE,
+        artifact::SUMMARY_FILE,
+        artifact::CONFIG_FILE,
+        "model.json",
+    ] {
         assert!(dir.path().join(f).is_file(), "{f} is written");
     }
     // Records at step 0, every 4 steps and at the end.
     assert_eq!(art.masks.record_steps, vec![0, 4, 8, 12]);
-    assert_eq!((art.masks.layers, art.masks.heads, art.masks.ffn), (2, 4, 8));
-    assert!(art.masks.head[..8].iter().all(|&m| m == 1.0), "masks start at 1");
+    assert_eq!(
+        (art.masks.layers, art.masks.heads, art.masks.ffn),
+        (2, 4, 8)
+    );
+    assert!(
+        art.masks.head[..8].iter().all(|&m| m == 1.0),
+        "masks start at 1"
+    );
     let last = art.masks.records() - 1;
-    let moved = |v: Vec<Vec<f32>>| v.into_iter().flatten().map(|m| (m - 1.0).abs()).fold(0.0f32, f32::max);
+    let moved = |v: Vec<Vec<f32>>| {
+        v.into_iter()
+            .flatten()
+            .map(|m| (m - 1.0).abs())
+            .fold(0.0f32, f32::max)
+    };
     assert!(moved(art.masks.heads_at(last)) > 1e-2, "head masks move");
     assert!(moved(art.masks.ffn_at(last)) > 1e-2, "FFN masks move");
     // The summary's mask statistics agree with the trajectory.
@@ -108,18 +146,30 @@ fn lora_estimation_writes_a_complete_artifact_and_masks_move() {
     assert!(art.scores.p2[..12].iter().all(|&v| v == 0.0));
     assert!(art.scores.p2[12 * 11..].iter().all(|&v| v > 0.0));
     let agg = lpeft_estimate::aggregate(&art.scores, Window::Range { from: 0, to: 12 }).unwrap();
-    assert!(agg.modules.iter().all(|m| m.module_score > 0.0 && m.rank_scores.len() == 4));
+    assert!(
+        agg.modules
+            .iter()
+            .all(|m| m.module_score > 0.0 && m.rank_scores.len() == 4)
+    );
     assert!(lpeft_estimate::aggregate(&art.scores, Window::Range { from: 5, to: 13 }).is_err());
 
     // Warm-start state: PEFT, head classifier and masks, no frozen backbone.
     assert!(art.warm.contains_key("encoder.layers.1.ffn.lora_output.b"));
     assert!(art.warm.contains_key("head.out.weight"));
-    assert!(art.warm.contains_key("encoder.layers.0.attention.head_mask"));
-    assert!(!art.warm.keys().any(|k| k.contains("attention.query.weight") || k.starts_with("head.pooler")));
+    assert!(
+        art.warm
+            .contains_key("encoder.layers.0.attention.head_mask")
+    );
+    assert!(
+        !art.warm
+            .keys()
+            .any(|k| k.contains("attention.query.weight") || k.starts_with("head.pooler"))
+    );
     assert_eq!(art.spec, model.spec);
 
     // Curve: one entry per step, finite losses, lr decaying linearly to 0.
-    let curve: Vec<serde_json::Value> = artifact::read_json(&dir.path().join(artifact::CURVE_FILE)).unwrap();
+    let curve: Vec<serde_json::Value> =
+        artifact::read_json(&dir.path().join(artifact::CURVE_FILE)).unwrap();
     assert_eq!(curve.len(), 12);
     assert!((curve[0]["lr"].as_f64().unwrap() - 2e-2).abs() < 1e-12);
     assert!(curve[11]["lr"].as_f64().unwrap() < 2e-2 / 10.0);
@@ -128,11 +178,22 @@ fn lora_estimation_writes_a_complete_artifact_and_masks_move() {
 #[test]
 fn adapter_estimation_records_two_modules_per_layer() {
     let dir = tempfile::tempdir().unwrap();
-    let adapters = PeftConfig::Adapter { size: 3, dropout: 0.1, scale: 1.0, sites: vec![lpeft_schema::model::AdapterSite::Attention, lpeft_schema::model::AdapterSite::Ffn] };
+    let adapters = PeftConfig::Adapter {
+        size: 3,
+        dropout: 0.1,
+        scale: 1.0,
+        sites: vec![
+            lpeft_schema::model::AdapterSite::Attention,
+            lpeft_schema::model::AdapterSite::Ffn,
+        ],
+    };
     let (art, _) = run(adapters, dir.path());
     assert_eq!(art.scores.index.modules.len(), 4);
     assert_eq!(art.scores.index.rank, 3);
-    assert!(art.scores.p2.iter().all(|v| v.is_finite() && *v > 0.0), "adapters start non-zero");
+    assert!(
+        art.scores.p2.iter().all(|v| v.is_finite() && *v > 0.0),
+        "adapters start non-zero"
+    );
 }
 
 #[test]
@@ -143,8 +204,14 @@ fn bad_params_name_the_field() {
     let model = "../../../shared/models/all-MiniLM-L6-v2";
     assert!(err(serde_json::json!({"model": model, "batch_size": 0})).contains("batch_size"));
     assert!(err(serde_json::json!({"model": model, "steps": {"steps": 0}})).contains("steps"));
-    assert!(err(serde_json::json!({"model": model, "attn_mask_lr_coef": 100.0})).contains("attn_mask_lr_coef"));
+    assert!(
+        err(serde_json::json!({"model": model, "attn_mask_lr_coef": 100.0}))
+            .contains("attn_mask_lr_coef")
+    );
     assert!(err(serde_json::json!({"model": model, "lr_typo": 1})).contains("lr_typo"));
     assert!(err(serde_json::json!({"model": "/nonexistent"})).contains("model"));
-    assert!(err(serde_json::json!({"model": model, "peft": {"kind": "lora", "rank": 0}})).contains("peft.rank"));
+    assert!(
+        err(serde_json::json!({"model": model, "peft": {"kind": "lora", "rank": 0}}))
+            .contains("peft.rank")
+    );
 }

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use lpeft_schema::model::{AdapterSite, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec};
+use lpeft_schema::model::{
+    AdapterSite, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
+};
 
 use crate::plan::Plan;
 
@@ -22,17 +24,33 @@ pub enum SurgeryError {
     #[error("the plan has {plan} layers, the model {model}")]
     LayerCount { plan: usize, model: usize },
     #[error("layer {layer}: head {head} does not exist (the layer has {heads} heads)")]
-    HeadOutOfRange { layer: usize, head: usize, heads: usize },
+    HeadOutOfRange {
+        layer: usize,
+        head: usize,
+        heads: usize,
+    },
     #[error("layer {layer}: FFN neuron {neuron} does not exist (the layer has {width})")]
-    NeuronOutOfRange { layer: usize, neuron: usize, width: usize },
+    NeuronOutOfRange {
+        layer: usize,
+        neuron: usize,
+        width: usize,
+    },
     #[error("module {module}: rank {rank} does not exist (the module has rank {have})")]
-    RankOutOfRange { module: String, rank: usize, have: usize },
+    RankOutOfRange {
+        module: String,
+        rank: usize,
+        have: usize,
+    },
     #[error("module {module} is in the plan but not in the model")]
     UnknownModule { module: String },
     #[error("missing tensor `{0}`")]
     MissingTensor(String),
     #[error("tensor `{name}` has shape {shape:?}; {expected}")]
-    BadShape { name: String, shape: Vec<usize>, expected: String },
+    BadShape {
+        name: String,
+        shape: Vec<usize>,
+        expected: String,
+    },
     #[error("{what} must be sorted and without repeats")]
     Unsorted { what: String },
     #[error("the masked-equivalent model needs a spec with masks")]
@@ -48,29 +66,51 @@ pub fn check_plan(spec: &ModelSpec, plan: &Plan) -> Result<(), SurgeryError> {
     let layers = &spec.encoder.layers;
     for n in [plan.kept_heads.len(), plan.kept_neurons.len()] {
         if n != layers.len() {
-            return Err(SurgeryError::LayerCount { plan: n, model: layers.len() });
+            return Err(SurgeryError::LayerCount {
+                plan: n,
+                model: layers.len(),
+            });
         }
     }
     for (l, shape) in layers.iter().enumerate() {
         if let Some(&head) = plan.kept_heads[l].iter().find(|&&h| h >= shape.heads) {
-            return Err(SurgeryError::HeadOutOfRange { layer: l, head, heads: shape.heads });
+            return Err(SurgeryError::HeadOutOfRange {
+                layer: l,
+                head,
+                heads: shape.heads,
+            });
         }
         if let Some(&neuron) = plan.kept_neurons[l].iter().find(|&&i| i >= shape.ffn) {
-            return Err(SurgeryError::NeuronOutOfRange { layer: l, neuron, width: shape.ffn });
+            return Err(SurgeryError::NeuronOutOfRange {
+                layer: l,
+                neuron,
+                width: shape.ffn,
+            });
         }
-        if !check_sorted_unique(&plan.kept_heads[l]) || !check_sorted_unique(&plan.kept_neurons[l]) {
-            return Err(SurgeryError::Unsorted { what: format!("layer {l}'s kept heads or neurons") });
+        if !check_sorted_unique(&plan.kept_heads[l]) || !check_sorted_unique(&plan.kept_neurons[l])
+        {
+            return Err(SurgeryError::Unsorted {
+                what: format!("layer {l}'s kept heads or neurons"),
+            });
         }
     }
     for k in &plan.kept_ranks {
         let Some(m) = spec.peft.iter().find(|m| m.id == k.id) else {
-            return Err(SurgeryError::UnknownModule { module: k.id.to_string() });
+            return Err(SurgeryError::UnknownModule {
+                module: k.id.to_string(),
+            });
         };
         if !check_sorted_unique(&k.ranks) {
-            return Err(SurgeryError::Unsorted { what: format!("module {}'s kept ranks", k.id) });
+            return Err(SurgeryError::Unsorted {
+                what: format!("module {}'s kept ranks", k.id),
+            });
         }
         if let Some(&rank) = k.ranks.iter().find(|&&r| r >= m.rank) {
-            return Err(SurgeryError::RankOutOfRange { module: k.id.to_string(), rank, have: m.rank });
+            return Err(SurgeryError::RankOutOfRange {
+                module: k.id.to_string(),
+                rank,
+                have: m.rank,
+            });
         }
     }
     Ok(())
@@ -79,8 +119,12 @@ pub fn check_plan(spec: &ModelSpec, plan: &Plan) -> Result<(), SurgeryError> {
 /// Whether a LoRA target's matrix still exists after the plan (q/k/v/o need a head, fc1/fc2 a neuron).
 fn matrix_survives(plan: &Plan, id: PeftModuleId) -> bool {
     match id.site {
-        PeftSite::Lora(LoraTarget::Query | LoraTarget::Key | LoraTarget::Value | LoraTarget::AttnOut) => !plan.kept_heads[id.layer].is_empty(),
-        PeftSite::Lora(LoraTarget::FfnIn | LoraTarget::FfnOut) => !plan.kept_neurons[id.layer].is_empty(),
+        PeftSite::Lora(
+            LoraTarget::Query | LoraTarget::Key | LoraTarget::Value | LoraTarget::AttnOut,
+        ) => !plan.kept_heads[id.layer].is_empty(),
+        PeftSite::Lora(LoraTarget::FfnIn | LoraTarget::FfnOut) => {
+            !plan.kept_neurons[id.layer].is_empty()
+        }
         PeftSite::Adapter(_) => true,
     }
 }
@@ -91,7 +135,8 @@ pub fn surviving_modules(spec: &ModelSpec, plan: &Plan) -> BTreeMap<PeftModuleId
         .iter()
         .filter_map(|m| {
             let ranks = plan.ranks_of(m.id)?;
-            (!ranks.is_empty() && m.rank > 0 && matrix_survives(plan, m.id)).then(|| (m.id, ranks.to_vec()))
+            (!ranks.is_empty() && m.rank > 0 && matrix_survives(plan, m.id))
+                .then(|| (m.id, ranks.to_vec()))
         })
         .collect()
 }
@@ -117,7 +162,9 @@ fn classify(name: &str) -> Option<(usize, Part)> {
     let layer: usize = l.parse().ok()?;
     let id = |site| PeftModuleId { layer, site };
     let part = match sub {
-        "attention.query.weight" | "attention.key.weight" | "attention.value.weight" => Part::QkvWeight,
+        "attention.query.weight" | "attention.key.weight" | "attention.value.weight" => {
+            Part::QkvWeight
+        }
         "attention.query.bias" | "attention.key.bias" | "attention.value.bias" => Part::QkvBias,
         "attention.output.weight" => Part::AttnOutWeight,
         "attention.head_mask" => Part::HeadMask,
@@ -172,33 +219,58 @@ fn select_1d(v: &[f32], idx: &[usize]) -> (Vec<usize>, Vec<f32>) {
 
 /// Columns of the kept heads' units, `h·d .. (h+1)·d` for each kept head.
 fn head_units(heads: &[usize], head_dim: usize) -> Vec<usize> {
-    heads.iter().flat_map(|&h| h * head_dim..(h + 1) * head_dim).collect()
+    heads
+        .iter()
+        .flat_map(|&h| h * head_dim..(h + 1) * head_dim)
+        .collect()
 }
 
 /// Which side of a PEFT factor follows the pruned heads or neurons.
 fn dimension_units(plan: &Plan, id: PeftModuleId, head_dim: usize) -> Option<Vec<usize>> {
     match id.site {
-        PeftSite::Lora(LoraTarget::Query | LoraTarget::Key | LoraTarget::Value | LoraTarget::AttnOut) => Some(head_units(&plan.kept_heads[id.layer], head_dim)),
-        PeftSite::Lora(LoraTarget::FfnIn | LoraTarget::FfnOut) => Some(plan.kept_neurons[id.layer].clone()),
+        PeftSite::Lora(
+            LoraTarget::Query | LoraTarget::Key | LoraTarget::Value | LoraTarget::AttnOut,
+        ) => Some(head_units(&plan.kept_heads[id.layer], head_dim)),
+        PeftSite::Lora(LoraTarget::FfnIn | LoraTarget::FfnOut) => {
+            Some(plan.kept_neurons[id.layer].clone())
+        }
         PeftSite::Adapter(_) => None,
     }
 }
 
 /// B's columns follow the output units of q/k/v/fc1; A's rows follow the input units of o/fc2.
 fn b_follows_units(id: PeftModuleId) -> bool {
-    matches!(id.site, PeftSite::Lora(LoraTarget::Query | LoraTarget::Key | LoraTarget::Value | LoraTarget::FfnIn))
+    matches!(
+        id.site,
+        PeftSite::Lora(LoraTarget::Query | LoraTarget::Key | LoraTarget::Value | LoraTarget::FfnIn)
+    )
 }
 fn a_follows_units(id: PeftModuleId) -> bool {
-    matches!(id.site, PeftSite::Lora(LoraTarget::AttnOut | LoraTarget::FfnOut))
+    matches!(
+        id.site,
+        PeftSite::Lora(LoraTarget::AttnOut | LoraTarget::FfnOut)
+    )
 }
 
 fn need_2d(name: &str, shape: &[usize]) -> Result<(), SurgeryError> {
-    if shape.len() == 2 { Ok(()) } else { Err(SurgeryError::BadShape { name: name.into(), shape: shape.to_vec(), expected: "expected a matrix".into() }) }
+    if shape.len() == 2 {
+        Ok(())
+    } else {
+        Err(SurgeryError::BadShape {
+            name: name.into(),
+            shape: shape.to_vec(),
+            expected: "expected a matrix".into(),
+        })
+    }
 }
 
 /// The physically pruned model: its spec (per-layer shapes, surviving PEFT modules with their
 /// new ranks, masks off) and tensors.
-pub fn prune(spec: &ModelSpec, tensors: &Tensors, plan: &Plan) -> Result<(ModelSpec, Tensors), SurgeryError> {
+pub fn prune(
+    spec: &ModelSpec,
+    tensors: &Tensors,
+    plan: &Plan,
+) -> Result<(ModelSpec, Tensors), SurgeryError> {
     check_plan(spec, plan)?;
     let d = spec.encoder.head_dim;
     let survivors = surviving_modules(spec, plan);
@@ -209,7 +281,10 @@ pub fn prune(spec: &ModelSpec, tensors: &Tensors, plan: &Plan) -> Result<(ModelS
             continue;
         };
         if l >= plan.kept_heads.len() {
-            return Err(SurgeryError::LayerCount { plan: plan.kept_heads.len(), model: l + 1 });
+            return Err(SurgeryError::LayerCount {
+                plan: plan.kept_heads.len(),
+                model: l + 1,
+            });
         }
         let heads = head_units(&plan.kept_heads[l], d);
         let neurons = &plan.kept_neurons[l];
@@ -263,18 +338,37 @@ pub fn prune(spec: &ModelSpec, tensors: &Tensors, plan: &Plan) -> Result<(ModelS
     }
     let mut new_spec = spec.clone();
     new_spec.masks = false;
-    new_spec.encoder.layers = plan.kept_heads.iter().zip(&plan.kept_neurons).map(|(h, f)| LayerShape { heads: h.len(), ffn: f.len() }).collect();
+    new_spec.encoder.layers = plan
+        .kept_heads
+        .iter()
+        .zip(&plan.kept_neurons)
+        .map(|(h, f)| LayerShape {
+            heads: h.len(),
+            ffn: f.len(),
+        })
+        .collect();
     new_spec.peft = spec
         .peft
         .iter()
-        .filter_map(|m| survivors.get(&m.id).map(|ranks| lpeft_schema::model::PeftModuleSpec { rank: ranks.len(), ..m.clone() }))
+        .filter_map(|m| {
+            survivors
+                .get(&m.id)
+                .map(|ranks| lpeft_schema::model::PeftModuleSpec {
+                    rank: ranks.len(),
+                    ..m.clone()
+                })
+        })
         .collect();
     Ok((new_spec, out))
 }
 
 /// The unpruned model with the plan expressed as masks: head and neuron masks set to the plan's
 /// 0/1 values, removed PEFT modules and ranks zeroed. Its outputs equal the pruned model's.
-pub fn masked_equivalent(spec: &ModelSpec, tensors: &Tensors, plan: &Plan) -> Result<Tensors, SurgeryError> {
+pub fn masked_equivalent(
+    spec: &ModelSpec,
+    tensors: &Tensors,
+    plan: &Plan,
+) -> Result<Tensors, SurgeryError> {
     if !spec.masks {
         return Err(SurgeryError::NoMasks);
     }
@@ -282,7 +376,9 @@ pub fn masked_equivalent(spec: &ModelSpec, tensors: &Tensors, plan: &Plan) -> Re
     let survivors = surviving_modules(spec, plan);
     let mut out = tensors.clone();
     for (name, (shape, v)) in out.iter_mut() {
-        let Some((l, part)) = classify(name) else { continue };
+        let Some((l, part)) = classify(name) else {
+            continue;
+        };
         let indicator = |keep: &[usize], v: &mut Vec<f32>| {
             let keep: BTreeSet<usize> = keep.iter().copied().collect();
             for (i, x) in v.iter_mut().enumerate() {
@@ -294,7 +390,10 @@ pub fn masked_equivalent(spec: &ModelSpec, tensors: &Tensors, plan: &Plan) -> Re
             Part::NeuronMask => indicator(&plan.kept_neurons[l], v),
             // Zero A's columns / B's rows of dropped ranks; a dropped module loses all of B.
             Part::PeftA(id) => {
-                let keep: BTreeSet<usize> = survivors.get(&id).map(|r| r.iter().copied().collect()).unwrap_or_default();
+                let keep: BTreeSet<usize> = survivors
+                    .get(&id)
+                    .map(|r| r.iter().copied().collect())
+                    .unwrap_or_default();
                 let c = shape[1];
                 for (i, x) in v.iter_mut().enumerate() {
                     if !keep.contains(&(i % c)) {
@@ -303,7 +402,10 @@ pub fn masked_equivalent(spec: &ModelSpec, tensors: &Tensors, plan: &Plan) -> Re
                 }
             }
             Part::PeftB(id) => {
-                let keep: BTreeSet<usize> = survivors.get(&id).map(|r| r.iter().copied().collect()).unwrap_or_default();
+                let keep: BTreeSet<usize> = survivors
+                    .get(&id)
+                    .map(|r| r.iter().copied().collect())
+                    .unwrap_or_default();
                 let c = shape[1];
                 for (i, x) in v.iter_mut().enumerate() {
                     if !keep.contains(&(i / c)) {
@@ -345,7 +447,10 @@ pub struct ParamReport {
 }
 
 fn count(t: &Tensors, pred: impl Fn(&str) -> bool) -> usize {
-    t.iter().filter(|(k, _)| pred(k)).map(|(_, (s, _))| s.iter().product::<usize>()).sum()
+    t.iter()
+        .filter(|(k, _)| pred(k))
+        .map(|(_, (s, _))| s.iter().product::<usize>())
+        .sum()
 }
 
 fn is_peft(name: &str) -> bool {
@@ -362,16 +467,31 @@ fn is_backbone(name: &str) -> bool {
 }
 
 fn pct(part: usize, whole: usize) -> f64 {
-    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }
 
-pub fn param_report(before_spec: &ModelSpec, before: &Tensors, after_spec: &ModelSpec, after: &Tensors) -> ParamReport {
+pub fn param_report(
+    before_spec: &ModelSpec,
+    before: &Tensors,
+    after_spec: &ModelSpec,
+    after: &Tensors,
+) -> ParamReport {
     let layers = |n: &str| is_backbone(n) && n.starts_with("encoder.layers.");
     let (bb0, bb1) = (count(before, is_backbone), count(after, is_backbone));
     let (el0, el1) = (count(before, layers), count(after, layers));
     let (p0, p1) = (count(before, is_peft), count(after, is_peft));
     let head_trainable_pred = |n: &str| match after_spec.head {
-        TaskHeadSpec::Classification { style: HeadStyle::RobertaDenseTanh, .. } | TaskHeadSpec::Regression { style: HeadStyle::RobertaDenseTanh } => is_head(n),
+        TaskHeadSpec::Classification {
+            style: HeadStyle::RobertaDenseTanh,
+            ..
+        }
+        | TaskHeadSpec::Regression {
+            style: HeadStyle::RobertaDenseTanh,
+        } => is_head(n),
         _ => n.starts_with("head.out."),
     };
     let head_trainable = count(after, head_trainable_pred);

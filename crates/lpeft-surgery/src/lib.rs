@@ -15,6 +15,6 @@ pub mod apply;
 pub mod plan;
 pub mod stage;
 
-pub use apply::{masked_equivalent, param_report, prune, ParamReport, SurgeryError, Tensors};
-pub use plan::{make_plan, quantile_linear, Plan, PlanSettings, Scope, Scores};
+pub use apply::{ParamReport, SurgeryError, Tensors, masked_equivalent, param_report, prune};
+pub use plan::{Plan, PlanSettings, Scope, Scores, make_plan, quantile_linear};
 pub use stage::{SurgeryConfig, SurgeryStage};

@@ -19,12 +19,21 @@ pub fn quantile_linear(values: &[f64], q: f64) -> f64 {
     let t = pos - lo as f64;
     let (a, b) = (v[lo], v[hi.min(v.len() - 1)]);
     // numpy's _lerp: the form that is exact at the nearer end.
-    if t >= 0.5 { b - (b - a) * (1.0 - t) } else { a + (b - a) * t }
+    if t >= 0.5 {
+        b - (b - a) * (1.0 - t)
+    } else {
+        a + (b - a) * t
+    }
 }
 
 /// Indices whose value is strictly above `threshold`.
 pub fn kept_above(values: &[f64], threshold: f64) -> Vec<usize> {
-    values.iter().enumerate().filter(|(_, v)| **v > threshold).map(|(i, _)| i).collect()
+    values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v > threshold)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Number pruned by the rule for `n` distinct values at ratio `q > 0` (spec §2.6).
@@ -80,15 +89,33 @@ impl Scores {
     /// draws from its own stream, so changing one ratio leaves the others' draws unchanged.
     pub fn random_like(&self, seed: u64) -> Scores {
         let draw = |name: String, n: usize| -> Vec<f64> {
-            SeededRng::derive(seed, &name).uniform(n, 0.0, 1.0).into_iter().map(f64::from).collect()
+            SeededRng::derive(seed, &name)
+                .uniform(n, 0.0, 1.0)
+                .into_iter()
+                .map(f64::from)
+                .collect()
         };
         Scores {
-            heads: self.heads.iter().enumerate().map(|(l, h)| draw(format!("heads.{l}"), h.len())).collect(),
-            neurons: self.neurons.iter().enumerate().map(|(l, f)| draw(format!("neurons.{l}"), f.len())).collect(),
+            heads: self
+                .heads
+                .iter()
+                .enumerate()
+                .map(|(l, h)| draw(format!("heads.{l}"), h.len()))
+                .collect(),
+            neurons: self
+                .neurons
+                .iter()
+                .enumerate()
+                .map(|(l, f)| draw(format!("neurons.{l}"), f.len()))
+                .collect(),
             modules: self
                 .modules
                 .iter()
-                .map(|m| ModuleScores { id: m.id, score: draw(format!("module.{}", m.id), 1)[0], ranks: draw(format!("ranks.{}", m.id), m.ranks.len()) })
+                .map(|m| ModuleScores {
+                    id: m.id,
+                    score: draw(format!("module.{}", m.id), 1)[0],
+                    ranks: draw(format!("ranks.{}", m.id), m.ranks.len()),
+                })
                 .collect(),
         }
     }
@@ -135,7 +162,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn ranks_of(&self, id: PeftModuleId) -> Option<&[usize]> {
-        self.kept_ranks.iter().find(|k| k.id == id).map(|k| k.ranks.as_slice())
+        self.kept_ranks
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| k.ranks.as_slice())
     }
 }
 
@@ -150,17 +180,31 @@ fn select(groups: &[(String, Vec<f64>)], ratio: f64) -> (Vec<Vec<usize>>, Vec<Gr
             let t = quantile_linear(values, ratio);
             (kept_above(values, t), Some(t))
         };
-        th.push(GroupThreshold { group: name.clone(), threshold: t, kept: k.len(), total: values.len() });
+        th.push(GroupThreshold {
+            group: name.clone(),
+            threshold: t,
+            kept: k.len(),
+            total: values.len(),
+        });
         kept.push(k);
     }
     (kept, th)
 }
 
 /// Per-layer selection, or one global threshold whose survivors are split back per layer.
-fn select_scoped(per_layer: &[Vec<f64>], ratio: f64, scope: Scope, what: &str) -> (Vec<Vec<usize>>, Vec<GroupThreshold>) {
+fn select_scoped(
+    per_layer: &[Vec<f64>],
+    ratio: f64,
+    scope: Scope,
+    what: &str,
+) -> (Vec<Vec<usize>>, Vec<GroupThreshold>) {
     match scope {
         Scope::Layerwise => {
-            let groups: Vec<(String, Vec<f64>)> = per_layer.iter().enumerate().map(|(l, v)| (format!("layer{l}"), v.clone())).collect();
+            let groups: Vec<(String, Vec<f64>)> = per_layer
+                .iter()
+                .enumerate()
+                .map(|(l, v)| (format!("layer{l}"), v.clone()))
+                .collect();
             select(&groups, ratio)
         }
         Scope::Global => {
@@ -171,7 +215,12 @@ fn select_scoped(per_layer: &[Vec<f64>], ratio: f64, scope: Scope, what: &str) -
             let flat = &kept[0];
             for v in per_layer {
                 let end = offset + v.len();
-                out.push(flat.iter().filter(|&&i| i >= offset && i < end).map(|&i| i - offset).collect());
+                out.push(
+                    flat.iter()
+                        .filter(|&&i| i >= offset && i < end)
+                        .map(|&i| i - offset)
+                        .collect(),
+                );
                 offset = end;
             }
             (out, th)
@@ -181,36 +230,88 @@ fn select_scoped(per_layer: &[Vec<f64>], ratio: f64, scope: Scope, what: &str) -
 
 /// The pruning plan for `scores` under `settings` (spec §2.6, §3.4; appendix stage B).
 pub fn make_plan(scores: &Scores, settings: &PlanSettings) -> Plan {
-    let (kept_heads, th_heads) = select_scoped(&scores.heads, settings.head_ratio, settings.head_scope, "heads");
-    let (kept_neurons, th_ffn) = select_scoped(&scores.neurons, settings.ffn_ratio, settings.ffn_scope, "neurons");
+    let (kept_heads, th_heads) = select_scoped(
+        &scores.heads,
+        settings.head_ratio,
+        settings.head_scope,
+        "heads",
+    );
+    let (kept_neurons, th_ffn) = select_scoped(
+        &scores.neurons,
+        settings.ffn_ratio,
+        settings.ffn_scope,
+        "neurons",
+    );
 
     // Modules: layerwise groups modules by layer.
-    let layers = scores.modules.iter().map(|m| m.id.layer + 1).max().unwrap_or(0);
-    let by_layer: Vec<Vec<f64>> = (0..layers).map(|l| scores.modules.iter().filter(|m| m.id.layer == l).map(|m| m.score).collect()).collect();
-    let (kept_by_layer, th_modules) = select_scoped(&by_layer, settings.module_ratio, settings.module_scope, "modules");
+    let layers = scores
+        .modules
+        .iter()
+        .map(|m| m.id.layer + 1)
+        .max()
+        .unwrap_or(0);
+    let by_layer: Vec<Vec<f64>> = (0..layers)
+        .map(|l| {
+            scores
+                .modules
+                .iter()
+                .filter(|m| m.id.layer == l)
+                .map(|m| m.score)
+                .collect()
+        })
+        .collect();
+    let (kept_by_layer, th_modules) = select_scoped(
+        &by_layer,
+        settings.module_ratio,
+        settings.module_scope,
+        "modules",
+    );
     let mut kept_modules = Vec::new();
     for (l, kept) in kept_by_layer.iter().enumerate() {
-        let in_layer: Vec<&ModuleScores> = scores.modules.iter().filter(|m| m.id.layer == l).collect();
+        let in_layer: Vec<&ModuleScores> =
+            scores.modules.iter().filter(|m| m.id.layer == l).collect();
         kept_modules.extend(kept.iter().map(|&i| in_layer[i].id));
     }
     kept_modules.sort();
 
     // Ranks: over the surviving modules only; layerwise = one threshold per module.
-    let survivors: Vec<&ModuleScores> = scores.modules.iter().filter(|m| kept_modules.contains(&m.id)).collect();
+    let survivors: Vec<&ModuleScores> = scores
+        .modules
+        .iter()
+        .filter(|m| kept_modules.contains(&m.id))
+        .collect();
     let rank_groups: Vec<Vec<f64>> = survivors.iter().map(|m| m.ranks.clone()).collect();
-    let (kept_rank_sets, mut th_ranks) = select_scoped(&rank_groups, settings.rank_ratio, settings.rank_scope, "ranks");
+    let (kept_rank_sets, mut th_ranks) = select_scoped(
+        &rank_groups,
+        settings.rank_ratio,
+        settings.rank_scope,
+        "ranks",
+    );
     if settings.rank_scope == Scope::Layerwise {
         for (t, m) in th_ranks.iter_mut().zip(&survivors) {
             t.group = m.id.to_string();
         }
     }
-    let kept_ranks = survivors.iter().zip(kept_rank_sets).map(|(m, ranks)| KeptRanks { module: m.id.to_string(), id: m.id, ranks }).collect();
+    let kept_ranks = survivors
+        .iter()
+        .zip(kept_rank_sets)
+        .map(|(m, ranks)| KeptRanks {
+            module: m.id.to_string(),
+            id: m.id,
+            ranks,
+        })
+        .collect();
     Plan {
         settings: *settings,
         kept_heads,
         kept_neurons,
         kept_modules,
         kept_ranks,
-        thresholds: Thresholds { heads: th_heads, ffn: th_ffn, modules: th_modules, ranks: th_ranks },
+        thresholds: Thresholds {
+            heads: th_heads,
+            ffn: th_ffn,
+            modules: th_modules,
+            ranks: th_ranks,
+        },
     }
 }

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use lpeft_estimate::artifact::{aggregate, EstimateArtifact, Window};
+use lpeft_estimate::artifact::{EstimateArtifact, Window, aggregate};
 use lpeft_estimate::stage::{file_blake3, weights_file};
+use lpeft_model::Model;
 use lpeft_model::checkpoint;
 use lpeft_model::hf::HfCheckpoint;
 use lpeft_model::source::{MapSource, TensorMap};
-use lpeft_model::Model;
 use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
 
-use crate::apply::{param_report, prune, ParamReport, Tensors};
-use crate::plan::{make_plan, ModuleScores, Plan, PlanSettings, Scope, Scores};
+use crate::apply::{ParamReport, Tensors, param_report, prune};
+use crate::plan::{ModuleScores, Plan, PlanSettings, Scope, Scores, make_plan};
 
 pub const KIND: &str = "surgery";
 pub const PLAN_FILE: &str = "plan.json";
@@ -109,9 +109,16 @@ impl SurgeryConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        for (field, v) in [("head_ratio", self.head_ratio), ("ffn_ratio", self.ffn_ratio), ("module_ratio", self.module_ratio), ("rank_ratio", self.rank_ratio)] {
+        for (field, v) in [
+            ("head_ratio", self.head_ratio),
+            ("ffn_ratio", self.ffn_ratio),
+            ("module_ratio", self.module_ratio),
+            ("rank_ratio", self.rank_ratio),
+        ] {
             if !(0.0..1.0).contains(&v) {
-                return Err(format!("field `{field}`: {v} must be in [0, 1) (the fraction pruned)"));
+                return Err(format!(
+                    "field `{field}`: {v} must be in [0, 1) (the fraction pruned)"
+                ));
             }
         }
         Ok(())
@@ -134,7 +141,10 @@ pub struct PlanFile {
 pub struct SurgeryStage;
 
 fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::Params { stage: KIND.into(), message: message.to_string() }
+    StageError::Params {
+        stage: KIND.into(),
+        message: message.to_string(),
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> StageError {
@@ -148,13 +158,29 @@ pub fn parse(params: &Params) -> Result<SurgeryConfig, StageError> {
 }
 
 /// The importance scores of an estimation artifact at a draw record and window.
-pub fn estimated_scores(art: &EstimateArtifact, record: usize, window: Window) -> Result<(Scores, (usize, usize)), String> {
+pub fn estimated_scores(
+    art: &EstimateArtifact,
+    record: usize,
+    window: Window,
+) -> Result<(Scores, (usize, usize)), String> {
     let agg = aggregate(&art.scores, window).map_err(|e| format!("field `window`: {e}"))?;
-    let to64 = |v: Vec<Vec<f32>>| v.into_iter().map(|l| l.into_iter().map(f64::from).collect()).collect();
+    let to64 = |v: Vec<Vec<f32>>| {
+        v.into_iter()
+            .map(|l| l.into_iter().map(f64::from).collect())
+            .collect()
+    };
     let scores = Scores {
         heads: to64(art.masks.heads_at(record)),
         neurons: to64(art.masks.ffn_at(record)),
-        modules: agg.modules.iter().map(|m| ModuleScores { id: m.id, score: m.module_score, ranks: m.rank_scores.clone() }).collect(),
+        modules: agg
+            .modules
+            .iter()
+            .map(|m| ModuleScores {
+                id: m.id,
+                score: m.module_score,
+                ranks: m.rank_scores.clone(),
+            })
+            .collect(),
     };
     Ok((scores, (agg.from, agg.to)))
 }
@@ -163,30 +189,61 @@ pub fn estimated_scores(art: &EstimateArtifact, record: usize, window: Window) -
 pub fn resolve_draw(art: &EstimateArtifact, draw: DrawStep) -> Result<(usize, usize), String> {
     let steps = &art.masks.record_steps;
     match draw {
-        DrawStep::Last => steps.len().checked_sub(1).map(|r| (r, steps[r])).ok_or_else(|| "the estimation recorded no masks".to_string()),
-        DrawStep::Step(s) => art.masks.record_of_step(s).map(|r| (r, s)).ok_or_else(|| format!("field `draw_step`: step {s} was not recorded; recorded steps: {steps:?}")),
+        DrawStep::Last => steps
+            .len()
+            .checked_sub(1)
+            .map(|r| (r, steps[r]))
+            .ok_or_else(|| "the estimation recorded no masks".to_string()),
+        DrawStep::Step(s) => art.masks.record_of_step(s).map(|r| (r, s)).ok_or_else(|| {
+            format!("field `draw_step`: step {s} was not recorded; recorded steps: {steps:?}")
+        }),
     }
 }
 
 /// Backbone from the pretrained checkpoint, PEFT + head (+ masks) from the estimation.
-pub fn warm_tensors(art: &EstimateArtifact, ckpt: &HfCheckpoint, device: &burn::tensor::Device) -> Result<Tensors, String> {
+pub fn warm_tensors(
+    art: &EstimateArtifact,
+    ckpt: &HfCheckpoint,
+    device: &burn::tensor::Device,
+) -> Result<Tensors, String> {
     let mut src = ckpt.source(art.spec.encoder.family, art.spec.head, 0);
     let model = Model::build(&art.spec, &mut src, device).map_err(|e| e.to_string())?;
     let mut tensors = checkpoint::named_tensors(&model);
     for (name, (shape, values)) in &art.warm {
         match tensors.get_mut(name) {
             Some(slot) if slot.0 == *shape => slot.1.clone_from(values),
-            Some(slot) => return Err(format!("warm-start tensor `{name}` has shape {shape:?}, the model {:?}", slot.0)),
-            None => return Err(format!("warm-start tensor `{name}` does not belong to the estimation model")),
+            Some(slot) => {
+                return Err(format!(
+                    "warm-start tensor `{name}` has shape {shape:?}, the model {:?}",
+                    slot.0
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "warm-start tensor `{name}` does not belong to the estimation model"
+                ));
+            }
         }
     }
     Ok(tensors)
 }
 
 /// Builds a model from a spec and named tensors (every tensor must be used).
-pub fn build_model(spec: &lpeft_schema::model::ModelSpec, tensors: &Tensors, device: &burn::tensor::Device) -> Result<Model, String> {
-    let map = TensorMap { tensors: tensors.clone().into_iter().collect() };
-    let mut src = MapSource { file: "pruned".into(), map, fill: vec![], seed: 0, used: vec![] };
+pub fn build_model(
+    spec: &lpeft_schema::model::ModelSpec,
+    tensors: &Tensors,
+    device: &burn::tensor::Device,
+) -> Result<Model, String> {
+    let map = TensorMap {
+        tensors: tensors.clone().into_iter().collect(),
+    };
+    let mut src = MapSource {
+        file: "pruned".into(),
+        map,
+        fill: vec![],
+        seed: 0,
+        used: vec![],
+    };
     let model = Model::build(spec, &mut src, device).map_err(|e| e.to_string())?;
     if let Some(extra) = tensors.keys().find(|k| !src.used.contains(k)) {
         return Err(format!("tensor `{extra}` is not part of the pruned model"));
@@ -213,23 +270,40 @@ impl Stage for SurgeryStage {
 
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
         let cfg = parse(params)?;
-        let files = vec![cfg.model.join("config.json"), weights_file(&cfg.model).map_err(params_error)?];
+        let files = vec![
+            cfg.model.join("config.json"),
+            weights_file(&cfg.model).map_err(params_error)?,
+        ];
         let mut canonical = serde_json::to_value(&cfg).expect("config serializes");
         canonical.as_object_mut().expect("object").remove("model");
         // Host-side slicing and copies only: the result does not depend on the backend.
-        Ok(Prepared { canonical_params: canonical, external_files: files, backend_sensitive: false })
+        Ok(Prepared {
+            canonical_params: canonical,
+            external_files: files,
+            backend_sensitive: false,
+        })
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let cfg = parse(ctx.params)?;
-        let input = ctx.inputs.get("estimate").ok_or_else(|| StageError::MissingInput { stage: KIND.into(), slot: "estimate".into() })?;
+        let input = ctx
+            .inputs
+            .get("estimate")
+            .ok_or_else(|| StageError::MissingInput {
+                stage: KIND.into(),
+                slot: "estimate".into(),
+            })?;
         let art = EstimateArtifact::open(&input.dir).map_err(failed)?;
         let wfile = weights_file(&cfg.model).map_err(params_error)?;
         if file_blake3(&wfile)? != art.summary.backbone_blake3 {
-            return Err(params_error(format!("field `model`: {} is not the backbone the estimation froze (its blake3 differs)", wfile.display())));
+            return Err(params_error(format!(
+                "field `model`: {} is not the backbone the estimation froze (its blake3 differs)",
+                wfile.display()
+            )));
         }
         let (record, draw_step) = resolve_draw(&art, cfg.draw_step).map_err(params_error)?;
-        let (mut scores, window) = estimated_scores(&art, record, cfg.window).map_err(params_error)?;
+        let (mut scores, window) =
+            estimated_scores(&art, record, cfg.window).map_err(params_error)?;
         if let ImportanceSource::Random { seed } = cfg.importance {
             scores = scores.random_like(seed);
         }
@@ -242,7 +316,14 @@ impl Stage for SurgeryStage {
         let model = build_model(&spec, &pruned, &device).map_err(failed)?;
         checkpoint::save(&model, ctx.out_dir).map_err(failed)?;
         let report = param_report(&art.spec, &tensors, &spec, &pruned);
-        let file = PlanFile { plan, report: report.clone(), estimate: input.key.clone(), draw_step, window, importance: cfg.importance };
+        let file = PlanFile {
+            plan,
+            report: report.clone(),
+            estimate: input.key.clone(),
+            draw_step,
+            window,
+            importance: cfg.importance,
+        };
         let text = serde_json::to_string_pretty(&file).expect("plan serializes");
         std::fs::write(ctx.out_dir.join(PLAN_FILE), text)?;
         Ok(RunSummary {

@@ -2,7 +2,9 @@
 //! `floor(ρ·(n−1)) + 1` of n distinct values.
 
 use lpeft_schema::model::{LoraTarget, PeftModuleId, PeftSite};
-use lpeft_surgery::plan::{kept_above, make_plan, pruned_count, quantile_linear, ModuleScores, PlanSettings, Scope, Scores};
+use lpeft_surgery::plan::{
+    ModuleScores, PlanSettings, Scope, Scores, kept_above, make_plan, pruned_count, quantile_linear,
+};
 
 #[test]
 fn quantile_matches_numpy_linear() {
@@ -26,16 +28,36 @@ fn strict_greater_prunes_ties_at_the_threshold() {
 
 #[test]
 fn spec_head_counts() {
-    assert_eq!(pruned_count(16, 0.333333333), 5, "roberta-large heads at the scripts' ratio");
-    assert_eq!(pruned_count(16, 1.0 / 3.0), 6, "exactly one third prunes one more");
+    assert_eq!(
+        pruned_count(16, 0.333333333),
+        5,
+        "roberta-large heads at the scripts' ratio"
+    );
+    assert_eq!(
+        pruned_count(16, 1.0 / 3.0),
+        6,
+        "exactly one third prunes one more"
+    );
     assert_eq!(pruned_count(12, 0.333333333), 4, "roberta-base heads");
-    assert_eq!(pruned_count(98_304, 0.333333333), 32_768, "roberta-large FFN, global");
-    assert_eq!(pruned_count(36_864, 0.333333333), 12_288, "roberta-base FFN, global");
+    assert_eq!(
+        pruned_count(98_304, 0.333333333),
+        32_768,
+        "roberta-large FFN, global"
+    );
+    assert_eq!(
+        pruned_count(36_864, 0.333333333),
+        12_288,
+        "roberta-base FFN, global"
+    );
 }
 
 #[test]
 fn spec_module_and_rank_counts() {
-    assert_eq!(144 - pruned_count(144, 0.75), 36, "LoRA modules kept at 0.75");
+    assert_eq!(
+        144 - pruned_count(144, 0.75),
+        36,
+        "LoRA modules kept at 0.75"
+    );
     assert_eq!(48 - pruned_count(48, 0.75), 12, "adapters kept at 0.75");
     assert_eq!(288 - pruned_count(288, 0.5), 144, "rank slots kept at 0.5");
 }
@@ -50,10 +72,21 @@ fn large_scores() -> Scores {
     };
     Scores {
         heads: (0..24).map(|_| (0..16).map(|_| next()).collect()).collect(),
-        neurons: (0..24).map(|_| (0..4096).map(|_| next()).collect()).collect(),
+        neurons: (0..24)
+            .map(|_| (0..4096).map(|_| next()).collect())
+            .collect(),
         modules: (0..24)
-            .flat_map(|layer| LoraTarget::ALL.into_iter().map(move |t| PeftModuleId { layer, site: PeftSite::Lora(t) }))
-            .map(|id| ModuleScores { id, score: next(), ranks: (0..8).map(|_| next()).collect() })
+            .flat_map(|layer| {
+                LoraTarget::ALL.into_iter().map(move |t| PeftModuleId {
+                    layer,
+                    site: PeftSite::Lora(t),
+                })
+            })
+            .map(|id| ModuleScores {
+                id,
+                score: next(),
+                ranks: (0..8).map(|_| next()).collect(),
+            })
             .collect(),
     }
 }
@@ -72,7 +105,10 @@ fn plan_reproduces_the_reference_configuration() {
         rank_scope: Scope::Global,
     };
     let plan = make_plan(&scores, &s);
-    assert!(plan.kept_heads.iter().all(|h| h.len() == 11), "5 of 16 heads pruned per layer");
+    assert!(
+        plan.kept_heads.iter().all(|h| h.len() == 11),
+        "5 of 16 heads pruned per layer"
+    );
     let neurons: usize = plan.kept_neurons.iter().map(Vec::len).sum();
     assert_eq!(neurons, 98_304 - 32_768);
     assert_eq!(plan.kept_modules.len(), 36);
@@ -82,7 +118,16 @@ fn plan_reproduces_the_reference_configuration() {
     assert_eq!(plan.thresholds.ffn.len(), 1);
 
     // Ratio 0 keeps everything (the reference skips a granularity whose ratio is 0).
-    let none = make_plan(&scores, &PlanSettings { head_ratio: 0.0, ffn_ratio: 0.0, module_ratio: 0.0, rank_ratio: 0.0, ..s });
+    let none = make_plan(
+        &scores,
+        &PlanSettings {
+            head_ratio: 0.0,
+            ffn_ratio: 0.0,
+            module_ratio: 0.0,
+            rank_ratio: 0.0,
+            ..s
+        },
+    );
     assert!(none.kept_heads.iter().all(|h| h.len() == 16));
     assert_eq!(none.kept_modules.len(), 144);
 }
@@ -109,5 +154,8 @@ fn random_baseline_is_seeded_and_prunes_every_granularity() {
     assert!(a.kept_heads.iter().all(|h| h.len() == 8));
     assert!(a.kept_neurons.iter().all(|n| n.len() == 2048));
     assert_eq!(a.kept_modules.len(), 24 * 3, "3 of 6 modules per layer");
-    assert!(a.kept_ranks.iter().all(|k| k.ranks.len() == 4), "4 of 8 ranks per module");
+    assert!(
+        a.kept_ranks.iter().all(|k| k.ranks.len() == 4),
+        "4 of 8 ranks per module"
+    );
 }

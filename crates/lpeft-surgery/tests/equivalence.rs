@@ -11,14 +11,20 @@ use lpeft_model::rng::SeededRng;
 use lpeft_model::source::{Init, Role, WeightSource};
 use lpeft_model::testing::{adapters_everywhere, lora_everywhere, random_input, tiny_spec};
 use lpeft_schema::model::{Family, HeadStyle, ModelSpec, TaskHeadSpec};
-use lpeft_surgery::apply::{masked_equivalent, param_report, prune, Tensors};
-use lpeft_surgery::plan::{make_plan, ModuleScores, PlanSettings, Scope, Scores};
+use lpeft_surgery::apply::{Tensors, masked_equivalent, param_report, prune};
+use lpeft_surgery::plan::{ModuleScores, PlanSettings, Scope, Scores, make_plan};
 use lpeft_surgery::stage::build_model;
 
 /// Every tensor random (LoRA B and masks too), so every path carries signal.
 struct AllRandom(u64);
 impl WeightSource for AllRandom {
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init, _role: Role) -> Result<Vec<f32>, lpeft_model::ModelError> {
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        _role: Role,
+    ) -> Result<Vec<f32>, lpeft_model::ModelError> {
         let n: usize = shape.iter().product();
         let mut rng = SeededRng::derive(self.0, name);
         Ok(match init {
@@ -33,43 +39,94 @@ fn device() -> Device {
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 /// Hidden states and head outputs, flattened.
 fn outputs(model: &Model, spec: &ModelSpec, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let input = random_input(&spec.encoder, 3, 7, seed, &device());
     let out = model.forward(&input);
-    let HeadOutput::Logits(logits) = out.head else { panic!("sequence heads only") };
+    let HeadOutput::Logits(logits) = out.head else {
+        panic!("sequence heads only")
+    };
     (values(out.hidden), values(logits))
 }
 
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{what}[{i}]: masked {x} vs pruned {y}");
+        assert!(
+            (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+            "{what}[{i}]: masked {x} vs pruned {y}"
+        );
     }
 }
 
 /// Importance of the right shapes for a spec, drawn from a seed.
 fn scores_for(spec: &ModelSpec, seed: u64) -> Scores {
     let template = Scores {
-        heads: spec.encoder.layers.iter().map(|l| vec![0.0; l.heads]).collect(),
-        neurons: spec.encoder.layers.iter().map(|l| vec![0.0; l.ffn]).collect(),
-        modules: spec.peft.iter().map(|m| ModuleScores { id: m.id, score: 0.0, ranks: vec![0.0; m.rank] }).collect(),
+        heads: spec
+            .encoder
+            .layers
+            .iter()
+            .map(|l| vec![0.0; l.heads])
+            .collect(),
+        neurons: spec
+            .encoder
+            .layers
+            .iter()
+            .map(|l| vec![0.0; l.ffn])
+            .collect(),
+        modules: spec
+            .peft
+            .iter()
+            .map(|m| ModuleScores {
+                id: m.id,
+                score: 0.0,
+                ranks: vec![0.0; m.rank],
+            })
+            .collect(),
     };
     template.random_like(seed)
 }
 
 fn scope(global: bool) -> Scope {
-    if global { Scope::Global } else { Scope::Layerwise }
+    if global {
+        Scope::Global
+    } else {
+        Scope::Layerwise
+    }
 }
 
-fn spec_for(layers: &[(usize, usize)], lora: bool, rank: usize, regression: bool, roberta: bool) -> ModelSpec {
+fn spec_for(
+    layers: &[(usize, usize)],
+    lora: bool,
+    rank: usize,
+    regression: bool,
+    roberta: bool,
+) -> ModelSpec {
     let n = layers.len();
-    let peft = if lora { lora_everywhere(n, rank, 0.0) } else { adapters_everywhere(n, rank, 0.0) };
-    let (family, style) = if roberta { (Family::Roberta, HeadStyle::RobertaDenseTanh) } else { (Family::Bert, HeadStyle::BertPooler) };
-    let head = if regression { TaskHeadSpec::Regression { style } } else { TaskHeadSpec::Classification { num_labels: 3, style } };
+    let peft = if lora {
+        lora_everywhere(n, rank, 0.0)
+    } else {
+        adapters_everywhere(n, rank, 0.0)
+    };
+    let (family, style) = if roberta {
+        (Family::Roberta, HeadStyle::RobertaDenseTanh)
+    } else {
+        (Family::Bert, HeadStyle::BertPooler)
+    };
+    let head = if regression {
+        TaskHeadSpec::Regression { style }
+    } else {
+        TaskHeadSpec::Classification {
+            num_labels: 3,
+            style,
+        }
+    };
     tiny_spec(family, layers, head, peft, true)
 }
 
@@ -94,7 +151,13 @@ fn check(spec: &ModelSpec, settings: &PlanSettings, score_seed: u64, weight_seed
     assert_close(&y0, &y1, "logits");
 
     // Idempotent: an all-keep plan on the pruned model changes nothing.
-    let keep_all = PlanSettings { head_ratio: 0.0, ffn_ratio: 0.0, module_ratio: 0.0, rank_ratio: 0.0, ..*settings };
+    let keep_all = PlanSettings {
+        head_ratio: 0.0,
+        ffn_ratio: 0.0,
+        module_ratio: 0.0,
+        rank_ratio: 0.0,
+        ..*settings
+    };
     let again = make_plan(&scores_for(&pruned_spec, 3), &keep_all);
     let (spec2, pruned2) = prune(&pruned_spec, &pruned, &again).unwrap();
     assert_eq!(spec2, pruned_spec);
@@ -146,7 +209,10 @@ fn whole_layers_pruned_to_zero_width() {
     };
     for seed in 0..6 {
         let plan = make_plan(&scores_for(&spec, seed), &s);
-        assert!(plan.kept_heads.iter().any(Vec::is_empty) || plan.kept_neurons.iter().any(Vec::is_empty));
+        assert!(
+            plan.kept_heads.iter().any(Vec::is_empty)
+                || plan.kept_neurons.iter().any(Vec::is_empty)
+        );
         check(&spec, &s, seed, 7);
     }
 }
@@ -169,9 +235,19 @@ fn all_keep_plan_is_the_identity() {
         };
         let plan = make_plan(&scores_for(&spec, 5), &keep);
         let (pspec, pruned) = prune(&spec, &tensors, &plan).unwrap();
-        let without_masks: Tensors = tensors.iter().filter(|(k, _)| !k.ends_with("_mask")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let without_masks: Tensors = tensors
+            .iter()
+            .filter(|(k, _)| !k.ends_with("_mask"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         assert_eq!(pruned, without_masks);
-        assert_eq!(pspec, ModelSpec { masks: false, ..spec.clone() });
+        assert_eq!(
+            pspec,
+            ModelSpec {
+                masks: false,
+                ..spec.clone()
+            }
+        );
         // Unmasked original ≡ pruned-with-nothing-pruned.
         let mut unmasked_spec = spec.clone();
         unmasked_spec.masks = false;
@@ -199,16 +275,27 @@ fn rank_pruning_keeps_the_lora_scale_and_drops_empty_modules() {
     };
     let plan = make_plan(&scores_for(&spec, 9), &s);
     let (pspec, pruned) = prune(&spec, &tensors, &plan).unwrap();
-    assert_eq!(plan.kept_modules.len(), 12 - (0.5f64 * 11.0).floor() as usize - 1);
+    assert_eq!(
+        plan.kept_modules.len(),
+        12 - (0.5f64 * 11.0).floor() as usize - 1
+    );
     for m in &pspec.peft {
         assert!(m.rank > 0 && m.rank <= 4);
         assert_eq!(m.original_rank, 4);
         assert_eq!(m.scale, 2.0, "scale stays alpha / r_original");
     }
-    let dropped: Vec<_> = plan.kept_ranks.iter().filter(|k| k.ranks.is_empty()).collect();
+    let dropped: Vec<_> = plan
+        .kept_ranks
+        .iter()
+        .filter(|k| k.ranks.is_empty())
+        .collect();
     for k in dropped {
         assert!(!pspec.peft.iter().any(|m| m.id == k.id));
-        assert!(!pruned.keys().any(|n| n.starts_with(&format!("encoder.layers.{}.", k.id.layer)) && n.contains("lora") && tensors_of(&n, k.id)));
+        assert!(!pruned.keys().any(
+            |n| n.starts_with(&format!("encoder.layers.{}.", k.id.layer))
+                && n.contains("lora")
+                && tensors_of(n, k.id)
+        ));
     }
 }
 
@@ -271,16 +358,42 @@ fn bad_plans_are_refused_with_the_offending_unit() {
     let good = make_plan(&scores_for(&spec, 1), &s);
     let mut p = good.clone();
     p.kept_heads[1] = vec![0, 2];
-    assert_eq!(prune(&spec, &tensors, &p).unwrap_err(), SurgeryError::HeadOutOfRange { layer: 1, head: 2, heads: 2 });
+    assert_eq!(
+        prune(&spec, &tensors, &p).unwrap_err(),
+        SurgeryError::HeadOutOfRange {
+            layer: 1,
+            head: 2,
+            heads: 2
+        }
+    );
     let mut p = good.clone();
     p.kept_neurons[0] = vec![3, 1];
-    assert!(matches!(prune(&spec, &tensors, &p).unwrap_err(), SurgeryError::Unsorted { .. }));
+    assert!(matches!(
+        prune(&spec, &tensors, &p).unwrap_err(),
+        SurgeryError::Unsorted { .. }
+    ));
     let mut p = good.clone();
     p.kept_ranks[0].ranks = vec![0, 5];
-    assert!(matches!(prune(&spec, &tensors, &p).unwrap_err(), SurgeryError::RankOutOfRange { rank: 5, have: 2, .. }));
+    assert!(matches!(
+        prune(&spec, &tensors, &p).unwrap_err(),
+        SurgeryError::RankOutOfRange {
+            rank: 5,
+            have: 2,
+            ..
+        }
+    ));
     let mut p = good.clone();
     p.kept_heads.pop();
-    assert_eq!(masked_equivalent(&spec, &tensors, &p).unwrap_err(), SurgeryError::LayerCount { plan: 1, model: 2 });
-    let unmasked = ModelSpec { masks: false, ..spec.clone() };
-    assert_eq!(masked_equivalent(&unmasked, &tensors, &good).unwrap_err(), SurgeryError::NoMasks);
+    assert_eq!(
+        masked_equivalent(&spec, &tensors, &p).unwrap_err(),
+        SurgeryError::LayerCount { plan: 1, model: 2 }
+    );
+    let unmasked = ModelSpec {
+        masks: false,
+        ..spec.clone()
+    };
+    assert_eq!(
+        masked_equivalent(&unmasked, &tensors, &good).unwrap_err(),
+        SurgeryError::NoMasks
+    );
 }

@@ -6,22 +6,28 @@ use std::path::{Path, PathBuf};
 
 use lpeft_data::DataStage;
 use lpeft_estimate::EstimateStage;
-use lpeft_pipeline::file::{load_str, ExpandOptions};
+use lpeft_pipeline::file::{ExpandOptions, load_str};
 use lpeft_pipeline::plan::resolve;
-use lpeft_pipeline::run::{execute, Outcome, RunOptions, Silent};
+use lpeft_pipeline::run::{Outcome, RunOptions, Silent, execute};
 use lpeft_pipeline::stage::Stage;
 use lpeft_pipeline::{PlanOptions, Registry, Status};
 use lpeft_store::Store;
-use lpeft_surgery::stage::{PlanFile, SurgeryStage, PLAN_FILE};
+use lpeft_surgery::stage::{PLAN_FILE, PlanFile, SurgeryStage};
 
 fn shared() -> PathBuf {
-    std::env::var_os("LPEFT_SHARED").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+    std::env::var_os("LPEFT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
 }
 
 fn pipeline(head_ratio: f64, draw: &str) -> lpeft_pipeline::Pipeline {
     let glue = shared().join("data/glue");
     let model = shared().join("models/all-MiniLM-L6-v2");
-    assert!(model.join("model.safetensors").is_file(), "MiniLM not found in {}", model.display());
+    assert!(
+        model.join("model.safetensors").is_file(),
+        "MiniLM not found in {}",
+        model.display()
+    );
     let text = format!(
         r#"Pipeline(name: "p", stages: [
             (name: "data", kind: "data", params: {{ "task": "glue/sst2", "data_dir": "{glue}", "model": "{model}", "max_examples": 12 }}),
@@ -38,7 +44,11 @@ fn pipeline(head_ratio: f64, draw: &str) -> lpeft_pipeline::Pipeline {
 }
 
 fn registry() -> Registry {
-    Registry::new(vec![Box::new(DataStage), Box::new(EstimateStage), Box::new(SurgeryStage)])
+    Registry::new(vec![
+        Box::new(DataStage),
+        Box::new(EstimateStage),
+        Box::new(SurgeryStage),
+    ])
 }
 
 #[test]
@@ -47,22 +57,47 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
     let store = Store::open(store_dir.path()).unwrap();
     let reg = registry();
     let opts = PlanOptions::new("flex");
-    let run = |p: &lpeft_pipeline::Plan| execute(p, &reg, &store, &Silent, RunOptions { jobs: 1, record_as: None }).unwrap();
+    let run = |p: &lpeft_pipeline::Plan| {
+        execute(
+            p,
+            &reg,
+            &store,
+            &Silent,
+            RunOptions {
+                jobs: 1,
+                record_as: None,
+            },
+        )
+        .unwrap()
+    };
 
     let first = resolve(&pipeline(0.5, "\"last\""), &reg, &store, &opts).unwrap();
     let report = run(&first);
     for (name, outcome) in &report.outcomes {
         assert!(matches!(outcome, Outcome::Ran { .. }), "{name} ran");
     }
-    let Outcome::Ran { figures, .. } = &report.outcomes[2].1 else { unreachable!() };
+    let Outcome::Ran { figures, .. } = &report.outcomes[2].1 else {
+        unreachable!()
+    };
     assert_eq!(figures["kept_heads"].as_array().unwrap().len(), 6);
-    assert!(figures["kept_heads"].as_array().unwrap().iter().all(|h| h == 6), "6 of 12 heads kept per layer at 0.5: {figures}");
+    assert!(
+        figures["kept_heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h == 6),
+        "6 of 12 heads kept per layer at 0.5: {figures}"
+    );
 
     // Only the ratio changes: data and estimation hit, surgery reruns.
     let second = resolve(&pipeline(0.25, "\"last\""), &reg, &store, &opts).unwrap();
     let status: Vec<&Status> = second.nodes.iter().map(|n| &n.status).collect();
     assert_eq!(status[0], &Status::Hit);
-    assert_eq!(status[1], &Status::Hit, "estimation is not rerun for a ratio change");
+    assert_eq!(
+        status[1],
+        &Status::Hit,
+        "estimation is not rerun for a ratio change"
+    );
     assert!(second.nodes[2].is_run());
     run(&second);
 
@@ -75,18 +110,37 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
 
     // The pruned checkpoint is self-describing and loads back; the plan file is readable.
     let art = store.open_artifact(&third.nodes[2].key).unwrap();
-    let plan: PlanFile = serde_json::from_str(&std::fs::read_to_string(art.dir.join(PLAN_FILE)).unwrap()).unwrap();
+    let plan: PlanFile =
+        serde_json::from_str(&std::fs::read_to_string(art.dir.join(PLAN_FILE)).unwrap()).unwrap();
     assert_eq!(plan.draw_step, 1);
     assert_eq!(plan.estimate, third.nodes[1].key);
     let model = lpeft_model::checkpoint::load(&art.dir, &burn::tensor::Device::flex()).unwrap();
     assert!(!model.spec.masks);
-    assert_eq!(model.spec.encoder.layers.iter().map(|l| l.heads).collect::<Vec<_>>(), plan.report.kept_heads_per_layer);
+    assert_eq!(
+        model
+            .spec
+            .encoder
+            .layers
+            .iter()
+            .map(|l| l.heads)
+            .collect::<Vec<_>>(),
+        plan.report.kept_heads_per_layer
+    );
     assert!(plan.report.backbone_after < plan.report.backbone_before);
     assert!(plan.report.peft_after < plan.report.peft_before);
 
     // A draw step that was not recorded is refused, naming the field.
     let bad = resolve(&pipeline(0.25, "{\"step\": 7}"), &reg, &store, &opts).unwrap();
-    let err = execute(&bad, &reg, &store, &Silent, RunOptions { jobs: 1, record_as: None });
+    let err = execute(
+        &bad,
+        &reg,
+        &store,
+        &Silent,
+        RunOptions {
+            jobs: 1,
+            record_as: None,
+        },
+    );
     let msg = match err {
         Err(e) => e.to_string(),
         Ok(r) => format!("{:?}", r.outcomes),
@@ -108,5 +162,8 @@ fn surgery_params_are_checked_and_named() {
     assert!(!ok.backend_sensitive);
     assert_eq!(ok.canonical_params["head_ratio"], 0.333333333);
     assert_eq!(ok.canonical_params["draw_step"], "last");
-    assert!(ok.canonical_params.get("model").is_none(), "paths do not enter the key");
+    assert!(
+        ok.canonical_params.get("model").is_none(),
+        "paths do not enter the key"
+    );
 }

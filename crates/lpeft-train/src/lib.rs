@@ -18,17 +18,23 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use lpeft_data::{Batch, BatchLabels};
-use lpeft_model::head::{task_loss, HeadOutput, Labels};
+use lpeft_model::head::{HeadOutput, Labels, task_loss};
 use lpeft_model::importance::rank_taylor_scores;
-use lpeft_model::optim::{linear_schedule, AdamW, AdamWConfig};
+use lpeft_model::optim::{AdamW, AdamWConfig, linear_schedule};
 use lpeft_model::peft::NormRatioRecorder;
 use lpeft_model::{EncoderInput, Model};
 use lpeft_schema::model::PeftModuleId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("step {step}: the loss is {loss} (task loss {task_loss}); training diverged (lower the learning rate or check the data)")]
-    NonFiniteLoss { step: usize, loss: f64, task_loss: f64 },
+    #[error(
+        "step {step}: the loss is {loss} (task loss {task_loss}); training diverged (lower the learning rate or check the data)"
+    )]
+    NonFiniteLoss {
+        step: usize,
+        loss: f64,
+        task_loss: f64,
+    },
     #[error("step {step}: the gradient norm is {norm}; training diverged")]
     NonFiniteGradient { step: usize, norm: f64 },
     #[error("batch has no labels (an unlabeled split cannot be trained or evaluated)")]
@@ -41,7 +47,11 @@ pub enum TrainError {
 pub fn to_input(batch: &Batch, device: &Device) -> EncoderInput {
     let shape = [batch.rows, batch.seq_len];
     let t = |v: &Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v.clone(), shape), device);
-    EncoderInput { input_ids: t(&batch.input_ids), token_type_ids: t(&batch.type_ids), attention_mask: t(&batch.attention_mask) }
+    EncoderInput {
+        input_ids: t(&batch.input_ids),
+        token_type_ids: t(&batch.type_ids),
+        attention_mask: t(&batch.attention_mask),
+    }
 }
 
 /// The batch's gold answers as [`Labels`].
@@ -49,14 +59,23 @@ pub fn to_labels(batch: &Batch, device: &Device) -> Result<Labels, TrainError> {
     let n = batch.batch_size;
     Ok(match &batch.labels {
         BatchLabels::None => return Err(TrainError::NoLabels),
-        BatchLabels::Class(v) => Labels::Class(Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [n]), device)),
-        BatchLabels::Float(v) => Labels::Score(Tensor::<1>::from_data(TensorData::new(v.clone(), [n]), device)),
+        BatchLabels::Class(v) => Labels::Class(Tensor::<1, Int>::from_data(
+            TensorData::new(v.clone(), [n]),
+            device,
+        )),
+        BatchLabels::Float(v) => Labels::Score(Tensor::<1>::from_data(
+            TensorData::new(v.clone(), [n]),
+            device,
+        )),
         BatchLabels::Span(v) => {
             let start: Vec<i64> = v.iter().step_by(2).copied().collect();
             let end: Vec<i64> = v.iter().skip(1).step_by(2).copied().collect();
             let rows = start.len();
             let t = |x: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(x, [rows]), device);
-            Labels::Span { start: t(start), end: t(end) }
+            Labels::Span {
+                start: t(start),
+                end: t(end),
+            }
         }
     })
 }
@@ -143,8 +162,17 @@ pub struct Trainer {
 impl Trainer {
     /// `device` is the autodiff device the model lives on.
     pub fn new(config: TrainConfig, device: Device) -> Self {
-        let opt = AdamW::new(AdamWConfig { max_grad_norm: config.max_grad_norm, ..AdamWConfig::reference(config.weight_decay) });
-        Self { config, device, timing: Timing::default(), opt, step: 0 }
+        let opt = AdamW::new(AdamWConfig {
+            max_grad_norm: config.max_grad_norm,
+            ..AdamWConfig::reference(config.weight_decay)
+        });
+        Self {
+            config,
+            device,
+            timing: Timing::default(),
+            opt,
+            step: 0,
+        }
     }
 
     /// Number of steps done.
@@ -154,15 +182,23 @@ impl Trainer {
 
     /// Learning rate of the next update.
     pub fn lr(&self) -> f64 {
-        self.config.lr * linear_schedule(self.step, self.config.total_steps, self.config.warmup_steps)
+        self.config.lr
+            * linear_schedule(self.step, self.config.total_steps, self.config.warmup_steps)
     }
 
-    pub fn step(&mut self, model: Model, batch: &Batch, capture: Capture) -> Result<(Model, StepRecord), TrainError> {
+    pub fn step(
+        &mut self,
+        model: Model,
+        batch: &Batch,
+        capture: Capture,
+    ) -> Result<(Model, StepRecord), TrainError> {
         let start = Instant::now();
         let input = to_input(batch, &self.device);
         let labels = to_labels(batch, &self.device)?;
         check_labels(&model, &labels)?;
-        let mut rec = capture.importance.then(|| NormRatioRecorder::new(&input.attention_mask));
+        let mut rec = capture
+            .importance
+            .then(|| NormRatioRecorder::new(&input.attention_mask));
         let out = match rec.as_mut() {
             Some(r) => model.forward_recording(&input, r),
             None => model.forward(&input),
@@ -183,7 +219,13 @@ impl Trainer {
             let device = parts[0].device();
             for id in &ids {
                 // A module records one ratio per forward; none if its matrix was empty.
-                parts.push(rec.ratios.iter().find(|(m, _)| m == id).map(|(_, t)| t.clone()).unwrap_or_else(|| Tensor::zeros([1], &device)));
+                parts.push(
+                    rec.ratios
+                        .iter()
+                        .find(|(m, _)| m == id)
+                        .map(|(_, t)| t.clone())
+                        .unwrap_or_else(|| Tensor::zeros([1], &device)),
+                );
             }
             let mut ranks = Vec::with_capacity(ids.len());
             for (_, t) in taylor {
@@ -192,10 +234,18 @@ impl Trainer {
             }
             layout = Some((ids, ranks));
         }
-        let values = Tensor::cat(parts, 0).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+        let values = Tensor::cat(parts, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 values");
         let (loss_v, task_v) = (f64::from(values[0]), f64::from(values[1]));
         if !loss_v.is_finite() {
-            return Err(TrainError::NonFiniteLoss { step: self.step, loss: loss_v, task_loss: task_v });
+            return Err(TrainError::NonFiniteLoss {
+                step: self.step,
+                loss: loss_v,
+                task_loss: task_v,
+            });
         }
         let importance = layout.map(|(modules, ranks)| {
             let m = modules.len();
@@ -209,21 +259,36 @@ impl Trainer {
                     v
                 })
                 .collect();
-            StepImportance { modules, p2, rank_taylor }
+            StepImportance {
+                modules,
+                p2,
+                rank_taylor,
+            }
         });
 
         let lr = self.lr();
         let gp = GradientsParams::from_grads(grads, &model);
         let (model, info) = self.opt.step(model, gp, lr);
         if self.config.max_grad_norm.is_some() && !info.grad_norm.is_finite() {
-            return Err(TrainError::NonFiniteGradient { step: self.step, norm: info.grad_norm });
+            return Err(TrainError::NonFiniteGradient {
+                step: self.step,
+                norm: info.grad_norm,
+            });
         }
         let seconds = start.elapsed().as_secs_f64();
         self.timing.steps += 1;
         self.timing.seconds += seconds;
         self.timing.examples += batch.batch_size;
         self.timing.tokens += batch.attention_mask.iter().filter(|&&m| m != 0).count();
-        let record = StepRecord { step: self.step, loss: loss_v, task_loss: task_v, lr, grad_norm: info.grad_norm, seconds, importance };
+        let record = StepRecord {
+            step: self.step,
+            loss: loss_v,
+            task_loss: task_v,
+            lr,
+            grad_norm: info.grad_norm,
+            seconds,
+            importance,
+        };
         self.step += 1;
         Ok((model, record))
     }
@@ -233,7 +298,11 @@ fn check_labels(model: &Model, labels: &Labels) -> Result<(), TrainError> {
     use lpeft_schema::model::TaskHeadSpec as H;
     let ok = matches!(
         (&model.spec.head, labels),
-        (H::Classification { .. } | H::MultipleChoice { .. }, Labels::Class(_)) | (H::Regression { .. }, Labels::Score(_)) | (H::SpanExtraction, Labels::Span { .. })
+        (
+            H::Classification { .. } | H::MultipleChoice { .. },
+            Labels::Class(_)
+        ) | (H::Regression { .. }, Labels::Score(_))
+            | (H::SpanExtraction, Labels::Span { .. })
     );
     if ok {
         return Ok(());
@@ -243,7 +312,10 @@ fn check_labels(model: &Model, labels: &Labels) -> Result<(), TrainError> {
         Labels::Score(_) => "scores",
         Labels::Span { .. } => "spans",
     };
-    Err(TrainError::LabelMismatch { found, head: format!("{:?}", model.spec.head) })
+    Err(TrainError::LabelMismatch {
+        found,
+        head: format!("{:?}", model.spec.head),
+    })
 }
 
 /// Predictions on a split, in batch order.
@@ -253,7 +325,10 @@ pub enum Predictions {
     Class(Vec<i64>),
     Score(Vec<f32>),
     /// Arg-max start and end token per row.
-    Span { start: Vec<i64>, end: Vec<i64> },
+    Span {
+        start: Vec<i64>,
+        end: Vec<i64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -278,11 +353,16 @@ fn argmax(row: &[f32]) -> i64 {
 }
 
 /// Runs `model` in eval mode (no dropout, no graph) over `batches` on `device` (a plain device).
-pub fn evaluate(model: &Model, batches: impl IntoIterator<Item = Batch>, device: &Device) -> Result<EvalOutput, TrainError> {
+pub fn evaluate(
+    model: &Model,
+    batches: impl IntoIterator<Item = Batch>,
+    device: &Device,
+) -> Result<EvalOutput, TrainError> {
     let start = Instant::now();
     let model = model.valid();
     let (mut loss_sum, mut examples) = (0.0f64, 0usize);
-    let (mut classes, mut scores, mut starts, mut ends, mut logits_out) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut classes, mut scores, mut starts, mut ends, mut logits_out) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut span = false;
     for batch in batches {
         let input = to_input(&batch, device);
@@ -291,19 +371,32 @@ pub fn evaluate(model: &Model, batches: impl IntoIterator<Item = Batch>, device:
         let out = model.forward(&input);
         let loss = f64::from(task_loss(&out.head, &labels).into_scalar::<f32>());
         if !loss.is_finite() {
-            return Err(TrainError::NonFiniteLoss { step: 0, loss, task_loss: loss });
+            return Err(TrainError::NonFiniteLoss {
+                step: 0,
+                loss,
+                task_loss: loss,
+            });
         }
         loss_sum += loss * batch.batch_size as f64;
         examples += batch.batch_size;
         let read = |t: Tensor<2>| -> (usize, Vec<f32>) {
             let [_, c] = t.dims();
-            (c, t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits"))
+            (
+                c,
+                t.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 logits"),
+            )
         };
         match out.head {
             HeadOutput::Logits(l) => {
                 let (c, v) = read(l);
                 for row in v.chunks(c) {
-                    if matches!(model.spec.head, lpeft_schema::model::TaskHeadSpec::Regression { .. }) {
+                    if matches!(
+                        model.spec.head,
+                        lpeft_schema::model::TaskHeadSpec::Regression { .. }
+                    ) {
                         scores.push(row[0]);
                     } else {
                         classes.push(argmax(row));
@@ -321,11 +414,23 @@ pub fn evaluate(model: &Model, batches: impl IntoIterator<Item = Batch>, device:
         }
     }
     let predictions = if span {
-        Predictions::Span { start: starts, end: ends }
-    } else if matches!(model.spec.head, lpeft_schema::model::TaskHeadSpec::Regression { .. }) {
+        Predictions::Span {
+            start: starts,
+            end: ends,
+        }
+    } else if matches!(
+        model.spec.head,
+        lpeft_schema::model::TaskHeadSpec::Regression { .. }
+    ) {
         Predictions::Score(scores)
     } else {
         Predictions::Class(classes)
     };
-    Ok(EvalOutput { loss: loss_sum / examples.max(1) as f64, predictions, logits: logits_out, examples, seconds: start.elapsed().as_secs_f64() })
+    Ok(EvalOutput {
+        loss: loss_sum / examples.max(1) as f64,
+        predictions,
+        logits: logits_out,
+        examples,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

@@ -9,16 +9,25 @@ use lpeft_model::model::Model;
 use lpeft_model::source::RandomSource;
 use lpeft_model::testing::{lora_everywhere, tiny_spec};
 use lpeft_schema::model::{Family, HeadStyle, ModelSpec, TaskHeadSpec};
-use lpeft_train::{evaluate, Capture, Predictions, TrainConfig, TrainError, Trainer};
+use lpeft_train::{Capture, Predictions, TrainConfig, TrainError, Trainer, evaluate};
 
 fn spec(head: TaskHeadSpec, dropout: f64) -> ModelSpec {
-    let mut s = tiny_spec(Family::Bert, &[(2, 6), (2, 6)], head, lora_everywhere(2, 2, dropout), true);
+    let mut s = tiny_spec(
+        Family::Bert,
+        &[(2, 6), (2, 6)],
+        head,
+        lora_everywhere(2, 2, dropout),
+        true,
+    );
     s.encoder.hidden_dropout = dropout;
     s
 }
 
 fn classification() -> TaskHeadSpec {
-    TaskHeadSpec::Classification { num_labels: 2, style: HeadStyle::BertPooler }
+    TaskHeadSpec::Classification {
+        num_labels: 2,
+        style: HeadStyle::BertPooler,
+    }
 }
 
 /// Rows of 5 tokens (the last one padding in odd rows); label = first token is even.
@@ -29,7 +38,11 @@ fn batch(rows: usize, labels: BatchLabels) -> Batch {
     for r in 0..rows {
         for t in 0..seq {
             let pad = r % 2 == 1 && t == seq - 1;
-            ids.push(if pad { 0 } else { 3 + ((r * 7 + t * 3) % 30) as i64 });
+            ids.push(if pad {
+                0
+            } else {
+                3 + ((r * 7 + t * 3) % 30) as i64
+            });
             mask.push(i64::from(!pad));
         }
     }
@@ -53,18 +66,34 @@ fn class_batch() -> Batch {
 }
 
 fn config(lr: f64, steps: usize) -> TrainConfig {
-    TrainConfig { lr, total_steps: steps, warmup_steps: 0, weight_decay: 0.0, max_grad_norm: Some(1.0), l1: 1e-3 }
+    TrainConfig {
+        lr,
+        total_steps: steps,
+        warmup_steps: 0,
+        weight_decay: 0.0,
+        max_grad_norm: Some(1.0),
+        l1: 1e-3,
+    }
 }
 
 #[test]
 fn steps_learn_and_account_time() {
     let device = Device::flex().autodiff();
-    let mut model = Model::build(&spec(classification(), 0.0), &mut RandomSource { seed: 1 }, &device).unwrap();
+    let mut model = Model::build(
+        &spec(classification(), 0.0),
+        &mut RandomSource { seed: 1 },
+        &device,
+    )
+    .unwrap();
     let mut trainer = Trainer::new(config(5e-2, 30), device);
     let b = class_batch();
     let mut losses = Vec::new();
     for i in 0..30 {
-        let capture = if i % 2 == 0 { Capture::IMPORTANCE } else { Capture::NONE };
+        let capture = if i % 2 == 0 {
+            Capture::IMPORTANCE
+        } else {
+            Capture::NONE
+        };
         let (m, rec) = trainer.step(model, &b, capture).unwrap();
         model = m;
         assert_eq!(rec.step, i);
@@ -86,7 +115,12 @@ fn steps_learn_and_account_time() {
 #[test]
 fn nan_guard_stops_a_diverging_run() {
     let device = Device::flex().autodiff();
-    let mut model = Model::build(&spec(classification(), 0.0), &mut RandomSource { seed: 2 }, &device).unwrap();
+    let mut model = Model::build(
+        &spec(classification(), 0.0),
+        &mut RandomSource { seed: 2 },
+        &device,
+    )
+    .unwrap();
     let mut cfg = config(1e30, 10);
     cfg.max_grad_norm = None;
     let mut trainer = Trainer::new(cfg, device);
@@ -102,33 +136,75 @@ fn nan_guard_stops_a_diverging_run() {
         }
     }
     let e = failure.expect("an lr of 1e30 diverges");
-    assert!(matches!(e, TrainError::NonFiniteLoss { .. } | TrainError::NonFiniteGradient { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            TrainError::NonFiniteLoss { .. } | TrainError::NonFiniteGradient { .. }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("diverged"), "{e}");
 }
 
 #[test]
 fn evaluation_is_deterministic_and_per_unit() {
     let device = Device::flex();
-    let model = Model::build(&spec(classification(), 0.3), &mut RandomSource { seed: 3 }, &device.clone().autodiff()).unwrap();
+    let model = Model::build(
+        &spec(classification(), 0.3),
+        &mut RandomSource { seed: 3 },
+        &device.clone().autodiff(),
+    )
+    .unwrap();
     let batches = vec![class_batch(), class_batch()];
     let a = evaluate(&model, batches.clone(), &device).unwrap();
     let b = evaluate(&model, batches, &device).unwrap();
-    assert_eq!((&a.predictions, &a.logits, a.loss), (&b.predictions, &b.logits, b.loss), "no dropout in evaluation");
+    assert_eq!(
+        (&a.predictions, &a.logits, a.loss),
+        (&b.predictions, &b.logits, b.loss),
+        "no dropout in evaluation"
+    );
     assert_eq!(a.examples, 16);
-    let Predictions::Class(p) = &a.predictions else { panic!("class predictions") };
+    let Predictions::Class(p) = &a.predictions else {
+        panic!("class predictions")
+    };
     assert_eq!(p.len(), 16);
     assert_eq!(a.logits.len(), 16);
     assert!(a.loss.is_finite() && a.loss > 0.0);
 
-    let reg = Model::build(&spec(TaskHeadSpec::Regression { style: HeadStyle::BertPooler }, 0.0), &mut RandomSource { seed: 3 }, &device).unwrap();
-    let out = evaluate(&reg, vec![batch(4, BatchLabels::Float(vec![0.5, 1.0, 2.0, 3.0]))], &device).unwrap();
+    let reg = Model::build(
+        &spec(
+            TaskHeadSpec::Regression {
+                style: HeadStyle::BertPooler,
+            },
+            0.0,
+        ),
+        &mut RandomSource { seed: 3 },
+        &device,
+    )
+    .unwrap();
+    let out = evaluate(
+        &reg,
+        vec![batch(4, BatchLabels::Float(vec![0.5, 1.0, 2.0, 3.0]))],
+        &device,
+    )
+    .unwrap();
     assert!(matches!(&out.predictions, Predictions::Score(s) if s.len() == 4));
 }
 
 #[test]
 fn labels_must_fit_the_head() {
     let device = Device::flex();
-    let reg = Model::build(&spec(TaskHeadSpec::Regression { style: HeadStyle::BertPooler }, 0.0), &mut RandomSource { seed: 3 }, &device).unwrap();
+    let reg = Model::build(
+        &spec(
+            TaskHeadSpec::Regression {
+                style: HeadStyle::BertPooler,
+            },
+            0.0,
+        ),
+        &mut RandomSource { seed: 3 },
+        &device,
+    )
+    .unwrap();
     let e = evaluate(&reg, vec![class_batch()], &device).unwrap_err();
     assert!(matches!(e, TrainError::LabelMismatch { .. }), "{e}");
     let e = evaluate(&reg, vec![batch(2, BatchLabels::None)], &device).unwrap_err();

@@ -188,15 +188,11 @@ impl ResultSet {
         let _ = writeln!(s, "\n## Metrics\n");
         let _ = writeln!(s, "| task | method | metric | ×100 |");
         let _ = writeln!(s, "|---|---|---|---|");
-        for r in &self.rows {
-            for (name, st) in &r.metrics {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {name} | {} |",
-                    r.task,
-                    r.method,
-                    stat100(st)
-                );
+        for task in self.tasks() {
+            for r in methods.iter().filter_map(|m| self.row(task, m)) {
+                for (name, st) in &r.metrics {
+                    let _ = writeln!(s, "| {task} | {} | {name} | {} |", r.method, stat100(st));
+                }
             }
         }
         let _ = writeln!(s, "\n## Efficiency\n");

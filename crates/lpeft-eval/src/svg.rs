@@ -178,7 +178,8 @@ pub fn score_vs_pruned(set: &ResultSet, task: &str) -> Option<String> {
         .fold(f64::NEG_INFINITY, f64::max);
     let pad = ((y_hi - y_lo) * 0.1).max(1.0);
     let (y_lo, y_hi) = (y_lo - pad, y_hi + pad);
-    let sx = |x: f64| left + pw * x / x_hi;
+    // 16 px inside the y axis, so points at 0 % do not sit on it.
+    let sx = |x: f64| left + 16.0 + (pw - 16.0) * x / x_hi;
     let sy = |y: f64| top + ph * (1.0 - (y - y_lo) / (y_hi - y_lo));
 
     let mut svg = Svg::new(w, h);
@@ -215,7 +216,14 @@ pub fn score_vs_pruned(set: &ResultSet, task: &str) -> Option<String> {
         &format!(r#"transform="rotate(-90 18 {:.1})""#, top + ph / 2.0),
         "main score ×100 (mean ± std over seeds)",
     );
-    for &(i, x, y, sd) in &points {
+    // Methods at the same pruning level (e.g. all vanilla ones at 0 %) are dodged sideways by a
+    // few pixels so their markers and error bars stay apart; the axis value is unchanged.
+    let near = |a: f64, b: f64| (a - b).abs() < 0.5;
+    for (k, &(i, x, y, sd)) in points.iter().enumerate() {
+        let n = points.iter().filter(|p| near(p.1, x)).count() as f64;
+        let before = points[..k].iter().filter(|p| near(p.1, x)).count() as f64;
+        let dodge = (before - (n - 1.0) / 2.0) * 7.0;
+        let sx = |x: f64| sx(x) + dodge;
         let color = PALETTE[i % PALETTE.len()];
         if sd > 0.0 {
             let style = format!(r#"stroke="{color}" stroke-width="1.5""#);

@@ -45,15 +45,16 @@ fn run(task: &str, method: &str, seed: u64, main: f64, pruned: f64, step_s: f64)
 }
 
 /// rte: lora 0.625/0.75/0.875 (mean 0.75, std 0.125), light 0.6875 (one seed);
-/// sst2: lora 0.875/0.9375/1.0 (mean 0.9375, std 0.0625), light missing.
+/// sst2: lora 0.875/0.9375/1.0 (mean 0.9375, std 0.0625), light missing. Interleaved: rows
+/// keep first-appearance order (CSV), tables go task by task.
 fn runs() -> Vec<RunResult> {
     vec![
         run("glue/rte", "lora", 1, 0.625, 0.0, 0.5),
         run("glue/rte", "lora", 2, 0.75, 0.0, 0.5),
         run("glue/rte", "lora", 3, 0.875, 0.0, 0.5),
-        run("glue/rte", "light", 1, 0.6875, 40.0, 0.25),
         run("glue/sst2", "lora", 1, 0.875, 0.0, 0.5),
         run("glue/sst2", "lora", 2, 0.9375, 0.0, 0.5),
+        run("glue/rte", "light", 1, 0.6875, 40.0, 0.25),
         run("glue/sst2", "lora", 3, 1.0, 0.0, 0.5),
     ]
 }
@@ -108,8 +109,8 @@ fn csv_snapshot() {
     let want = "\
 task,method,n_seeds,seeds,main_mean,main_std,accuracy_mean,accuracy_std,trainable_params,total_params,backbone_pruned_pct,train_seconds_per_step,train_examples_per_second,inference_examples_per_second,peak_memory_bytes,memory_kind,hardware
 glue/rte,lora,3,1 2 3,0.75,0.125,0.75,0.125,1000002,125000000,0,0.5,64,200,3221225472,process_rss,flex on 2-core x86_64
-glue/rte,light,1,1,0.6875,,0.6875,,1000001,125000000,40,0.25,128,200,3221225472,process_rss,flex on 2-core x86_64
 glue/sst2,lora,3,1 2 3,0.9375,0.0625,0.9375,0.0625,1000002,125000000,0,0.5,64,200,3221225472,process_rss,flex on 2-core x86_64
+glue/rte,light,1,1,0.6875,,0.6875,,1000001,125000000,40,0.25,128,200,3221225472,process_rss,flex on 2-core x86_64
 ";
     assert_eq!(set.csv(), want);
 }

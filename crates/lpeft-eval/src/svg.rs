@@ -339,6 +339,17 @@ fn grid(
     svg.finish()
 }
 
+/// `v` with enough decimals (at least 3) to tell apart values `span` apart: early in
+/// estimation all masks lie within 1e-3 of 1.
+pub fn fixed(v: f64, span: f64) -> String {
+    let decimals = if span > 0.0 && span.is_finite() {
+        ((-span.log10()).ceil() as i64 + 2).clamp(3, 9) as usize
+    } else {
+        3
+    };
+    format!("{v:.decimals$}")
+}
+
 /// Layer × head grid of the last recorded head-mask values.
 pub fn head_heatmap(title: &str, heads: &MaskTensor) -> String {
     let last = heads.last();
@@ -355,7 +366,7 @@ pub fn head_heatmap(title: &str, heads: &MaskTensor) -> String {
         heads.layers,
         heads.width,
         &value,
-        (&format!("{lo:.3}"), &format!("{hi:.3}")),
+        (&fixed(lo, hi - lo), &fixed(hi, hi - lo)),
     )
 }
 
@@ -405,7 +416,11 @@ pub fn ffn_heatmap(title: &str, ffn: &MaskTensor) -> String {
     };
     grid(
         title,
-        &format!("FFN mask value, {lo:.3} … {hi:.3} ({FFN_BINS} bins)"),
+        &format!(
+            "FFN mask value, {} … {} ({FFN_BINS} bins)",
+            fixed(lo, hi - lo),
+            fixed(hi, hi - lo)
+        ),
         false,
         ffn.layers,
         FFN_BINS,

@@ -195,6 +195,14 @@ fn well_formedness_checker_rejects_broken_xml() {
 }
 
 #[test]
+fn range_labels_resolve_small_spans() {
+    use lpeft_eval::svg::fixed;
+    assert_eq!(fixed(0.5, 1.0), "0.500");
+    assert_eq!(fixed(0.99951, 0.0005), "0.999510");
+    assert_eq!(fixed(1.0, 0.0), "1.000");
+}
+
+#[test]
 fn ticks_are_round() {
     assert_eq!(ticks(0.0, 50.0), [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]);
     assert_eq!(ticks(61.5, 70.2), [62.0, 64.0, 66.0, 68.0, 70.0]);

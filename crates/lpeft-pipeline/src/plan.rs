@@ -378,7 +378,10 @@ fn topological_order(
                 ));
             }
         }
-        for slot in slots {
+        for slot in slots
+            .iter()
+            .filter(|slot| !stage.optional_slots().contains(slot))
+        {
             if !s.inputs.contains_key(*slot) {
                 return Err(PipelineError::invalid(
                     &s.origin,
@@ -632,7 +635,11 @@ pub fn single(
             )));
         }
     }
-    if let Some(missing) = slots.iter().find(|s| !inputs.contains_key(**s)) {
+    if let Some(missing) = slots
+        .iter()
+        .filter(|s| !stage.optional_slots().contains(s))
+        .find(|s| !inputs.contains_key(**s))
+    {
         return Err(PipelineError::Usage(format!(
             "kind `{}` needs `--input {missing}=KEY`",
             spec.kind

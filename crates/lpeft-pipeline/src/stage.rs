@@ -82,6 +82,10 @@ pub trait Stage: Send + Sync {
     fn code_version(&self) -> u32;
     /// Names of the input slots this stage reads.
     fn input_slots(&self) -> &'static [&'static str];
+    /// Slots of `input_slots` that may be left unwired (e.g. fine-tuning's `init`).
+    fn optional_slots(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Validate and canonicalize the parameters; no heavy work, no writes.
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError>;
     /// Do the work, writing files into `ctx.out_dir`.

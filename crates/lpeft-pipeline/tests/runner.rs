@@ -279,3 +279,74 @@ fn a_panicking_stage_is_an_error_and_leaves_nothing_behind() {
     assert!(err.to_string().contains("panicked: boom"), "{err}");
     assert!(store.keys().unwrap().is_empty());
 }
+
+/// A stage with an optional input slot may leave it unwired.
+struct Optional;
+
+impl lpeft_pipeline::stage::Stage for Optional {
+    fn kind(&self) -> &'static str {
+        "optional"
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn input_slots(&self) -> &'static [&'static str] {
+        &["init"]
+    }
+    fn optional_slots(&self) -> &'static [&'static str] {
+        &["init"]
+    }
+    fn prepare(
+        &self,
+        _params: &lpeft_pipeline::stage::Params,
+    ) -> Result<lpeft_pipeline::stage::Prepared, lpeft_pipeline::stage::StageError> {
+        Ok(lpeft_pipeline::stage::Prepared {
+            canonical_params: serde_json::json!({}),
+            external_files: vec![],
+            backend_sensitive: false,
+        })
+    }
+    fn run(
+        &self,
+        ctx: &lpeft_pipeline::stage::RunContext<'_>,
+    ) -> Result<lpeft_pipeline::stage::RunSummary, lpeft_pipeline::stage::StageError> {
+        std::fs::write(ctx.out_dir.join("n"), ctx.inputs.len().to_string())?;
+        Ok(lpeft_pipeline::stage::RunSummary::default())
+    }
+}
+
+#[test]
+fn optional_slots_may_be_left_unwired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let registry = Registry::new(vec![Box::new(Optional)]);
+    let no_env = |_: &str| None;
+    let text = r#"Pipeline(name: "o", stages: [
+        (name: "a", kind: "optional"),
+        (name: "b", kind: "optional", inputs: { "init": "a" }),
+    ])"#;
+    let p = load_str(Path::new("o.ron"), text, &ExpandOptions::default(), &no_env).unwrap();
+    let plan = resolve(&p, &registry, &store, &PlanOptions::new("flex")).unwrap();
+    assert_ne!(plan.nodes[0].key, plan.nodes[1].key);
+    execute(
+        &plan,
+        &registry,
+        &store,
+        &Silent,
+        RunOptions {
+            jobs: 1,
+            record_as: None,
+        },
+    )
+    .unwrap();
+    let read = |k: &str| std::fs::read_to_string(store.object_dir(k).join("n")).unwrap();
+    assert_eq!(
+        (read(&plan.nodes[0].key), read(&plan.nodes[1].key)),
+        ("0".into(), "1".into())
+    );
+    let spec = &p.stages[0];
+    let single =
+        lpeft_pipeline::plan::single(spec, &registry, &store, Default::default(), "flex", false)
+            .unwrap();
+    assert_eq!(single.nodes[0].status, Status::Hit);
+}

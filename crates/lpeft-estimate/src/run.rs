@@ -190,6 +190,8 @@ pub fn estimate(
         weight_decay: cfg.weight_decay,
         max_grad_norm: cfg.max_grad_norm,
         l1: cfg.l1,
+        head_mask_lr_coef: cfg.attn_mask_lr_coef,
+        neuron_mask_lr_coef: cfg.ffn_mask_lr_coef,
     };
     let mut trainer = Trainer::new(train, device.clone());
 

@@ -205,7 +205,7 @@ fn bad_params_name_the_field() {
     assert!(err(serde_json::json!({"model": model, "batch_size": 0})).contains("batch_size"));
     assert!(err(serde_json::json!({"model": model, "steps": {"steps": 0}})).contains("steps"));
     assert!(
-        err(serde_json::json!({"model": model, "attn_mask_lr_coef": 100.0}))
+        err(serde_json::json!({"model": model, "attn_mask_lr_coef": -1.0}))
             .contains("attn_mask_lr_coef")
     );
     assert!(err(serde_json::json!({"model": model, "lr_typo": 1})).contains("lr_typo"));

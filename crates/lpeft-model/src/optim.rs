@@ -74,6 +74,8 @@ struct Update<'a> {
     lr: f64,
     grad_scale: f64,
     path: Vec<String>,
+    /// Multiplier of `lr` for the tensor at a module path (PyTorch parameter groups).
+    lr_scale: &'a dyn Fn(&[String]) -> f64,
 }
 
 impl ModuleMapper for Update<'_> {
@@ -105,8 +107,9 @@ impl ModuleMapper for Update<'_> {
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2 = 1.0 - c.beta2.powi(t);
         let wd = if decays(&self.path) { c.weight_decay } else { 0.0 };
+        let lr = self.lr * (self.lr_scale)(&self.path);
         let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
-        let p = p.mul_scalar(1.0 - self.lr * wd) - m.clone().div(denom).mul_scalar(self.lr / bias1);
+        let p = p.mul_scalar(1.0 - lr * wd) - m.clone().div(denom).mul_scalar(lr / bias1);
         self.opt.moments.insert(id, (m, v));
         let mut updated = Tensor::from_inner(p.reshape(shape));
         if require_grad {
@@ -133,7 +136,13 @@ impl AdamW {
         self.moments.len()
     }
 
-    pub fn step<M: Module>(&mut self, model: M, mut grads: GradientsParams, lr: f64) -> (M, StepInfo) {
+    pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, lr: f64) -> (M, StepInfo) {
+        self.step_grouped(model, grads, lr, &|_| 1.0)
+    }
+
+    /// [`AdamW::step`] with a learning rate of `lr · lr_scale(path)` for the tensor at each
+    /// module path (e.g. the reference's mask groups, spec §2.4); decay uses the same rate.
+    pub fn step_grouped<M: Module>(&mut self, model: M, mut grads: GradientsParams, lr: f64, lr_scale: &dyn Fn(&[String]) -> f64) -> (M, StepInfo) {
         self.step += 1;
         let (scale, info) = match self.config.max_grad_norm {
             Some(max) => {
@@ -143,7 +152,7 @@ impl AdamW {
             }
             None => (1.0, StepInfo { grad_norm: f64::NAN, clipped: false }),
         };
-        let mut up = Update { opt: self, grads: &mut grads, lr, grad_scale: scale, path: Vec::new() };
+        let mut up = Update { opt: self, grads: &mut grads, lr, grad_scale: scale, path: Vec::new(), lr_scale };
         let model = model.map(&mut up);
         (model, info)
     }

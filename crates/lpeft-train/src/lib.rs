@@ -92,6 +92,10 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f64>,
     /// λ of `λ·Σ|masks|` (spec §2.3); 0 trains without the penalty.
     pub l1: f64,
+    /// Learning-rate multipliers of the head masks and FFN-neuron masks (the reference's
+    /// `attn_mask_lr_coef` / `ffn_mask_lr_coef`; its scripts use 1).
+    pub head_mask_lr_coef: f64,
+    pub neuron_mask_lr_coef: f64,
 }
 
 /// What a step should capture besides the loss.
@@ -268,7 +272,16 @@ impl Trainer {
 
         let lr = self.lr();
         let gp = GradientsParams::from_grads(grads, &model);
-        let (model, info) = self.opt.step(model, gp, lr);
+        let (head_coef, neuron_coef) = (
+            self.config.head_mask_lr_coef,
+            self.config.neuron_mask_lr_coef,
+        );
+        let group = move |path: &[String]| match path.last().map(String::as_str) {
+            Some("head_mask") => head_coef,
+            Some("neuron_mask") => neuron_coef,
+            _ => 1.0,
+        };
+        let (model, info) = self.opt.step_grouped(model, gp, lr, &group);
         if self.config.max_grad_norm.is_some() && !info.grad_norm.is_finite() {
             return Err(TrainError::NonFiniteGradient {
                 step: self.step,

@@ -73,6 +73,8 @@ fn config(lr: f64, steps: usize) -> TrainConfig {
         weight_decay: 0.0,
         max_grad_norm: Some(1.0),
         l1: 1e-3,
+        head_mask_lr_coef: 1.0,
+        neuron_mask_lr_coef: 1.0,
     }
 }
 
@@ -209,4 +211,50 @@ fn labels_must_fit_the_head() {
     assert!(matches!(e, TrainError::LabelMismatch { .. }), "{e}");
     let e = evaluate(&reg, vec![batch(2, BatchLabels::None)], &device).unwrap_err();
     assert!(matches!(e, TrainError::NoLabels));
+}
+
+#[test]
+fn mask_groups_have_their_own_learning_rate() {
+    use lpeft_model::checkpoint::named_tensors;
+    let device = Device::flex().autodiff();
+    let spec = spec(classification(), 0.0);
+    let b = class_batch();
+    let run = |head: f64, neuron: f64, steps: usize| {
+        let mut model = Model::build(&spec, &mut RandomSource { seed: 1 }, &device).unwrap();
+        let before = named_tensors(&model);
+        let cfg = TrainConfig {
+            head_mask_lr_coef: head,
+            neuron_mask_lr_coef: neuron,
+            ..config(1e-2, 3)
+        };
+        let mut trainer = Trainer::new(cfg, device.clone());
+        for _ in 0..steps {
+            model = trainer.step(model, &b, Capture::NONE).unwrap().0;
+        }
+        let after = named_tensors(&model);
+        let moved = |name: &str| {
+            let (a, b) = (&before[name].1, &after[name].1);
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        (
+            moved("encoder.layers.0.attention.head_mask"),
+            moved("encoder.layers.0.ffn.neuron_mask"),
+            moved("encoder.layers.0.attention.lora_query.a"),
+        )
+    };
+    let (h, n, a) = run(0.0, 1.0, 2);
+    assert_eq!(h, 0.0, "a zero coefficient freezes the head masks");
+    assert!(n > 0.0 && a > 0.0);
+    // One step: both runs see the same gradients, so only the head-mask update differs.
+    let (h1, n1, a1) = run(1.0, 1.0, 1);
+    let (h3, n3, a3) = run(3.0, 1.0, 1);
+    assert!(h1 > 0.0);
+    assert!(
+        (h3 / h1 - 3.0).abs() < 0.05,
+        "Adam steps scale with the group lr: {h1} vs {h3}"
+    );
+    assert_eq!((n1, a1), (n3, a3), "other groups are unaffected");
 }

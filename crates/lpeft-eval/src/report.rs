@@ -158,6 +158,16 @@ impl ResultSet {
         names
     }
 
+    /// Mean over tasks of a method's mean main score; `None` unless it has every task.
+    pub fn task_average(&self, method: &str) -> Option<f64> {
+        let tasks = self.tasks();
+        let scores: Option<Vec<f64>> = tasks
+            .iter()
+            .map(|t| self.row(t, method).map(|r| r.main_score.mean))
+            .collect();
+        scores.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("result sets serialize")
     }
@@ -184,6 +194,17 @@ impl ResultSet {
                 })
                 .collect();
             let _ = writeln!(s, "| {task} | {} |", cells.join(" | "));
+        }
+        let tasks = self.tasks();
+        if tasks.len() > 1 {
+            let cells: Vec<String> = methods
+                .iter()
+                .map(|m| {
+                    self.task_average(m)
+                        .map_or_else(|| "—".to_owned(), |a| format!("{:.2}", 100.0 * a))
+                })
+                .collect();
+            let _ = writeln!(s, "| mean over tasks | {} |", cells.join(" | "));
         }
         let _ = writeln!(s, "\n## Metrics\n");
         let _ = writeln!(s, "| task | method | metric | ×100 |");

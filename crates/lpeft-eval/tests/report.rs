@@ -81,6 +81,7 @@ Main score ×100 on dev (best epoch), mean ± sample std over seeds (n seeds).
 |---|---|---|
 | glue/rte | 75.00 ± 12.50 (3) | 68.75 (1) |
 | glue/sst2 | 93.75 ± 6.25 (3) | — |
+| mean over tasks | 84.38 | — |
 
 ## Metrics
 
@@ -101,6 +102,24 @@ Main score ×100 on dev (best epoch), mean ± sample std over seeds (n seeds).
 Missing: 1 run not in the store: ft-sst2-light.
 ";
     assert_eq!(set.markdown(), want);
+}
+
+#[test]
+fn task_average_needs_every_task() {
+    let set = ResultSet::new("demo", &runs(), vec![]);
+    // (0.75 + 0.9375) / 2
+    assert_eq!(set.task_average("lora"), Some(0.84375));
+    assert_eq!(set.task_average("light"), None);
+    // One task: no average row.
+    let rte: Vec<RunResult> = runs()
+        .into_iter()
+        .filter(|r| r.task == "glue/rte")
+        .collect();
+    assert!(
+        !ResultSet::new("demo", &rte, vec![])
+            .markdown()
+            .contains("mean over tasks")
+    );
 }
 
 #[test]

@@ -268,13 +268,7 @@ mod tests {
             &env,
         )
         .unwrap();
-        resolve(
-            &pipeline,
-            &registry(),
-            store,
-            &PlanOptions::new("flex"),
-        )
-        .unwrap()
+        resolve(&pipeline, &registry(), store, &PlanOptions::new("flex")).unwrap()
     }
 
     const STAGES: &str = r#"

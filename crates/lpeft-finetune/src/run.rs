@@ -144,7 +144,16 @@ pub fn finetune(
     // HF: warmup steps = ceil(ratio * total).
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
     let mut trainer = Trainer::new(
-        TrainConfig { lr: cfg.lr, total_steps: total, warmup_steps: warmup, weight_decay: cfg.weight_decay, max_grad_norm: cfg.max_grad_norm, l1: 0.0 },
+        TrainConfig {
+            lr: cfg.lr,
+            total_steps: total,
+            warmup_steps: warmup,
+            weight_decay: cfg.weight_decay,
+            max_grad_norm: cfg.max_grad_norm,
+            l1: 0.0,
+            head_mask_lr_coef: 1.0,
+            neuron_mask_lr_coef: 1.0,
+        },
         device.clone(),
     );
     progress.start("fine-tune", total as u64);

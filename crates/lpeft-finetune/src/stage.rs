@@ -70,6 +70,10 @@ impl Stage for FinetuneStage {
         &["dataset", "init"]
     }
 
+    fn optional_slots(&self) -> &'static [&'static str] {
+        &["init"]
+    }
+
     fn about(&self) -> &'static str {
         "Fine-tune PEFT (vanilla from a pretrained model, or Light-PEFT from a surgery artifact) and evaluate on dev every epoch"
     }

@@ -248,7 +248,7 @@ impl ResultSet {
                 "\nMissing: {} run{} not in the store: {}.",
                 self.missing.len(),
                 if self.missing.len() == 1 { "" } else { "s" },
-                self.missing.join(", ")
+                listed(&self.missing, 10)
             );
         }
         s
@@ -431,6 +431,18 @@ impl Comparison {
         }
         s
     }
+}
+
+/// The first `max` names, then how many more (the full list is in `results.json`).
+fn listed(names: &[String], max: usize) -> String {
+    if names.len() <= max {
+        return names.join(", ");
+    }
+    format!(
+        "{} and {} more (all in results.json)",
+        names[..max].join(", "),
+        names.len() - max
+    )
 }
 
 fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {

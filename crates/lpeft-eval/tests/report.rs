@@ -110,6 +110,13 @@ fn task_average_needs_every_task() {
     // (0.75 + 0.9375) / 2
     assert_eq!(set.task_average("lora"), Some(0.84375));
     assert_eq!(set.task_average("light"), None);
+    // Long missing lists are cut after ten names.
+    let missing: Vec<String> = (0..12).map(|i| format!("ft-{i}")).collect();
+    let md = ResultSet::new("demo", &runs(), missing).markdown();
+    assert!(
+        md.contains("Missing: 12 runs not in the store: ft-0, ft-1, ft-2, ft-3, ft-4, ft-5, ft-6, ft-7, ft-8, ft-9 and 2 more (all in results.json)."),
+        "{md}"
+    );
     // One task: no average row.
     let rte: Vec<RunResult> = runs()
         .into_iter()

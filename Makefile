@@ -2,7 +2,9 @@
 # (or GLUE_DIR / MODEL_DIR pointing at the data and model).
 
 CARGO   ?= cargo
-PROFILE ?=
+# glue.ron profiles: cpu (default here: a seeded 1,000-example sample per split, short
+# estimation, capped fine-tuning), smoke (seconds per stage), full (the paper's settings, GPU).
+PROFILE ?= cpu
 BACKEND ?= flex
 JOBS    ?= 2
 STORE   ?= $(or $(LPEFT_STORE),artifacts)
@@ -16,7 +18,7 @@ RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 .PHONY: help build reproduce-glue plan-glue demo test bench fmt lint fetch-model clean-store
 
 help:
-	@echo "make reproduce-glue [PROFILE=smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
+	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
 	@echo "make plan-glue      show what reproduce-glue would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
 	@echo "make test           cargo test --workspace"

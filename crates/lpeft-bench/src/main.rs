@@ -7,18 +7,19 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
-use lpeft_model::head::{task_loss, Labels};
+use lpeft_model::head::{Labels, task_loss};
 use lpeft_model::model::Model;
 use lpeft_model::optim::{AdamW, AdamWConfig};
 use lpeft_model::source::RandomSource;
 use lpeft_model::testing::{lora_everywhere, random_input};
 use lpeft_schema::model::{
-    Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftSite, TaskHeadSpec,
+    Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftSite,
+    TaskHeadSpec,
 };
 
 #[derive(Parser, Debug)]
@@ -77,12 +78,29 @@ fn main() -> Result<()> {
         "lora-all" => lora_everywhere(n_layers, 8, 0.05),
         "lora-qv" => lora_everywhere(n_layers, 8, 0.05)
             .into_iter()
-            .filter(|m| matches!(m.id.site, PeftSite::Lora(LoraTarget::Query | LoraTarget::Value)))
+            .filter(|m| {
+                matches!(
+                    m.id.site,
+                    PeftSite::Lora(LoraTarget::Query | LoraTarget::Value)
+                )
+            })
             .collect(),
         other => bail!("unknown peft {other:?}"),
     };
-    let style = if enc.family == Family::Roberta { HeadStyle::RobertaDenseTanh } else { HeadStyle::BertPooler };
-    let spec = ModelSpec { encoder: enc, head: TaskHeadSpec::Classification { num_labels: 2, style }, peft, masks: false };
+    let style = if enc.family == Family::Roberta {
+        HeadStyle::RobertaDenseTanh
+    } else {
+        HeadStyle::BertPooler
+    };
+    let spec = ModelSpec {
+        encoder: enc,
+        head: TaskHeadSpec::Classification {
+            num_labels: 2,
+            style,
+        },
+        peft,
+        masks: false,
+    };
     let device = lpeft_model::device::device(&args.backend)?;
     device.seed(0);
     let ad = device.clone().autodiff();
@@ -94,7 +112,10 @@ fn main() -> Result<()> {
         input
     };
     let input = full(&ad);
-    let labels = Labels::Class(Tensor::<1, Int>::from_data(TensorData::new(vec![1i64; args.batch], [args.batch]), &ad));
+    let labels = Labels::Class(Tensor::<1, Int>::from_data(
+        TensorData::new(vec![1i64; args.batch], [args.batch]),
+        &ad,
+    ));
     let mut opt = AdamW::new(AdamWConfig::reference(0.0));
     let mut times = Vec::new();
     for i in 0..args.warmup + args.iters {

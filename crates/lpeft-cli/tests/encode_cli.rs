@@ -11,8 +11,16 @@ fn read(file: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)
         .into_iter()
         .map(|(n, v)| {
             let vals = match v.dtype() {
-                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))).collect(),
+                safetensors::Dtype::I64 => v
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                safetensors::Dtype::F32 => v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+                    .collect(),
                 d => panic!("{d:?}"),
             };
             (n, (v.shape().to_vec(), vals))
@@ -25,27 +33,49 @@ fn encode_writes_hidden_states_that_match_transformers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model = root.join("../shared/models/all-MiniLM-L6-v2");
     let fixtures = root.join("crates/lpeft-model/tests/fixtures");
-    let texts: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join("minilm-texts.json")).unwrap()).unwrap();
+    let texts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("minilm-texts.json")).unwrap())
+            .unwrap();
     let reference = read(&fixtures.join("minilm-reference.safetensors"));
     let dir = tempfile::tempdir().unwrap();
     for row in [1usize, 3] {
         let item = &texts[row];
         let out = dir.path().join(format!("row{row}.safetensors"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lpeft"));
-        cmd.arg("encode").arg("--model").arg(&model).arg("--text").arg(item["text"].as_str().unwrap()).arg("--output").arg(&out);
+        cmd.arg("encode")
+            .arg("--model")
+            .arg(&model)
+            .arg("--text")
+            .arg(item["text"].as_str().unwrap())
+            .arg("--output")
+            .arg(&out);
         if let Some(p) = item["pair"].as_str() {
             cmd.arg("--pair").arg(p);
         }
         let status = cmd.output().unwrap();
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         let got = read(&out);
-        let ids: Vec<f64> = item["ids"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let ids: Vec<f64> = item["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         assert_eq!(got["input_ids"].1, ids);
         let (t, h) = (ids.len(), 384);
         assert_eq!(got["last_hidden_state"].0, vec![1, t, h]);
         let t_max = reference["input_ids"].0[1];
         let want = &reference["last_hidden_state"].1[row * t_max * h..(row * t_max + t) * h];
-        let d = got["last_hidden_state"].1.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let d = got["last_hidden_state"]
+            .1
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(d < 1e-4, "row {row}: max|diff| {d:e}");
     }
 }
@@ -53,7 +83,15 @@ fn encode_writes_hidden_states_that_match_transformers() {
 #[test]
 fn encode_names_a_missing_model_directory() {
     let out = Command::new(env!("CARGO_BIN_EXE_lpeft"))
-        .args(["encode", "--model", "/nonexistent/model", "--text", "hi", "--output", "/tmp/x.safetensors"])
+        .args([
+            "encode",
+            "--model",
+            "/nonexistent/model",
+            "--text",
+            "hi",
+            "--output",
+            "/tmp/x.safetensors",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

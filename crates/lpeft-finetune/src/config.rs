@@ -81,13 +81,37 @@ impl FinetuneConfig {
     pub fn validate(&self, has_init: bool) -> Result<(), String> {
         let bad = |field: &str, msg: String| Err(format!("field `{field}`: {msg}"));
         if self.method.trim().is_empty() {
-            return bad("method", "must name the method (it labels the results)".into());
+            return bad(
+                "method",
+                "must name the method (it labels the results)".into(),
+            );
         }
         match (has_init, &self.model, &self.peft) {
-            (false, None, _) => return bad("model", "required without an `init` input (vanilla PEFT starts from a pretrained model)".into()),
-            (false, _, None) => return bad("peft", "required without an `init` input (which PEFT modules to add)".into()),
-            (true, Some(_), _) => return bad("model", "must be absent with an `init` input: the pruned checkpoint is the model".into()),
-            (true, _, Some(_)) => return bad("peft", "must be absent with an `init` input: the pruned PEFT modules are trained".into()),
+            (false, None, _) => return bad(
+                "model",
+                "required without an `init` input (vanilla PEFT starts from a pretrained model)"
+                    .into(),
+            ),
+            (false, _, None) => {
+                return bad(
+                    "peft",
+                    "required without an `init` input (which PEFT modules to add)".into(),
+                );
+            }
+            (true, Some(_), _) => {
+                return bad(
+                    "model",
+                    "must be absent with an `init` input: the pruned checkpoint is the model"
+                        .into(),
+                );
+            }
+            (true, _, Some(_)) => {
+                return bad(
+                    "peft",
+                    "must be absent with an `init` input: the pruned PEFT modules are trained"
+                        .into(),
+                );
+            }
             _ => {}
         }
         if self.epochs == 0 {
@@ -103,7 +127,10 @@ impl FinetuneConfig {
             return bad("lr", format!("{} must be positive", self.lr));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad("warmup_ratio", format!("{} must be in [0, 1)", self.warmup_ratio));
+            return bad(
+                "warmup_ratio",
+                format!("{} must be in [0, 1)", self.warmup_ratio),
+            );
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad("weight_decay", format!("{} must be ≥ 0", self.weight_decay));

@@ -8,13 +8,13 @@ use burn::tensor::{Device, Tensor};
 
 use lpeft_data::encode::Labels as SplitLabels;
 use lpeft_data::{BatchConfig, Batcher, Padding, SplitTensors};
-use lpeft_eval::{evaluate_task, Outputs};
-use lpeft_model::checkpoint::trainable_tensors;
+use lpeft_eval::{Outputs, evaluate_task};
 use lpeft_model::Model;
+use lpeft_model::checkpoint::trainable_tensors;
 use lpeft_pipeline::stage::Progress;
 use lpeft_schema::dataset::{TaskKind, TaskSpec};
 use lpeft_schema::results::EpochMetrics;
-use lpeft_train::{evaluate, Capture, Predictions, StepRecord, TrainConfig, Trainer};
+use lpeft_train::{Capture, Predictions, StepRecord, TrainConfig, Trainer, evaluate};
 
 use crate::config::{FinetuneConfig, PaddingSpec};
 
@@ -25,7 +25,10 @@ pub enum FinetuneError {
     #[error(transparent)]
     Data(#[from] lpeft_data::DataError),
     #[error("evaluating epoch {epoch}: {source}")]
-    Eval { epoch: usize, source: lpeft_eval::EvalError },
+    Eval {
+        epoch: usize,
+        source: lpeft_eval::EvalError,
+    },
     #[error("{0}")]
     Unsupported(String),
 }
@@ -66,7 +69,10 @@ impl ModuleVisitor for Count {
 }
 
 pub fn param_counts(model: &Model) -> ParamCounts {
-    let mut c = Count { path: Vec::new(), counts: ParamCounts::default() };
+    let mut c = Count {
+        path: Vec::new(),
+        counts: ParamCounts::default(),
+    };
     model.visit(&mut c);
     c.counts
 }
@@ -99,20 +105,43 @@ pub fn total_steps(cfg: &FinetuneConfig, batches_per_epoch: usize) -> usize {
 }
 
 /// Scores predictions on `split` with the task's metrics.
-pub fn score(task: &TaskSpec, split: &SplitTensors, predictions: &Predictions) -> Result<lpeft_eval::Evaluation, lpeft_eval::EvalError> {
+pub fn score(
+    task: &TaskSpec,
+    split: &SplitTensors,
+    predictions: &Predictions,
+) -> Result<lpeft_eval::Evaluation, lpeft_eval::EvalError> {
     match (&task.kind, predictions, &split.labels) {
         (TaskKind::MultipleChoice { .. }, Predictions::Class(p), SplitLabels::Class(y)) => {
-            evaluate_task(task, &Outputs::Choices { predicted: p, labels: y })
+            evaluate_task(
+                task,
+                &Outputs::Choices {
+                    predicted: p,
+                    labels: y,
+                },
+            )
         }
-        (_, Predictions::Class(p), SplitLabels::Class(y)) => {
-            evaluate_task(task, &Outputs::Classes { predicted: p, labels: y, groups: Some(&split.group_ids) })
-        }
+        (_, Predictions::Class(p), SplitLabels::Class(y)) => evaluate_task(
+            task,
+            &Outputs::Classes {
+                predicted: p,
+                labels: y,
+                groups: Some(&split.group_ids),
+            },
+        ),
         (_, Predictions::Score(p), SplitLabels::Float(y)) => {
             let p: Vec<f64> = p.iter().map(|v| f64::from(*v)).collect();
             let y: Vec<f64> = y.iter().map(|v| f64::from(*v)).collect();
-            evaluate_task(task, &Outputs::Scores { predicted: &p, labels: &y })
+            evaluate_task(
+                task,
+                &Outputs::Scores {
+                    predicted: &p,
+                    labels: &y,
+                },
+            )
         }
-        _ => Err(lpeft_eval::EvalError::Empty { what: "predictions of a form this task cannot score" }),
+        _ => Err(lpeft_eval::EvalError::Empty {
+            what: "predictions of a form this task cannot score",
+        }),
     }
 }
 
@@ -136,8 +165,22 @@ pub fn finetune(
             task.name
         )));
     }
-    let train_cfg = BatchConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, drop_last: false, padding: padding(cfg.padding), pad_id };
-    let dev_cfg = BatchConfig { batch_size: cfg.eval_batch_size, shuffle: false, seed: 0, drop_last: false, padding: Padding::Longest, pad_id };
+    let train_cfg = BatchConfig {
+        batch_size: cfg.batch_size,
+        shuffle: true,
+        seed: cfg.seed,
+        drop_last: false,
+        padding: padding(cfg.padding),
+        pad_id,
+    };
+    let dev_cfg = BatchConfig {
+        batch_size: cfg.eval_batch_size,
+        shuffle: false,
+        seed: 0,
+        drop_last: false,
+        padding: Padding::Longest,
+        pad_id,
+    };
     let batcher = Batcher::new(train, &task.kind, train_cfg)?;
     let dev_batcher = Batcher::new(dev, &task.kind, dev_cfg)?;
     let total = total_steps(cfg, batcher.num_batches());
@@ -158,7 +201,8 @@ pub fn finetune(
     );
     progress.start("fine-tune", total as u64);
     let (mut epochs, mut curve, mut step_seconds) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut best_epoch, mut best_score, mut best_state) = (0usize, f64::NEG_INFINITY, BTreeMap::new());
+    let (mut best_epoch, mut best_score, mut best_state) =
+        (0usize, f64::NEG_INFINITY, BTreeMap::new());
     let mut train_examples = 0u64;
     let mut inference = 0.0;
     'epochs: for epoch in 0..cfg.epochs {
@@ -170,7 +214,15 @@ pub fn finetune(
             n += 1;
             train_examples += batch.batch_size as u64;
             step_seconds.push(rec.seconds);
-            progress.advance(1, &format!("epoch {} loss {:.4} {:.1} ex/s", epoch + 1, rec.loss, batch.batch_size as f64 / rec.seconds.max(1e-9)));
+            progress.advance(
+                1,
+                &format!(
+                    "epoch {} loss {:.4} {:.1} ex/s",
+                    epoch + 1,
+                    rec.loss,
+                    batch.batch_size as f64 / rec.seconds.max(1e-9)
+                ),
+            );
             curve.push(rec);
             if trainer.steps_done() >= total {
                 break;
@@ -178,8 +230,15 @@ pub fn finetune(
         }
         let eval = evaluate(&model, dev_batcher.epoch(0), plain)?;
         inference = eval.examples as f64 / eval.seconds.max(1e-9);
-        let scored = score(task, dev, &eval.predictions).map_err(|source| FinetuneError::Eval { epoch: epoch + 1, source })?;
-        let main = if scored.main_score.is_nan() { f64::NEG_INFINITY } else { scored.main_score };
+        let scored = score(task, dev, &eval.predictions).map_err(|source| FinetuneError::Eval {
+            epoch: epoch + 1,
+            source,
+        })?;
+        let main = if scored.main_score.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            scored.main_score
+        };
         epochs.push(EpochMetrics {
             epoch: (epoch + 1) as u32,
             step: trainer.steps_done() as u64,
@@ -197,5 +256,13 @@ pub fn finetune(
         }
     }
     progress.finish();
-    Ok(Outcome { epochs, best_epoch, best_state, curve, step_seconds, train_examples, inference_examples_per_second: inference })
+    Ok(Outcome {
+        epochs,
+        best_epoch,
+        best_state,
+        curve,
+        step_seconds,
+        train_examples,
+        inference_examples_per_second: inference,
+    })
 }

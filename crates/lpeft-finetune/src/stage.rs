@@ -9,10 +9,12 @@ use std::time::Instant;
 use lpeft_data::Dataset;
 use lpeft_estimate::run::estimation_spec;
 use lpeft_estimate::stage::weights_file;
-use lpeft_model::checkpoint;
-use lpeft_model::hf::{load_spec, HfCheckpoint};
 use lpeft_model::Model;
-use lpeft_pipeline::stage::{InputArtifact, Params, Prepared, RunContext, RunSummary, Stage, StageError};
+use lpeft_model::checkpoint;
+use lpeft_model::hf::{HfCheckpoint, load_spec};
+use lpeft_pipeline::stage::{
+    InputArtifact, Params, Prepared, RunContext, RunSummary, Stage, StageError,
+};
 use lpeft_schema::results::{Efficiency, RunResult};
 
 use crate::config::FinetuneConfig;
@@ -25,7 +27,10 @@ pub const RESULT_FILE: &str = "result.json";
 pub struct FinetuneStage;
 
 fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::Params { stage: KIND.into(), message: message.to_string() }
+    StageError::Params {
+        stage: KIND.into(),
+        message: message.to_string(),
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> StageError {
@@ -44,17 +49,26 @@ pub fn parse(params: &Params) -> Result<FinetuneConfig, StageError> {
 }
 
 fn write_json(file: &Path, value: &impl serde::Serialize) -> Result<(), StageError> {
-    std::fs::write(file, serde_json::to_string_pretty(value).expect("serializes"))?;
+    std::fs::write(
+        file,
+        serde_json::to_string_pretty(value).expect("serializes"),
+    )?;
     Ok(())
 }
 
 /// Backbone size before pruning, from the surgery artifact's plan.
 fn original_backbone(init: &InputArtifact) -> Result<u64, StageError> {
     let file = init.dir.join("plan.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?).map_err(|e| failed(format!("{}: {e}", file.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
+        .map_err(|e| failed(format!("{}: {e}", file.display())))?;
     v.pointer("/report/backbone_before")
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| failed(format!("{}: no report.backbone_before (is `init` a surgery artifact?)", file.display())))
+        .ok_or_else(|| {
+            failed(format!(
+                "{}: no report.backbone_before (is `init` a surgery artifact?)",
+                file.display()
+            ))
+        })
 }
 
 impl Stage for FinetuneStage {
@@ -89,18 +103,34 @@ impl Stage for FinetuneStage {
         // The model's content enters the key through its files; its path must not.
         if let Some(obj) = canonical.as_object_mut() {
             obj.remove("model");
-            obj.insert("vanilla".into(), serde_json::Value::Bool(cfg.model.is_some()));
+            obj.insert(
+                "vanilla".into(),
+                serde_json::Value::Bool(cfg.model.is_some()),
+            );
         }
-        Ok(Prepared { canonical_params: canonical, external_files, backend_sensitive: true })
+        Ok(Prepared {
+            canonical_params: canonical,
+            external_files,
+            backend_sensitive: true,
+        })
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let started = Instant::now();
         let cfg = parse(ctx.params)?;
-        let data = ctx.inputs.get("dataset").ok_or_else(|| StageError::MissingInput { stage: KIND.into(), slot: "dataset".into() })?;
+        let data = ctx
+            .inputs
+            .get("dataset")
+            .ok_or_else(|| StageError::MissingInput {
+                stage: KIND.into(),
+                slot: "dataset".into(),
+            })?;
         let init = ctx.inputs.get("init");
         if cfg.model.is_none() && init.is_none() {
-            return Err(StageError::MissingInput { stage: KIND.into(), slot: "init".into() });
+            return Err(StageError::MissingInput {
+                stage: KIND.into(),
+                slot: "init".into(),
+            });
         }
         let ds = Dataset::open(&data.dir).map_err(failed)?;
         let task = ds.meta.task.clone();
@@ -121,23 +151,44 @@ impl Stage for FinetuneStage {
                 let original = param_counts(&model).backbone;
                 (model, original)
             }
-            (_, _, Some(init)) => (checkpoint::load(&init.dir, &device).map_err(failed)?, original_backbone(init)?),
+            (_, _, Some(init)) => (
+                checkpoint::load(&init.dir, &device).map_err(failed)?,
+                original_backbone(init)?,
+            ),
             _ => unreachable!("checked above"),
         };
         let counts = param_counts(&model);
         let spec = model.spec.clone();
-        let outcome = finetune(&cfg, model, &task, &train, &dev, ds.meta.tokenizer.pad_id, &device, &plain, ctx.progress).map_err(failed)?;
+        let outcome = finetune(
+            &cfg,
+            model,
+            &task,
+            &train,
+            &dev,
+            ds.meta.tokenizer.pad_id,
+            &device,
+            &plain,
+            ctx.progress,
+        )
+        .map_err(failed)?;
 
-        let secs = lpeft_eval::efficiency::mean_step_seconds(&outcome.step_seconds, 2).unwrap_or(0.0);
+        let secs =
+            lpeft_eval::efficiency::mean_step_seconds(&outcome.step_seconds, 2).unwrap_or(0.0);
         let train_time: f64 = outcome.step_seconds.iter().sum();
         let efficiency = Efficiency {
             total_params: counts.total,
             trainable_params: counts.trainable,
             backbone_params: counts.backbone,
             backbone_params_original: original,
-            backbone_pruned_pct: lpeft_eval::efficiency::backbone_pruned_pct(counts.backbone, original),
+            backbone_pruned_pct: lpeft_eval::efficiency::backbone_pruned_pct(
+                counts.backbone,
+                original,
+            ),
             train_seconds_per_step: secs,
-            train_examples_per_second: lpeft_eval::efficiency::throughput(outcome.train_examples, train_time),
+            train_examples_per_second: lpeft_eval::efficiency::throughput(
+                outcome.train_examples,
+                train_time,
+            ),
             inference_examples_per_second: outcome.inference_examples_per_second,
             peak_memory_bytes: lpeft_eval::efficiency::peak_rss_bytes().unwrap_or(0),
             memory_kind: "process_rss".into(),
@@ -162,7 +213,8 @@ impl Stage for FinetuneStage {
         let best_dir = ctx.out_dir.join("best");
         std::fs::create_dir_all(&best_dir)?;
         write_json(&best_dir.join(checkpoint::SPEC_FILE), &spec)?;
-        checkpoint::write_safetensors(&best_dir.join("trainable.safetensors"), &outcome.best_state).map_err(failed)?;
+        checkpoint::write_safetensors(&best_dir.join("trainable.safetensors"), &outcome.best_state)
+            .map_err(failed)?;
         Ok(RunSummary {
             figures: serde_json::json!({
                 "task": result.task,

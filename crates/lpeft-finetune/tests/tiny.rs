@@ -6,8 +6,8 @@ use burn::tensor::Device;
 use lpeft_data::encode::{Labels as DataLabels, SplitTensors};
 use lpeft_estimate::config::PeftConfig;
 use lpeft_estimate::run::estimation_spec;
-use lpeft_finetune::run::{finetune, param_counts, total_steps};
 use lpeft_finetune::FinetuneConfig;
+use lpeft_finetune::run::{finetune, param_counts, total_steps};
 use lpeft_model::checkpoint;
 use lpeft_model::model::Model;
 use lpeft_model::rng::SeededRng;
@@ -65,20 +65,63 @@ fn vanilla_run_evaluates_every_epoch_and_keeps_the_best() {
     let cfg = config();
     let device = Device::flex().autodiff();
     device.seed(1);
-    let spec = estimation_spec(tiny_encoder(Family::Bert, &[(4, 8), (4, 8)]), &task.kind, cfg.peft.as_ref().unwrap());
-    let spec = lpeft_schema::model::ModelSpec { masks: false, ..spec };
-    assert!(spec.peft.iter().all(|m| matches!(m.id.site, lpeft_schema::model::PeftSite::Lora(LoraTarget::Query | LoraTarget::Value))));
+    let spec = estimation_spec(
+        tiny_encoder(Family::Bert, &[(4, 8), (4, 8)]),
+        &task.kind,
+        cfg.peft.as_ref().unwrap(),
+    );
+    let spec = lpeft_schema::model::ModelSpec {
+        masks: false,
+        ..spec
+    };
+    assert!(spec.peft.iter().all(|m| matches!(
+        m.id.site,
+        lpeft_schema::model::PeftSite::Lora(LoraTarget::Query | LoraTarget::Value)
+    )));
     let model = Model::build(&spec, &mut RandomSource { seed: 2 }, &device).unwrap();
     let counts = param_counts(&model);
-    assert!(counts.trainable > 0 && counts.trainable < counts.total && counts.backbone < counts.total);
-    let out = finetune(&cfg, model, &task, &train, &dev, 0, &device, &Device::flex(), &Silent).unwrap();
+    assert!(
+        counts.trainable > 0 && counts.trainable < counts.total && counts.backbone < counts.total
+    );
+    let out = finetune(
+        &cfg,
+        model,
+        &task,
+        &train,
+        &dev,
+        0,
+        &device,
+        &Device::flex(),
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(out.epochs.len(), 3);
     assert_eq!(out.curve.len(), total_steps(&cfg, 4));
-    assert_eq!(out.epochs.iter().map(|e| e.step).collect::<Vec<_>>(), vec![4, 8, 12]);
-    let best = out.epochs.iter().map(|e| e.main_score).fold(f64::NEG_INFINITY, f64::max);
-    assert_eq!(out.epochs[out.best_epoch].main_score, best, "best epoch has the highest main score");
-    assert!(out.epochs.iter().all(|e| e.metrics.contains_key("accuracy")));
-    assert!(out.best_state.keys().all(|k| k.contains("lora_") || k.starts_with("head.out")), "{:?}", out.best_state.keys());
+    assert_eq!(
+        out.epochs.iter().map(|e| e.step).collect::<Vec<_>>(),
+        vec![4, 8, 12]
+    );
+    let best = out
+        .epochs
+        .iter()
+        .map(|e| e.main_score)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(
+        out.epochs[out.best_epoch].main_score, best,
+        "best epoch has the highest main score"
+    );
+    assert!(
+        out.epochs
+            .iter()
+            .all(|e| e.metrics.contains_key("accuracy"))
+    );
+    assert!(
+        out.best_state
+            .keys()
+            .all(|k| k.contains("lora_") || k.starts_with("head.out")),
+        "{:?}",
+        out.best_state.keys()
+    );
     assert!(out.inference_examples_per_second > 0.0);
 }
 
@@ -89,11 +132,38 @@ fn a_step_cap_ends_the_run_with_an_evaluation() {
     let mut cfg = config();
     cfg.max_steps = Some(6);
     let device = Device::flex().autodiff();
-    let spec = estimation_spec(tiny_encoder(Family::Bert, &[(2, 4)]), &task.kind, cfg.peft.as_ref().unwrap());
-    let model = Model::build(&lpeft_schema::model::ModelSpec { masks: false, ..spec }, &mut RandomSource { seed: 2 }, &device).unwrap();
-    let out = finetune(&cfg, model, &task, &train, &dev, 0, &device, &Device::flex(), &Silent).unwrap();
+    let spec = estimation_spec(
+        tiny_encoder(Family::Bert, &[(2, 4)]),
+        &task.kind,
+        cfg.peft.as_ref().unwrap(),
+    );
+    let model = Model::build(
+        &lpeft_schema::model::ModelSpec {
+            masks: false,
+            ..spec
+        },
+        &mut RandomSource { seed: 2 },
+        &device,
+    )
+    .unwrap();
+    let out = finetune(
+        &cfg,
+        model,
+        &task,
+        &train,
+        &dev,
+        0,
+        &device,
+        &Device::flex(),
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(out.curve.len(), 6);
-    assert_eq!(out.epochs.iter().map(|e| e.step).collect::<Vec<_>>(), vec![4, 6], "epoch end, then the cap");
+    assert_eq!(
+        out.epochs.iter().map(|e| e.step).collect::<Vec<_>>(),
+        vec![4, 6],
+        "epoch end, then the cap"
+    );
 }
 
 #[test]
@@ -101,29 +171,64 @@ fn training_from_a_saved_checkpoint_keeps_its_shapes_and_trains_its_peft() {
     let task = lpeft_data::registry::task("glue/sst2").unwrap().spec();
     let (train, dev) = (split(16, 3), split(8, 4));
     let device = Device::flex().autodiff();
-    let peft = PeftConfig::Lora { rank: 2, alpha: 4.0, dropout: 0.0, targets: LoraTarget::ALL.to_vec() };
-    let mut spec = estimation_spec(tiny_encoder(Family::Bert, &[(3, 5), (0, 2)]), &task.kind, &peft);
+    let peft = PeftConfig::Lora {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: LoraTarget::ALL.to_vec(),
+    };
+    let mut spec = estimation_spec(
+        tiny_encoder(Family::Bert, &[(3, 5), (0, 2)]),
+        &task.kind,
+        &peft,
+    );
     spec.masks = false;
     let model = Model::build(&spec, &mut RandomSource { seed: 4 }, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
     checkpoint::save(&model, dir.path()).unwrap();
     let loaded = checkpoint::load(dir.path(), &device).unwrap();
     assert_eq!(loaded.spec, spec);
-    let cfg: FinetuneConfig = serde_json::from_value(serde_json::json!({ "method": "light-peft-lora", "epochs": 1, "batch_size": 8 })).unwrap();
+    let cfg: FinetuneConfig = serde_json::from_value(
+        serde_json::json!({ "method": "light-peft-lora", "epochs": 1, "batch_size": 8 }),
+    )
+    .unwrap();
     cfg.validate(true).unwrap();
-    let out = finetune(&cfg, loaded, &task, &train, &dev, 0, &device, &Device::flex(), &Silent).unwrap();
+    let out = finetune(
+        &cfg,
+        loaded,
+        &task,
+        &train,
+        &dev,
+        0,
+        &device,
+        &Device::flex(),
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(out.epochs.len(), 1);
     let before = checkpoint::trainable_tensors(&model);
-    assert_eq!(before.keys().collect::<Vec<_>>(), out.best_state.keys().collect::<Vec<_>>());
-    assert!(before.iter().any(|(k, v)| out.best_state[k].1 != v.1), "trainable tensors moved");
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        out.best_state.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        before.iter().any(|(k, v)| out.best_state[k].1 != v.1),
+        "trainable tensors moved"
+    );
 }
 
 #[test]
 fn config_errors_name_the_field() {
-    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "model": "m" })).unwrap_err().to_string();
+    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "model": "m" }))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`model` and `peft`"), "{err}");
-    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "epochs": 0 })).unwrap_err().to_string();
+    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "epochs": 0 }))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("epochs"), "{err}");
-    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "epoch": 3 })).unwrap_err().to_string();
+    let err = lpeft_finetune::stage::parse(&serde_json::json!({ "method": "x", "epoch": 3 }))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("epoch"), "{err}");
 }

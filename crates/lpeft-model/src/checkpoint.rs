@@ -38,7 +38,11 @@ impl ModuleVisitor for Collect {
             return;
         }
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 data");
         self.out.insert(self.path.join("."), (shape, values));
     }
 }
@@ -52,33 +56,49 @@ pub fn named_tensors(model: &Model) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> 
 
 /// Only the trainable tensors (PEFT, masks, head): the warm-start state of estimation.
 pub fn trainable_tensors(model: &Model) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let mut c = Collect { only_trainable: true, ..Default::default() };
+    let mut c = Collect {
+        only_trainable: true,
+        ..Default::default()
+    };
     model.visit(&mut c);
     c.out
 }
 
 /// Writes named f32 tensors as safetensors, atomically enough for an artifact's temp dir.
-pub fn write_safetensors(file: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<(), ModelError> {
+pub fn write_safetensors(
+    file: &Path,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<(), ModelError> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(k, (shape, v))| (k.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape.clone()))
+        .map(|(k, (shape, v))| {
+            (
+                k.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                shape.clone(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
         .map(|(k, b, s)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("consistent view");
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .expect("consistent view");
             (k.clone(), view)
         })
         .collect();
-    let data = safetensors::serialize(views, None)
-        .map_err(|e| ModelError::BadFile { file: file.to_path_buf(), message: e.to_string() })?;
+    let data = safetensors::serialize(views, None).map_err(|e| ModelError::BadFile {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
     std::fs::write(file, data).map_err(|e| ModelError::io(file, e))
 }
 
 pub fn save(model: &Model, dir: &Path) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let spec = serde_json::to_string_pretty(&model.spec).expect("spec serializes");
-    std::fs::write(dir.join(SPEC_FILE), spec).map_err(|e| ModelError::io(dir.join(SPEC_FILE), e))?;
+    std::fs::write(dir.join(SPEC_FILE), spec)
+        .map_err(|e| ModelError::io(dir.join(SPEC_FILE), e))?;
     write_safetensors(&dir.join(WEIGHTS_FILE), &named_tensors(model))
 }
 
@@ -87,7 +107,11 @@ pub fn read_spec(dir: &Path) -> Result<ModelSpec, ModelError> {
     let text = std::fs::read_to_string(&file).map_err(|e| ModelError::io(&file, e))?;
     serde_json::from_str(&text).map_err(|e| ModelError::BadFile {
         file,
-        message: format!("not a model spec (line {}, column {}): {e}", e.line(), e.column()),
+        message: format!(
+            "not a model spec (line {}, column {}): {e}",
+            e.line(),
+            e.column()
+        ),
     })
 }
 
@@ -99,17 +123,36 @@ pub fn load(dir: &Path, device: &Device) -> Result<Model, ModelError> {
 
 /// Loads weights from `dir` into a model of `spec`; roles in `fill` may be missing and are
 /// then initialised (e.g. a new head), otherwise every tensor must match and be used.
-pub fn load_with_spec(dir: &Path, spec: &ModelSpec, fill: &[Role], device: &Device) -> Result<Model, ModelError> {
+pub fn load_with_spec(
+    dir: &Path,
+    spec: &ModelSpec,
+    fill: &[Role],
+    device: &Device,
+) -> Result<Model, ModelError> {
     let file = dir.join(WEIGHTS_FILE);
     let map: TensorMap = crate::hf::read_safetensors(&file)?;
-    let mut src = MapSource { file: file.clone(), map, fill: fill.to_vec(), seed: 0, used: Vec::new() };
+    let mut src = MapSource {
+        file: file.clone(),
+        map,
+        fill: fill.to_vec(),
+        seed: 0,
+        used: Vec::new(),
+    };
     let model = Model::build(spec, &mut src, device)?;
-    let mut unused: Vec<&String> = src.map.tensors.keys().filter(|k| !src.used.contains(k)).collect();
+    let mut unused: Vec<&String> = src
+        .map
+        .tensors
+        .keys()
+        .filter(|k| !src.used.contains(k))
+        .collect();
     unused.sort();
     if let Some(first) = unused.first() {
         return Err(ModelError::BadFile {
             file,
-            message: format!("{} tensor(s) do not belong to the model described by {SPEC_FILE}, first `{first}`", unused.len()),
+            message: format!(
+                "{} tensor(s) do not belong to the model described by {SPEC_FILE}, first `{first}`",
+                unused.len()
+            ),
         });
     }
     Ok(model)

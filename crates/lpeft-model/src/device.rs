@@ -45,7 +45,10 @@ pub fn device(name: &str) -> Result<Device, ModelError> {
         Some((b, i)) => (b, i.parse::<usize>().ok()),
         None => (name, None),
     };
-    let unknown = || ModelError::UnknownBackend { name: name.to_string(), available: available().join(", ") };
+    let unknown = || ModelError::UnknownBackend {
+        name: name.to_string(),
+        available: available().join(", "),
+    };
     let _ = index;
     match base {
         #[cfg(feature = "flex")]

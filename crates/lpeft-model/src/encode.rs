@@ -10,7 +10,7 @@ use lpeft_schema::model::{HeadStyle, ModelSpec, TaskHeadSpec};
 
 use crate::encoder::EncoderInput;
 use crate::error::ModelError;
-use crate::hf::{load_spec, HfCheckpoint};
+use crate::hf::{HfCheckpoint, load_spec};
 use crate::model::Model;
 
 #[derive(Debug, Clone)]
@@ -31,8 +31,16 @@ pub fn load_pretrained_encoder(model_dir: &Path, device: &Device) -> Result<Mode
         lpeft_schema::model::Family::Bert => HeadStyle::BertPooler,
         lpeft_schema::model::Family::Roberta => HeadStyle::RobertaDenseTanh,
     };
-    let head = TaskHeadSpec::Classification { num_labels: 2, style };
-    let spec = ModelSpec { encoder, head, peft: vec![], masks: false };
+    let head = TaskHeadSpec::Classification {
+        num_labels: 2,
+        style,
+    };
+    let spec = ModelSpec {
+        encoder,
+        head,
+        peft: vec![],
+        masks: false,
+    };
     let mut src = ckpt.source(spec.encoder.family, head, 0);
     Model::build(&spec, &mut src, device)
 }
@@ -49,26 +57,59 @@ pub fn encode_ids(model: &Model, ids: &[u32], type_ids: &[u32], device: &Device)
         attention_mask: Tensor::<2, Int>::ones([1, t], device),
     };
     let hidden = model.forward(&input).hidden;
-    let values = hidden.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 hidden states");
-    Encoding { input_ids: ids, token_type_ids: types, last_hidden_state: values, hidden_size: model.spec.encoder.hidden_size }
+    let values = hidden
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 hidden states");
+    Encoding {
+        input_ids: ids,
+        token_type_ids: types,
+        last_hidden_state: values,
+        hidden_size: model.spec.encoder.hidden_size,
+    }
 }
 
-fn view(dtype: safetensors::Dtype, shape: Vec<usize>, data: &[u8]) -> safetensors::tensor::TensorView<'_> {
+fn view(
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: &[u8],
+) -> safetensors::tensor::TensorView<'_> {
     safetensors::tensor::TensorView::new(dtype, shape, data).expect("consistent view")
 }
 
 /// Writes an encoding as safetensors.
 pub fn write_encoding(file: &Path, e: &Encoding) -> Result<(), ModelError> {
     let t = e.input_ids.len();
-    let hidden: Vec<u8> = e.last_hidden_state.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let hidden: Vec<u8> = e
+        .last_hidden_state
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let ids: Vec<u8> = e.input_ids.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let types: Vec<u8> = e.token_type_ids.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let types: Vec<u8> = e
+        .token_type_ids
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let tensors = vec![
-        ("last_hidden_state".to_string(), view(safetensors::Dtype::F32, vec![1, t, e.hidden_size], &hidden)),
-        ("input_ids".to_string(), view(safetensors::Dtype::I64, vec![1, t], &ids)),
-        ("token_type_ids".to_string(), view(safetensors::Dtype::I64, vec![1, t], &types)),
+        (
+            "last_hidden_state".to_string(),
+            view(safetensors::Dtype::F32, vec![1, t, e.hidden_size], &hidden),
+        ),
+        (
+            "input_ids".to_string(),
+            view(safetensors::Dtype::I64, vec![1, t], &ids),
+        ),
+        (
+            "token_type_ids".to_string(),
+            view(safetensors::Dtype::I64, vec![1, t], &types),
+        ),
     ];
-    let bytes = safetensors::serialize(tensors, None).map_err(|err| ModelError::BadFile { file: file.to_path_buf(), message: err.to_string() })?;
+    let bytes = safetensors::serialize(tensors, None).map_err(|err| ModelError::BadFile {
+        file: file.to_path_buf(),
+        message: err.to_string(),
+    })?;
     let tmp = file.with_extension("safetensors.partial");
     std::fs::write(&tmp, bytes).map_err(|err| ModelError::io(&tmp, err))?;
     std::fs::rename(&tmp, file).map_err(|err| ModelError::io(file, err))

@@ -41,11 +41,16 @@ impl Embeddings {
         let [b, t] = ids.dims();
         let device = ids.device();
         let positions = match self.family {
-            Family::Bert => Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]).expand([b, t]),
+            Family::Bert => Tensor::<1, Int>::arange(0..t as i64, &device)
+                .reshape([1, t])
+                .expand([b, t]),
             // HF create_position_ids_from_input_ids: cumsum over real tokens, offset by pad id.
             Family::Roberta => {
                 let real = ids.clone().not_equal_elem(self.pad_token_id as i64).int();
-                real.clone().cumsum(1).mul(real).add_scalar(self.pad_token_id as i64)
+                real.clone()
+                    .cumsum(1)
+                    .mul(real)
+                    .add_scalar(self.pad_token_id as i64)
             }
         };
         let x = embedding(self.word.val(), ids)
@@ -78,7 +83,12 @@ fn project(
     }
 }
 
-fn apply_adapter(h: Tensor<3>, adapter: Option<&Adapter>, id: PeftModuleId, rec: &mut Option<&mut NormRatioRecorder>) -> Tensor<3> {
+fn apply_adapter(
+    h: Tensor<3>,
+    adapter: Option<&Adapter>,
+    id: PeftModuleId,
+    rec: &mut Option<&mut NormRatioRecorder>,
+) -> Tensor<3> {
     match adapter {
         Some(adapter) => {
             let delta = adapter.forward(h.clone());
@@ -114,19 +124,51 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn forward(&self, x: Tensor<3>, score_bias: &Tensor<4>, rec: &mut Option<&mut NormRatioRecorder>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        score_bias: &Tensor<4>,
+        rec: &mut Option<&mut NormRatioRecorder>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
-        let id = |target| PeftModuleId { layer: self.layer, site: PeftSite::Lora(target) };
+        let id = |target| PeftModuleId {
+            layer: self.layer,
+            site: PeftSite::Lora(target),
+        };
         let context = match (&self.query, &self.key, &self.value) {
             (Some(q), Some(k), Some(v)) if self.heads > 0 => {
                 let (h, d) = (self.heads, self.head_dim);
                 let split = |y: Tensor<3>| y.reshape([b, t, h, d]).swap_dims(1, 2);
                 let dims = (b, t, &device);
-                let q = split(project(q, self.lora_query.as_ref(), Some(x.clone()), dims, id(LoraTarget::Query), rec));
-                let k = split(project(k, self.lora_key.as_ref(), Some(x.clone()), dims, id(LoraTarget::Key), rec));
-                let v = split(project(v, self.lora_value.as_ref(), Some(x.clone()), dims, id(LoraTarget::Value), rec));
-                let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt()) + score_bias.clone();
+                let q = split(project(
+                    q,
+                    self.lora_query.as_ref(),
+                    Some(x.clone()),
+                    dims,
+                    id(LoraTarget::Query),
+                    rec,
+                ));
+                let k = split(project(
+                    k,
+                    self.lora_key.as_ref(),
+                    Some(x.clone()),
+                    dims,
+                    id(LoraTarget::Key),
+                    rec,
+                ));
+                let v = split(project(
+                    v,
+                    self.lora_value.as_ref(),
+                    Some(x.clone()),
+                    dims,
+                    id(LoraTarget::Value),
+                    rec,
+                ));
+                let scores = q
+                    .matmul(k.swap_dims(2, 3))
+                    .mul_scalar(1.0 / (d as f64).sqrt())
+                    + score_bias.clone();
                 let probs = self.attention_dropout.forward(softmax(scores, 3));
                 let mut ctx = probs.matmul(v);
                 if let Some(mask) = &self.head_mask {
@@ -136,8 +178,18 @@ impl Attention {
             }
             _ => None,
         };
-        let out = project(&self.output, self.lora_output.as_ref(), context, (b, t, &device), id(LoraTarget::AttnOut), rec);
-        let adapter_id = PeftModuleId { layer: self.layer, site: PeftSite::Adapter(AdapterSite::Attention) };
+        let out = project(
+            &self.output,
+            self.lora_output.as_ref(),
+            context,
+            (b, t, &device),
+            id(LoraTarget::AttnOut),
+            rec,
+        );
+        let adapter_id = PeftModuleId {
+            layer: self.layer,
+            site: PeftSite::Adapter(AdapterSite::Attention),
+        };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
         self.norm.forward(self.hidden_dropout.forward(out) + x)
     }
@@ -165,10 +217,20 @@ impl Ffn {
     pub fn forward(&self, x: Tensor<3>, rec: &mut Option<&mut NormRatioRecorder>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
-        let id = |target| PeftModuleId { layer: self.layer, site: PeftSite::Lora(target) };
+        let id = |target| PeftModuleId {
+            layer: self.layer,
+            site: PeftSite::Lora(target),
+        };
         let hidden = match &self.input {
             Some(fc1) if self.width > 0 => {
-                let z = project(fc1, self.lora_input.as_ref(), Some(x.clone()), (b, t, &device), id(LoraTarget::FfnIn), rec);
+                let z = project(
+                    fc1,
+                    self.lora_input.as_ref(),
+                    Some(x.clone()),
+                    (b, t, &device),
+                    id(LoraTarget::FfnIn),
+                    rec,
+                );
                 let mut z = match self.activation {
                     Activation::Gelu => gelu(z),
                     Activation::GeluTanh => burn::tensor::activation::gelu_approximate(z),
@@ -181,8 +243,18 @@ impl Ffn {
             }
             _ => None,
         };
-        let out = project(&self.output, self.lora_output.as_ref(), hidden, (b, t, &device), id(LoraTarget::FfnOut), rec);
-        let adapter_id = PeftModuleId { layer: self.layer, site: PeftSite::Adapter(AdapterSite::Ffn) };
+        let out = project(
+            &self.output,
+            self.lora_output.as_ref(),
+            hidden,
+            (b, t, &device),
+            id(LoraTarget::FfnOut),
+            rec,
+        );
+        let adapter_id = PeftModuleId {
+            layer: self.layer,
+            site: PeftSite::Adapter(AdapterSite::Ffn),
+        };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
         self.norm.forward(self.dropout.forward(out) + x)
     }
@@ -202,7 +274,11 @@ pub struct Encoder {
 
 impl Encoder {
     /// Final hidden states `[B, T, H]`.
-    pub fn forward(&self, input: &EncoderInput, mut rec: Option<&mut NormRatioRecorder>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        input: &EncoderInput,
+        mut rec: Option<&mut NormRatioRecorder>,
+    ) -> Tensor<3> {
         let mut x = self.embeddings.forward(input);
         let [b, t] = input.attention_mask.dims();
         // 0 on real keys, a large negative score on padded keys: [B, 1, 1, T].

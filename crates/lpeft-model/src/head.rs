@@ -37,7 +37,10 @@ pub enum HeadOutput {
 pub enum Labels {
     Class(Tensor<1, Int>),
     Score(Tensor<1>),
-    Span { start: Tensor<1, Int>, end: Tensor<1, Int> },
+    Span {
+        start: Tensor<1, Int>,
+        end: Tensor<1, Int>,
+    },
 }
 
 impl TaskHead {
@@ -50,9 +53,14 @@ impl TaskHead {
             return HeadOutput::Span { start, end };
         }
         let first = hidden.slice_dim(1, 0..1).reshape([b, h]);
-        let pooler = self.pooler.as_ref().expect("sequence heads have a pooler/dense layer");
+        let pooler = self
+            .pooler
+            .as_ref()
+            .expect("sequence heads have a pooler/dense layer");
         let style = match self.spec {
-            TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => style,
+            TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => {
+                style
+            }
             TaskHeadSpec::MultipleChoice { .. } => HeadStyle::BertPooler,
             TaskHeadSpec::SpanExtraction => unreachable!(),
         };
@@ -67,13 +75,20 @@ impl TaskHead {
             }
         };
         match self.spec {
-            TaskHeadSpec::MultipleChoice { choices, .. } => HeadOutput::Logits(logits.reshape([b / choices, choices])),
+            TaskHeadSpec::MultipleChoice { choices, .. } => {
+                HeadOutput::Logits(logits.reshape([b / choices, choices]))
+            }
             _ => HeadOutput::Logits(logits),
         }
     }
 
     fn out_device(&self) -> burn::tensor::Device {
-        self.out.bias.as_ref().expect("heads have biases").val().device()
+        self.out
+            .bias
+            .as_ref()
+            .expect("heads have biases")
+            .val()
+            .device()
     }
 }
 
@@ -93,7 +108,8 @@ pub fn task_loss(output: &HeadOutput, labels: &Labels) -> Tensor<1> {
             (logits.clone().reshape([n]) - y.clone()).square().mean()
         }
         (HeadOutput::Span { start, end }, Labels::Span { start: s, end: e }) => {
-            (cross_entropy(start.clone(), s.clone()) + cross_entropy(end.clone(), e.clone())).div_scalar(2.0)
+            (cross_entropy(start.clone(), s.clone()) + cross_entropy(end.clone(), e.clone()))
+                .div_scalar(2.0)
         }
         _ => panic!("labels do not match the head: {output:?} vs {labels:?}"),
     }

@@ -12,7 +12,7 @@ use lpeft_schema::model::{Activation, EncoderSpec, Family, HeadStyle, LayerShape
 
 use crate::error::ModelError;
 use crate::rng::SeededRng;
-use crate::source::{init_values, Init, Role, TensorMap, WeightSource};
+use crate::source::{Init, Role, TensorMap, WeightSource, init_values};
 
 /// A checkpoint's tensors, as read from disk, in PyTorch layout.
 #[derive(Debug)]
@@ -30,45 +30,91 @@ pub fn read_config(dir: &Path) -> Result<EncoderSpec, ModelError> {
     let text = std::fs::read_to_string(&file).map_err(|e| ModelError::io(&file, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::BadFile {
         file: file.clone(),
-        message: format!("not valid JSON at line {} column {}: {e}", e.line(), e.column()),
+        message: format!(
+            "not valid JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ),
     })?;
     parse_config(&v, &file)
 }
 
 pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
-    let bad = |field: &str, message: String| ModelError::BadConfig { file: file.to_path_buf(), field: field.into(), message };
+    let bad = |field: &str, message: String| ModelError::BadConfig {
+        file: file.to_path_buf(),
+        field: field.into(),
+        message,
+    };
     let uint = |field: &str| -> Result<usize, ModelError> {
         v.get(field)
             .ok_or_else(|| bad(field, "missing (expected a non-negative integer)".into()))?
             .as_u64()
             .map(|x| x as usize)
-            .ok_or_else(|| bad(field, format!("expected a non-negative integer, found {}", v[field])))
+            .ok_or_else(|| {
+                bad(
+                    field,
+                    format!("expected a non-negative integer, found {}", v[field]),
+                )
+            })
     };
     let float_or = |field: &str, default: f64| -> Result<f64, ModelError> {
         match v.get(field) {
             None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_f64().ok_or_else(|| bad(field, format!("expected a number, found {x}"))),
+            Some(x) => x
+                .as_f64()
+                .ok_or_else(|| bad(field, format!("expected a number, found {x}"))),
         }
     };
-    let model_type = v.get("model_type").and_then(Value::as_str).ok_or_else(|| bad("model_type", "missing (expected \"bert\" or \"roberta\")".into()))?;
+    let model_type = v.get("model_type").and_then(Value::as_str).ok_or_else(|| {
+        bad(
+            "model_type",
+            "missing (expected \"bert\" or \"roberta\")".into(),
+        )
+    })?;
     let family = match model_type {
         "bert" => Family::Bert,
         "roberta" | "xlm-roberta" | "camembert" => Family::Roberta,
-        other => return Err(bad("model_type", format!("unsupported model type {other:?} (expected \"bert\", \"roberta\", \"xlm-roberta\" or \"camembert\")"))),
+        other => {
+            return Err(bad(
+                "model_type",
+                format!(
+                    "unsupported model type {other:?} (expected \"bert\", \"roberta\", \"xlm-roberta\" or \"camembert\")"
+                ),
+            ));
+        }
     };
     let hidden = uint("hidden_size")?;
     let heads = uint("num_attention_heads")?;
     if heads == 0 || hidden % heads != 0 {
-        return Err(bad("num_attention_heads", format!("{heads} does not divide hidden_size {hidden}")));
+        return Err(bad(
+            "num_attention_heads",
+            format!("{heads} does not divide hidden_size {hidden}"),
+        ));
     }
-    let act = match v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu") {
+    let act = match v
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu")
+    {
         "gelu" => Activation::Gelu,
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
         "relu" => Activation::Relu,
-        other => return Err(bad("hidden_act", format!("unsupported activation {other:?} (expected gelu, gelu_new or relu)"))),
+        other => {
+            return Err(bad(
+                "hidden_act",
+                format!("unsupported activation {other:?} (expected gelu, gelu_new or relu)"),
+            ));
+        }
     };
-    if let Some(p) = v.get("position_embedding_type").and_then(Value::as_str).filter(|p| *p != "absolute") {
-        return Err(bad("position_embedding_type", format!("{p:?} is not supported (expected \"absolute\")")));
+    if let Some(p) = v
+        .get("position_embedding_type")
+        .and_then(Value::as_str)
+        .filter(|p| *p != "absolute")
+    {
+        return Err(bad(
+            "position_embedding_type",
+            format!("{p:?} is not supported (expected \"absolute\")"),
+        ));
     }
     let layers = uint("num_hidden_layers")?;
     let ffn = uint("intermediate_size")?;
@@ -80,8 +126,16 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
         head_dim: hidden / heads,
         layers: vec![LayerShape { heads, ffn }; layers],
         max_position_embeddings: uint("max_position_embeddings")?,
-        type_vocab_size: v.get("type_vocab_size").map(|_| uint("type_vocab_size")).transpose()?.unwrap_or(2),
-        pad_token_id: v.get("pad_token_id").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(default_pad),
+        type_vocab_size: v
+            .get("type_vocab_size")
+            .map(|_| uint("type_vocab_size"))
+            .transpose()?
+            .unwrap_or(2),
+        pad_token_id: v
+            .get("pad_token_id")
+            .and_then(Value::as_u64)
+            .map(|x| x as usize)
+            .unwrap_or(default_pad),
         layer_norm_eps: float_or("layer_norm_eps", 1e-12)?,
         hidden_act: act,
         hidden_dropout: float_or("hidden_dropout_prob", 0.1)?,
@@ -91,12 +145,28 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
 
 fn to_f32(bytes: &[u8], dtype: &str, file: &Path, name: &str) -> Result<Vec<f32>, ModelError> {
     let out = match dtype {
-        "F32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        "F16" => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        "BF16" => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        "F64" => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+        "F32" => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        "F16" => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "BF16" => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "F64" => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
         other => {
-            return Err(ModelError::UnsupportedDtype { file: file.to_path_buf(), name: name.into(), dtype: other.into() });
+            return Err(ModelError::UnsupportedDtype {
+                file: file.to_path_buf(),
+                name: name.into(),
+                dtype: other.into(),
+            });
         }
     };
     Ok(out)
@@ -105,12 +175,17 @@ fn to_f32(bytes: &[u8], dtype: &str, file: &Path, name: &str) -> Result<Vec<f32>
 /// Reads every float tensor of a safetensors file (integer buffers such as `position_ids` are skipped).
 pub fn read_safetensors(file: &Path) -> Result<TensorMap, ModelError> {
     let bytes = std::fs::read(file).map_err(|e| ModelError::io(file, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| ModelError::BadFile { file: file.to_path_buf(), message: format!("not a safetensors file: {e}") })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::BadFile {
+        file: file.to_path_buf(),
+        message: format!("not a safetensors file: {e}"),
+    })?;
     let mut map = TensorMap::default();
     for (name, view) in st.tensors() {
         let dtype = format!("{:?}", view.dtype());
-        if matches!(dtype.as_str(), "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL" | "U16" | "U32" | "U64") {
+        if matches!(
+            dtype.as_str(),
+            "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL" | "U16" | "U32" | "U64"
+        ) {
             continue;
         }
         let values = to_f32(view.data(), &dtype, file, &name)?;
@@ -122,8 +197,10 @@ pub fn read_safetensors(file: &Path) -> Result<TensorMap, ModelError> {
 /// Reads a `torch.save` state dict (`pytorch_model.bin`) without Python.
 pub fn read_pytorch_bin(file: &Path) -> Result<TensorMap, ModelError> {
     use burn::store::pytorch_reader::{DType, PytorchReader};
-    let reader = PytorchReader::new(file)
-        .map_err(|e| ModelError::BadFile { file: file.to_path_buf(), message: format!("not a readable PyTorch checkpoint: {e}") })?;
+    let reader = PytorchReader::new(file).map_err(|e| ModelError::BadFile {
+        file: file.to_path_buf(),
+        message: format!("not a readable PyTorch checkpoint: {e}"),
+    })?;
     let mut map = TensorMap::default();
     for (name, t) in reader.into_tensors() {
         let dtype = match t.dtype() {
@@ -134,8 +211,12 @@ pub fn read_pytorch_bin(file: &Path) -> Result<TensorMap, ModelError> {
             _ => continue,
         };
         let shape = t.shape().to_vec();
-        let bytes = t.read().map_err(|e| ModelError::BadFile { file: file.to_path_buf(), message: e.to_string() })?;
-        map.tensors.insert(name.clone(), (shape, to_f32(&bytes, dtype, file, &name)?));
+        let bytes = t.read().map_err(|e| ModelError::BadFile {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        map.tensors
+            .insert(name.clone(), (shape, to_f32(&bytes, dtype, file, &name)?));
     }
     Ok(map)
 }
@@ -152,7 +233,10 @@ impl HfCheckpoint {
             let t = read_pytorch_bin(&bin)?;
             (bin, t)
         } else {
-            return Err(ModelError::BadFile { file: dir.to_path_buf(), message: "no model.safetensors or pytorch_model.bin in this directory".into() });
+            return Err(ModelError::BadFile {
+                file: dir.to_path_buf(),
+                message: "no model.safetensors or pytorch_model.bin in this directory".into(),
+            });
         };
         let prefix = ["", "bert.", "roberta.", "model."]
             .into_iter()
@@ -163,21 +247,32 @@ impl HfCheckpoint {
                 hint: " (looked for it with the prefixes \"\", \"bert.\", \"roberta.\"; is this a BERT/RoBERTa checkpoint?)".into(),
             })?
             .to_string();
-        Ok(Self { file, tensors, prefix })
+        Ok(Self {
+            file,
+            tensors,
+            prefix,
+        })
     }
 
     /// Per-layer head counts and FFN widths, read off the query and FC1 weights.
     pub fn layer_shapes(&self, spec: &EncoderSpec) -> Result<Vec<LayerShape>, ModelError> {
         (0..spec.layers.len())
             .map(|i| {
-                let q = format!("{}encoder.layer.{i}.attention.self.query.weight", self.prefix);
+                let q = format!(
+                    "{}encoder.layer.{i}.attention.self.query.weight",
+                    self.prefix
+                );
                 let f = format!("{}encoder.layer.{i}.intermediate.dense.weight", self.prefix);
                 let rows = |name: &str| -> Result<usize, ModelError> {
-                    self.tensors.tensors.get(name).map(|(s, _)| s[0]).ok_or_else(|| ModelError::MissingTensor {
-                        file: self.file.clone(),
-                        name: name.to_string(),
-                        hint: String::new(),
-                    })
+                    self.tensors
+                        .tensors
+                        .get(name)
+                        .map(|(s, _)| s[0])
+                        .ok_or_else(|| ModelError::MissingTensor {
+                            file: self.file.clone(),
+                            name: name.to_string(),
+                            hint: String::new(),
+                        })
                 };
                 let inner = rows(&q)?;
                 if inner % spec.head_dim != 0 {
@@ -188,13 +283,21 @@ impl HfCheckpoint {
                         expected: vec![spec.head_dim * spec.layers[i].heads, spec.hidden_size],
                     });
                 }
-                Ok(LayerShape { heads: inner / spec.head_dim, ffn: rows(&f)? })
+                Ok(LayerShape {
+                    heads: inner / spec.head_dim,
+                    ffn: rows(&f)?,
+                })
             })
             .collect()
     }
 
     /// The HF key for one of our tensor names, and whether it needs a transpose.
-    fn hf_name(&self, ours: &str, head: TaskHeadSpec, family: Family) -> Option<(Vec<String>, bool)> {
+    fn hf_name(
+        &self,
+        ours: &str,
+        head: TaskHeadSpec,
+        family: Family,
+    ) -> Option<(Vec<String>, bool)> {
         let p = &self.prefix;
         let (stem, leaf) = ours.rsplit_once('.')?;
         let linear_leaf = match leaf {
@@ -207,12 +310,32 @@ impl HfCheckpoint {
             "beta" => vec!["bias", "beta"],
             _ => vec![],
         };
-        let norm = |hf: String| Some((norm_leaf.iter().map(|l| format!("{hf}.{l}")).collect::<Vec<_>>(), false));
+        let norm = |hf: String| {
+            Some((
+                norm_leaf
+                    .iter()
+                    .map(|l| format!("{hf}.{l}"))
+                    .collect::<Vec<_>>(),
+                false,
+            ))
+        };
         let lin = |hf: String| linear_leaf.map(|(l, t)| (vec![format!("{hf}.{l}")], t));
         match ours {
-            "encoder.embeddings.word" => return Some((vec![format!("{p}embeddings.word_embeddings.weight")], false)),
-            "encoder.embeddings.position" => return Some((vec![format!("{p}embeddings.position_embeddings.weight")], false)),
-            "encoder.embeddings.token_type" => return Some((vec![format!("{p}embeddings.token_type_embeddings.weight")], false)),
+            "encoder.embeddings.word" => {
+                return Some((vec![format!("{p}embeddings.word_embeddings.weight")], false));
+            }
+            "encoder.embeddings.position" => {
+                return Some((
+                    vec![format!("{p}embeddings.position_embeddings.weight")],
+                    false,
+                ));
+            }
+            "encoder.embeddings.token_type" => {
+                return Some((
+                    vec![format!("{p}embeddings.token_type_embeddings.weight")],
+                    false,
+                ));
+            }
             _ => {}
         }
         if stem == "encoder.embeddings.norm" {
@@ -234,7 +357,15 @@ impl HfCheckpoint {
             };
         }
         let roberta_cls = family == Family::Roberta
-            && matches!(head, TaskHeadSpec::Classification { style: HeadStyle::RobertaDenseTanh, .. } | TaskHeadSpec::Regression { style: HeadStyle::RobertaDenseTanh });
+            && matches!(
+                head,
+                TaskHeadSpec::Classification {
+                    style: HeadStyle::RobertaDenseTanh,
+                    ..
+                } | TaskHeadSpec::Regression {
+                    style: HeadStyle::RobertaDenseTanh
+                }
+            );
         match stem {
             "head.pooler" if roberta_cls => lin("classifier.dense".into()),
             "head.pooler" => lin(format!("{p}pooler.dense")),
@@ -247,7 +378,13 @@ impl HfCheckpoint {
 
     /// A weight source over this checkpoint for a model with `head` on top.
     pub fn source(&self, family: Family, head: TaskHeadSpec, seed: u64) -> HfSource<'_> {
-        HfSource { ckpt: self, family, head, seed, used: Vec::new() }
+        HfSource {
+            ckpt: self,
+            family,
+            head,
+            seed,
+            used: Vec::new(),
+        }
     }
 }
 
@@ -263,29 +400,58 @@ pub struct HfSource<'a> {
 }
 
 impl WeightSource for HfSource<'_> {
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init, role: Role) -> Result<Vec<f32>, ModelError> {
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        role: Role,
+    ) -> Result<Vec<f32>, ModelError> {
         let fresh = |seed| Ok(init_values(&mut SeededRng::derive(seed, name), shape, init));
         if role == Role::Peft {
             return fresh(self.seed);
         }
         let Some((candidates, transpose)) = self.ckpt.hf_name(name, self.head, self.family) else {
-            return if role == Role::Head { fresh(self.seed) } else {
-                Err(ModelError::MissingTensor { file: self.ckpt.file.clone(), name: name.into(), hint: " (no Hugging Face key is known for it)".into() })
+            return if role == Role::Head {
+                fresh(self.seed)
+            } else {
+                Err(ModelError::MissingTensor {
+                    file: self.ckpt.file.clone(),
+                    name: name.into(),
+                    hint: " (no Hugging Face key is known for it)".into(),
+                })
             };
         };
-        let found = candidates.iter().find_map(|c| self.ckpt.tensors.tensors.get(c).map(|t| (c, t)));
+        let found = candidates
+            .iter()
+            .find_map(|c| self.ckpt.tensors.tensors.get(c).map(|t| (c, t)));
         let Some((key, (hf_shape, values))) = found else {
-            return if role == Role::Head { fresh(self.seed) } else {
-                Err(ModelError::MissingTensor { file: self.ckpt.file.clone(), name: candidates[0].clone(), hint: String::new() })
+            return if role == Role::Head {
+                fresh(self.seed)
+            } else {
+                Err(ModelError::MissingTensor {
+                    file: self.ckpt.file.clone(),
+                    name: candidates[0].clone(),
+                    hint: String::new(),
+                })
             };
         };
-        let expected: Vec<usize> = if transpose { shape.iter().rev().copied().collect() } else { shape.to_vec() };
+        let expected: Vec<usize> = if transpose {
+            shape.iter().rev().copied().collect()
+        } else {
+            shape.to_vec()
+        };
         if hf_shape != &expected {
             // A head of another size (e.g. 3 labels where the checkpoint has 2) is re-initialised.
             if role == Role::Head {
                 return fresh(self.seed);
             }
-            return Err(ModelError::ShapeMismatch { file: self.ckpt.file.clone(), name: key.clone(), found: hf_shape.clone(), expected });
+            return Err(ModelError::ShapeMismatch {
+                file: self.ckpt.file.clone(),
+                name: key.clone(),
+                found: hf_shape.clone(),
+                expected,
+            });
         }
         self.used.push(key.clone());
         if !transpose {
@@ -312,7 +478,13 @@ pub fn load_spec(dir: &Path, ckpt: &HfCheckpoint) -> Result<EncoderSpec, ModelEr
 /// Unused-key report, for loaders that want to warn.
 pub fn unused_keys(ckpt: &HfCheckpoint, used: &[String]) -> Vec<String> {
     let used: std::collections::HashSet<&String> = used.iter().collect();
-    let mut v: Vec<String> = ckpt.tensors.tensors.keys().filter(|k| !used.contains(k)).cloned().collect();
+    let mut v: Vec<String> = ckpt
+        .tensors
+        .tensors
+        .keys()
+        .filter(|k| !used.contains(k))
+        .cloned()
+        .collect();
     v.sort();
     v
 }

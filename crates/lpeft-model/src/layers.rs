@@ -20,11 +20,20 @@ pub struct Dense {
 
 impl Dense {
     /// `x: [B, T, d_in]`, or `None` when `d_in == 0`; returns `[B, T, d_out]`.
-    pub fn forward(&self, x: Option<Tensor<3>>, batch: usize, seq: usize, device: &Device) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Option<Tensor<3>>,
+        batch: usize,
+        seq: usize,
+        device: &Device,
+    ) -> Tensor<3> {
         match (&self.weight, x) {
             (Some(w), Some(x)) => linear(x, w.val(), self.bias.as_ref().map(Param::val)),
             _ => match &self.bias {
-                Some(b) => b.val().reshape([1, 1, self.d_out]).expand([batch, seq, self.d_out]),
+                Some(b) => b
+                    .val()
+                    .reshape([1, 1, self.d_out])
+                    .expand([batch, seq, self.d_out]),
                 None => Tensor::zeros([batch, seq, self.d_out], device),
             },
         }
@@ -32,7 +41,11 @@ impl Dense {
 
     /// Forward for a 2-D input `[N, d_in]` (heads on pooled vectors).
     pub fn forward2(&self, x: Tensor<2>) -> Tensor<2> {
-        let w = self.weight.as_ref().expect("2-D dense layers are never zero-width").val();
+        let w = self
+            .weight
+            .as_ref()
+            .expect("2-D dense layers are never zero-width")
+            .val();
         linear(x, w, self.bias.as_ref().map(Param::val))
     }
 
@@ -62,39 +75,94 @@ pub struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn values(&mut self, name: &str, shape: &[usize], init: Init, role: Role) -> Result<Vec<f32>, ModelError> {
+    fn values(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        role: Role,
+    ) -> Result<Vec<f32>, ModelError> {
         let v = self.source.fetch(name, shape, init, role)?;
         let n: usize = shape.iter().product();
         if v.len() != n {
-            return Err(ModelError::BadSpec(format!("source gave {} values for `{name}` of shape {shape:?}", v.len())));
+            return Err(ModelError::BadSpec(format!(
+                "source gave {} values for `{name}` of shape {shape:?}",
+                v.len()
+            )));
         }
         Ok(v)
     }
 
-    pub fn param1(&mut self, name: &str, len: usize, init: Init, role: Role, trainable: bool) -> Result<Param<Tensor<1>>, ModelError> {
+    pub fn param1(
+        &mut self,
+        name: &str,
+        len: usize,
+        init: Init,
+        role: Role,
+        trainable: bool,
+    ) -> Result<Param<Tensor<1>>, ModelError> {
         let v = self.values(name, &[len], init, role)?;
         let t = Tensor::<1>::from_data(TensorData::new(v, [len]), &self.device);
         Ok(Param::from_tensor(t).set_require_grad(trainable))
     }
 
-    pub fn param2(&mut self, name: &str, shape: [usize; 2], init: Init, role: Role, trainable: bool) -> Result<Param<Tensor<2>>, ModelError> {
+    pub fn param2(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        init: Init,
+        role: Role,
+        trainable: bool,
+    ) -> Result<Param<Tensor<2>>, ModelError> {
         let v = self.values(name, &shape, init, role)?;
         let t = Tensor::<2>::from_data(TensorData::new(v, shape), &self.device);
         Ok(Param::from_tensor(t).set_require_grad(trainable))
     }
 
     /// A dense layer named `{prefix}.weight` / `{prefix}.bias`; `d_out` must be > 0.
-    pub fn dense(&mut self, prefix: &str, d_in: usize, d_out: usize, std: f64, role: Role, trainable: bool) -> Result<Dense, ModelError> {
+    pub fn dense(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        std: f64,
+        role: Role,
+        trainable: bool,
+    ) -> Result<Dense, ModelError> {
         let weight = if d_in > 0 {
-            Some(self.param2(&format!("{prefix}.weight"), [d_in, d_out], Init::Normal { std }, role, trainable)?)
+            Some(self.param2(
+                &format!("{prefix}.weight"),
+                [d_in, d_out],
+                Init::Normal { std },
+                role,
+                trainable,
+            )?)
         } else {
             None
         };
-        let bias = Some(self.param1(&format!("{prefix}.bias"), d_out, Init::Zeros, role, trainable)?);
-        Ok(Dense { weight, bias, d_in, d_out })
+        let bias = Some(self.param1(
+            &format!("{prefix}.bias"),
+            d_out,
+            Init::Zeros,
+            role,
+            trainable,
+        )?);
+        Ok(Dense {
+            weight,
+            bias,
+            d_in,
+            d_out,
+        })
     }
 
-    pub fn norm(&mut self, prefix: &str, d: usize, eps: f64, role: Role, trainable: bool) -> Result<Norm, ModelError> {
+    pub fn norm(
+        &mut self,
+        prefix: &str,
+        d: usize,
+        eps: f64,
+        role: Role,
+        trainable: bool,
+    ) -> Result<Norm, ModelError> {
         Ok(Norm {
             gamma: self.param1(&format!("{prefix}.gamma"), d, Init::Ones, role, trainable)?,
             beta: self.param1(&format!("{prefix}.beta"), d, Init::Zeros, role, trainable)?,

@@ -12,7 +12,9 @@ use crate::model::Model;
 use crate::peft::Lora;
 
 fn fold(dense: &mut Dense, lora: Option<Lora>) {
-    let (Some(lora), Some(w)) = (lora, dense.weight.take()) else { return };
+    let (Some(lora), Some(w)) = (lora, dense.weight.take()) else {
+        return;
+    };
     let delta: Tensor<2> = lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scale);
     let merged = w.val().inner() + delta.inner();
     let require = w.val().is_require_grad();
@@ -41,6 +43,9 @@ pub fn merge_lora(mut model: Model) -> Model {
         let l = f.lora_output.take();
         fold(&mut f.output, l);
     }
-    model.spec.peft.retain(|m| !matches!(m.id.site, PeftSite::Lora(_)));
+    model
+        .spec
+        .peft
+        .retain(|m| !matches!(m.id.site, PeftSite::Lora(_)));
     model
 }

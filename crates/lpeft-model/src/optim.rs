@@ -21,7 +21,13 @@ pub struct AdamWConfig {
 impl AdamWConfig {
     /// The reference's settings: β (0.9, 0.999), ε 1e-8, clipping at 1.0.
     pub fn reference(weight_decay: f64) -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, max_grad_norm: Some(1.0) }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            max_grad_norm: Some(1.0),
+        }
     }
 }
 
@@ -41,7 +47,10 @@ pub struct AdamW {
 
 /// Whether decay applies to the tensor at this module path.
 fn decays(path: &[String]) -> bool {
-    !matches!(path.last().map(String::as_str), Some("bias" | "gamma" | "beta"))
+    !matches!(
+        path.last().map(String::as_str),
+        Some("bias" | "gamma" | "beta")
+    )
 }
 
 struct GradNorm<'a> {
@@ -65,7 +74,9 @@ impl ModuleVisitor for GradNorm<'_> {
 pub fn grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
     let mut v = GradNorm { grads, total: None };
     model.visit(&mut v);
-    v.total.map(|t| f64::from(t.sqrt().into_scalar::<f32>())).unwrap_or(0.0)
+    v.total
+        .map(|t| f64::from(t.sqrt().into_scalar::<f32>()))
+        .unwrap_or(0.0)
 }
 
 struct Update<'a> {
@@ -106,7 +117,11 @@ impl ModuleMapper for Update<'_> {
         let t = self.opt.step;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2 = 1.0 - c.beta2.powi(t);
-        let wd = if decays(&self.path) { c.weight_decay } else { 0.0 };
+        let wd = if decays(&self.path) {
+            c.weight_decay
+        } else {
+            0.0
+        };
         let lr = self.lr * (self.lr_scale)(&self.path);
         let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
         let p = p.mul_scalar(1.0 - lr * wd) - m.clone().div(denom).mul_scalar(lr / bias1);
@@ -128,7 +143,11 @@ pub struct StepInfo {
 
 impl AdamW {
     pub fn new(config: AdamWConfig) -> Self {
-        Self { config, step: 0, moments: HashMap::new() }
+        Self {
+            config,
+            step: 0,
+            moments: HashMap::new(),
+        }
     }
 
     /// Number of tensors with optimizer state (== trainable tensors that received a gradient).
@@ -142,17 +161,42 @@ impl AdamW {
 
     /// [`AdamW::step`] with a learning rate of `lr · lr_scale(path)` for the tensor at each
     /// module path (e.g. the reference's mask groups, spec §2.4); decay uses the same rate.
-    pub fn step_grouped<M: Module>(&mut self, model: M, mut grads: GradientsParams, lr: f64, lr_scale: &dyn Fn(&[String]) -> f64) -> (M, StepInfo) {
+    pub fn step_grouped<M: Module>(
+        &mut self,
+        model: M,
+        mut grads: GradientsParams,
+        lr: f64,
+        lr_scale: &dyn Fn(&[String]) -> f64,
+    ) -> (M, StepInfo) {
         self.step += 1;
         let (scale, info) = match self.config.max_grad_norm {
             Some(max) => {
                 let norm = grad_norm(&model, &grads);
                 let coef = max / (norm + 1e-6);
-                (coef.min(1.0), StepInfo { grad_norm: norm, clipped: coef < 1.0 })
+                (
+                    coef.min(1.0),
+                    StepInfo {
+                        grad_norm: norm,
+                        clipped: coef < 1.0,
+                    },
+                )
             }
-            None => (1.0, StepInfo { grad_norm: f64::NAN, clipped: false }),
+            None => (
+                1.0,
+                StepInfo {
+                    grad_norm: f64::NAN,
+                    clipped: false,
+                },
+            ),
         };
-        let mut up = Update { opt: self, grads: &mut grads, lr, grad_scale: scale, path: Vec::new(), lr_scale };
+        let mut up = Update {
+            opt: self,
+            grads: &mut grads,
+            lr,
+            grad_scale: scale,
+            path: Vec::new(),
+            lr_scale,
+        };
         let model = model.map(&mut up);
         (model, info)
     }

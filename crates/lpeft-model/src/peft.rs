@@ -69,7 +69,11 @@ impl NormRatioRecorder {
         let tokens = mask.clone().sum().into_scalar::<i64>() as f64;
         let [b, t] = mask.dims();
         let padding = mask.equal_elem(0).reshape([b, t, 1]);
-        Self { padding, tokens, ratios: Vec::new() }
+        Self {
+            padding,
+            tokens,
+            ratios: Vec::new(),
+        }
     }
 
     /// Records `‖delta‖ / ‖base‖` for module `id`; both `[B, T, d]`, graph-free.

@@ -35,7 +35,9 @@ impl SeededRng {
     }
 
     pub fn uniform(&mut self, n: usize, low: f64, high: f64) -> Vec<f32> {
-        (0..n).map(|_| (low + (high - low) * self.next_f64()) as f32).collect()
+        (0..n)
+            .map(|_| (low + (high - low) * self.next_f64()) as f32)
+            .collect()
     }
 
     /// Normal samples by Box–Muller.
@@ -71,16 +73,25 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map(|_| SeededRng::derive(7, "x").next_u64()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| SeededRng::derive(7, "x").next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(SeededRng::derive(7, "x").next_u64(), SeededRng::derive(7, "y").next_u64());
+        assert_ne!(
+            SeededRng::derive(7, "x").next_u64(),
+            SeededRng::derive(7, "y").next_u64()
+        );
     }
 
     #[test]
     fn normal_has_roughly_the_right_moments() {
         let v = SeededRng::new(1).normal(20_000, 0.0, 0.02);
         let mean = v.iter().map(|x| f64::from(*x)).sum::<f64>() / v.len() as f64;
-        let var = v.iter().map(|x| (f64::from(*x) - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        let var = v
+            .iter()
+            .map(|x| (f64::from(*x) - mean).powi(2))
+            .sum::<f64>()
+            / v.len() as f64;
         assert!(mean.abs() < 1e-3, "{mean}");
         assert!((var.sqrt() - 0.02).abs() < 1e-3, "{}", var.sqrt());
     }

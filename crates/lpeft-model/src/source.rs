@@ -14,9 +14,13 @@ use crate::rng::SeededRng;
 pub enum Init {
     Zeros,
     Ones,
-    Normal { std: f64 },
+    Normal {
+        std: f64,
+    },
     /// PyTorch `kaiming_uniform_(a=sqrt(5))` on a `[out, in]` weight: U(-1/sqrt(fan_in), +).
-    KaimingUniform { fan_in: usize },
+    KaimingUniform {
+        fan_in: usize,
+    },
 }
 
 /// Role of a tensor: decides whether a checkpoint must contain it.
@@ -32,7 +36,13 @@ pub enum Role {
 
 pub trait WeightSource {
     /// Host values (row-major, burn layout) for tensor `name` of `shape`.
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init, role: Role) -> Result<Vec<f32>, ModelError>;
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        role: Role,
+    ) -> Result<Vec<f32>, ModelError>;
 }
 
 pub fn init_values(rng: &mut SeededRng, shape: &[usize], init: Init) -> Vec<f32> {
@@ -55,8 +65,18 @@ pub struct RandomSource {
 }
 
 impl WeightSource for RandomSource {
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init, _role: Role) -> Result<Vec<f32>, ModelError> {
-        Ok(init_values(&mut SeededRng::derive(self.seed, name), shape, init))
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        _role: Role,
+    ) -> Result<Vec<f32>, ModelError> {
+        Ok(init_values(
+            &mut SeededRng::derive(self.seed, name),
+            shape,
+            init,
+        ))
     }
 }
 
@@ -78,7 +98,13 @@ pub struct MapSource {
 }
 
 impl WeightSource for MapSource {
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init, role: Role) -> Result<Vec<f32>, ModelError> {
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        role: Role,
+    ) -> Result<Vec<f32>, ModelError> {
         match self.map.tensors.get(name) {
             Some((found, values)) => {
                 if found.as_slice() != shape {
@@ -92,9 +118,11 @@ impl WeightSource for MapSource {
                 self.used.push(name.to_string());
                 Ok(values.clone())
             }
-            None if self.fill.contains(&role) => {
-                Ok(init_values(&mut SeededRng::derive(self.seed, name), shape, init))
-            }
+            None if self.fill.contains(&role) => Ok(init_values(
+                &mut SeededRng::derive(self.seed, name),
+                shape,
+                init,
+            )),
             None => Err(ModelError::MissingTensor {
                 file: self.file.clone(),
                 name: name.to_string(),

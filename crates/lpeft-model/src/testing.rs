@@ -3,8 +3,8 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use lpeft_schema::model::{
-    Activation, AdapterSite, EncoderSpec, Family, LayerShape, LoraTarget, ModelSpec, PeftModuleId, PeftModuleSpec, PeftSite,
-    TaskHeadSpec,
+    Activation, AdapterSite, EncoderSpec, Family, LayerShape, LoraTarget, ModelSpec, PeftModuleId,
+    PeftModuleSpec, PeftSite, TaskHeadSpec,
 };
 
 use crate::encoder::EncoderInput;
@@ -17,7 +17,10 @@ pub fn tiny_encoder(family: Family, layers: &[(usize, usize)]) -> EncoderSpec {
         vocab_size: 40,
         hidden_size: 16,
         head_dim: 4,
-        layers: layers.iter().map(|&(heads, ffn)| LayerShape { heads, ffn }).collect(),
+        layers: layers
+            .iter()
+            .map(|&(heads, ffn)| LayerShape { heads, ffn })
+            .collect(),
         max_position_embeddings: 32,
         type_vocab_size: if family == Family::Roberta { 1 } else { 2 },
         pad_token_id: if family == Family::Roberta { 1 } else { 0 },
@@ -33,7 +36,10 @@ pub fn lora_everywhere(layers: usize, rank: usize, dropout: f64) -> Vec<PeftModu
     (0..layers)
         .flat_map(|layer| {
             LoraTarget::ALL.into_iter().map(move |t| PeftModuleSpec {
-                id: PeftModuleId { layer, site: PeftSite::Lora(t) },
+                id: PeftModuleId {
+                    layer,
+                    site: PeftSite::Lora(t),
+                },
                 rank,
                 original_rank: rank,
                 scale: 2.0,
@@ -47,23 +53,45 @@ pub fn lora_everywhere(layers: usize, rank: usize, dropout: f64) -> Vec<PeftModu
 pub fn adapters_everywhere(layers: usize, size: usize, dropout: f64) -> Vec<PeftModuleSpec> {
     (0..layers)
         .flat_map(|layer| {
-            [AdapterSite::Attention, AdapterSite::Ffn].into_iter().map(move |s| PeftModuleSpec {
-                id: PeftModuleId { layer, site: PeftSite::Adapter(s) },
-                rank: size,
-                original_rank: size,
-                scale: 1.0,
-                dropout,
-            })
+            [AdapterSite::Attention, AdapterSite::Ffn]
+                .into_iter()
+                .map(move |s| PeftModuleSpec {
+                    id: PeftModuleId {
+                        layer,
+                        site: PeftSite::Adapter(s),
+                    },
+                    rank: size,
+                    original_rank: size,
+                    scale: 1.0,
+                    dropout,
+                })
         })
         .collect()
 }
 
-pub fn tiny_spec(family: Family, layers: &[(usize, usize)], head: TaskHeadSpec, peft: Vec<PeftModuleSpec>, masks: bool) -> ModelSpec {
-    ModelSpec { encoder: tiny_encoder(family, layers), head, peft, masks }
+pub fn tiny_spec(
+    family: Family,
+    layers: &[(usize, usize)],
+    head: TaskHeadSpec,
+    peft: Vec<PeftModuleSpec>,
+    masks: bool,
+) -> ModelSpec {
+    ModelSpec {
+        encoder: tiny_encoder(family, layers),
+        head,
+        peft,
+        masks,
+    }
 }
 
 /// A random batch `[batch, seq]` with trailing padding in some rows.
-pub fn random_input(spec: &EncoderSpec, batch: usize, seq: usize, seed: u64, device: &Device) -> EncoderInput {
+pub fn random_input(
+    spec: &EncoderSpec,
+    batch: usize,
+    seq: usize,
+    seed: u64,
+    device: &Device,
+) -> EncoderInput {
     let mut rng = SeededRng::new(seed);
     let pad = spec.pad_token_id as i64;
     let mut ids = Vec::with_capacity(batch * seq);
@@ -73,12 +101,24 @@ pub fn random_input(spec: &EncoderSpec, batch: usize, seq: usize, seed: u64, dev
         let len = if b % 2 == 0 { seq } else { (seq / 2).max(2) };
         for t in 0..seq {
             let real = t < len;
-            let id = if real { 3 + (rng.next_u64() % (spec.vocab_size as u64 - 3)) as i64 } else { pad };
+            let id = if real {
+                3 + (rng.next_u64() % (spec.vocab_size as u64 - 3)) as i64
+            } else {
+                pad
+            };
             ids.push(id);
-            types.push(if real && spec.type_vocab_size > 1 && t >= len / 2 { 1 } else { 0 });
+            types.push(if real && spec.type_vocab_size > 1 && t >= len / 2 {
+                1
+            } else {
+                0
+            });
             mask.push(i64::from(real));
         }
     }
     let t = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [batch, seq]), device);
-    EncoderInput { input_ids: t(ids), token_type_ids: t(types), attention_mask: t(mask) }
+    EncoderInput {
+        input_ids: t(ids),
+        token_type_ids: t(types),
+        attention_mask: t(mask),
+    }
 }

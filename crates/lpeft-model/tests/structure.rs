@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::tensor::{Int, Tensor};
 use common::*;
 use lpeft_model::checkpoint;
-use lpeft_model::head::{task_loss, HeadOutput, Labels};
+use lpeft_model::head::{HeadOutput, Labels, task_loss};
 use lpeft_model::importance::rank_taylor_scores;
 use lpeft_model::merge::merge_lora;
 use lpeft_model::model::Model;
@@ -17,12 +17,21 @@ use lpeft_model::source::{Init, RandomSource, Role, WeightSource};
 use lpeft_model::testing::*;
 use lpeft_schema::model::{Family, HeadStyle, LoraTarget, PeftModuleId, PeftSite, TaskHeadSpec};
 
-const CLS: TaskHeadSpec = TaskHeadSpec::Classification { num_labels: 3, style: HeadStyle::BertPooler };
+const CLS: TaskHeadSpec = TaskHeadSpec::Classification {
+    num_labels: 3,
+    style: HeadStyle::BertPooler,
+};
 
 /// LoRA B random (not zero) so LoRA changes the output.
 struct LiveLora(u64);
 impl WeightSource for LiveLora {
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init, role: Role) -> Result<Vec<f32>, lpeft_model::ModelError> {
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        role: Role,
+    ) -> Result<Vec<f32>, lpeft_model::ModelError> {
         let init = match init {
             Init::Zeros if role == Role::Peft => Init::Normal { std: 0.3 },
             Init::Normal { .. } => Init::Normal { std: 0.3 },
@@ -40,23 +49,51 @@ fn logits(m: &Model, input: &lpeft_model::EncoderInput) -> Vec<f32> {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn zero_width_layers_add_only_their_bias() {
     // A layer with no heads and no neurons is LN(x + b_o) then LN(. + b_fc2).
-    let spec = tiny_spec(Family::Bert, &[(0, 0)], CLS, lora_everywhere(1, 2, 0.0), true);
+    let spec = tiny_spec(
+        Family::Bert,
+        &[(0, 0)],
+        CLS,
+        lora_everywhere(1, 2, 0.0),
+        true,
+    );
     let m = Model::build(&spec, &mut LiveLora(1), &device()).unwrap();
     let l = &m.encoder.layers[0];
-    assert!(l.attention.query.is_none() && l.attention.head_mask.is_none() && l.ffn.input.is_none());
-    assert!(l.attention.lora_query.is_none() && l.attention.lora_output.is_none(), "LoRA on empty matrices is dropped");
+    assert!(
+        l.attention.query.is_none() && l.attention.head_mask.is_none() && l.ffn.input.is_none()
+    );
+    assert!(
+        l.attention.lora_query.is_none() && l.attention.lora_output.is_none(),
+        "LoRA on empty matrices is dropped"
+    );
     assert!(l.ffn.lora_output.is_none() && l.ffn.neuron_mask.is_none());
     let input = random_input(&spec.encoder, 2, 5, 3, &device());
     let hidden = values(m.forward(&input).hidden);
     let emb = m.encoder.embeddings.forward(&input);
-    let bo = l.attention.output.bias.as_ref().unwrap().val().reshape([1, 1, 16]);
-    let b2 = l.ffn.output.bias.as_ref().unwrap().val().reshape([1, 1, 16]);
+    let bo = l
+        .attention
+        .output
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .reshape([1, 1, 16]);
+    let b2 = l
+        .ffn
+        .output
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .reshape([1, 1, 16]);
     let expect = l.ffn.norm.forward(l.attention.norm.forward(emb + bo) + b2);
     assert!(max_diff(&hidden, &values(expect)) < 1e-6);
 }
@@ -91,7 +128,16 @@ fn masks_of_one_change_nothing_and_masks_can_be_switched_off() {
 
 #[test]
 fn merged_lora_equals_unmerged() {
-    let spec = tiny_spec(Family::Roberta, &[(4, 8), (1, 5)], TaskHeadSpec::Classification { num_labels: 2, style: HeadStyle::RobertaDenseTanh }, lora_everywhere(2, 3, 0.0), false);
+    let spec = tiny_spec(
+        Family::Roberta,
+        &[(4, 8), (1, 5)],
+        TaskHeadSpec::Classification {
+            num_labels: 2,
+            style: HeadStyle::RobertaDenseTanh,
+        },
+        lora_everywhere(2, 3, 0.0),
+        false,
+    );
     let m = Model::build(&spec, &mut LiveLora(8), &device()).unwrap();
     let input = random_input(&spec.encoder, 2, 7, 5, &device());
     let before = logits(&m, &input);
@@ -99,7 +145,16 @@ fn merged_lora_equals_unmerged() {
     assert!(merged.peft_modules().is_empty() && merged.spec.peft.is_empty());
     let d = max_diff(&before, &logits(&merged, &input));
     assert!(d < 1e-5, "merged vs unmerged {d}");
-    assert!(max_diff(&before, &logits(&Model::build(&spec, &mut RandomSource { seed: 8 }, &device()).unwrap(), &input)) > 1e-4, "LoRA is live");
+    assert!(
+        max_diff(
+            &before,
+            &logits(
+                &Model::build(&spec, &mut RandomSource { seed: 8 }, &device()).unwrap(),
+                &input
+            )
+        ) > 1e-4,
+        "LoRA is live"
+    );
 }
 
 #[test]
@@ -113,7 +168,10 @@ fn checkpoint_round_trip_is_exact() {
     checkpoint::save(&m, dir.path()).unwrap();
     let back = checkpoint::load(dir.path(), &device()).unwrap();
     assert_eq!(back.spec, m.spec);
-    assert_eq!(checkpoint::named_tensors(&back), checkpoint::named_tensors(&m));
+    assert_eq!(
+        checkpoint::named_tensors(&back),
+        checkpoint::named_tensors(&m)
+    );
     let input = random_input(&spec.encoder, 2, 5, 1, &device());
     assert_eq!(logits(&m, &input), logits(&back, &input));
 }
@@ -126,9 +184,20 @@ fn checkpoint_with_extra_tensor_is_refused() {
     checkpoint::save(&m, dir.path()).unwrap();
     let mut other = spec.clone();
     other.encoder.layers[0].ffn = 3;
-    std::fs::write(dir.path().join(checkpoint::SPEC_FILE), serde_json::to_string(&other).unwrap()).unwrap();
-    let err = checkpoint::load(dir.path(), &device()).unwrap_err().to_string();
-    assert!(err.contains("weights.safetensors") && err.contains("ffn.input.weight") && err.contains("[16, 4]"), "{err}");
+    std::fs::write(
+        dir.path().join(checkpoint::SPEC_FILE),
+        serde_json::to_string(&other).unwrap(),
+    )
+    .unwrap();
+    let err = checkpoint::load(dir.path(), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weights.safetensors")
+            && err.contains("ffn.input.weight")
+            && err.contains("[16, 4]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,14 +208,23 @@ fn norm_ratio_is_the_masked_token_mean() {
     // tokens: |delta| = (3, 4, 9), |base| = (1, 2, 0) -> ratios 3, 2, (padding, and inf)
     let delta = Tensor::<3>::from_floats([[[3.0, 0.0], [0.0, 4.0], [9.0, 0.0]]], &dev);
     let base = Tensor::<3>::from_floats([[[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]], &dev);
-    let id = PeftModuleId { layer: 0, site: PeftSite::Lora(LoraTarget::Query) };
+    let id = PeftModuleId {
+        layer: 0,
+        site: PeftSite::Lora(LoraTarget::Query),
+    };
     rec.record(id, &delta, &base);
     assert_eq!(rec.ratios[0].1.clone().into_scalar::<f32>(), 2.5);
 }
 
 #[test]
 fn taylor_scores_follow_the_reference_formula() {
-    let spec = tiny_spec(Family::Bert, &[(2, 4)], CLS, lora_everywhere(1, 3, 0.0), false);
+    let spec = tiny_spec(
+        Family::Bert,
+        &[(2, 4)],
+        CLS,
+        lora_everywhere(1, 3, 0.0),
+        false,
+    );
     let ad = device().autodiff();
     let m = Model::build(&spec, &mut LiveLora(3), &ad).unwrap();
     let input = random_input(&spec.encoder, 2, 5, 1, &ad);
@@ -165,10 +243,20 @@ fn taylor_scores_follow_the_reference_formula() {
     let (d_in, r, d_out) = (16, 3, 8);
     let got = values(s.clone());
     for j in 0..r {
-        let sa: f64 = (0..d_in).map(|i| f64::from(a[i * r + j] * ga[i * r + j])).sum::<f64>() / d_in as f64;
-        let sb: f64 = (0..d_out).map(|o| f64::from(b[j * d_out + o] * gb[j * d_out + o])).sum::<f64>() / d_out as f64;
+        let sa: f64 = (0..d_in)
+            .map(|i| f64::from(a[i * r + j] * ga[i * r + j]))
+            .sum::<f64>()
+            / d_in as f64;
+        let sb: f64 = (0..d_out)
+            .map(|o| f64::from(b[j * d_out + o] * gb[j * d_out + o]))
+            .sum::<f64>()
+            / d_out as f64;
         let want = sa.abs() + sb.abs();
-        assert!((f64::from(got[j]) - want).abs() < 1e-6 + 1e-4 * want, "rank {j}: {} vs {want}", got[j]);
+        assert!(
+            (f64::from(got[j]) - want).abs() < 1e-6 + 1e-4 * want,
+            "rank {j}: {} vs {want}",
+            got[j]
+        );
     }
 }
 
@@ -182,8 +270,16 @@ fn recording_forward_gives_one_ratio_per_module() {
     let mut rec = NormRatioRecorder::new(&input.attention_mask);
     let out = m.forward_recording(&input, &mut rec);
     assert_eq!(rec.ratios.len(), 16);
-    let r: Vec<f32> = rec.ratios.iter().map(|(_, t)| t.clone().into_scalar::<f32>()).collect();
+    let r: Vec<f32> = rec
+        .ratios
+        .iter()
+        .map(|(_, t)| t.clone().into_scalar::<f32>())
+        .collect();
     assert!(r.iter().all(|x| *x > 0.0 && x.is_finite()), "{r:?}");
-    assert_eq!(values(out.hidden), values(m.forward(&input).hidden), "recording does not change the output");
+    assert_eq!(
+        values(out.hidden),
+        values(m.forward(&input).hidden),
+        "recording does not change the output"
+    );
     let _ = SeededRng::new(0);
 }

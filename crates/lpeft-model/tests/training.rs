@@ -9,14 +9,14 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
+use lpeft_model::EncoderInput;
 use lpeft_model::checkpoint::named_tensors;
-use lpeft_model::head::{task_loss, Labels};
+use lpeft_model::head::{Labels, task_loss};
 use lpeft_model::model::Model;
-use lpeft_model::optim::{linear_schedule, AdamW, AdamWConfig};
+use lpeft_model::optim::{AdamW, AdamWConfig, linear_schedule};
 use lpeft_model::rng::SeededRng;
 use lpeft_model::source::{Init, MapSource, RandomSource, Role, TensorMap, WeightSource};
 use lpeft_model::testing::*;
-use lpeft_model::EncoderInput;
 use lpeft_schema::model::{Family, HeadStyle, ModelSpec, TaskHeadSpec};
 
 const LAMBDA: f64 = 0.05;
@@ -38,7 +38,13 @@ fn loss(model: &Model, input: &EncoderInput, labels: &Labels) -> Tensor<1> {
 /// Every tensor random (LoRA B too), so every gradient path is exercised.
 struct AllRandom(u64);
 impl WeightSource for AllRandom {
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init, _role: Role) -> Result<Vec<f32>, lpeft_model::ModelError> {
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        _role: Role,
+    ) -> Result<Vec<f32>, lpeft_model::ModelError> {
         let n: usize = shape.iter().product();
         let mut rng = SeededRng::derive(self.0, name);
         Ok(match init {
@@ -48,16 +54,37 @@ impl WeightSource for AllRandom {
     }
 }
 
-fn rebuild(spec: &ModelSpec, tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>, device: &Device) -> Model {
-    let map = TensorMap { tensors: tensors.into_iter().collect() };
-    let mut src = MapSource { file: "memory".into(), map, fill: vec![], seed: 0, used: vec![] };
+fn rebuild(
+    spec: &ModelSpec,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    device: &Device,
+) -> Model {
+    let map = TensorMap {
+        tensors: tensors.into_iter().collect(),
+    };
+    let mut src = MapSource {
+        file: "memory".into(),
+        map,
+        fill: vec![],
+        seed: 0,
+        used: vec![],
+    };
     Model::build(spec, &mut src, device).unwrap()
 }
 
 fn fd_spec(style: HeadStyle, family: Family) -> ModelSpec {
     let mut peft = lora_everywhere(2, 3, 0.0);
     peft.extend(adapters_everywhere(2, 2, 0.0));
-    tiny_spec(family, &[(4, 12), (2, 7)], TaskHeadSpec::Classification { num_labels: 3, style }, peft, true)
+    tiny_spec(
+        family,
+        &[(4, 12), (2, 7)],
+        TaskHeadSpec::Classification {
+            num_labels: 3,
+            style,
+        },
+        peft,
+        true,
+    )
 }
 
 fn check_gradients(spec: &ModelSpec) {
@@ -75,15 +102,51 @@ fn check_gradients(spec: &ModelSpec) {
     let g = |t: Tensor<2>| values(t.grad(&grads).expect("gradient"));
     let g1 = |t: Tensor<1>| values(t.grad(&grads).expect("gradient"));
     let probes: Vec<(&str, usize, f32)> = vec![
-        ("encoder.layers.0.attention.lora_query.a", 5, g(l0.attention.lora_query.as_ref().unwrap().a.val())[5]),
-        ("encoder.layers.0.attention.lora_query.b", 7, g(l0.attention.lora_query.as_ref().unwrap().b.val())[7]),
-        ("encoder.layers.1.attention.lora_output.a", 2, g(l1.attention.lora_output.as_ref().unwrap().a.val())[2]),
-        ("encoder.layers.1.ffn.lora_output.b", 11, g(l1.ffn.lora_output.as_ref().unwrap().b.val())[11]),
-        ("encoder.layers.0.ffn.adapter.a", 3, g(l0.ffn.adapter.as_ref().unwrap().a.val())[3]),
-        ("encoder.layers.0.attention.head_mask", 1, g1(l0.attention.head_mask.as_ref().unwrap().val())[1]),
-        ("encoder.layers.1.ffn.neuron_mask", 4, g1(l1.ffn.neuron_mask.as_ref().unwrap().val())[4]),
-        ("head.out.weight", 4, g(model.head.out.weight.as_ref().unwrap().val())[4]),
-        ("head.out.bias", 2, g1(model.head.out.bias.as_ref().unwrap().val())[2]),
+        (
+            "encoder.layers.0.attention.lora_query.a",
+            5,
+            g(l0.attention.lora_query.as_ref().unwrap().a.val())[5],
+        ),
+        (
+            "encoder.layers.0.attention.lora_query.b",
+            7,
+            g(l0.attention.lora_query.as_ref().unwrap().b.val())[7],
+        ),
+        (
+            "encoder.layers.1.attention.lora_output.a",
+            2,
+            g(l1.attention.lora_output.as_ref().unwrap().a.val())[2],
+        ),
+        (
+            "encoder.layers.1.ffn.lora_output.b",
+            11,
+            g(l1.ffn.lora_output.as_ref().unwrap().b.val())[11],
+        ),
+        (
+            "encoder.layers.0.ffn.adapter.a",
+            3,
+            g(l0.ffn.adapter.as_ref().unwrap().a.val())[3],
+        ),
+        (
+            "encoder.layers.0.attention.head_mask",
+            1,
+            g1(l0.attention.head_mask.as_ref().unwrap().val())[1],
+        ),
+        (
+            "encoder.layers.1.ffn.neuron_mask",
+            4,
+            g1(l1.ffn.neuron_mask.as_ref().unwrap().val())[4],
+        ),
+        (
+            "head.out.weight",
+            4,
+            g(model.head.out.weight.as_ref().unwrap().val())[4],
+        ),
+        (
+            "head.out.bias",
+            2,
+            g1(model.head.out.bias.as_ref().unwrap().val())[2],
+        ),
     ];
     let eps = 1e-2f32;
     for (name, idx, analytic) in probes {
@@ -96,7 +159,10 @@ fn check_gradients(spec: &ModelSpec) {
         };
         let numeric = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
         let err = (numeric - f64::from(analytic)).abs();
-        assert!(err < 2e-3 + 2e-2 * numeric.abs(), "{name}[{idx}]: analytic {analytic} vs numeric {numeric}");
+        assert!(
+            err < 2e-3 + 2e-2 * numeric.abs(),
+            "{name}[{idx}]: analytic {analytic} vs numeric {numeric}"
+        );
     }
 }
 
@@ -111,7 +177,10 @@ fn gradients_match_finite_differences_roberta() {
 }
 
 fn is_trainable_name(name: &str) -> bool {
-    name.contains("lora_") || name.contains("adapter") || name.contains("_mask") || name.starts_with("head.out")
+    name.contains("lora_")
+        || name.contains("adapter")
+        || name.contains("_mask")
+        || name.starts_with("head.out")
 }
 
 #[test]
@@ -120,7 +189,10 @@ fn training_step_trains_only_peft_masks_and_head() {
     let spec = tiny_spec(
         Family::Bert,
         &[(4, 12), (0, 5), (2, 0)],
-        TaskHeadSpec::Classification { num_labels: 3, style: HeadStyle::BertPooler },
+        TaskHeadSpec::Classification {
+            num_labels: 3,
+            style: HeadStyle::BertPooler,
+        },
         lora_everywhere(3, 2, 0.1),
         true,
     );
@@ -135,17 +207,32 @@ fn training_step_trains_only_peft_masks_and_head() {
         let l = loss(&model, &input, &y);
         losses.push(l.clone().into_scalar::<f32>());
         let grads = GradientsParams::from_grads(l.backward(), &model);
-        assert_eq!(grads.len(), trainable, "gradients exist exactly for the trainable tensors");
+        assert_eq!(
+            grads.len(),
+            trainable,
+            "gradients exist exactly for the trainable tensors"
+        );
         let lr = 5e-2 * linear_schedule(step, 25, 0);
         model = opt.step(model, grads, lr).0;
     }
-    assert_eq!(opt.state_len(), trainable, "optimizer state only for trainable tensors");
+    assert_eq!(
+        opt.state_len(),
+        trainable,
+        "optimizer state only for trainable tensors"
+    );
     let after = named_tensors(&model);
     for (name, (_, v)) in &before {
         let changed = after[name].1 != *v;
-        assert_eq!(changed, is_trainable_name(name), "{name}: changed={changed}");
+        assert_eq!(
+            changed,
+            is_trainable_name(name),
+            "{name}: changed={changed}"
+        );
     }
-    assert!(losses.last().unwrap() < &(losses[0] * 0.7), "loss should fall: {losses:?}");
+    assert!(
+        losses.last().unwrap() < &(losses[0] * 0.7),
+        "loss should fall: {losses:?}"
+    );
 }
 
 #[test]
@@ -157,8 +244,16 @@ fn adamw_matches_pytorch_on_one_scalar() {
     struct One {
         w: burn::module::Param<Tensor<1>>,
     }
-    let mut m = One { w: burn::module::Param::from_tensor(Tensor::<1>::from_floats([1.0], &ad)) };
-    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, max_grad_norm: None });
+    let mut m = One {
+        w: burn::module::Param::from_tensor(Tensor::<1>::from_floats([1.0], &ad)),
+    };
+    let mut opt = AdamW::new(AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        max_grad_norm: None,
+    });
     let mut seen = Vec::new();
     for _ in 0..2 {
         let l = m.w.val().square().sum();
@@ -183,7 +278,9 @@ fn clipping_uses_the_global_norm() {
         b: burn::module::Param::from_tensor(Tensor::<1>::from_floats([4.0], &ad)),
     };
     // loss = (a^2 + b^2)/2: grads (3, 4), global norm 5.
-    let l = (m.a.val().square() + m.b.val().square()).sum().div_scalar(2.0);
+    let l = (m.a.val().square() + m.b.val().square())
+        .sum()
+        .div_scalar(2.0);
     let g = GradientsParams::from_grads(l.backward(), &m);
     assert!((lpeft_model::optim::grad_norm(&m, &g) - 5.0).abs() < 1e-5);
     let mut opt = AdamW::new(AdamWConfig::reference(0.0));
@@ -204,12 +301,27 @@ fn linear_schedule_is_hf_linear_with_warmup() {
 
 #[test]
 fn trainable_set_of_roberta_head_includes_its_dense() {
-    let spec = tiny_spec(Family::Roberta, &[(2, 8)], TaskHeadSpec::Classification { num_labels: 2, style: HeadStyle::RobertaDenseTanh }, vec![], false);
+    let spec = tiny_spec(
+        Family::Roberta,
+        &[(2, 8)],
+        TaskHeadSpec::Classification {
+            num_labels: 2,
+            style: HeadStyle::RobertaDenseTanh,
+        },
+        vec![],
+        false,
+    );
     let m = Model::build(&spec, &mut RandomSource { seed: 1 }, &device().autodiff()).unwrap();
     let input = random_input(&spec.encoder, 2, 5, 2, &device().autodiff());
     let out = m.forward(&input);
-    let lpeft_model::head::HeadOutput::Logits(logits) = out.head else { panic!() };
+    let lpeft_model::head::HeadOutput::Logits(logits) = out.head else {
+        panic!()
+    };
     let grads = GradientsParams::from_grads(logits.sum().backward(), &m);
-    assert_eq!(grads.len(), 4, "head.pooler.{{weight,bias}} and head.out.{{weight,bias}}");
+    assert_eq!(
+        grads.len(),
+        4,
+        "head.pooler.{{weight,bias}} and head.out.{{weight,bias}}"
+    );
     let _ = m.num_params();
 }

@@ -14,6 +14,12 @@ use lpeft_schema::model::{Family, HeadStyle, LayerShape, ModelSpec, TaskHeadSpec
 
 const TOL: f64 = 1e-4;
 
+/// The measured error, shown with `cargo test -- --nocapture`.
+#[allow(clippy::print_stderr)]
+fn report(what: &str, max_abs_diff: f64) {
+    eprintln!("parity {what}: max|diff| {max_abs_diff:.2e}");
+}
+
 fn load(dir: &Path, head: TaskHeadSpec) -> Model {
     let ckpt = HfCheckpoint::open(dir).unwrap();
     let encoder = load_spec(dir, &ckpt).unwrap();
@@ -45,11 +51,13 @@ fn check_tiny(name: &str, style: HeadStyle, model_dir: &Path) {
     );
     let out = model.forward(&reference_input(&r, &device()));
     let d = max_abs_diff(&values(out.hidden), &r["last_hidden_state"].1);
+    report(&format!("{name} hidden"), d);
     assert!(d < TOL, "{name}: hidden max|diff| {d:e}");
     let HeadOutput::Logits(logits) = out.head else {
         panic!()
     };
     let d = max_abs_diff(&values(logits), &r["logits"].1);
+    report(&format!("{name} logits"), d);
     assert!(d < TOL, "{name}: logits max|diff| {d:e}");
 }
 
@@ -123,6 +131,7 @@ fn minilm_matches_transformers() {
             ));
         }
     }
+    report("MiniLM hidden", worst);
     assert!(worst < TOL, "MiniLM hidden max|diff| {worst:e}");
 }
 

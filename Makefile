@@ -30,9 +30,11 @@ help:
 build:
 	$(CARGO) build -p lpeft-cli
 
-# Until the estimate/surgery/finetune/eval stages land, glue.ron holds the stages that exist.
+# Runs (or finds in the store) every stage of glue.ron, then writes results/glue/ (markdown,
+# CSV, JSON, SVG plots) and prints the task x method table.
 reproduce-glue: build
 	$(LPEFT) run pipelines/glue.ron $(PROFILE_FLAG) $(RUN_FLAGS) --jobs $(JOBS)
+	$(LPEFT) report pipelines/glue.ron $(PROFILE_FLAG) $(RUN_FLAGS)
 
 plan-glue: build
 	$(LPEFT) plan pipelines/glue.ron $(PROFILE_FLAG) $(RUN_FLAGS)

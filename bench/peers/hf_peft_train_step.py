@@ -4,6 +4,12 @@ on PyTorch. Prints one JSON line per measurement, in lpeft-bench's format.
 
 Shapes use random weights (weights do not change speed); dropout 0.1, LoRA r=8, alpha=16,
 dropout 0.05; AdamW with global-norm clipping at 1.0, as the reference recipe.
+
+--peft light-lora is the Light-PEFT-pruned shape of lpeft-bench: a third of every layer's heads
+and FFN neurons removed (transformers 5 has no prune_heads, so the projections are resized),
+LoRA on every fourth of the six-per-layer modules at rank 4 with alpha 8 (scale 2 as at r=8).
+--precision tf32 allows TF32 matmuls; bf16 runs under torch.autocast(bfloat16) with fp32
+weights, as the HF Trainer's bf16=True does. Peak memory: torch's allocator peaks per phase.
 """
 import argparse
 import json
@@ -24,13 +30,41 @@ TARGETS = {
 }
 
 
-def build(shape, device):
+SITES = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+         "intermediate.dense", "output.dense"]
+
+
+def build(shape, attn):
     fam, layers, hidden, heads, ffn, vocab = SHAPES[shape]
     kw = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-              intermediate_size=ffn, num_labels=2, attn_implementation="eager")
+              intermediate_size=ffn, num_labels=2, attn_implementation=attn)
     if fam == "bert":
-        return BertForSequenceClassification(BertConfig(**kw)).to(device)
-    return RobertaForSequenceClassification(RobertaConfig(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, **kw)).to(device)
+        return BertForSequenceClassification(BertConfig(**kw))
+    return RobertaForSequenceClassification(RobertaConfig(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, **kw))
+
+
+def prune_third(model, shape):
+    """Remove a third of every layer's heads and FFN neurons by resizing the projections."""
+    _, _, hidden, heads, ffn, _ = SHAPES[shape]
+    head_dim = hidden // heads
+    kept_heads, kept_ffn = heads - heads // 3, ffn - ffn // 3
+    enc = model.base_model.encoder
+    for layer in enc.layer:
+        att = layer.attention.self
+        for name in ("query", "key", "value"):
+            setattr(att, name, torch.nn.Linear(hidden, kept_heads * head_dim))
+        att.num_attention_heads = kept_heads
+        att.all_head_size = kept_heads * head_dim
+        layer.attention.output.dense = torch.nn.Linear(kept_heads * head_dim, hidden)
+        layer.intermediate.dense = torch.nn.Linear(hidden, kept_ffn)
+        layer.output.dense = torch.nn.Linear(kept_ffn, hidden)
+    return model
+
+
+def light_targets(shape):
+    layers = SHAPES[shape][1]
+    names = [f"encoder.layer.{l}.{site}" for l in range(layers) for site in SITES]
+    return names[::4]
 
 
 def main():
@@ -44,16 +78,26 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--inference", action="store_true")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--attn", default="sdpa", help="transformers attention implementation (sdpa, eager)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
-    model = build(a.shape, dev)
+    torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
+    model = build(a.shape, a.attn)
+    if a.peft == "light-lora":
+        model = prune_third(model, a.shape)
+        lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=light_targets(a.shape), task_type="SEQ_CLS")
+    elif a.peft != "none":
+        lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=TARGETS[a.peft], task_type="SEQ_CLS")
+    model = model.to(dev)
     if a.peft != "none":
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=TARGETS[a.peft],
-                                                 task_type="SEQ_CLS"))
+        model = get_peft_model(model, lora)
     model.train()
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, eps=1e-8)
     vocab = SHAPES[a.shape][5]
@@ -65,10 +109,17 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    def reset_peak():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    reset_peak()
     times = []
     for i in range(a.warmup + a.iters):
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with autocast():
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -76,25 +127,34 @@ def main():
         sync()
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
-    report(a, "train", times)
+    report(a, "train", times, model)
     if a.inference:
         model.eval()
+        opt.zero_grad(set_to_none=True)
+        reset_peak()
         times = []
         with torch.no_grad():
             for i in range(a.warmup + a.iters):
                 t0 = time.perf_counter()
-                model(input_ids=ids, attention_mask=mask).logits.sum().item()
+                with autocast():
+                    model(input_ids=ids, attention_mask=mask).logits.sum().item()
                 sync()
                 if i >= a.warmup:
                     times.append(time.perf_counter() - t0)
-        report(a, "inference", times)
+        report(a, "inference", times, model)
 
 
-def report(a, phase, times):
+def report(a, phase, times, model):
     med = sorted(times)[len(times) // 2]
-    print(json.dumps({"impl": "hf-peft", "backend": f"torch-{a.device}", "shape": a.shape, "peft": a.peft, "phase": phase,
-                      "batch": a.batch, "seq": a.seq, "median_s": med, "times_s": times,
-                      "examples_per_s": a.batch / med, "torch": torch.__version__}), flush=True)
+    rec = {"impl": "hf-peft", "backend": f"torch-{a.device}", "shape": a.shape, "peft": a.peft, "phase": phase,
+           "dtype": a.precision, "attn": a.attn, "batch": a.batch, "seq": a.seq, "median_s": med, "times_s": times,
+           "examples_per_s": a.batch / med, "torch": torch.__version__,
+           "params": {"total": sum(p.numel() for p in model.parameters()),
+                      "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}}
+    if a.device.startswith("cuda"):
+        rec["torch_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        rec["torch_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    print(json.dumps(rec), flush=True)
 
 
 if __name__ == "__main__":

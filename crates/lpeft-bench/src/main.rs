@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use clap::Parser;
 use lpeft_model::head::{Labels, task_loss};
 use lpeft_model::model::Model;
@@ -18,8 +18,8 @@ use lpeft_model::optim::{AdamW, AdamWConfig};
 use lpeft_model::source::RandomSource;
 use lpeft_model::testing::{lora_everywhere, random_input};
 use lpeft_schema::model::{
-    Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftSite,
-    TaskHeadSpec,
+    Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleSpec,
+    PeftSite, TaskHeadSpec,
 };
 
 #[derive(Parser, Debug)]
@@ -27,9 +27,15 @@ struct Args {
     /// Encoder shape: minilm (6x384, 12 heads, FFN 1536), roberta-base, roberta-large.
     #[arg(long, default_value = "minilm")]
     shape: String,
-    /// lora-qv (r=8 on query, value), lora-all (r=8 on the six matrices), or none.
+    /// lora-qv (r=8 on query, value), lora-all (r=8 on the six matrices), light-lora (the
+    /// Light-PEFT-pruned shape: a third of every layer's heads and FFN neurons removed, LoRA on a
+    /// quarter of the six-per-layer modules at rank 4, scale kept at alpha/8), or none.
     #[arg(long, default_value = "lora-qv")]
     peft: String,
+    /// Float type of every tensor: f32, or bf16 (weights, activations and optimizer state).
+    /// For TF32 matmuls on libtorch CUDA set TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     #[arg(long, default_value_t = 32)]
     batch: usize,
     #[arg(long, default_value_t = 128)]
@@ -44,6 +50,25 @@ struct Args {
     /// Also time inference (forward only, no autodiff).
     #[arg(long)]
     inference: bool,
+}
+
+/// Heads and FFN neurons kept when a third is removed (the Light-PEFT shape).
+fn pruned(layer: LayerShape) -> LayerShape {
+    LayerShape {
+        heads: layer.heads - layer.heads / 3,
+        ffn: layer.ffn - layer.ffn / 3,
+    }
+}
+
+/// A quarter of the modules, spread over layers and sites (every fourth in (layer, site)
+/// order), at half rank; the scale stays alpha / original rank.
+fn light_lora(n_layers: usize) -> Vec<PeftModuleSpec> {
+    lora_everywhere(n_layers, 8, 0.05)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 == 0)
+        .map(|(_, m)| PeftModuleSpec { rank: 4, ..m })
+        .collect()
 }
 
 fn encoder(shape: &str) -> Result<EncoderSpec> {
@@ -71,10 +96,14 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let enc = encoder(&args.shape)?;
+    let mut enc = encoder(&args.shape)?;
     let n_layers = enc.layers.len();
+    if args.peft == "light-lora" {
+        enc.layers = enc.layers.into_iter().map(pruned).collect();
+    }
     let peft = match args.peft.as_str() {
         "none" => vec![],
+        "light-lora" => light_lora(n_layers),
         "lora-all" => lora_everywhere(n_layers, 8, 0.05),
         "lora-qv" => lora_everywhere(n_layers, 8, 0.05)
             .into_iter()
@@ -101,7 +130,15 @@ fn main() -> Result<()> {
         peft,
         masks: false,
     };
-    let device = lpeft_model::device::device(&args.backend)?;
+    let mut device = lpeft_model::device::device(&args.backend)?;
+    match args.dtype.as_str() {
+        "f32" => {}
+        // Before any tensor exists: the first tensor fixes the device's defaults.
+        "bf16" => device
+            .configure(FloatDType::BF16)
+            .map_err(|e| anyhow::anyhow!("{} cannot default to bf16: {e:?}", args.backend))?,
+        other => bail!("unknown dtype {other:?} (expected f32 or bf16)"),
+    }
     device.seed(0);
     let ad = device.clone().autodiff();
     let mut model = Model::build(&spec, &mut RandomSource { seed: 0 }, &ad)?;
@@ -130,7 +167,8 @@ fn main() -> Result<()> {
         }
     }
     let trainable: usize = opt.state_len();
-    report(&args, "train", &times, trainable);
+    let params = serde_json::json!({ "total": model.num_params() });
+    report(&args, "train", &times, trainable, &params);
     if args.inference {
         let plain = model.valid();
         let input = full(&device);
@@ -139,16 +177,23 @@ fn main() -> Result<()> {
             let t0 = Instant::now();
             let out = plain.forward(&input);
             let _ = out.hidden.sum().into_scalar::<f32>();
+            device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             if i >= args.warmup {
                 times.push(t0.elapsed().as_secs_f64());
             }
         }
-        report(&args, "inference", &times, 0);
+        report(&args, "inference", &times, 0, &params);
     }
     Ok(())
 }
 
-fn report(args: &Args, phase: &str, times: &[f64], trainable_tensors: usize) {
+fn report(
+    args: &Args,
+    phase: &str,
+    times: &[f64],
+    trainable_tensors: usize,
+    params: &serde_json::Value,
+) {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
@@ -156,6 +201,7 @@ fn report(args: &Args, phase: &str, times: &[f64], trainable_tensors: usize) {
         "impl": "lightpeft", "backend": args.backend, "shape": args.shape, "peft": args.peft,
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
+        "dtype": args.dtype, "params": params,
     });
     println!("{line}");
 }

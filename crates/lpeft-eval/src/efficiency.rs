@@ -81,6 +81,97 @@ pub fn backbone_pruned_pct(backbone_params: u64, original_params: u64) -> f64 {
     100.0 * (1.0 - backbone_params as f64 / original_params as f64)
 }
 
+/// What `peak_memory_bytes` measures on a GPU when NVML does not list this process (as in some
+/// sandboxes): the device's used memory above its level when the run started.
+pub const MEMORY_DEVICE_DELTA: &str = "device_used_above_start";
+
+/// Samples a GPU's memory every 20 ms on a thread while a run goes on, through NVML (the
+/// driver's library, loaded at run time, so CPU-only builds and machines need nothing).
+/// The peak is this process's own usage where NVML lists the process, else the device's used
+/// memory above the level at `start`.
+pub struct DeviceMemoryMonitor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(u64, bool)>,
+}
+
+impl DeviceMemoryMonitor {
+    /// Starts sampling GPU `index`; an error says why it cannot (no driver, no such GPU).
+    pub fn start(index: u32) -> Result<Self, String> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (ready, started) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let nvml = match nvml_wrapper::Nvml::init() {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("NVML cannot start: {e}")));
+                    return (0, false);
+                }
+            };
+            let device = match nvml.device_by_index(index) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("NVML has no GPU {index}: {e}")));
+                    return (0, false);
+                }
+            };
+            let pid = std::process::id();
+            let baseline = device.memory_info().map_or(0, |m| m.used);
+            let _ = ready.send(Ok(()));
+            let (mut peak, mut own_seen) = (0u64, false);
+            loop {
+                let own = device.running_compute_processes().ok().and_then(|ps| {
+                    ps.into_iter()
+                        .find(|p| p.pid == pid)
+                        .and_then(|p| match p.used_gpu_memory {
+                            nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
+                            nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+                        })
+                });
+                if let Some(bytes) = own {
+                    own_seen = true;
+                    peak = peak.max(bytes);
+                } else if !own_seen && let Ok(m) = device.memory_info() {
+                    peak = peak.max(m.used.saturating_sub(baseline));
+                }
+                if stopped.load(Ordering::Relaxed) {
+                    return (peak, own_seen);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        match started.recv() {
+            Ok(Ok(())) => Ok(Self { stop, handle }),
+            Ok(Err(why)) => Err(why),
+            Err(_) => Err("the GPU memory sampler stopped before it started".to_owned()),
+        }
+    }
+
+    /// Stops sampling; the peak in bytes and what it measures ([`MEMORY_DEVICE`] or
+    /// [`MEMORY_DEVICE_DELTA`]).
+    pub fn finish(self) -> (u64, &'static str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (peak, own) = self.handle.join().unwrap_or((0, false));
+        (
+            peak,
+            if own {
+                MEMORY_DEVICE
+            } else {
+                MEMORY_DEVICE_DELTA
+            },
+        )
+    }
+}
+
+/// The GPU index of a CUDA backend name (`tch-cuda`, `tch-cuda:1`, `cuda:0`), `None` for others.
+pub fn cuda_index(backend: &str) -> Option<u32> {
+    let (base, index) = backend.split_once(':').unwrap_or((backend, "0"));
+    matches!(base, "tch-cuda" | "cuda")
+        .then(|| index.parse().ok())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +182,28 @@ mod tests {
         assert_eq!(parse_vm_hwm(status), Some(123_456 * 1024));
         assert_eq!(parse_vm_hwm("VmRSS:\t1 kB\n"), None);
         assert_eq!(parse_vm_hwm("VmHWM:\t12 MB\n"), None);
+    }
+
+    #[test]
+    fn cuda_indices_come_from_backend_names() {
+        assert_eq!(cuda_index("tch-cuda"), Some(0));
+        assert_eq!(cuda_index("tch-cuda:1"), Some(1));
+        assert_eq!(cuda_index("cuda:2"), Some(2));
+        assert_eq!(cuda_index("flex"), None);
+        assert_eq!(cuda_index("tch"), None);
+        assert_eq!(cuda_index("tch-cuda:x"), None);
+    }
+
+    #[test]
+    fn the_gpu_monitor_says_why_it_cannot_start_or_measures() {
+        // CI has no GPU: start must fail with a reason, not panic. With a GPU it measures.
+        match DeviceMemoryMonitor::start(0) {
+            Err(why) => assert!(why.contains("NVML"), "{why}"),
+            Ok(m) => {
+                let (_, kind) = m.finish();
+                assert!(kind == MEMORY_DEVICE || kind == MEMORY_DEVICE_DELTA);
+            }
+        }
     }
 
     #[test]

@@ -139,6 +139,12 @@ impl Stage for FinetuneStage {
 
         let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
         plain.seed(cfg.seed);
+        // On a GPU the peak is device memory (NVML); elsewhere the process's peak RSS.
+        let gpu_memory = lpeft_eval::efficiency::cuda_index(ctx.backend).and_then(|i| {
+            lpeft_eval::efficiency::DeviceMemoryMonitor::start(i)
+                .map_err(|why| tracing::warn!("peak GPU memory not measured: {why}"))
+                .ok()
+        });
         let device = plain.clone().autodiff();
         let (model, original) = match (&cfg.model, &cfg.peft, init) {
             (Some(dir), Some(peft), _) => {
@@ -175,6 +181,13 @@ impl Stage for FinetuneStage {
         let secs =
             lpeft_eval::efficiency::mean_step_seconds(&outcome.step_seconds, 2).unwrap_or(0.0);
         let train_time: f64 = outcome.step_seconds.iter().sum();
+        let memory = match gpu_memory {
+            Some(monitor) => monitor.finish(),
+            None => (
+                lpeft_eval::efficiency::peak_rss_bytes().unwrap_or(0),
+                lpeft_eval::efficiency::MEMORY_PROCESS_RSS,
+            ),
+        };
         let efficiency = Efficiency {
             total_params: counts.total,
             trainable_params: counts.trainable,
@@ -190,8 +203,8 @@ impl Stage for FinetuneStage {
                 train_time,
             ),
             inference_examples_per_second: outcome.inference_examples_per_second,
-            peak_memory_bytes: lpeft_eval::efficiency::peak_rss_bytes().unwrap_or(0),
-            memory_kind: "process_rss".into(),
+            peak_memory_bytes: memory.0,
+            memory_kind: memory.1.into(),
             backend: ctx.backend.to_string(),
             host: lpeft_eval::efficiency::host_description(),
         };

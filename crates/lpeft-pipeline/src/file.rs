@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use lpeft_schema::pipeline::{PipelineFile, StageEntry, Value};
+use lpeft_schema::pipeline::{PipelineFile, StageEntry, SweepValues, Value};
 
 use crate::error::{Location, PipelineError};
 
@@ -177,12 +177,24 @@ fn expand_entry(
 
     let mut combos: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
     for (var, values) in &entry.sweep {
+        let values = match values {
+            SweepValues::List(list) => list.clone(),
+            SweepValues::Var(reference) => match substitute(reference, vars).map_err(err)? {
+                Value::Array(list) => list,
+                other => {
+                    return Err(err(format!(
+                        "sweep variable `{var}`: {reference:?} must name a list variable, \
+                         e.g. \"seeds\": [1, 2, 3]; it is {other}"
+                    )));
+                }
+            },
+        };
         if values.is_empty() {
             return Err(err(format!("sweep variable `{var}` has no values")));
         }
         let mut next = Vec::with_capacity(combos.len() * values.len());
         for combo in &combos {
-            for v in values {
+            for v in &values {
                 let v = map_strings(v, &mut |s| env_str(s)).map_err(err)?;
                 let mut c = combo.clone();
                 c.insert(var.clone(), v);

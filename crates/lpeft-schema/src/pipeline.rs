@@ -51,13 +51,22 @@ pub struct StageEntry {
     /// Input slot -> name of the producing stage (after expansion).
     #[serde(default)]
     pub inputs: BTreeMap<String, String>,
-    /// Cartesian product of named value lists; one stage per combination.
+    /// Cartesian product of named value lists; one stage per combination. A list may also be
+    /// given as `"{var}"`, a variable holding a list, so a profile can change it.
     #[serde(default)]
-    pub sweep: BTreeMap<String, Vec<Value>>,
+    pub sweep: BTreeMap<String, SweepValues>,
     /// Names of map-valued variables whose entries are merged into `params`
     /// (explicit `params` entries win).
     #[serde(default)]
     pub with: Vec<String>,
+}
+
+/// The values of one sweep variable: a literal list, or `"{var}"` naming a list variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SweepValues {
+    List(Vec<Value>),
+    Var(String),
 }
 
 fn empty_object() -> Value {

@@ -102,6 +102,31 @@ fn sweeps_expand_names_inputs_and_params() {
 }
 
 #[test]
+fn a_sweep_can_take_its_values_from_a_list_variable_that_a_profile_changes() {
+    let text = r#"Pipeline(
+        name: "p",
+        vars: { "seeds": [1, 2, 3], "one": 1 },
+        profiles: { "quick": { "seeds": [7] } },
+        stages: [
+            (name: "s{seed}", kind: "k", sweep: { "seed": "{seeds}" }, params: { "seed": "{seed}" }),
+        ],
+    )"#;
+    let names = |p: Pipeline| p.stages.into_iter().map(|s| s.name).collect::<Vec<_>>();
+    assert_eq!(names(load(text).unwrap()), ["s1", "s2", "s3"]);
+    let quick = ExpandOptions {
+        profile: Some("quick".into()),
+        ..ExpandOptions::default()
+    };
+    let p = load_str(Path::new("p.ron"), text, &quick, &env).unwrap();
+    assert_eq!(p.stages[0].params, json!({"seed": 7}));
+    assert_eq!(names(p), ["s7"]);
+    let e = err(&text.replace(r#""seed": "{seeds}""#, r#""seed": "{one}""#));
+    assert!(e.contains("must name a list variable"), "{e}");
+    let e = err(&text.replace(r#""seed": "{seeds}""#, r#""seed": "{nope}""#));
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
 fn semantic_errors_point_at_the_stage() {
     let e = err(
         "Pipeline(name: \"p\", stages: [\n (name: \"a\", kind: \"k\"),\n (name: \"a\", kind: \"k\"),\n])",

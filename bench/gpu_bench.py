@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""GPU benchmark of issue 7: lightpeft (`lpeft-bench`, libtorch CUDA through burn's `tch` backend)
+beside Hugging Face transformers + peft on the same GPU, in one run.
+
+For every shape x PEFT x precision it runs our binary, then the peer, each in its own process
+(batch 32, seq 128; training step = forward + backward + clip + AdamW on the trainable set;
+inference = forward without autodiff), and samples `nvidia-smi` every 20 ms while each process
+runs: peak device memory is the GPU's used memory above the idle level, the same measure for
+both (CUDA context included). Writes every record as JSON lines and a markdown table.
+
+  python3 bench/gpu_bench.py --bench ./lpeft-bench --out results/bench
+      [--shapes roberta-base roberta-large] [--peft lora-qv lora-all light-lora]
+      [--precision tf32 bf16] [--iters 10] [--warmup 3]
+
+Precisions: tf32 = fp32 tensors with TF32 matmuls (ours: TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 in
+libtorch; the peer: torch.backends.cuda.matmul.allow_tf32); bf16 = ours: every tensor bf16
+(weights, activations, LoRA and AdamW state); the peer: torch.autocast(bfloat16) over fp32
+weights, which is what the HF Trainer's bf16=True does.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def gpu_used_mib():
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+class PeakSampler:
+    """Samples the GPU's used memory while a process runs."""
+
+    def __init__(self):
+        self.peak = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        while not self.stop.is_set():
+            try:
+                self.peak = max(self.peak, gpu_used_mib())
+            except Exception:  # a failed query must not kill the benchmark
+                pass
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def run(cmd, env, log):
+    time.sleep(1.0)  # let the previous process's memory go back
+    idle = gpu_used_mib()
+    with PeakSampler() as s:
+        t0 = time.time()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.time() - t0
+    log.write(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}\n")
+    log.flush()
+    if p.returncode != 0:
+        print(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}", file=sys.stderr)
+        return []
+    recs = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
+                         capture_output=True, text=True).stdout.strip()
+    for r in recs:
+        r["peak_mib"] = s.peak - idle
+        r["gpu"] = gpu
+        r["process_wall_s"] = wall
+    return recs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", required=True, help="lpeft-bench built with --features tch")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--shapes", nargs="+", default=["roberta-base", "roberta-large"])
+    ap.add_argument("--peft", nargs="+", default=["lora-qv", "lora-all", "light-lora"])
+    ap.add_argument("--precision", nargs="+", default=["tf32", "bf16"])
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--only", choices=["ours", "peer"], help="run one side only")
+    ap.add_argument("--table-from", nargs="+", metavar="JSONL",
+                    help="run nothing: write the table of these bench.jsonl files (merged) into --out")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    if a.table_from:
+        records = [json.loads(l) for f in a.table_from for l in open(f) if l.strip()]
+        table = markdown(records, a)
+        with open(os.path.join(a.out, "bench.md"), "w") as f:
+            f.write(table)
+        print(table)
+        return
+    records = []
+    log = open(os.path.join(a.out, "bench.log"), "w")
+    jsonl = open(os.path.join(a.out, "bench.jsonl"), "a")
+
+    def keep(r):
+        records.append(r)
+        jsonl.write(json.dumps(r) + "\n")
+        jsonl.flush()
+
+    common = ["--batch", str(a.batch), "--seq", str(a.seq), "--iters", str(a.iters), "--warmup", str(a.warmup),
+              "--inference"]
+    for shape in a.shapes:
+        for peft in a.peft:
+            for prec in a.precision:
+                env = dict(os.environ)
+                if prec == "tf32":
+                    env["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] = "1"
+                args = ["--shape", shape, "--peft", peft, *common]
+                if a.only != "peer":
+                    dtype = "bf16" if prec == "bf16" else "f32"
+                    for r in run([a.bench, "--backend", "tch-cuda", "--dtype", dtype, *args], env, log):
+                        r["precision"] = prec
+                        keep(r)
+                if a.only != "ours":
+                    peer_env = dict(os.environ)
+                    peer_env.pop("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", None)
+                    for r in run([a.python, os.path.join(HERE, "peers", "hf_peft_train_step.py"), "--device", "cuda",
+                                  "--precision", prec, *args], peer_env, log):
+                        r["precision"] = prec
+                        keep(r)
+                print(f"{shape} {peft} {prec} done", file=sys.stderr, flush=True)
+    table = markdown(records, a)
+    with open(os.path.join(a.out, "bench.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+def markdown(records, a):
+    by = {}
+    for r in records:
+        by[(r["shape"], r["peft"], r["precision"], r["impl"], r["phase"])] = r
+    gpu = next((r["gpu"] for r in records if r.get("gpu")), "?")
+    torch_v = next((r.get("torch") for r in records if r.get("torch")), "?")
+    lines = [
+        f"GPU: {gpu}; peer: transformers + peft on torch {torch_v}; batch {a.batch}, seq {a.seq}; "
+        f"median of {a.iters} steps after {a.warmup} warm-up steps.",
+        "",
+        "| shape | PEFT | precision | train ex/s ours | train ex/s peer | ours/peer | infer ex/s ours | infer ex/s peer | ours/peer | peak MiB ours | peak MiB peer | ours/peer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratio = lambda x, y: f"{x / y:.2f}" if x and y else "n/a"
+    fmt = lambda x, d=0: f"{x:.{d}f}" if x else "n/a"
+    present = {(r["shape"], r["peft"], r["precision"]) for r in records}
+    for shape in a.shapes:
+        for peft in a.peft:
+            for prec in a.precision:
+                if (shape, peft, prec) not in present:
+                    continue
+                g = lambda impl, phase, key: (by.get((shape, peft, prec, impl, phase)) or {}).get(key)
+                tr_o, tr_p = g("lightpeft", "train", "examples_per_s"), g("hf-peft", "train", "examples_per_s")
+                in_o, in_p = g("lightpeft", "inference", "examples_per_s"), g("hf-peft", "inference", "examples_per_s")
+                m_o, m_p = g("lightpeft", "train", "peak_mib"), g("hf-peft", "train", "peak_mib")
+                lines.append(f"| {shape} | {peft} | {prec} | {fmt(tr_o)} | {fmt(tr_p)} | {ratio(tr_o, tr_p)} | "
+                             f"{fmt(in_o)} | {fmt(in_p)} | {ratio(in_o, in_p)} | {fmt(m_o)} | {fmt(m_p)} | {ratio(m_o, m_p)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

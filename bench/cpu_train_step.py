@@ -4,6 +4,7 @@ default CPU backend beside the same step in Hugging Face transformers + peft on 
 measured in the same run with interleaved rounds (this VM's timings drift by ±25 %).
 
   python3 bench/cpu_train_step.py --bench target/release/lpeft-bench [--rounds 2] [--peft lora-qv lora-all]
+      [--backend flex ndarray tch]   (ndarray / tch: a bench built with those features)
 
 Prints a markdown table of medians and the ratio ours/theirs (time per step; > 1 means slower).
 """
@@ -24,7 +25,8 @@ def run(cmd):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", default="target/release/lpeft-bench")
-    ap.add_argument("--backend", default="flex")
+    ap.add_argument("--backend", nargs="+", default=["flex"],
+                    help="one or more of the bench binary's CPU backends (flex, ndarray, tch)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--iters", type=int, default=3)
@@ -37,8 +39,9 @@ def main():
     for r in range(a.rounds):
         for peft in a.peft:
             common = ["--shape", a.shape, "--peft", peft, "--batch", str(a.batch), "--seq", str(a.seq), "--iters", str(a.iters)]
-            for rec in run([a.bench, "--backend", a.backend, *common]):
-                rows.setdefault((peft, "ours"), []).extend(rec["times_s"])
+            for backend in a.backend:
+                for rec in run([a.bench, "--backend", backend, *common]):
+                    rows.setdefault((peft, backend), []).extend(rec["times_s"])
             for rec in run([a.python, os.path.join(HERE, "peers", "hf_peft_train_step.py"), *common]):
                 rows.setdefault((peft, "peer"), []).extend(rec["times_s"])
                 torch_version = rec["torch"]
@@ -46,11 +49,12 @@ def main():
     med = lambda xs: sorted(xs)[len(xs) // 2]
     print(f"\nMiniLM-shaped encoder ({a.shape}), batch {a.batch}, seq {a.seq}, train step = forward + backward + AdamW (clip 1.0),")
     print(f"{a.rounds} interleaved rounds x {a.iters} timed steps each; peer: transformers + peft on torch {torch_version} CPU.\n")
-    print(f"| PEFT | lightpeft ({a.backend}) s/step | HF peft (torch CPU) s/step | ratio ours/peer |")
-    print("|---|---|---|---|")
+    print("| PEFT | " + " | ".join(f"lightpeft {b} s/step (ours/peer)" for b in a.backend) + " | HF peft (torch CPU) s/step |")
+    print("|---|" + "---|" * (len(a.backend) + 1))
     for peft in a.peft:
-        ours, peer = med(rows[(peft, "ours")]), med(rows[(peft, "peer")])
-        print(f"| {peft} | {ours:.3f} | {peer:.3f} | {ours / peer:.2f} |")
+        peer = med(rows[(peft, "peer")])
+        ours = [med(rows[(peft, b)]) for b in a.backend]
+        print(f"| {peft} | " + " | ".join(f"{o:.3f} ({o / peer:.2f})" for o in ours) + f" | {peer:.3f} |")
 
 
 if __name__ == "__main__":

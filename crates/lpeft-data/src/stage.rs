@@ -48,10 +48,7 @@ pub const CLI_FLAGS: &[(&str, &str, &str)] = &[
 ];
 
 fn params_error(e: impl std::fmt::Display) -> StageError {
-    StageError::Params {
-        stage: KIND.to_owned(),
-        message: e.to_string(),
-    }
+    StageError::params(KIND, e)
 }
 
 fn failed(e: DataError) -> StageError {

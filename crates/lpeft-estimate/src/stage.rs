@@ -18,14 +18,11 @@ pub const KIND: &str = "estimate";
 pub struct EstimateStage;
 
 fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::Params {
-        stage: KIND.into(),
-        message: message.to_string(),
-    }
+    StageError::params(KIND, message)
 }
 
 fn failed(e: impl std::fmt::Display) -> StageError {
-    StageError::Failed(format!("{KIND}: {e}"))
+    StageError::failed(KIND, e)
 }
 
 pub fn parse(params: &Params) -> Result<EstimateConfig, StageError> {

@@ -27,14 +27,11 @@ pub const RESULT_FILE: &str = "result.json";
 pub struct FinetuneStage;
 
 fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::Params {
-        stage: KIND.into(),
-        message: message.to_string(),
-    }
+    StageError::params(KIND, message)
 }
 
 fn failed(e: impl std::fmt::Display) -> StageError {
-    StageError::Failed(format!("{KIND}: {e}"))
+    StageError::failed(KIND, e)
 }
 
 pub fn parse(params: &Params) -> Result<FinetuneConfig, StageError> {

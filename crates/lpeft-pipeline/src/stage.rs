@@ -75,6 +75,21 @@ pub enum StageError {
     Io(#[from] std::io::Error),
 }
 
+impl StageError {
+    /// Invalid parameters of a stage of kind `stage`.
+    pub fn params(stage: &str, message: impl std::fmt::Display) -> Self {
+        Self::Params {
+            stage: stage.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The work of a stage of kind `stage` failed: `"{stage}: {error}"`.
+    pub fn failed(stage: &str, error: impl std::fmt::Display) -> Self {
+        Self::Failed(format!("{stage}: {error}"))
+    }
+}
+
 pub trait Stage: Send + Sync {
     /// Stable name used in pipeline files and on the command line ("data", "estimate", ...).
     fn kind(&self) -> &'static str;

@@ -141,14 +141,11 @@ pub struct PlanFile {
 pub struct SurgeryStage;
 
 fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::Params {
-        stage: KIND.into(),
-        message: message.to_string(),
-    }
+    StageError::params(KIND, message)
 }
 
 fn failed(e: impl std::fmt::Display) -> StageError {
-    StageError::Failed(format!("{KIND}: {e}"))
+    StageError::failed(KIND, e)
 }
 
 pub fn parse(params: &Params) -> Result<SurgeryConfig, StageError> {

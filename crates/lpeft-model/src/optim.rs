@@ -1,12 +1,17 @@
 //! AdamW exactly as PyTorch/HF run it: decoupled weight decay (not on biases or LayerNorm),
 //! bias-corrected moments, global-norm gradient clipping over all trainable tensors, and HF's
 //! linear schedule with warm-up. Frozen tensors have no gradient and so no optimizer state.
+//!
+//! Multi-tensor: a step concatenates every tensor that has a gradient (and the gradients) into
+//! one flat buffer, clips and updates that buffer with a fixed handful of element-wise ops, and
+//! slices the result back into the tensors; the moments are kept in the same flat layout. The
+//! gradient norm stays on the device until the whole update is issued, then is read once.
 
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
@@ -42,7 +47,14 @@ pub fn linear_schedule(step: usize, total: usize, warmup: usize) -> f64 {
 pub struct AdamW {
     pub config: AdamWConfig,
     step: i32,
-    moments: HashMap<ParamId, (Tensor<1>, Tensor<1>)>,
+    /// Layout of `moments`: the tensors that had a gradient at the last step, in visit order.
+    slots: Vec<Slot>,
+    /// First and second moments of `slots`, concatenated (`None` before the first update).
+    moments: Option<(Tensor<1>, Tensor<1>)>,
+    /// Moments of tensors that had a gradient at an earlier step but not at the last one.
+    parked: HashMap<ParamId, (Tensor<1>, Tensor<1>)>,
+    /// Per-element multipliers and the slots and weight decay they were built for.
+    mults: Option<Multipliers>,
 }
 
 /// Whether decay applies to the tensor at this module path.
@@ -79,59 +91,128 @@ pub fn grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
         .unwrap_or(0.0)
 }
 
-struct Update<'a> {
-    opt: &'a mut AdamW,
-    grads: &'a mut GradientsParams,
-    lr: f64,
-    grad_scale: f64,
-    path: Vec<String>,
-    /// Multiplier of `lr` for the tensor at a module path (PyTorch parameter groups).
-    lr_scale: &'a dyn Fn(&[String]) -> f64,
+/// One tensor of a step's flat buffers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Slot {
+    id: ParamId,
+    numel: usize,
+    /// `lr_scale(path)`: multiplier of the learning rate (and so of the decay) of this tensor.
+    lr_scale: f64,
+    /// Whether weight decay applies (not to `bias`, `gamma`, `beta`).
+    decays: bool,
 }
 
-impl ModuleMapper for Update<'_> {
+/// A multiplier of the flat buffers: one value for every element, or one value per element.
+#[derive(Clone)]
+enum Mult {
+    Uniform(f64),
+    PerElement(Box<Tensor<1>>),
+}
+
+impl Mult {
+    /// `value(slot)` over each slot's elements; a scalar when all slots share it.
+    fn new(slots: &[Slot], value: impl Fn(&Slot) -> f64, device: &Device, dtype: DType) -> Self {
+        let first = slots.first().map(&value).unwrap_or(0.0);
+        if slots.iter().all(|s| value(s) == first) {
+            return Mult::Uniform(first);
+        }
+        let total = slots.iter().map(|s| s.numel).sum::<usize>();
+        let mut data = Vec::with_capacity(total);
+        for s in slots {
+            data.extend(std::iter::repeat_n(value(s) as f32, s.numel));
+        }
+        Mult::PerElement(Box::new(Tensor::from_data(
+            TensorData::new(data, [total]),
+            (device, dtype),
+        )))
+    }
+}
+
+/// Constants of a layout: `lr_mult` = lr_scale, `decay_mult` = lr_scale · weight_decay where
+/// decay applies (0 elsewhere); rebuilt only when the slots or the weight decay change.
+struct Multipliers {
+    slots: Vec<Slot>,
+    weight_decay: f64,
+    lr_mult: Mult,
+    decay_mult: Mult,
+}
+
+/// Gathers, in visit order, each float tensor with a gradient: its slot, flat value, flat grad.
+struct Collect<'a> {
+    grads: &'a mut GradientsParams,
+    lr_scale: &'a dyn Fn(&[String]) -> f64,
+    path: Vec<String>,
+    slots: Vec<Slot>,
+    values: Vec<Tensor<1>>,
+    grads_flat: Vec<Tensor<1>>,
+}
+
+impl ModuleVisitor for Collect<'_> {
     fn enter_module(&mut self, name: &str, _container: &str) {
         self.path.push(name.to_string());
     }
     fn exit_module(&mut self, _name: &str, _container: &str) {
         self.path.pop();
     }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        // Removed, so a tensor reached twice is updated once (as the per-tensor mapper did).
+        let Some(grad) = self.grads.remove::<D>(param.id) else {
+            return;
+        };
+        let value = param.val();
+        let numel = value.shape().num_elements();
+        if numel == 0 {
+            // Nothing to update, and no state to keep.
+            return;
+        }
+        self.slots.push(Slot {
+            id: param.id,
+            numel,
+            lr_scale: (self.lr_scale)(&self.path),
+            decays: decays(&self.path),
+        });
+        self.values.push(value.inner().reshape([numel]));
+        self.grads_flat.push(grad.inner().reshape([numel]));
+    }
+}
+
+/// Puts the updated flat pieces back into the tensors they came from.
+struct Apply {
+    updated: HashMap<ParamId, Tensor<1>>,
+}
+
+impl ModuleMapper for Apply {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<D>(id) else {
+        let Some(flat) = self.updated.remove(&id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let c = self.opt.config;
-        let shape = tensor.dims();
-        let n: usize = shape.iter().product();
         let require_grad = tensor.is_require_grad();
-        let p = tensor.inner().reshape([n]);
-        let g = grad.reshape([n]).mul_scalar(self.grad_scale);
-        let (m, v) = self
-            .opt
-            .moments
-            .remove(&id)
-            .unwrap_or_else(|| (p.zeros_like(), p.zeros_like()));
-        let m = m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-        let v = v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
-        let t = self.opt.step;
-        let bias1 = 1.0 - c.beta1.powi(t);
-        let bias2 = 1.0 - c.beta2.powi(t);
-        let wd = if decays(&self.path) {
-            c.weight_decay
+        let dtype = tensor.dtype();
+        let flat = if flat.dtype() == dtype {
+            flat
         } else {
-            0.0
+            flat.cast(dtype)
         };
-        let lr = self.lr * (self.lr_scale)(&self.path);
-        let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
-        let p = p.mul_scalar(1.0 - lr * wd) - m.clone().div(denom).mul_scalar(lr / bias1);
-        self.opt.moments.insert(id, (m, v));
-        let mut updated = Tensor::from_inner(p.reshape(shape));
+        let mut updated = Tensor::from_inner(flat.reshape(tensor.dims()));
         if require_grad {
             updated = updated.require_grad();
         }
         Param::from_mapped_value(id, updated, mapper)
     }
+}
+
+/// `t` cast to `dtype` (no op when it already has it).
+fn to_dtype(t: Tensor<1>, dtype: DType) -> Tensor<1> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
+}
+
+/// Whether two slot lists lay the flat buffers out the same way (same tensors, same sizes).
+fn same_layout(a: &[Slot], b: &[Slot]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.id == y.id && x.numel == y.numel)
 }
 
 /// What one optimizer step saw.
@@ -146,13 +227,17 @@ impl AdamW {
         Self {
             config,
             step: 0,
-            moments: HashMap::new(),
+            slots: Vec::new(),
+            moments: None,
+            parked: HashMap::new(),
+            mults: None,
         }
     }
 
-    /// Number of tensors with optimizer state (== trainable tensors that received a gradient).
+    /// Number of tensors with optimizer state (== trainable tensors that received a gradient;
+    /// a tensor of zero elements keeps none).
     pub fn state_len(&self) -> usize {
-        self.moments.len()
+        self.slots.len() + self.parked.len()
     }
 
     pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, lr: f64) -> (M, StepInfo) {
@@ -169,35 +254,159 @@ impl AdamW {
         lr_scale: &dyn Fn(&[String]) -> f64,
     ) -> (M, StepInfo) {
         self.step += 1;
-        let (scale, info) = match self.config.max_grad_norm {
-            Some(max) => {
-                let norm = grad_norm(&model, &grads);
-                let coef = max / (norm + 1e-6);
-                (
-                    coef.min(1.0),
-                    StepInfo {
-                        grad_norm: norm,
-                        clipped: coef < 1.0,
-                    },
-                )
-            }
-            None => (
-                1.0,
-                StepInfo {
-                    grad_norm: f64::NAN,
-                    clipped: false,
-                },
-            ),
+        let c = self.config;
+        let info_for = |norm: f64| match c.max_grad_norm {
+            Some(max) => StepInfo {
+                grad_norm: norm,
+                clipped: max / (norm + 1e-6) < 1.0,
+            },
+            None => StepInfo {
+                grad_norm: f64::NAN,
+                clipped: false,
+            },
         };
-        let mut up = Update {
-            opt: self,
+
+        let mut found = Collect {
             grads: &mut grads,
-            lr,
-            grad_scale: scale,
-            path: Vec::new(),
             lr_scale,
+            path: Vec::new(),
+            slots: Vec::new(),
+            values: Vec::new(),
+            grads_flat: Vec::new(),
         };
-        let model = model.map(&mut up);
+        model.visit(&mut found);
+        let Collect {
+            slots,
+            values,
+            grads_flat,
+            ..
+        } = found;
+        if slots.is_empty() {
+            return (model, info_for(0.0));
+        }
+
+        // All tensors go into buffers of the first one's dtype (one dtype in practice).
+        let dtype = values[0].dtype();
+        let device = values[0].device();
+        let p = Tensor::cat(values.into_iter().map(|t| to_dtype(t, dtype)).collect(), 0);
+        let g = Tensor::cat(
+            grads_flat.into_iter().map(|t| to_dtype(t, dtype)).collect(),
+            0,
+        );
+
+        // Global-norm clipping on the device: g · min(1, max / (‖g‖ + 1e-6)), in f32.
+        let (g, norm) = match c.max_grad_norm {
+            Some(max) => {
+                let norm = to_dtype(g.clone().square().sum(), DType::F32).sqrt();
+                let coef = norm.clone().add_scalar(1e-6).recip().mul_scalar(max);
+                // A NaN norm leaves the gradients unscaled, as `f64::min(NaN, 1.0)` did.
+                let coef = coef.clone().mask_fill(coef.is_nan(), 1.0).clamp_max(1.0);
+                (g * to_dtype(coef, dtype), Some(norm))
+            }
+            None => (g, None),
+        };
+
+        self.relayout(&slots, &device, dtype);
+        let (lr_mult, decay_mult) = self.multipliers(&slots, &device, dtype);
+        let (m, v) = self.moments.take().expect("moments laid out");
+
+        let t = self.step;
+        let bias1 = 1.0 - c.beta1.powi(t);
+        let bias2 = 1.0 - c.beta2.powi(t);
+        let m = m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+        let v = v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
+        let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
+        let update = m.clone().div(denom);
+        // lr·lr_scale/bias1 · m/denom
+        let update = match lr_mult {
+            Mult::Uniform(s) => update.mul_scalar(lr * s / bias1),
+            Mult::PerElement(s) => update.mul(s.mul_scalar(lr / bias1)),
+        };
+        // p·(1 - lr·lr_scale·wd), wd = 0 where decay does not apply
+        let p = match decay_mult {
+            Mult::Uniform(0.0) => p,
+            Mult::Uniform(d) => p.mul_scalar(1.0 - lr * d),
+            Mult::PerElement(d) => p.mul(d.mul_scalar(-lr).add_scalar(1.0)),
+        };
+        let p = p - update;
+        self.moments = Some((m, v));
+
+        let sizes = slots.iter().map(|s| s.numel).collect();
+        let mut apply = Apply {
+            updated: slots
+                .iter()
+                .map(|s| s.id)
+                .zip(p.split_with_sizes(sizes, 0))
+                .collect(),
+        };
+        let model = model.map(&mut apply);
+
+        // The only read from the device, after the whole update is issued.
+        let info = match norm {
+            Some(norm) => info_for(f64::from(norm.into_scalar::<f32>())),
+            None => info_for(f64::NAN),
+        };
         (model, info)
+    }
+
+    /// Lays `moments` out as `slots`, keeping each tensor's state: pieces of the current flat
+    /// moments and the parked ones are reassembled, tensors without state (or whose size
+    /// changed) start from zeros, and state of tensors not in `slots` is parked.
+    fn relayout(&mut self, slots: &[Slot], device: &Device, dtype: DType) {
+        if self.moments.is_some() && same_layout(&self.slots, slots) {
+            self.slots = slots.to_vec();
+            return;
+        }
+        let mut pieces = std::mem::take(&mut self.parked);
+        if let Some((m, v)) = self.moments.take() {
+            let sizes: Vec<usize> = self.slots.iter().map(|s| s.numel).collect();
+            let ms = m.split_with_sizes(sizes.clone(), 0);
+            let vs = v.split_with_sizes(sizes, 0);
+            for ((s, m), v) in self.slots.iter().zip(ms).zip(vs) {
+                pieces.insert(s.id, (m, v));
+            }
+        }
+        let total: usize = slots.iter().map(|s| s.numel).sum();
+        let zeros = |n: usize| Tensor::<1>::zeros([n], (device, dtype));
+        self.moments = Some(if slots.iter().any(|s| pieces.contains_key(&s.id)) {
+            let (mut ms, mut vs) = (Vec::new(), Vec::new());
+            for s in slots {
+                let (m, v) = match pieces.remove(&s.id) {
+                    Some((m, v)) if m.dims()[0] == s.numel => (m, v),
+                    _ => (zeros(s.numel), zeros(s.numel)),
+                };
+                ms.push(m);
+                vs.push(v);
+            }
+            (Tensor::cat(ms, 0), Tensor::cat(vs, 0))
+        } else {
+            (zeros(total), zeros(total))
+        });
+        self.parked = pieces;
+        self.slots = slots.to_vec();
+    }
+
+    /// The cached `(lr_mult, decay_mult)` for `slots`, rebuilt if the slots or decay changed.
+    fn multipliers(&mut self, slots: &[Slot], device: &Device, dtype: DType) -> (Mult, Mult) {
+        let wd = self.config.weight_decay;
+        let fresh = match &self.mults {
+            Some(k) => k.slots != slots || k.weight_decay != wd,
+            None => true,
+        };
+        if fresh {
+            self.mults = Some(Multipliers {
+                slots: slots.to_vec(),
+                weight_decay: wd,
+                lr_mult: Mult::new(slots, |s| s.lr_scale, device, dtype),
+                decay_mult: Mult::new(
+                    slots,
+                    |s| if s.decays { s.lr_scale * wd } else { 0.0 },
+                    device,
+                    dtype,
+                ),
+            });
+        }
+        let k = self.mults.as_ref().expect("multipliers built");
+        (k.lr_mult.clone(), k.decay_mult.clone())
     }
 }

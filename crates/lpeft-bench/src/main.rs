@@ -50,6 +50,15 @@ struct Args {
     /// Also time inference (forward only, no autodiff).
     #[arg(long)]
     inference: bool,
+    /// Fused libtorch nodes for projections, attention and add+LayerNorm (`on`, the default,
+    /// as in training runs), or `off`: burn's elementary operations (for comparison). Only the
+    /// libtorch backends have fused nodes.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    fused: String,
+    /// Also report the median time of forward, backward and optimizer separately (a device
+    /// sync after each, so the total is slower than the plain step).
+    #[arg(long)]
+    breakdown: bool,
 }
 
 /// Heads and FFN neurons kept when a third is removed (the Light-PEFT shape).
@@ -96,6 +105,7 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    lpeft_model::fused::set_enabled(args.fused == "on");
     let mut enc = encoder(&args.shape)?;
     let n_layers = enc.layers.len();
     if args.peft == "light-lora" {
@@ -155,19 +165,45 @@ fn main() -> Result<()> {
     ));
     let mut opt = AdamW::new(AdamWConfig::reference(0.0));
     let mut times = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
+    let sync = || device.sync().map_err(|e| anyhow::anyhow!("{e:?}"));
     for i in 0..args.warmup + args.iters {
         let t0 = Instant::now();
         let out = model.forward(&input);
         let loss = task_loss(&out.head, &labels);
+        if args.breakdown {
+            sync()?;
+        }
+        let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        if args.breakdown {
+            sync()?;
+        }
+        let t2 = Instant::now();
         model = opt.step(model, grads, 1e-4).0;
-        device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        sync()?;
         if i >= args.warmup {
             times.push(t0.elapsed().as_secs_f64());
+            if args.breakdown {
+                phases[0].push((t1 - t0).as_secs_f64());
+                phases[1].push((t2 - t1).as_secs_f64());
+                phases[2].push(t2.elapsed().as_secs_f64());
+            }
         }
     }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let breakdown = args.breakdown.then(|| {
+        serde_json::json!({
+            "forward_s": median(&phases[0]), "backward_s": median(&phases[1]),
+            "optimizer_s": median(&phases[2]),
+        })
+    });
     let trainable: usize = opt.state_len();
-    let params = serde_json::json!({ "total": model.num_params() });
+    let params = serde_json::json!({ "total": model.num_params(), "breakdown": breakdown });
     report(&args, "train", &times, trainable, &params);
     if args.inference {
         let plain = model.valid();
@@ -202,6 +238,7 @@ fn report(
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "dtype": args.dtype, "params": params,
+        "fused": args.fused == "on" && lpeft_model::fused::applies(&lpeft_model::device::device(&args.backend).expect("checked")),
     });
     println!("{line}");
 }

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use lpeft_schema::model::{Activation, AdapterSite, Family, LoraTarget, PeftModuleId, PeftSite};
 
+use crate::fused::{self, Act, Island};
 use crate::layers::{Dense, Norm};
 use crate::peft::{Adapter, Lora, NormRatioRecorder};
 
@@ -60,7 +61,8 @@ impl Embeddings {
     }
 }
 
-/// Projection plus optional LoRA, recording the norm ratio when asked.
+/// Projection plus optional LoRA, recording the norm ratio when asked. With `fused`, one
+/// libtorch node computes it (never while recording: the ratio needs both terms).
 fn project(
     dense: &Dense,
     lora: Option<&Lora>,
@@ -68,8 +70,15 @@ fn project(
     dims: (usize, usize, &Device),
     id: PeftModuleId,
     rec: &mut Option<&mut NormRatioRecorder>,
+    fused: bool,
 ) -> Tensor<3> {
     let (b, t, device) = dims;
+    if fused
+        && rec.is_none()
+        && let Some(y) = project_fused(dense, lora, x.clone(), None, device)
+    {
+        return y;
+    }
     let base = dense.forward(x.clone(), b, t, device);
     match (lora, x) {
         (Some(lora), Some(x)) => {
@@ -81,6 +90,33 @@ fn project(
         }
         _ => base,
     }
+}
+
+/// The fused projection, where the layer has a weight, a bias and an input.
+fn project_fused(
+    dense: &Dense,
+    lora: Option<&Lora>,
+    x: Option<Tensor<3>>,
+    act: Option<Act>,
+    device: &Device,
+) -> Option<Tensor<3>> {
+    let (Some(w), Some(bias), Some(x)) = (&dense.weight, &dense.bias, x) else {
+        return None;
+    };
+    let (lora_scale, lora_dropout) = lora.map_or((0.0, 0.0), |l| {
+        (l.scale, fused::effective_dropout(&l.dropout, device))
+    });
+    Some(fused::linear(
+        x,
+        w.val(),
+        bias.val(),
+        lora.map(|l| (l.a.val(), l.b.val())),
+        Island::Linear {
+            lora_scale,
+            lora_dropout,
+            act,
+        },
+    ))
 }
 
 fn apply_adapter(
@@ -129,6 +165,7 @@ impl Attention {
         x: Tensor<3>,
         score_bias: &Tensor<4>,
         rec: &mut Option<&mut NormRatioRecorder>,
+        fused: bool,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
@@ -139,42 +176,38 @@ impl Attention {
         let context = match (&self.query, &self.key, &self.value) {
             (Some(q), Some(k), Some(v)) if self.heads > 0 => {
                 let (h, d) = (self.heads, self.head_dim);
-                let split = |y: Tensor<3>| y.reshape([b, t, h, d]).swap_dims(1, 2);
                 let dims = (b, t, &device);
-                let q = split(project(
-                    q,
-                    self.lora_query.as_ref(),
-                    Some(x.clone()),
-                    dims,
-                    id(LoraTarget::Query),
-                    rec,
-                ));
-                let k = split(project(
-                    k,
-                    self.lora_key.as_ref(),
-                    Some(x.clone()),
-                    dims,
-                    id(LoraTarget::Key),
-                    rec,
-                ));
-                let v = split(project(
-                    v,
-                    self.lora_value.as_ref(),
-                    Some(x.clone()),
-                    dims,
-                    id(LoraTarget::Value),
-                    rec,
-                ));
-                let scores = q
-                    .matmul(k.swap_dims(2, 3))
-                    .mul_scalar(1.0 / (d as f64).sqrt())
-                    + score_bias.clone();
-                let probs = self.attention_dropout.forward(softmax(scores, 3));
-                let mut ctx = probs.matmul(v);
-                if let Some(mask) = &self.head_mask {
-                    ctx = ctx * mask.val().reshape([1, h, 1, 1]);
+                let mut proj = |dense, lora: &Option<Lora>, target| {
+                    project(
+                        dense,
+                        lora.as_ref(),
+                        Some(x.clone()),
+                        dims,
+                        id(target),
+                        rec,
+                        fused,
+                    )
+                };
+                let q = proj(q, &self.lora_query, LoraTarget::Query);
+                let k = proj(k, &self.lora_key, LoraTarget::Key);
+                let v = proj(v, &self.lora_value, LoraTarget::Value);
+                if fused && rec.is_none() && self.head_mask.is_none() {
+                    let dropout = fused::effective_dropout(&self.attention_dropout, &device);
+                    Some(fused::attention(q, k, v, score_bias.clone(), h, dropout))
+                } else {
+                    let split = |y: Tensor<3>| y.reshape([b, t, h, d]).swap_dims(1, 2);
+                    let (q, k, v) = (split(q), split(k), split(v));
+                    let scores = q
+                        .matmul(k.swap_dims(2, 3))
+                        .mul_scalar(1.0 / (d as f64).sqrt())
+                        + score_bias.clone();
+                    let probs = self.attention_dropout.forward(softmax(scores, 3));
+                    let mut ctx = probs.matmul(v);
+                    if let Some(mask) = &self.head_mask {
+                        ctx = ctx * mask.val().reshape([1, h, 1, 1]);
+                    }
+                    Some(ctx.swap_dims(1, 2).reshape([b, t, h * d]))
                 }
-                Some(ctx.swap_dims(1, 2).reshape([b, t, h * d]))
             }
             _ => None,
         };
@@ -185,12 +218,17 @@ impl Attention {
             (b, t, &device),
             id(LoraTarget::AttnOut),
             rec,
+            fused,
         );
         let adapter_id = PeftModuleId {
             layer: self.layer,
             site: PeftSite::Adapter(AdapterSite::Attention),
         };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
+        if fused {
+            let p = fused::effective_dropout(&self.hidden_dropout, &device);
+            return self.norm.forward_fused(out, x, p);
+        }
         self.norm.forward(self.hidden_dropout.forward(out) + x)
     }
 }
@@ -214,7 +252,12 @@ pub struct Ffn {
 }
 
 impl Ffn {
-    pub fn forward(&self, x: Tensor<3>, rec: &mut Option<&mut NormRatioRecorder>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rec: &mut Option<&mut NormRatioRecorder>,
+        fused: bool,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
         let id = |target| PeftModuleId {
@@ -223,6 +266,17 @@ impl Ffn {
         };
         let hidden = match &self.input {
             Some(fc1) if self.width > 0 => {
+                if fused && rec.is_none() && self.neuron_mask.is_none() {
+                    let act = match self.activation {
+                        Activation::Gelu => Act::Gelu,
+                        Activation::GeluTanh => Act::GeluTanh,
+                        Activation::Relu => Act::Relu,
+                    };
+                    let lora = self.lora_input.as_ref();
+                    if let Some(z) = project_fused(fc1, lora, Some(x.clone()), Some(act), &device) {
+                        return self.finish(Some(z), x, rec, fused);
+                    }
+                }
                 let z = project(
                     fc1,
                     self.lora_input.as_ref(),
@@ -230,6 +284,7 @@ impl Ffn {
                     (b, t, &device),
                     id(LoraTarget::FfnIn),
                     rec,
+                    fused,
                 );
                 let mut z = match self.activation {
                     Activation::Gelu => gelu(z),
@@ -243,19 +298,40 @@ impl Ffn {
             }
             _ => None,
         };
+        self.finish(hidden, x, rec, fused)
+    }
+
+    /// FC2, adapter, dropout, residual and LayerNorm after the hidden activations.
+    fn finish(
+        &self,
+        hidden: Option<Tensor<3>>,
+        x: Tensor<3>,
+        rec: &mut Option<&mut NormRatioRecorder>,
+        fused: bool,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let device = x.device();
         let out = project(
             &self.output,
             self.lora_output.as_ref(),
             hidden,
             (b, t, &device),
-            id(LoraTarget::FfnOut),
+            PeftModuleId {
+                layer: self.layer,
+                site: PeftSite::Lora(LoraTarget::FfnOut),
+            },
             rec,
+            fused,
         );
         let adapter_id = PeftModuleId {
             layer: self.layer,
             site: PeftSite::Adapter(AdapterSite::Ffn),
         };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
+        if fused {
+            let p = fused::effective_dropout(&self.dropout, &device);
+            return self.norm.forward_fused(out, x, p);
+        }
         self.norm.forward(self.dropout.forward(out) + x)
     }
 }
@@ -289,9 +365,12 @@ impl Encoder {
             .float()
             .mul_scalar(MASKED_SCORE)
             .reshape([b, 1, 1, t]);
+        // Fused libtorch nodes for plain training and inference; recording runs need the
+        // separate terms.
+        let fused = rec.is_none() && fused::applies(&x.device());
         for layer in &self.layers {
-            x = layer.attention.forward(x, &score_bias, &mut rec);
-            x = layer.ffn.forward(x, &mut rec);
+            x = layer.attention.forward(x, &score_bias, &mut rec, fused);
+            x = layer.ffn.forward(x, &mut rec, fused);
         }
         x
     }

@@ -66,6 +66,18 @@ impl Norm {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         layer_norm(x, self.gamma.val(), Some(self.beta.val()), self.eps)
     }
+
+    /// `LayerNorm(dropout(x) + residual)` as one libtorch node; see [`crate::fused`].
+    pub fn forward_fused(&self, x: Tensor<3>, residual: Tensor<3>, dropout: f64) -> Tensor<3> {
+        crate::fused::add_norm(
+            x,
+            residual,
+            self.gamma.val(),
+            self.beta.val(),
+            self.eps,
+            dropout,
+        )
+    }
 }
 
 /// Builds parameters from a weight source, recording which roles are trainable.

@@ -10,6 +10,7 @@ pub mod device;
 pub mod encode;
 pub mod encoder;
 pub mod error;
+pub mod fused;
 pub mod head;
 pub mod hf;
 pub mod importance;

@@ -218,14 +218,21 @@ impl PlanOptions {
 }
 
 /// The backend class that enters keys: the backend string without a device index, so
-/// `tch-cuda:0` and `tch-cuda:1` share artifacts but `flex` and `tch-cuda` do not.
+/// `tch-cuda:0` and `tch-cuda:1` share artifacts but `flex` and `tch-cuda` do not. libtorch
+/// classes carry `+fused`: training there runs fused nodes (`lpeft_model::fused`) whose
+/// dropout stream differs from the earlier elementary operations, so their artifacts differ.
 pub fn backend_class(backend: &str) -> String {
-    backend
+    let class = backend
         .split(':')
         .next()
         .unwrap_or(backend)
         .trim()
-        .to_ascii_lowercase()
+        .to_ascii_lowercase();
+    if class.starts_with("tch") {
+        format!("{class}+fused")
+    } else {
+        class
+    }
 }
 
 /// Resolve an expanded pipeline into a plan. Errors name the file position of the stage.

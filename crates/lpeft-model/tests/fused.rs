@@ -1,0 +1,215 @@
+//! The fused libtorch training nodes (`lpeft_model::fused`) against the plain burn operations they
+//! replace, on libtorch CPU: the same outputs and the same gradients for every trainable tensor,
+//! through pruned shapes (a layer without heads, one without FFN neurons), LoRA on the six
+//! projections, adapters, both model families, padding. Run with
+//! `cargo test -p lpeft-model --features tch --test fused` (part of `make test-tch`); with
+//! `LPEFT_TEST_DEVICE=tch-cuda` on a GPU, which also covers the CUDA attention kernels.
+#![cfg(feature = "tch")]
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor};
+use lpeft_model::fused;
+use lpeft_model::head::{HeadOutput, Labels, task_loss};
+use lpeft_model::model::Model;
+use lpeft_model::source::RandomSource;
+use lpeft_model::testing::*;
+use lpeft_schema::model::{Activation, Family, HeadStyle, ModelSpec, TaskHeadSpec};
+
+fn spec(family: Family, act: Activation, dropout: f64) -> ModelSpec {
+    let layers = [(4, 12), (0, 8), (2, 0)];
+    let mut peft = lora_everywhere(layers.len(), 3, dropout);
+    peft.extend(adapters_everywhere(1, 2, dropout));
+    let mut spec = tiny_spec(
+        family,
+        &layers,
+        TaskHeadSpec::Classification {
+            num_labels: 3,
+            style: if family == Family::Roberta {
+                HeadStyle::RobertaDenseTanh
+            } else {
+                HeadStyle::BertPooler
+            },
+        },
+        peft,
+        false,
+    );
+    // Head size 8: the size the CUDA attention kernels take.
+    spec.encoder.hidden_size = 32;
+    spec.encoder.head_dim = 8;
+    spec.encoder.hidden_act = act;
+    spec.encoder.hidden_dropout = dropout;
+    spec.encoder.attention_dropout = dropout;
+    spec
+}
+
+/// Every gradient, in module order, flattened.
+struct Collect<'a> {
+    grads: &'a GradientsParams,
+    out: Vec<(String, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let v = g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            self.out.push((format!("{:?}", param.id), v));
+        }
+    }
+}
+
+fn logits(out: HeadOutput) -> Tensor<2> {
+    let HeadOutput::Logits(l) = out else {
+        unreachable!("classification head")
+    };
+    l
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// Loss, logits and all gradients of one training forward/backward.
+/// Loss, logits, and every gradient by parameter.
+type Step = (f32, Vec<f32>, Vec<(String, Vec<f32>)>);
+
+/// With `all`, the backbone trains too (its weight, bias and LayerNorm gradients are checked).
+fn train_step(spec: &ModelSpec, device: &Device, all: bool) -> Step {
+    let ad = device.clone().autodiff();
+    ad.seed(5);
+    let model = Model::build(spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+    // LoRA B starts at zero; give it values so gradients reach A.
+    let model = perturb_lora_b(model);
+    let model = if all { train_everything(model) } else { model };
+    let input = random_input(&spec.encoder, 4, 9, 2, &ad);
+    let out = model.forward(&input);
+    let labels = Labels::Class(Tensor::<1, Int>::from_ints([0, 1, 2, 1], &ad));
+    let l = logits(out.head.clone());
+    let loss = task_loss(&out.head, &labels);
+    let loss_v = loss.clone().into_scalar::<f32>();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut c = Collect {
+        grads: &grads,
+        out: vec![],
+    };
+    model.visit(&mut c);
+    (loss_v, values(l), c.out)
+}
+
+fn perturb_lora_b(model: Model) -> Model {
+    struct Fill;
+    impl burn::module::ModuleMapper for Fill {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let t = if t.is_require_grad() && t.to_data().iter::<f32>().all(|v| v == 0.0) {
+                let n = t.shape().num_elements();
+                let vals: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+                Tensor::<D>::from_data(burn::tensor::TensorData::new(vals, t.shape()), &t.device())
+                    .require_grad()
+            } else {
+                t
+            };
+            Param::from_mapped_value(id, t, mapper)
+        }
+    }
+    model.map(&mut Fill)
+}
+
+fn train_everything(model: Model) -> Model {
+    struct All;
+    impl burn::module::ModuleMapper for All {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            Param::from_mapped_value(id, t.require_grad(), mapper)
+        }
+    }
+    model.map(&mut All)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// One test: `fused::set_enabled` is process-wide, so on/off runs must not interleave.
+#[test]
+fn fused_nodes_match_the_plain_operations() {
+    // LPEFT_TEST_DEVICE=tch-cuda runs it on a GPU (the CUDA attention kernels).
+    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
+    let device = lpeft_model::device::device(&name).unwrap();
+    assert!(fused::applies(&device));
+    for (family, act, all) in [
+        (Family::Bert, Activation::Gelu, false),
+        (Family::Roberta, Activation::Relu, false),
+        (Family::Bert, Activation::GeluTanh, false),
+        (Family::Roberta, Activation::Gelu, true),
+    ] {
+        let spec = spec(family, act, 0.0);
+        fused::set_enabled(false);
+        let (loss_p, logits_p, grads_p) = train_step(&spec, &device, all);
+        let plain_inference = {
+            let m = Model::build(&spec, &mut RandomSource { seed: 3 }, &device).unwrap();
+            values(logits(
+                m.forward(&random_input(&spec.encoder, 4, 9, 2, &device))
+                    .head,
+            ))
+        };
+        fused::set_enabled(true);
+        let (loss_f, logits_f, grads_f) = train_step(&spec, &device, all);
+        let fused_inference = {
+            let m = Model::build(&spec, &mut RandomSource { seed: 3 }, &device).unwrap();
+            values(logits(
+                m.forward(&random_input(&spec.encoder, 4, 9, 2, &device))
+                    .head,
+            ))
+        };
+        assert!(
+            (loss_p - loss_f).abs() < 1e-5,
+            "{family:?}: loss {loss_p} vs {loss_f}"
+        );
+        assert!(max_diff(&logits_p, &logits_f) < 1e-5, "{family:?}: logits");
+        assert!(
+            max_diff(&plain_inference, &fused_inference) < 1e-5,
+            "{family:?}: inference logits"
+        );
+        // LoRA (6 per layer with weights; none on the head-less layer's q/k/v), adapter, head.
+        assert_eq!(
+            grads_p.len(),
+            grads_f.len(),
+            "{family:?}: tensors with a gradient"
+        );
+        assert!(
+            grads_p.len() >= 16,
+            "{family:?}: {} gradients",
+            grads_p.len()
+        );
+        for ((name, gp), (_, gf)) in grads_p.iter().zip(&grads_f) {
+            let scale = gp.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let d = max_diff(gp, gf);
+            assert!(
+                d / scale < 1e-4,
+                "{family:?} {name}: gradient differs by {d} (max {scale})"
+            );
+            assert!(
+                gp.iter().any(|v| *v != 0.0),
+                "{family:?} {name}: zero gradient"
+            );
+        }
+    }
+
+    // With dropout the stream differs from burn's, but a seed fixes it and dropout acts.
+    let spec = spec(Family::Bert, Activation::Gelu, 0.3);
+    let (a, la, _) = train_step(&spec, &device, false);
+    let (b, lb, gb) = train_step(&spec, &device, false);
+    assert_eq!((a, &la), (b, &lb), "same seed, same dropout masks");
+    let (c, _, _) = train_step(
+        &self::spec(Family::Bert, Activation::Gelu, 0.0),
+        &device,
+        false,
+    );
+    assert_ne!(a, c, "dropout changed nothing");
+    assert!(gb.iter().all(|(_, g)| g.iter().all(|v| v.is_finite())));
+}

@@ -10,7 +10,11 @@ both (CUDA context included). Writes every record as JSON lines and a markdown t
 
   python3 bench/gpu_bench.py --bench ./lpeft-bench --out results/bench
       [--shapes roberta-base roberta-large] [--peft lora-qv lora-all light-lora]
-      [--precision tf32 bf16] [--iters 10] [--warmup 3]
+      [--precision tf32 bf16] [--iters 10] [--warmup 3] [--rounds 1]
+
+With --rounds R every row runs R times, ours and the peer alternating, and the table gives the
+median over rounds and the range of the per-round ratios (the GPU host is shared: single runs
+of one row have differed by up to 45 %).
 
 Precisions: tf32 = fp32 tensors with TF32 matmuls (ours: TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 in
 libtorch; the peer: torch.backends.cuda.matmul.allow_tf32); bf16 = ours: every tensor bf16
@@ -20,6 +24,7 @@ weights, which is what the HF Trainer's bf16=True does.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -83,7 +88,7 @@ def run(cmd, env, log):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bench", required=True, help="lpeft-bench built with --features tch")
+    ap.add_argument("--bench", help="lpeft-bench built with --features tch (needed unless --table-from)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--out", required=True)
     ap.add_argument("--shapes", nargs="+", default=["roberta-base", "roberta-large"])
@@ -93,6 +98,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every row this many times, ours and the peer alternating")
     ap.add_argument("--only", choices=["ours", "peer"], help="run one side only")
     ap.add_argument("--table-from", nargs="+", metavar="JSONL",
                     help="run nothing: write the table of these bench.jsonl files (merged) into --out")
@@ -105,6 +112,8 @@ def main():
             f.write(table)
         print(table)
         return
+    if not a.bench:
+        ap.error("--bench is required to run (only --table-from runs nothing)")
     records = []
     log = open(os.path.join(a.out, "bench.log"), "w")
     jsonl = open(os.path.join(a.out, "bench.jsonl"), "a")
@@ -123,18 +132,19 @@ def main():
                 if prec == "tf32":
                     env["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] = "1"
                 args = ["--shape", shape, "--peft", peft, *common]
-                if a.only != "peer":
-                    dtype = "bf16" if prec == "bf16" else "f32"
-                    for r in run([a.bench, "--backend", "tch-cuda", "--dtype", dtype, *args], env, log):
-                        r["precision"] = prec
-                        keep(r)
-                if a.only != "ours":
-                    peer_env = dict(os.environ)
-                    peer_env.pop("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", None)
-                    for r in run([a.python, os.path.join(HERE, "peers", "hf_peft_train_step.py"), "--device", "cuda",
-                                  "--precision", prec, *args], peer_env, log):
-                        r["precision"] = prec
-                        keep(r)
+                for rnd in range(a.rounds):
+                    if a.only != "peer":
+                        dtype = "bf16" if prec == "bf16" else "f32"
+                        for r in run([a.bench, "--backend", "tch-cuda", "--dtype", dtype, *args], env, log):
+                            r["precision"], r["round"] = prec, rnd
+                            keep(r)
+                    if a.only != "ours":
+                        peer_env = dict(os.environ)
+                        peer_env.pop("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", None)
+                        for r in run([a.python, os.path.join(HERE, "peers", "hf_peft_train_step.py"),
+                                      "--device", "cuda", "--precision", prec, *args], peer_env, log):
+                            r["precision"], r["round"] = prec, rnd
+                            keep(r)
                 print(f"{shape} {peft} {prec} done", file=sys.stderr, flush=True)
     table = markdown(records, a)
     with open(os.path.join(a.out, "bench.md"), "w") as f:
@@ -143,17 +153,25 @@ def main():
 
 
 def markdown(records, a):
+    """Median over rounds of each side's figure, their ratio, and with several rounds the range
+    of the per-round training ratios."""
     by = {}
     for r in records:
-        by[(r["shape"], r["peft"], r["precision"], r["impl"], r["phase"])] = r
+        key = (r["shape"], r["peft"], r["precision"], r["impl"], r["phase"])
+        by.setdefault(key, []).append(r)
     gpu = next((r["gpu"] for r in records if r.get("gpu")), "?")
     torch_v = next((r.get("torch") for r in records if r.get("torch")), "?")
+    rounds = max((r.get("round", 0) for r in records), default=0) + 1
+    spread = rounds > 1
     lines = [
         f"GPU: {gpu}; peer: transformers + peft on torch {torch_v}; batch {a.batch}, seq {a.seq}; "
-        f"median of {a.iters} steps after {a.warmup} warm-up steps.",
+        f"median of {a.iters} steps after {a.warmup} warm-up steps"
+        + (f"; median over {rounds} rounds, ours and the peer alternating." if spread else "."),
         "",
-        "| shape | PEFT | precision | train ex/s ours | train ex/s peer | ours/peer | infer ex/s ours | infer ex/s peer | ours/peer | peak MiB ours | peak MiB peer | ours/peer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| shape | PEFT | precision | train ex/s ours | train ex/s peer | ours/peer |"
+        + (" per-round ours/peer |" if spread else "")
+        + " infer ex/s ours | infer ex/s peer | ours/peer | peak MiB ours | peak MiB peer | ours/peer |",
+        "|---|---|---|---|---|---|" + ("---|" if spread else "") + "---|---|---|---|---|---|",
     ]
     ratio = lambda x, y: f"{x / y:.2f}" if x and y else "n/a"
     fmt = lambda x, d=0: f"{x:.{d}f}" if x else "n/a"
@@ -163,12 +181,23 @@ def markdown(records, a):
             for prec in a.precision:
                 if (shape, peft, prec) not in present:
                     continue
-                g = lambda impl, phase, key: (by.get((shape, peft, prec, impl, phase)) or {}).get(key)
+                recs = lambda impl, phase: by.get((shape, peft, prec, impl, phase), [])
+
+                def g(impl, phase, key):
+                    vals = [r[key] for r in recs(impl, phase) if r.get(key)]
+                    return statistics.median(vals) if vals else None
+
                 tr_o, tr_p = g("lightpeft", "train", "examples_per_s"), g("hf-peft", "train", "examples_per_s")
                 in_o, in_p = g("lightpeft", "inference", "examples_per_s"), g("hf-peft", "inference", "examples_per_s")
                 m_o, m_p = g("lightpeft", "train", "peak_mib"), g("hf-peft", "train", "peak_mib")
-                lines.append(f"| {shape} | {peft} | {prec} | {fmt(tr_o)} | {fmt(tr_p)} | {ratio(tr_o, tr_p)} | "
-                             f"{fmt(in_o)} | {fmt(in_p)} | {ratio(in_o, in_p)} | {fmt(m_o)} | {fmt(m_p)} | {ratio(m_o, m_p)} |")
+                cells = [shape, peft, prec, fmt(tr_o), fmt(tr_p), ratio(tr_o, tr_p)]
+                if spread:
+                    ours = {r.get("round", 0): r["examples_per_s"] for r in recs("lightpeft", "train")}
+                    peer = {r.get("round", 0): r["examples_per_s"] for r in recs("hf-peft", "train")}
+                    per = sorted(ours[k] / peer[k] for k in ours if k in peer and peer[k])
+                    cells.append(f"{per[0]:.2f}–{per[-1]:.2f}" if per else "n/a")
+                cells += [fmt(in_o), fmt(in_p), ratio(in_o, in_p), fmt(m_o), fmt(m_p), ratio(m_o, m_p)]
+                lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

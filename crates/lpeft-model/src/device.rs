@@ -29,16 +29,6 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
-/// The backend class that enters artifact keys: numerics differ between these, never between
-/// two devices of one class.
-pub fn backend_class(name: &str) -> String {
-    let base = name.split(':').next().unwrap_or(name);
-    match base {
-        "tch" | "tch-cpu" => "libtorch-cpu".into(),
-        other => other.to_string(),
-    }
-}
-
 /// Parses `flex`, `tch` (libtorch CPU), `tch-cuda[:i]`, `cuda[:i]`, `vulkan`, `wgpu`, `ndarray`.
 pub fn device(name: &str) -> Result<Device, ModelError> {
     let (base, index) = match name.split_once(':') {

@@ -555,11 +555,15 @@ mod torch {
                             }
                             Some(gx.reshape(x_shape.as_slice()))
                         }
-                        1 => x2.as_ref().map(|x2| x2.tr().mm(&gy)),
+                        // The forward saved x for ∂W (and drop(x) for ∂A) exactly when the
+                        // parameter was trained; a gradient asked for otherwise is a bug.
+                        1 => Some(x2.as_ref().expect("∂W of a frozen weight").tr().mm(&gy)),
                         2 => Some(gy.sum_dim_intlist([0i64].as_slice(), false, gy.kind())),
-                        3 => lora
-                            .as_ref()
-                            .and_then(|l| Some(l.xd.as_ref()?.tr().mm(dh.as_ref()?))),
+                        3 => lora.as_ref().map(|l| {
+                            let xd = l.xd.as_ref().expect("∂A of a frozen LoRA A");
+                            xd.tr()
+                                .mm(dh.as_ref().expect("∂h computed when ∂A is wanted"))
+                        }),
                         4 => lora.as_ref().map(|l| l.h.tr().mm(&gy)),
                         _ => None,
                     })

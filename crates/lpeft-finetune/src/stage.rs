@@ -74,7 +74,9 @@ impl Stage for FinetuneStage {
     }
 
     fn code_version(&self) -> u32 {
-        1
+        // 2: the multi-tensor AdamW (same update, float sums in another order, so the last bits
+        // of trained values differ from version 1's).
+        2
     }
 
     fn input_slots(&self) -> &'static [&'static str] {

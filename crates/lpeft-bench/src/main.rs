@@ -150,6 +150,7 @@ fn main() -> Result<()> {
         other => bail!("unknown dtype {other:?} (expected f32 or bf16)"),
     }
     device.seed(0);
+    let fused = lpeft_model::fused::applies(&device);
     let ad = device.clone().autodiff();
     let mut model = Model::build(&spec, &mut RandomSource { seed: 0 }, &ad)?;
     // Full-length rows: the peer pads to max_length too.
@@ -204,7 +205,7 @@ fn main() -> Result<()> {
     });
     let trainable: usize = opt.state_len();
     let params = serde_json::json!({ "total": model.num_params(), "breakdown": breakdown });
-    report(&args, "train", &times, trainable, &params);
+    report(&args, "train", &times, trainable, &params, fused);
     if args.inference {
         let plain = model.valid();
         let input = full(&device);
@@ -218,7 +219,7 @@ fn main() -> Result<()> {
                 times.push(t0.elapsed().as_secs_f64());
             }
         }
-        report(&args, "inference", &times, 0, &params);
+        report(&args, "inference", &times, 0, &params, fused);
     }
     Ok(())
 }
@@ -229,6 +230,7 @@ fn report(
     times: &[f64],
     trainable_tensors: usize,
     params: &serde_json::Value,
+    fused: bool,
 ) {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -238,7 +240,7 @@ fn report(
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "dtype": args.dtype, "params": params,
-        "fused": args.fused == "on" && lpeft_model::fused::applies(&lpeft_model::device::device(&args.backend).expect("checked")),
+        "fused": fused,
     });
     println!("{line}");
 }

@@ -62,7 +62,8 @@ impl Embeddings {
 }
 
 /// Projection plus optional LoRA, recording the norm ratio when asked. With `fused`, one
-/// libtorch node computes it (never while recording: the ratio needs both terms).
+/// libtorch node computes it; callers never set `fused` while recording (the ratio needs both
+/// terms).
 fn project(
     dense: &Dense,
     lora: Option<&Lora>,
@@ -73,10 +74,7 @@ fn project(
     fused: bool,
 ) -> Tensor<3> {
     let (b, t, device) = dims;
-    if fused
-        && rec.is_none()
-        && let Some(y) = project_fused(dense, lora, x.clone(), None, device)
-    {
+    if fused && let Some(y) = project_fused(dense, lora, x.clone(), None, device) {
         return y;
     }
     let base = dense.forward(x.clone(), b, t, device);
@@ -167,6 +165,7 @@ impl Attention {
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: bool,
     ) -> Tensor<3> {
+        debug_assert!(!(fused && rec.is_some()), "fused nodes do not record");
         let [b, t, _] = x.dims();
         let device = x.device();
         let id = |target| PeftModuleId {
@@ -191,7 +190,7 @@ impl Attention {
                 let q = proj(q, &self.lora_query, LoraTarget::Query);
                 let k = proj(k, &self.lora_key, LoraTarget::Key);
                 let v = proj(v, &self.lora_value, LoraTarget::Value);
-                if fused && rec.is_none() && self.head_mask.is_none() {
+                if fused && self.head_mask.is_none() {
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
                     Some(fused::attention(q, k, v, score_bias.clone(), h, dropout))
                 } else {
@@ -258,6 +257,7 @@ impl Ffn {
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: bool,
     ) -> Tensor<3> {
+        debug_assert!(!(fused && rec.is_some()), "fused nodes do not record");
         let [b, t, _] = x.dims();
         let device = x.device();
         let id = |target| PeftModuleId {
@@ -266,14 +266,10 @@ impl Ffn {
         };
         let hidden = match &self.input {
             Some(fc1) if self.width > 0 => {
-                if fused && rec.is_none() && self.neuron_mask.is_none() {
-                    let act = match self.activation {
-                        Activation::Gelu => Act::Gelu,
-                        Activation::GeluTanh => Act::GeluTanh,
-                        Activation::Relu => Act::Relu,
-                    };
+                if fused && self.neuron_mask.is_none() {
+                    let act = Some(Act::from(self.activation));
                     let lora = self.lora_input.as_ref();
-                    if let Some(z) = project_fused(fc1, lora, Some(x.clone()), Some(act), &device) {
+                    if let Some(z) = project_fused(fc1, lora, Some(x.clone()), act, &device) {
                         return self.finish(Some(z), x, rec, fused);
                     }
                 }

@@ -29,6 +29,17 @@ pub enum Act {
     Relu,
 }
 
+impl From<lpeft_schema::model::Activation> for Act {
+    fn from(a: lpeft_schema::model::Activation) -> Self {
+        use lpeft_schema::model::Activation;
+        match a {
+            Activation::Gelu => Act::Gelu,
+            Activation::GeluTanh => Act::GeluTanh,
+            Activation::Relu => Act::Relu,
+        }
+    }
+}
+
 /// One fused computation; its inputs are passed alongside, in the order documented per variant.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Island {
@@ -71,6 +82,22 @@ fn is_libtorch(_device: &Device) -> bool {
     false
 }
 
+/// Runs `island` on the given tensors as one node (libtorch builds); elsewhere it is never
+/// reached, because [`applies`] is false there.
+macro_rules! run_island {
+    ($island:expr; $($t:expr),+) => {{
+        #[cfg(feature = "tch")]
+        {
+            Tensor::from_dispatch(torch::run(vec![$($t.into_dispatch()),+], $island))
+        }
+        #[cfg(not(feature = "tch"))]
+        {
+            let _ = ($($t),+);
+            unreachable!("fused {:?} without libtorch; `applies` is false there", $island)
+        }
+    }};
+}
+
 /// Fused projection; `lora` is `(A, B)`. Call only where [`applies`] holds.
 pub fn linear(
     x: Tensor<3>,
@@ -79,19 +106,9 @@ pub fn linear(
     lora: Option<(Tensor<2>, Tensor<2>)>,
     island: Island,
 ) -> Tensor<3> {
-    #[cfg(feature = "tch")]
-    {
-        let mut inputs = vec![x.into_dispatch(), w.into_dispatch(), bias.into_dispatch()];
-        if let Some((a, b)) = lora {
-            inputs.push(a.into_dispatch());
-            inputs.push(b.into_dispatch());
-        }
-        Tensor::from_dispatch(torch::run(inputs, island))
-    }
-    #[cfg(not(feature = "tch"))]
-    {
-        let _ = (x, w, bias, lora);
-        unreachable!("fused {island:?} without libtorch; `applies` is false there")
+    match lora {
+        Some((a, b)) => run_island!(island; x, w, bias, a, b),
+        None => run_island!(island; x, w, bias),
     }
 }
 
@@ -104,22 +121,7 @@ pub fn attention(
     heads: usize,
     dropout: f64,
 ) -> Tensor<3> {
-    let island = Island::Attention { heads, dropout };
-    #[cfg(feature = "tch")]
-    {
-        let inputs = vec![
-            q.into_dispatch(),
-            k.into_dispatch(),
-            v.into_dispatch(),
-            score_bias.into_dispatch(),
-        ];
-        Tensor::from_dispatch(torch::run(inputs, island))
-    }
-    #[cfg(not(feature = "tch"))]
-    {
-        let _ = (q, k, v, score_bias);
-        unreachable!("fused {island:?} without libtorch; `applies` is false there")
-    }
+    run_island!(Island::Attention { heads, dropout }; q, k, v, score_bias)
 }
 
 /// Fused `LayerNorm(drop(x) + residual)`. Call only where [`applies`] holds.
@@ -131,22 +133,7 @@ pub fn add_norm(
     eps: f64,
     dropout: f64,
 ) -> Tensor<3> {
-    let island = Island::AddNorm { eps, dropout };
-    #[cfg(feature = "tch")]
-    {
-        let inputs = vec![
-            x.into_dispatch(),
-            residual.into_dispatch(),
-            gamma.into_dispatch(),
-            beta.into_dispatch(),
-        ];
-        Tensor::from_dispatch(torch::run(inputs, island))
-    }
-    #[cfg(not(feature = "tch"))]
-    {
-        let _ = (x, residual, gamma, beta);
-        unreachable!("fused {island:?} without libtorch; `applies` is false there")
-    }
+    run_island!(Island::AddNorm { eps, dropout }; x, residual, gamma, beta)
 }
 
 /// Dropout probability a burn `Dropout` module would apply to tensors on `device`.
@@ -229,30 +216,18 @@ mod torch {
         fn eval(&self, x: &[T], train: bool) -> T {
             let p = |p: f64| if train { p } else { 0.0 };
             match *self {
+                // The training forward with nothing trained saves nothing worth keeping.
                 Island::Linear {
                     lora_scale,
                     lora_dropout,
                     act,
                 } => {
-                    let size = x[0].size();
-                    let (d_in, d_out) = (size[size.len() - 1], x[1].size()[1]);
-                    let x2 = x[0].reshape([-1, d_in]);
-                    let mut y = x[2].addmm(&x2, &x[1]);
-                    if x.len() == 5 {
-                        let p = p(lora_dropout);
-                        let xd = if p > 0.0 { x2.dropout(p, true) } else { x2 };
-                        let xa = xd.mm(&x[3]) * lora_scale;
-                        y = y.addmm(&xa, &x[4]);
-                    }
-                    let y = match act {
-                        None => y,
-                        Some(Act::Gelu) => y.gelu("none"),
-                        Some(Act::GeluTanh) => y.gelu("tanh"),
-                        Some(Act::Relu) => y.relu(),
+                    let island = Island::Linear {
+                        lora_scale,
+                        lora_dropout: p(lora_dropout),
+                        act,
                     };
-                    let mut out = size;
-                    *out.last_mut().expect("3-D input") = d_out;
-                    y.reshape(out)
+                    linear_forward(x, &island, &[false; 5]).0
                 }
                 Island::Attention { heads, dropout } => {
                     let (b, t, hd) = x[0].size3().expect("[B, T, H·D] query");
@@ -271,13 +246,7 @@ mod torch {
                     ctx.transpose(1, 2).reshape([b, t, hd])
                 }
                 Island::AddNorm { eps, dropout } => {
-                    let p = p(dropout);
-                    let h = if p > 0.0 {
-                        x[0].dropout(p, true)
-                    } else {
-                        x[0].shallow_clone()
-                    };
-                    let y = h + &x[1];
+                    let y = dropout_with_mask(&x[0], p(dropout)).0 + &x[1];
                     let d = *y.size().last().expect("non-scalar");
                     y.layer_norm([d], Some(&x[2]), Some(&x[3]), eps, true)
                 }
@@ -385,7 +354,7 @@ mod torch {
     }
 
     /// `drop(x)` with its keep-mask, or `x` itself when `p == 0`.
-    fn dropout(x: &T, p: f64) -> (T, Option<(T, f64)>) {
+    fn dropout_with_mask(x: &T, p: f64) -> (T, Option<(T, f64)>) {
         if p > 0.0 {
             let (y, mask) = x.native_dropout(p, true);
             (y, Some((mask, 1.0 / (1.0 - p))))
@@ -417,7 +386,7 @@ mod torch {
         let x2 = x[0].reshape([-1, d_in]);
         let mut y = x[2].addmm(&x2, &x[1]);
         let lora = (x.len() == 5).then(|| {
-            let (xd, mask) = dropout(&x2, lora_dropout);
+            let (xd, mask) = dropout_with_mask(&x2, lora_dropout);
             let h = xd.mm(&x[3]) * lora_scale;
             y = y.addmm(&h, &x[4]);
             LoraSaved {
@@ -457,7 +426,7 @@ mod torch {
         let Island::AddNorm { eps, dropout: p } = *island else {
             unreachable!("add-norm island")
         };
-        let (h, mask) = dropout(&x[0], p);
+        let (h, mask) = dropout_with_mask(&x[0], p);
         let s = h + &x[1];
         let d = *s.size().last().expect("non-scalar");
         let (out, mean, rstd) = s.native_layer_norm([d], Some(&x[2]), Some(&x[3]), eps);

@@ -65,30 +65,39 @@ fn decays(path: &[String]) -> bool {
     )
 }
 
-struct GradNorm<'a> {
+/// Every gradient of `model`'s float tensors, flattened, in visit order.
+struct FlatGrads<'a> {
     grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
+    flat: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for GradNorm<'_> {
+impl ModuleVisitor for FlatGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let s = g.square().sum();
-            self.total = Some(match self.total.take() {
-                Some(t) => t + s,
-                None => s,
-            });
+            let n = g.shape().num_elements();
+            self.flat.push(g.reshape([n]));
         }
     }
 }
 
+/// `‖g‖₂` of a flat buffer, summed in f32 whatever `g`'s float type, left on the device.
+fn l2_norm(g: Tensor<1>) -> Tensor<1> {
+    to_dtype(g.square().sum(), DType::F32).sqrt()
+}
+
 /// Global L2 norm of all gradients (one device read).
 pub fn grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
-    let mut v = GradNorm { grads, total: None };
+    let mut v = FlatGrads {
+        grads,
+        flat: Vec::new(),
+    };
     model.visit(&mut v);
-    v.total
-        .map(|t| f64::from(t.sqrt().into_scalar::<f32>()))
-        .unwrap_or(0.0)
+    if v.flat.is_empty() {
+        return 0.0;
+    }
+    let dtype = v.flat[0].dtype();
+    let g = Tensor::cat(v.flat.into_iter().map(|t| to_dtype(t, dtype)).collect(), 0);
+    f64::from(l2_norm(g).into_scalar::<f32>())
 }
 
 /// One tensor of a step's flat buffers.
@@ -189,12 +198,7 @@ impl ModuleMapper for Apply {
         };
         let require_grad = tensor.is_require_grad();
         let dtype = tensor.dtype();
-        let flat = if flat.dtype() == dtype {
-            flat
-        } else {
-            flat.cast(dtype)
-        };
-        let mut updated = Tensor::from_inner(flat.reshape(tensor.dims()));
+        let mut updated = Tensor::from_inner(to_dtype(flat, dtype).reshape(tensor.dims()));
         if require_grad {
             updated = updated.require_grad();
         }
@@ -297,7 +301,7 @@ impl AdamW {
         // Global-norm clipping on the device: g · min(1, max / (‖g‖ + 1e-6)), in f32.
         let (g, norm) = match c.max_grad_norm {
             Some(max) => {
-                let norm = to_dtype(g.clone().square().sum(), DType::F32).sqrt();
+                let norm = l2_norm(g.clone());
                 let coef = norm.clone().add_scalar(1e-6).recip().mul_scalar(max);
                 // A NaN norm leaves the gradients unscaled, as `f64::min(NaN, 1.0)` did.
                 let coef = coef.clone().mask_fill(coef.is_nan(), 1.0).clamp_max(1.0);

@@ -265,18 +265,31 @@ fn adamw_matches_pytorch_on_one_scalar() {
     assert!((seen[1] - 0.798_519_1).abs() < 1e-6, "{seen:?}");
 }
 
+/// Two free vectors: the smallest module for optimizer checks.
+#[derive(burn::module::Module, Debug)]
+struct Two {
+    a: burn::module::Param<Tensor<1>>,
+    b: burn::module::Param<Tensor<1>>,
+}
+
+impl Two {
+    fn new<const A: usize, const B: usize>(
+        a: [f32; A],
+        b: [f32; B],
+        device: &burn::tensor::Device,
+    ) -> Self {
+        let p = |v: Tensor<1>| burn::module::Param::from_tensor(v);
+        Two {
+            a: p(Tensor::<1>::from_floats(a, device)),
+            b: p(Tensor::<1>::from_floats(b, device)),
+        }
+    }
+}
+
 #[test]
 fn clipping_uses_the_global_norm() {
     let ad = device().autodiff();
-    #[derive(burn::module::Module, Debug)]
-    struct Two {
-        a: burn::module::Param<Tensor<1>>,
-        b: burn::module::Param<Tensor<1>>,
-    }
-    let m = Two {
-        a: burn::module::Param::from_tensor(Tensor::<1>::from_floats([3.0], &ad)),
-        b: burn::module::Param::from_tensor(Tensor::<1>::from_floats([4.0], &ad)),
-    };
+    let m = Two::new([3.0], [4.0], &ad);
     // loss = (a^2 + b^2)/2: grads (3, 4), global norm 5.
     let l = (m.a.val().square() + m.b.val().square())
         .sum()
@@ -664,15 +677,7 @@ fn flat_adamw_handles_a_nan_gradient_like_the_reference() {
     // A NaN norm: the reference scaled by min(NaN, 1) = 1, so only the NaN element is lost.
     use per_tensor::RefAdamW;
     let ad = device().autodiff();
-    #[derive(burn::module::Module, Debug)]
-    struct Two {
-        a: burn::module::Param<Tensor<1>>,
-        b: burn::module::Param<Tensor<1>>,
-    }
-    let m = Two {
-        a: burn::module::Param::from_tensor(Tensor::<1>::from_floats([1.0, 2.0], &ad)),
-        b: burn::module::Param::from_tensor(Tensor::<1>::from_floats([3.0], &ad)),
-    };
+    let m = Two::new([1.0, 2.0], [3.0], &ad);
     let (id_a, id_b) = (m.a.id, m.b.id);
     let grads = || {
         let mut g = GradientsParams::new();

@@ -74,7 +74,7 @@ fn project(
     fused: bool,
 ) -> Tensor<3> {
     let (b, t, device) = dims;
-    if fused && let Some(y) = project_fused(dense, lora, x.clone(), None, device) {
+    if fused && let Some(y) = project_fused(dense, lora, x.clone(), None, (0, 0), device) {
         return y;
     }
     let base = dense.forward(x.clone(), b, t, device);
@@ -90,12 +90,14 @@ fn project(
     }
 }
 
-/// The fused projection, where the layer has a weight, a bias and an input.
+/// The fused projection, where the layer has a weight, a bias and an input; `(pad_in,
+/// pad_out)` as in [`Island::Linear`].
 fn project_fused(
     dense: &Dense,
     lora: Option<&Lora>,
     x: Option<Tensor<3>>,
     act: Option<Act>,
+    (pad_in, pad_out): (usize, usize),
     device: &Device,
 ) -> Option<Tensor<3>> {
     let (Some(w), Some(bias), Some(x)) = (&dense.weight, &dense.bias, x) else {
@@ -113,6 +115,8 @@ fn project_fused(
             lora_scale,
             lora_dropout,
             act,
+            pad_out,
+            pad_in,
         },
     ))
 }
@@ -269,8 +273,16 @@ impl Ffn {
                 if fused && self.neuron_mask.is_none() {
                     let act = Some(Act::from(self.activation));
                     let lora = self.lora_input.as_ref();
-                    if let Some(z) = project_fused(fc1, lora, Some(x.clone()), act, &device) {
-                        return self.finish(Some(z), x, rec, fused);
+                    // Padded hidden units only where FC2 runs fused too and takes them back.
+                    let fc2_fused = self.output.weight.is_some() && self.output.bias.is_some();
+                    let pad = if fc2_fused {
+                        fused::ffn_padding(self.width, &device)
+                    } else {
+                        0
+                    };
+                    let z = project_fused(fc1, lora, Some(x.clone()), act, (0, pad), &device);
+                    if let Some(z) = z {
+                        return self.finish(Some(z), x, rec, fused, pad);
                     }
                 }
                 let z = project(
@@ -294,31 +306,39 @@ impl Ffn {
             }
             _ => None,
         };
-        self.finish(hidden, x, rec, fused)
+        self.finish(hidden, x, rec, fused, 0)
     }
 
-    /// FC2, adapter, dropout, residual and LayerNorm after the hidden activations.
+    /// FC2, adapter, dropout, residual and LayerNorm after the hidden activations; `padding`
+    /// zero hidden units were appended by a fused FC1 (then FC2 runs fused and drops them).
     fn finish(
         &self,
         hidden: Option<Tensor<3>>,
         x: Tensor<3>,
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: bool,
+        padding: usize,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
-        let out = project(
-            &self.output,
-            self.lora_output.as_ref(),
-            hidden,
-            (b, t, &device),
-            PeftModuleId {
-                layer: self.layer,
-                site: PeftSite::Lora(LoraTarget::FfnOut),
-            },
-            rec,
-            fused,
-        );
+        let lora = self.lora_output.as_ref();
+        let out = if padding > 0 {
+            project_fused(&self.output, lora, hidden, None, (padding, 0), &device)
+                .expect("FC1 pads only where FC2 has a weight and a bias")
+        } else {
+            project(
+                &self.output,
+                lora,
+                hidden,
+                (b, t, &device),
+                PeftModuleId {
+                    layer: self.layer,
+                    site: PeftSite::Lora(LoraTarget::FfnOut),
+                },
+                rec,
+                fused,
+            )
+        };
         let adapter_id = PeftModuleId {
             layer: self.layer,
             site: PeftSite::Adapter(AdapterSite::Ffn),

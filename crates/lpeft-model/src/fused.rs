@@ -17,7 +17,7 @@
 //! Other backends, and forwards that record importance or apply estimation masks, take the
 //! plain burn path.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::tensor::{Device, Tensor};
 
@@ -45,10 +45,18 @@ impl From<lpeft_schema::model::Activation> for Act {
 pub enum Island {
     /// `[x, w, bias]` or `[x, w, bias, a, b]` with `x: [B, T, I]`, `w: [I, O]`, `a: [I, r]`,
     /// `b: [r, O]`: `act(x·W + bias + scale·drop(x)·A·B)`.
+    ///
+    /// `pad_out` zero columns are appended to W, the bias and B, so the output is
+    /// `[B, T, O + pad_out]` with zeros there (every activation maps 0 to 0); `pad_in` says
+    /// that `x` arrives with that many such zero columns, and zero rows are appended to W and A
+    /// to match. The padding lives inside the node (gradients come back at the parameters'
+    /// own shapes): it lets an FFN of odd width (Light-PEFT's 2731) run on aligned GEMMs.
     Linear {
         lora_scale: f64,
         lora_dropout: f64,
         act: Option<Act>,
+        pad_out: usize,
+        pad_in: usize,
     },
     /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
     /// scores): per head `drop(softmax(q·kᵀ/√D + bias))·v`, back in `[B, T, H·D]`.
@@ -58,6 +66,27 @@ pub enum Island {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
+/// FFN width alignment; 0 = automatic ([`ffn_padding`]).
+static FFN_ALIGN: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the multiple that fused FFN widths are padded to (`None`: automatic, 8 on CUDA and
+/// none elsewhere; `Some(1)`: never). For benchmarks and tests.
+pub fn set_ffn_alignment(align: Option<usize>) {
+    FFN_ALIGN.store(align.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// Zero columns to append to an FFN of `width` neurons on `device`: tensor-core GEMM kernels
+/// want every leading dimension a multiple of 16 bytes (8 bf16, 4 f32 values); an odd width
+/// such as 2731 sends cuBLAS to kernels that ran 4–5× slower on the H200 (profiled with
+/// `bench/profile_step.py`). CPU kernels do not care, so the default pads on CUDA only.
+pub fn ffn_padding(width: usize, device: &Device) -> usize {
+    let align = match FFN_ALIGN.load(Ordering::Relaxed) {
+        0 if is_libtorch_cuda(device) => 8,
+        0 => 1,
+        n => n,
+    };
+    width.next_multiple_of(align) - width
+}
 
 /// Turns the fused path on or off for the whole process (benchmarks compare both).
 pub fn set_enabled(on: bool) {
@@ -79,6 +108,20 @@ fn is_libtorch(device: &Device) -> bool {
 
 #[cfg(not(feature = "tch"))]
 fn is_libtorch(_device: &Device) -> bool {
+    false
+}
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
+fn is_libtorch_cuda(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cuda(_))
+    )
+}
+
+#[cfg(not(feature = "tch"))]
+fn is_libtorch_cuda(_device: &Device) -> bool {
     false
 }
 
@@ -221,11 +264,15 @@ mod torch {
                     lora_scale,
                     lora_dropout,
                     act,
+                    pad_out,
+                    pad_in,
                 } => {
                     let island = Island::Linear {
                         lora_scale,
                         lora_dropout: p(lora_dropout),
                         act,
+                        pad_out,
+                        pad_in,
                     };
                     linear_forward(x, &island, &[false; 5]).0
                 }
@@ -290,9 +337,10 @@ mod torch {
         xd: Option<T>,
         /// Dropout keep-mask of x and `1 / (1 − p)`, when dropout acted.
         mask: Option<(T, f64)>,
+        /// A and B padded as in the forward (`[I + pad_in, r]`, `[r, O + pad_out]`).
         a: T,
         b: T,
-        /// `scale · drop(x)·A`, `[N, r]` (for ∂B).
+        /// `drop(x)·A`, `[N, r]`, unscaled (for ∂B).
         h: T,
         scale: f64,
     }
@@ -303,15 +351,21 @@ mod torch {
         Linear {
             /// `x` as `[N, I]`, kept only when W is trained (for ∂W).
             x2: Option<T>,
+            /// W as it was given (padded again in the backward: a copy kept for the whole
+            /// step would cost the FFN weights' size once more).
             w: T,
+            /// The node's `pad_in`, `pad_out`.
+            pad: (i64, i64),
             lora: Option<LoraSaved>,
             /// Pre-activation output, when there is an activation.
             pre: Option<(T, Act)>,
             x_shape: Vec<i64>,
         },
-        /// `LayerNorm(drop(x) + r)`: normalised values, `1/σ`, γ and the dropout mask.
+        /// `LayerNorm(drop(x) + r)`: its input `s = drop(x) + r`, the row statistics, γ and the
+        /// dropout mask (what libtorch's own layer-norm derivative saves).
         AddNorm {
-            xhat: T,
+            s: T,
+            mean: T,
             rstd: T,
             gamma: T,
             mask: Option<(T, f64)>,
@@ -370,30 +424,59 @@ mod torch {
         }
     }
 
+    /// `t` with `rows` zero rows and `cols` zero columns appended (itself when both are 0).
+    fn pad2(t: &T, rows: i64, cols: i64) -> T {
+        if rows == 0 && cols == 0 {
+            t.shallow_clone()
+        } else {
+            t.constant_pad_nd([0, cols, 0, rows])
+        }
+    }
+
+    /// `t` with its padding (the last `drop` entries of `dim`) cut off, contiguous.
+    fn unpad(t: T, dim: i64, drop: i64) -> T {
+        if drop == 0 {
+            t
+        } else {
+            let keep = t.size()[dim as usize] - drop;
+            t.narrow(dim, 0, keep).contiguous()
+        }
+    }
+
     /// Training forward of a projection, keeping what its backward needs.
     fn linear_forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) {
         let Island::Linear {
             lora_scale,
             lora_dropout,
             act,
+            pad_out,
+            pad_in,
         } = *island
         else {
             unreachable!("linear island")
         };
+        let (pi, po) = (pad_in as i64, pad_out as i64);
         let x_shape = x[0].size();
         let d_in = *x_shape.last().expect("3-D input");
-        let d_out = x[1].size()[1];
+        let w = pad2(&x[1], pi, po);
+        let d_out = w.size()[1];
+        let bias = if po == 0 {
+            x[2].shallow_clone()
+        } else {
+            x[2].constant_pad_nd([0, po])
+        };
         let x2 = x[0].reshape([-1, d_in]);
-        let mut y = x[2].addmm(&x2, &x[1]);
+        let mut y = bias.addmm(&x2, &w);
         let lora = (x.len() == 5).then(|| {
+            let (a, b) = (pad2(&x[3], pi, 0), pad2(&x[4], 0, po));
             let (xd, mask) = dropout_with_mask(&x2, lora_dropout);
-            let h = xd.mm(&x[3]) * lora_scale;
-            y = y.addmm(&h, &x[4]);
+            let h = xd.mm(&a);
+            y = gemm(&y, &h, &b, 1.0, lora_scale);
             LoraSaved {
                 xd: trained[3].then_some(xd),
                 mask,
-                a: x[3].shallow_clone(),
-                b: x[4].shallow_clone(),
+                a,
+                b,
                 h,
                 scale: lora_scale,
             }
@@ -407,11 +490,48 @@ mod torch {
         let saved = Saved::Linear {
             x2: trained[1].then_some(x2),
             w: x[1].shallow_clone(),
+            pad: (pi, po),
             lora,
             pre,
             x_shape,
         };
         (z.reshape(out_shape), saved)
+    }
+
+    /// `beta·c + alpha·a·b` of 2-D tensors in one GEMM (the scale rides in its epilogue instead
+    /// of costing a kernel of its own); with `beta = 0` only `c`'s shape is used.
+    fn gemm(c: &T, a: &T, b: &T, beta: f64, alpha: f64) -> T {
+        c.unsqueeze(0)
+            .baddbmm(&a.unsqueeze(0), &b.unsqueeze(0), beta, alpha)
+            .squeeze_dim(0)
+    }
+
+    /// ∂s of `LayerNorm(s)` given the upstream `g`: `rstd·(dy − mean(dy) − x̂·mean(dy·x̂))`
+    /// with `dy = g·γ` and `x̂ = (s − mean)·rstd`.
+    fn layer_norm_input_grad(g: &T, s: &T, mean: &T, rstd: &T, gamma: &T) -> T {
+        let dy = g * gamma;
+        if s.device().is_cuda() {
+            // Batch norm's backward kernels over a `[1, rows, D]` view (rows as channels) compute
+            // exactly this from per-row statistics, in one reduction and one elementwise kernel
+            // (the formula below costs eight, with broadcasts). They exist on CUDA only.
+            let size = s.size();
+            let d = *size.last().expect("non-scalar");
+            let rows = s.numel() as i64 / d;
+            let (dy3, s3) = (dy.view([1, rows, d]), s.view([1, rows, d]));
+            let (m, r) = (mean.view([rows]), rstd.view([rows]));
+            // tch's receiver is the input here, the first argument the gradient.
+            let (sum_dy, sum_dy_xmu, _, _) =
+                s3.batch_norm_backward_reduce(&dy3, &m, &r, None::<T>, true, false, false);
+            let count = T::full([1], d, (tch::Kind::Int, s.device()));
+            s3.batch_norm_backward_elemt(&dy3, &m, &r, None::<T>, &sum_dy, &sum_dy_xmu, &count)
+                .view(size.as_slice())
+        } else {
+            let xhat = (s - mean) * rstd;
+            let c1 = dy.mean_dim(-1, true, dy.kind());
+            let c2 = (&dy * &xhat).mean_dim(-1, true, dy.kind());
+            // The statistics are f32 for half-precision inputs: back to the input's type.
+            ((dy - c1 - xhat * c2) * rstd).to_kind(s.kind())
+        }
     }
 
     fn activate(y: &T, act: Act) -> T {
@@ -430,9 +550,9 @@ mod torch {
         let s = h + &x[1];
         let d = *s.size().last().expect("non-scalar");
         let (out, mean, rstd) = s.native_layer_norm([d], Some(&x[2]), Some(&x[3]), eps);
-        let xhat = (s - mean) * &rstd;
         let saved = Saved::AddNorm {
-            xhat,
+            s,
+            mean,
             rstd,
             gamma: x[2].shallow_clone(),
             mask,
@@ -495,10 +615,12 @@ mod torch {
             Saved::Linear {
                 x2,
                 w,
+                pad: (pi, po),
                 lora,
                 pre,
                 x_shape,
             } => {
+                let w = pad2(&w, pi, po);
                 let d_out = w.size()[1];
                 let g2 = g.reshape([-1, d_out]);
                 let gy = match &pre {
@@ -507,57 +629,82 @@ mod torch {
                     Some((y, Act::GeluTanh)) => y.gelu_backward(&g2, "tanh"),
                     Some((y, Act::Relu)) => y.threshold_backward(&g2, 0.0),
                 };
-                // ∂(scale·drop(x)·A) = (∂y)·Bᵀ·scale, shared by ∂x and ∂A.
+                // ∂(drop(x)·A) = (∂y)·Bᵀ up to the scale, shared by ∂x and ∂A; the scale
+                // rides in the kernels that consume it.
                 let dh = lora.as_ref().and_then(|l| {
                     wanted
                         .iter()
                         .any(|&i| i == 0 || i == 3)
-                        .then(|| gy.mm(&l.b.tr()) * l.scale)
+                        .then(|| gy.mm(&l.b.tr()))
                 });
                 wanted
                     .iter()
                     .map(|&i| match i {
                         0 => {
-                            let mut gx = gy.mm(&w.tr());
-                            if let (Some(l), Some(dh)) = (&lora, &dh) {
-                                gx += undo_dropout(dh.mm(&l.a.tr()), &l.mask);
-                            }
+                            let gx = match (&lora, &dh) {
+                                (Some(l), Some(dh)) => match &l.mask {
+                                    // The dropout's backward scales anyway: scale·mask/(1−p).
+                                    Some((m, keep)) => {
+                                        let mut gx = T::native_dropout_backward(
+                                            &dh.mm(&l.a.tr()),
+                                            m,
+                                            keep * l.scale,
+                                        );
+                                        let _ = gx.addmm_(&gy, &w.tr());
+                                        gx
+                                    }
+                                    None => gemm(&gy.mm(&w.tr()), dh, &l.a.tr(), 1.0, l.scale),
+                                },
+                                _ => gy.mm(&w.tr()),
+                            };
                             Some(gx.reshape(x_shape.as_slice()))
                         }
                         // The forward saved x for ∂W (and drop(x) for ∂A) exactly when the
                         // parameter was trained; a gradient asked for otherwise is a bug.
-                        1 => Some(x2.as_ref().expect("∂W of a frozen weight").tr().mm(&gy)),
-                        2 => Some(gy.sum_dim_intlist([0i64].as_slice(), false, gy.kind())),
+                        1 => {
+                            let x2 = x2.as_ref().expect("∂W of a frozen weight");
+                            Some(unpad(unpad(x2.tr().mm(&gy), 0, pi), 1, po))
+                        }
+                        2 => {
+                            let gb = gy.sum_dim_intlist([0i64].as_slice(), false, gy.kind());
+                            Some(unpad(gb, 0, po))
+                        }
                         3 => lora.as_ref().map(|l| {
                             let xd = l.xd.as_ref().expect("∂A of a frozen LoRA A");
-                            xd.tr()
-                                .mm(dh.as_ref().expect("∂h computed when ∂A is wanted"))
+                            let dh = dh.as_ref().expect("∂h computed when ∂A is wanted");
+                            unpad(gemm(&l.a, &xd.tr(), dh, 0.0, l.scale), 0, pi)
                         }),
-                        4 => lora.as_ref().map(|l| l.h.tr().mm(&gy)),
+                        4 => lora
+                            .as_ref()
+                            .map(|l| unpad(gemm(&l.b, &l.h.tr(), &gy, 0.0, l.scale), 1, po)),
                         _ => None,
                     })
                     .collect()
             }
             Saved::AddNorm {
-                xhat,
+                s,
+                mean,
                 rstd,
                 gamma,
                 mask,
             } => {
-                let rows: Vec<i64> = (0..xhat.dim() as i64 - 1).collect();
+                let rows: Vec<i64> = (0..s.dim() as i64 - 1).collect();
                 let need_s = wanted.iter().any(|&i| i < 2);
-                let ds = need_s.then(|| {
-                    let gx = g * &gamma;
-                    let c1 = gx.mean_dim(-1, true, gx.kind());
-                    let c2 = (&gx * &xhat).mean_dim(-1, true, gx.kind());
-                    (gx - c1 - &xhat * c2) * &rstd
-                });
+                let ds = need_s.then(|| layer_norm_input_grad(g, &s, &mean, &rstd, &gamma));
                 wanted
                     .iter()
                     .map(|&i| match i {
                         0 => ds.as_ref().map(|d| undo_dropout(d.shallow_clone(), &mask)),
                         1 => ds.as_ref().map(T::shallow_clone),
-                        2 => Some((g * &xhat).sum_dim_intlist(rows.as_slice(), false, g.kind())),
+                        2 => {
+                            let xhat = (&s - &mean) * &rstd;
+                            let gg = (g * xhat).sum_dim_intlist(
+                                rows.as_slice(),
+                                false,
+                                None::<tch::Kind>,
+                            );
+                            Some(gg.to_kind(gamma.kind()))
+                        }
                         3 => Some(g.sum_dim_intlist(rows.as_slice(), false, g.kind())),
                         _ => None,
                     })

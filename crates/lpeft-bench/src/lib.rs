@@ -1,0 +1,301 @@
+//! `lpeft-bench`: times our training step (forward, backward, AdamW on the trainable set) and
+//! inference on an encoder of a given shape with random weights (weights do not change speed),
+//! and prints one JSON line per measurement. `bench/cpu_train_step.py` runs it beside the
+//! PyTorch peer in the same session and prints the ratios.
+//!
+//! The library also exports `lpeft_bench_run` with the C ABI, so that a profiler living in
+//! another runtime of the same process (PyTorch's, through `bench/profile_step.py`) can watch
+//! our steps: build it with `cargo rustc --release -p lpeft-bench --lib --crate-type cdylib`.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use clap::Parser;
+use lpeft_model::head::{Labels, task_loss};
+use lpeft_model::model::Model;
+use lpeft_model::optim::{AdamW, AdamWConfig};
+use lpeft_model::source::RandomSource;
+use lpeft_model::testing::{lora_everywhere, random_input};
+use lpeft_schema::model::{
+    Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleSpec,
+    PeftSite, TaskHeadSpec,
+};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Encoder shape: minilm (6x384, 12 heads, FFN 1536), roberta-base, roberta-large, or
+    /// large-skeleton (roberta-large's 24 layers of 16 heads at width 128: host overhead only).
+    #[arg(long, default_value = "minilm")]
+    shape: String,
+    /// lora-qv (r=8 on query, value), lora-all (r=8 on the six matrices), light-lora (the
+    /// Light-PEFT-pruned shape: a third of every layer's heads and FFN neurons removed, LoRA on a
+    /// quarter of the six-per-layer modules at rank 4, scale kept at alpha/8), or none.
+    #[arg(long, default_value = "lora-qv")]
+    peft: String,
+    /// Float type of every tensor: f32, or bf16 (weights, activations and optimizer state).
+    /// For TF32 matmuls on libtorch CUDA set TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed iterations (after `--warmup` untimed ones).
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Also time inference (forward only, no autodiff).
+    #[arg(long)]
+    inference: bool,
+    /// Fused libtorch nodes for projections, attention and add+LayerNorm (`on`, the default,
+    /// as in training runs), or `off`: burn's elementary operations (for comparison). Only the
+    /// libtorch backends have fused nodes.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    fused: String,
+    /// Multiple that fused FFN widths are padded to inside the nodes: `auto` (8 on CUDA, none
+    /// elsewhere, as in training runs) or a number (1: never), for comparison.
+    #[arg(long, default_value = "auto")]
+    ffn_align: String,
+    /// Also report the median time of forward, backward and optimizer separately (a device
+    /// sync after each, so the total is slower than the plain step).
+    #[arg(long)]
+    breakdown: bool,
+}
+
+/// Heads and FFN neurons kept when a third is removed (the Light-PEFT shape).
+fn pruned(layer: LayerShape) -> LayerShape {
+    LayerShape {
+        heads: layer.heads - layer.heads / 3,
+        ffn: layer.ffn - layer.ffn / 3,
+    }
+}
+
+/// A quarter of the modules, spread over layers and sites (every fourth in (layer, site)
+/// order), at half rank; the scale stays alpha / original rank.
+fn light_lora(n_layers: usize) -> Vec<PeftModuleSpec> {
+    lora_everywhere(n_layers, 8, 0.05)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 == 0)
+        .map(|(_, m)| PeftModuleSpec { rank: 4, ..m })
+        .collect()
+}
+
+fn encoder(shape: &str) -> Result<EncoderSpec> {
+    let (layers, hidden, heads, ffn, vocab, family) = match shape {
+        "minilm" => (6, 384, 12, 1536, 30522, Family::Bert),
+        "roberta-base" => (12, 768, 12, 3072, 50265, Family::Roberta),
+        "roberta-large" => (24, 1024, 16, 4096, 50265, Family::Roberta),
+        // roberta-large's layer count and structure (the same number of kernels and graph
+        // nodes per step) with almost no arithmetic: its step time is the host's overhead.
+        "large-skeleton" => (24, 128, 16, 512, 1000, Family::Roberta),
+        other => bail!(
+            "unknown shape {other:?} (expected minilm, roberta-base, roberta-large, large-skeleton)"
+        ),
+    };
+    Ok(EncoderSpec {
+        family,
+        vocab_size: vocab,
+        hidden_size: hidden,
+        head_dim: hidden / heads,
+        layers: vec![LayerShape { heads, ffn }; layers],
+        max_position_embeddings: 514,
+        type_vocab_size: if family == Family::Roberta { 1 } else { 2 },
+        pad_token_id: if family == Family::Roberta { 1 } else { 0 },
+        layer_norm_eps: 1e-12,
+        hidden_act: Activation::Gelu,
+        hidden_dropout: 0.1,
+        attention_dropout: 0.1,
+    })
+}
+
+/// Runs the benchmark given a command line (`argv[0]` first); `after_step(i)` is called after
+/// step `i` (warm-up steps included) has finished on the device.
+pub fn run<I, T>(argv: I, after_step: &mut dyn FnMut(usize)) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    // clap's own exit on --help or a bad flag, as a binary would.
+    let args = Args::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    lpeft_model::fused::set_enabled(args.fused == "on");
+    let align = match args.ffn_align.as_str() {
+        "auto" => None,
+        n => Some(n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            anyhow::anyhow!("--ffn-align {n:?}: expected auto or a positive number")
+        })?),
+    };
+    lpeft_model::fused::set_ffn_alignment(align);
+    let mut enc = encoder(&args.shape)?;
+    let n_layers = enc.layers.len();
+    if args.peft == "light-lora" {
+        enc.layers = enc.layers.into_iter().map(pruned).collect();
+    }
+    let peft = match args.peft.as_str() {
+        "none" => vec![],
+        "light-lora" => light_lora(n_layers),
+        "lora-all" => lora_everywhere(n_layers, 8, 0.05),
+        "lora-qv" => lora_everywhere(n_layers, 8, 0.05)
+            .into_iter()
+            .filter(|m| {
+                matches!(
+                    m.id.site,
+                    PeftSite::Lora(LoraTarget::Query | LoraTarget::Value)
+                )
+            })
+            .collect(),
+        other => bail!("unknown peft {other:?}"),
+    };
+    let style = if enc.family == Family::Roberta {
+        HeadStyle::RobertaDenseTanh
+    } else {
+        HeadStyle::BertPooler
+    };
+    let spec = ModelSpec {
+        encoder: enc,
+        head: TaskHeadSpec::Classification {
+            num_labels: 2,
+            style,
+        },
+        peft,
+        masks: false,
+    };
+    let mut device = lpeft_model::device::device(&args.backend)?;
+    match args.dtype.as_str() {
+        "f32" => {}
+        // Before any tensor exists: the first tensor fixes the device's defaults.
+        "bf16" => device
+            .configure(FloatDType::BF16)
+            .map_err(|e| anyhow::anyhow!("{} cannot default to bf16: {e:?}", args.backend))?,
+        other => bail!("unknown dtype {other:?} (expected f32 or bf16)"),
+    }
+    device.seed(0);
+    let fused = lpeft_model::fused::applies(&device);
+    let ad = device.clone().autodiff();
+    let mut model = Model::build(&spec, &mut RandomSource { seed: 0 }, &ad)?;
+    // Full-length rows: the peer pads to max_length too.
+    let full = |dev: &burn::tensor::Device| {
+        let mut input = random_input(&spec.encoder, args.batch, args.seq, 1, dev);
+        input.attention_mask = Tensor::<2, Int>::ones([args.batch, args.seq], dev);
+        input
+    };
+    let input = full(&ad);
+    let labels = Labels::Class(Tensor::<1, Int>::from_data(
+        TensorData::new(vec![1i64; args.batch], [args.batch]),
+        &ad,
+    ));
+    let mut opt = AdamW::new(AdamWConfig::reference(0.0));
+    let mut times = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
+    let sync = || device.sync().map_err(|e| anyhow::anyhow!("{e:?}"));
+    for i in 0..args.warmup + args.iters {
+        let t0 = Instant::now();
+        let out = model.forward(&input);
+        let loss = task_loss(&out.head, &labels);
+        if args.breakdown {
+            sync()?;
+        }
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        if args.breakdown {
+            sync()?;
+        }
+        let t2 = Instant::now();
+        model = opt.step(model, grads, 1e-4).0;
+        sync()?;
+        after_step(i);
+        if i >= args.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+            if args.breakdown {
+                phases[0].push((t1 - t0).as_secs_f64());
+                phases[1].push((t2 - t1).as_secs_f64());
+                phases[2].push(t2.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let breakdown = args.breakdown.then(|| {
+        serde_json::json!({
+            "forward_s": median(&phases[0]), "backward_s": median(&phases[1]),
+            "optimizer_s": median(&phases[2]),
+        })
+    });
+    let trainable: usize = opt.state_len();
+    let params = serde_json::json!({ "total": model.num_params(), "breakdown": breakdown });
+    report(&args, "train", &times, trainable, &params, fused);
+    if args.inference {
+        let plain = model.valid();
+        let input = full(&device);
+        let mut times = Vec::new();
+        for i in 0..args.warmup + args.iters {
+            let t0 = Instant::now();
+            let out = plain.forward(&input);
+            let _ = out.hidden.sum().into_scalar::<f32>();
+            device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            if i >= args.warmup {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        report(&args, "inference", &times, 0, &params, fused);
+    }
+    Ok(())
+}
+
+fn report(
+    args: &Args,
+    phase: &str,
+    times: &[f64],
+    trainable_tensors: usize,
+    params: &serde_json::Value,
+    fused: bool,
+) {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let line = serde_json::json!({
+        "impl": "lightpeft", "backend": args.backend, "shape": args.shape, "peft": args.peft,
+        "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
+        "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
+        "dtype": args.dtype, "params": params,
+        "fused": fused, "ffn_align": args.ffn_align,
+    });
+    println!("{line}");
+}
+
+/// C entry point for in-process profilers: runs the benchmark with the whitespace-separated
+/// arguments in `LPEFT_BENCH_ARGS` (an environment variable, so that no raw pointer has to be
+/// read) and calls `after_step(i)` after every step; 0 on success, 1 on error (printed).
+// `no_mangle` is an unsafe attribute (symbol clashes); the name is prefixed to be unique.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn lpeft_bench_run(after_step: Option<extern "C" fn(i32)>) -> i32 {
+    let line = std::env::var("LPEFT_BENCH_ARGS").unwrap_or_default();
+    let argv = std::iter::once("lpeft-bench").chain(line.split_whitespace());
+    let mut hook = |i: usize| {
+        if let Some(f) = after_step {
+            f(i32::try_from(i).unwrap_or(i32::MAX));
+        }
+    };
+    match run(argv, &mut hook) {
+        Ok(()) => 0,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("lpeft-bench: {e:#}");
+            }
+            1
+        }
+    }
+}

@@ -15,6 +15,13 @@ the wall time means the host's issuing of kernels is the bound.
 
 Prints one JSON line; with --out also writes DIR/<side>-<setting>.md (kernels and operators by
 total time and count) and the Chrome trace.
+
+  python3 bench/profile_step.py --table RUN/summary.jsonl ... [--steps-profiled 5]
+
+prints those JSON lines (one file per run, named by its folder) as a markdown table. Per-step
+figures are totals divided by the step marks found; --steps-profiled N rescales records whose
+mark count differs from the N steps really profiled (the first version of this script also
+counted Kineto's GPU copies of the marks, so its records say 10 steps for 5).
 """
 import argparse
 import collections
@@ -29,7 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def parse():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--side", choices=["ours", "peer"], required=True)
+    ap.add_argument("--table", nargs="+", metavar="SUMMARY_JSONL", help="print these records as a table")
+    ap.add_argument("--steps-profiled", type=int, help="with --table: the steps each record really covered")
+    ap.add_argument("--side", choices=["ours", "peer"])
     ap.add_argument("--lib", help="liblpeft_bench.so (--side ours)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--shape", default="roberta-base")
@@ -42,6 +51,10 @@ def parse():
     ap.add_argument("--fused", default="on", choices=["on", "off"], help="ours: fused libtorch nodes")
     ap.add_argument("--out", help="folder for the per-kernel tables and the Chrome trace")
     a = ap.parse_args()
+    if a.table:
+        return a
+    if not a.side:
+        ap.error("--side is required (unless --table)")
     if a.warmup < 2:
         ap.error("--warmup must be at least 2 (the profiler's own warm-up needs one step)")
     if a.side == "ours" and not a.lib:
@@ -111,8 +124,26 @@ def summarize(trace, steps):
     return summary, tables
 
 
+def table(files, steps_profiled):
+    print("| run | side | shape | PEFT | precision | kernels / step | GPU busy ms / step | "
+          "top-level operators / step |")
+    print("|---|---|---|---|---|---|---|---|")
+    for path in files:
+        run = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        for line in open(path):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            k = r["steps"] / steps_profiled if steps_profiled else 1.0
+            print(f"| {run} | {r['side']} | {r['shape']} | {r['peft']} | {r['precision']} | "
+                  f"{r['kernels'] * k:.0f} | {r['gpu_busy_ms'] * k:.1f} | {r['ops_top_level'] * k:.0f} |")
+
+
 def main():
     a = parse()
+    if a.table:
+        table(a.table, a.steps_profiled)
+        return
     if a.side == "ours" and a.precision == "tf32":
         os.environ["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] = "1"  # read when libtorch starts
     import torch

@@ -522,7 +522,7 @@ mod torch {
             // tch's receiver is the input here, the first argument the gradient.
             let (sum_dy, sum_dy_xmu, _, _) =
                 s3.batch_norm_backward_reduce(&dy3, &m, &r, None::<T>, true, false, false);
-            let count = T::full([1], d, (tch::Kind::Int, s.device()));
+            let count = row_count(d, s.device());
             s3.batch_norm_backward_elemt(&dy3, &m, &r, None::<T>, &sum_dy, &sum_dy_xmu, &count)
                 .view(size.as_slice())
         } else {
@@ -532,6 +532,23 @@ mod torch {
             // The statistics are f32 for half-precision inputs: back to the input's type.
             ((dy - c1 - xhat * c2) * rstd).to_kind(s.kind())
         }
+    }
+
+    /// `[d]` as the int32 device tensor batch norm's backward reads its element count from;
+    /// made once per thread, device and width rather than with a fill kernel per layer.
+    fn row_count(d: i64, device: tch::Device) -> T {
+        thread_local! {
+            static COUNTS: std::cell::RefCell<Vec<(tch::Device, i64, T)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        COUNTS.with_borrow_mut(|counts| {
+            if let Some((_, _, t)) = counts.iter().find(|(dev, n, _)| *dev == device && *n == d) {
+                return t.shallow_clone();
+            }
+            let t = T::full([1], d, (tch::Kind::Int, device));
+            counts.push((device, d, t.shallow_clone()));
+            t
+        })
     }
 
     fn activate(y: &T, act: Act) -> T {

@@ -130,10 +130,9 @@ def table(files, steps_profiled):
     print("|---|---|---|---|---|---|---|---|")
     for path in files:
         run = os.path.basename(os.path.dirname(os.path.abspath(path)))
-        for line in open(path):
-            if not line.strip():
-                continue
-            r = json.loads(line)
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        for r in records:
             k = r["steps"] / steps_profiled if steps_profiled else 1.0
             print(f"| {run} | {r['side']} | {r['shape']} | {r['peft']} | {r['precision']} | "
                   f"{r['kernels'] * k:.0f} | {r['gpu_busy_ms'] * k:.1f} | {r['ops_top_level'] * k:.0f} |")

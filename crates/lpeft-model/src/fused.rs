@@ -41,7 +41,7 @@ impl From<lpeft_schema::model::Activation> for Act {
 }
 
 /// One fused computation; its inputs are passed alongside, in the order documented per variant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Island {
     /// `[x, w, bias]` or `[x, w, bias, a, b]` with `x: [B, T, I]`, `w: [I, O]`, `a: [I, r]`,
     /// `b: [r, O]`: `act(x·W + bias + scale·drop(x)·A·B)`.
@@ -81,7 +81,7 @@ pub fn set_ffn_alignment(align: Option<usize>) {
 /// `bench/profile_step.py`). CPU kernels do not care, so the default pads on CUDA only.
 pub fn ffn_padding(width: usize, device: &Device) -> usize {
     let align = match FFN_ALIGN.load(Ordering::Relaxed) {
-        0 if is_libtorch_cuda(device) => 8,
+        0 if libtorch_cuda(device) == Some(true) => 8,
         0 => 1,
         n => n,
     };
@@ -95,34 +95,25 @@ pub fn set_enabled(on: bool) {
 
 /// Whether islands run for tensors on `device`: libtorch (CPU or CUDA) builds only.
 pub fn applies(device: &Device) -> bool {
-    ENABLED.load(Ordering::Relaxed) && is_libtorch(device)
+    ENABLED.load(Ordering::Relaxed) && libtorch_cuda(device).is_some()
 }
 
-#[cfg(feature = "tch")]
-fn is_libtorch(device: &Device) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        burn::backend::DispatchDevice::LibTorch(_)
-    )
-}
-
-#[cfg(not(feature = "tch"))]
-fn is_libtorch(_device: &Device) -> bool {
-    false
-}
-
+/// For a libtorch device, whether it is a CUDA one; `None` for other backends (and always in
+/// builds without libtorch).
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
-fn is_libtorch_cuda(device: &Device) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cuda(_))
-    )
+fn libtorch_cuda(device: &Device) -> Option<bool> {
+    use burn::backend::DispatchDevice;
+    use burn::backend::libtorch::LibTorchDevice;
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::LibTorch(d) => Some(matches!(d, LibTorchDevice::Cuda(_))),
+        _ => None,
+    }
 }
 
 #[cfg(not(feature = "tch"))]
-fn is_libtorch_cuda(_device: &Device) -> bool {
-    false
+fn libtorch_cuda(_device: &Device) -> Option<bool> {
+    None
 }
 
 /// Runs `island` on the given tensors as one node (libtorch builds); elsewhere it is never
@@ -260,20 +251,11 @@ mod torch {
             let p = |p: f64| if train { p } else { 0.0 };
             match *self {
                 // The training forward with nothing trained saves nothing worth keeping.
-                Island::Linear {
-                    lora_scale,
-                    lora_dropout,
-                    act,
-                    pad_out,
-                    pad_in,
-                } => {
-                    let island = Island::Linear {
-                        lora_scale,
-                        lora_dropout: p(lora_dropout),
-                        act,
-                        pad_out,
-                        pad_in,
-                    };
+                Island::Linear { .. } => {
+                    let mut island = *self;
+                    if let Island::Linear { lora_dropout, .. } = &mut island {
+                        *lora_dropout = p(*lora_dropout);
+                    }
                     linear_forward(x, &island, &[false; 5]).0
                 }
                 Island::Attention { heads, dropout } => {

@@ -6,9 +6,12 @@
 //! `LPEFT_TEST_DEVICE=tch-cuda` on a GPU, which also covers the CUDA attention kernels.
 #![cfg(feature = "tch")]
 
+mod common;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor};
+use common::{max_diff, values};
 use lpeft_model::fused;
 use lpeft_model::head::{HeadOutput, Labels, task_loss};
 use lpeft_model::model::Model;
@@ -65,27 +68,15 @@ fn logits(out: HeadOutput) -> Tensor<2> {
     l
 }
 
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-}
-
 /// Loss, logits and all gradients of one training forward/backward.
 /// Loss, logits, and every gradient by parameter.
 type Step = (f32, Vec<f32>, Vec<(String, Vec<f32>)>);
 
 /// With `all`, the backbone trains too (its weight, bias and LayerNorm gradients are checked).
 fn train_step(spec: &ModelSpec, device: &Device, all: bool) -> Step {
-    let ad = device.clone().autodiff();
-    ad.seed(5);
-    let model = Model::build(spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
-    // LoRA B starts at zero; give it values so gradients reach A.
-    let model = perturb_lora_b(model);
-    let model = if all { train_everything(model) } else { model };
-    let input = random_input(&spec.encoder, 4, 9, 2, &ad);
-    let out = model.forward(&input);
-    let labels = Labels::Class(Tensor::<1, Int>::from_ints([0, 1, 2, 1], &ad));
-    let l = logits(out.head.clone());
-    let loss = task_loss(&out.head, &labels);
+    let (model, ad) = seeded_model(spec, device, all);
+    let (head, loss) = forward_loss(&model, spec, &ad);
+    let l = logits(head);
     let loss_v = loss.clone().into_scalar::<f32>();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let mut c = Collect {
@@ -94,6 +85,27 @@ fn train_step(spec: &ModelSpec, device: &Device, all: bool) -> Step {
     };
     model.visit(&mut c);
     (loss_v, values(l), c.out)
+}
+
+/// Every run's model (seed 3; with `all` the backbone trains too) on an autodiff device whose
+/// random stream (dropout) is seeded.
+fn seeded_model(spec: &ModelSpec, device: &Device, all: bool) -> (Model, Device) {
+    let ad = device.clone().autodiff();
+    ad.seed(5);
+    let model = Model::build(spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+    // LoRA B starts at zero; give it values so gradients reach A.
+    let model = perturb_lora_b(model);
+    let model = if all { train_everything(model) } else { model };
+    (model, ad)
+}
+
+/// Head output and loss on every run's batch.
+fn forward_loss(model: &Model, spec: &ModelSpec, ad: &Device) -> (HeadOutput, Tensor<1>) {
+    let input = random_input(&spec.encoder, 4, 9, 2, ad);
+    let out = model.forward(&input);
+    let labels = Labels::Class(Tensor::<1, Int>::from_ints([0, 1, 2, 1], ad));
+    let loss = task_loss(&out.head, &labels);
+    (out.head, loss)
 }
 
 fn perturb_lora_b(model: Model) -> Model {
@@ -126,12 +138,13 @@ fn train_everything(model: Model) -> Model {
     model.map(&mut All)
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+/// Logits of a forward without autodiff (the inference nodes).
+fn inference_logits(spec: &ModelSpec, device: &Device) -> Vec<f32> {
+    let m = Model::build(spec, &mut RandomSource { seed: 3 }, device).unwrap();
+    values(logits(
+        m.forward(&random_input(&spec.encoder, 4, 9, 2, device))
+            .head,
+    ))
 }
 
 /// One test: `fused::set_enabled` is process-wide, so on/off runs must not interleave.
@@ -154,22 +167,10 @@ fn fused_nodes_match_the_plain_operations() {
         let spec = spec(family, act, 0.0);
         fused::set_enabled(false);
         let (loss_p, logits_p, grads_p) = train_step(&spec, &device, all);
-        let plain_inference = {
-            let m = Model::build(&spec, &mut RandomSource { seed: 3 }, &device).unwrap();
-            values(logits(
-                m.forward(&random_input(&spec.encoder, 4, 9, 2, &device))
-                    .head,
-            ))
-        };
+        let plain_inference = inference_logits(&spec, &device);
         fused::set_enabled(true);
         let (loss_f, logits_f, grads_f) = train_step(&spec, &device, all);
-        let fused_inference = {
-            let m = Model::build(&spec, &mut RandomSource { seed: 3 }, &device).unwrap();
-            values(logits(
-                m.forward(&random_input(&spec.encoder, 4, 9, 2, &device))
-                    .head,
-            ))
-        };
+        let fused_inference = inference_logits(&spec, &device);
         assert!(
             (loss_p - loss_f).abs() < 1e-5,
             "{family:?}: loss {loss_p} vs {loss_f}"
@@ -285,16 +286,9 @@ fn loss_shifted(spec: &ModelSpec, device: &Device, all: bool, dir: &[Vec<f32>], 
             Param::from_mapped_value(id, moved.require_grad(), mapper)
         }
     }
-    let ad = device.clone().autodiff();
-    ad.seed(5);
-    let model = Model::build(spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
-    let model = perturb_lora_b(model);
-    let model = if all { train_everything(model) } else { model };
+    let (model, ad) = seeded_model(spec, device, all);
     let mut shift = Shift { dir, t, next: 0 };
     let model = model.map(&mut shift);
     assert_eq!(shift.next, dir.len(), "one direction per trainable tensor");
-    let input = random_input(&spec.encoder, 4, 9, 2, &ad);
-    let out = model.forward(&input);
-    let labels = Labels::Class(Tensor::<1, Int>::from_ints([0, 1, 2, 1], &ad));
-    task_loss(&out.head, &labels).into_scalar::<f32>()
+    forward_loss(&model, spec, &ad).1.into_scalar::<f32>()
 }

@@ -48,13 +48,6 @@ fn logits(m: &Model, input: &lpeft_model::EncoderInput) -> Vec<f32> {
     }
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn zero_width_layers_add_only_their_bias() {
     // A layer with no heads and no neurons is LN(x + b_o) then LN(. + b_fc2).

@@ -516,3 +516,59 @@ pub fn param_report(
         kept_neurons_per_layer: after_spec.encoder.layers.iter().map(|l| l.ffn).collect(),
     }
 }
+
+/// The estimation model's function with its learned mask values folded into the weights they
+/// scale, masks then set to 1: a head's mask scales its context, i.e. its rows of the attention
+/// output weight and of that projection's LoRA `A`; a neuron's mask scales its activation, i.e.
+/// its row of FC2 and of FC2's LoRA `A`. The reference discards the values instead (spec §2.7).
+pub fn fold_masks(spec: &ModelSpec, tensors: &Tensors) -> Result<Tensors, SurgeryError> {
+    if !spec.masks {
+        return Err(SurgeryError::NoMasks);
+    }
+    let d = spec.encoder.head_dim;
+    let mask = |name: String| {
+        tensors
+            .get(&name)
+            .map(|(_, v)| v.clone())
+            .ok_or(SurgeryError::MissingTensor(name))
+    };
+    let mut out = tensors.clone();
+    for (l, shape) in spec.encoder.layers.iter().enumerate() {
+        let p = format!("encoder.layers.{l}");
+        let heads = mask(format!("{p}.attention.head_mask"))?;
+        let neurons = mask(format!("{p}.ffn.neuron_mask"))?;
+        let per_head_unit: Vec<f32> = heads
+            .iter()
+            .flat_map(|&m| std::iter::repeat_n(m, d))
+            .collect();
+        let scaled = [
+            ("attention.output.weight", &per_head_unit, shape.heads * d),
+            ("attention.lora_output.a", &per_head_unit, shape.heads * d),
+            ("ffn.output.weight", &neurons, shape.ffn),
+            ("ffn.lora_output.a", &neurons, shape.ffn),
+        ];
+        for (leaf, factors, rows) in scaled {
+            let name = format!("{p}.{leaf}");
+            let Some((s, v)) = out.get_mut(&name) else {
+                continue; // no LoRA there, or a zero-width layer
+            };
+            if s.len() != 2 || s[0] != rows || factors.len() != rows {
+                return Err(SurgeryError::BadShape {
+                    name,
+                    shape: s.clone(),
+                    expected: format!("expected {rows} rows, one per masked unit"),
+                });
+            }
+            let c = s[1];
+            for (r, &f) in factors.iter().enumerate() {
+                v[r * c..(r + 1) * c].iter_mut().for_each(|x| *x *= f);
+            }
+        }
+        for leaf in ["attention.head_mask", "ffn.neuron_mask"] {
+            if let Some((_, v)) = out.get_mut(&format!("{p}.{leaf}")) {
+                v.iter_mut().for_each(|x| *x = 1.0);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -14,7 +14,7 @@ use lpeft_model::hf::HfCheckpoint;
 use lpeft_model::source::{MapSource, TensorMap};
 use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
 
-use crate::apply::{ParamReport, Tensors, param_report, prune};
+use crate::apply::{ParamReport, Tensors, fold_masks, param_report, prune};
 use crate::plan::{ModuleScores, Plan, PlanSettings, Scope, Scores, make_plan};
 
 pub const KIND: &str = "surgery";
@@ -66,6 +66,11 @@ pub struct SurgeryConfig {
     pub importance: ImportanceSource,
     #[serde(default = "d_window")]
     pub window: Window,
+    /// Fold the learned mask values of the surviving heads and neurons into the weights they
+    /// scale (the estimation model's function), instead of discarding them as the reference
+    /// does. Left out of the canonical form when false, so reference keys stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fold_masks: bool,
 }
 
 // Defaults: the reference's train.sh (spec §1.3).
@@ -308,7 +313,10 @@ impl Stage for SurgeryStage {
 
         let device = lpeft_model::device::device(ctx.backend).map_err(failed)?;
         let ckpt = HfCheckpoint::open(&cfg.model).map_err(failed)?;
-        let tensors = warm_tensors(&art, &ckpt, &device).map_err(failed)?;
+        let mut tensors = warm_tensors(&art, &ckpt, &device).map_err(failed)?;
+        if cfg.fold_masks {
+            tensors = fold_masks(&art.spec, &tensors).map_err(failed)?;
+        }
         let (spec, pruned) = prune(&art.spec, &tensors, &plan).map_err(failed)?;
         let model = build_model(&spec, &pruned, &device).map_err(failed)?;
         checkpoint::save(&model, ctx.out_dir).map_err(failed)?;

@@ -11,7 +11,7 @@ use lpeft_model::rng::SeededRng;
 use lpeft_model::source::{Init, Role, WeightSource};
 use lpeft_model::testing::{adapters_everywhere, lora_everywhere, random_input, tiny_spec};
 use lpeft_schema::model::{Family, HeadStyle, ModelSpec, TaskHeadSpec};
-use lpeft_surgery::apply::{Tensors, masked_equivalent, param_report, prune};
+use lpeft_surgery::apply::{Tensors, fold_masks, masked_equivalent, param_report, prune};
 use lpeft_surgery::plan::{ModuleScores, PlanSettings, Scope, Scores, make_plan};
 use lpeft_surgery::stage::build_model;
 
@@ -396,4 +396,39 @@ fn bad_plans_are_refused_with_the_offending_unit() {
         masked_equivalent(&unmasked, &tensors, &good).unwrap_err(),
         SurgeryError::NoMasks
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Folding the learned masks keeps the estimation model's function, and the folded
+    /// tensors then prune like any others (masks at 1 carry nothing more).
+    #[test]
+    fn folded_masks_keep_the_masked_function(
+        layers in prop::collection::vec((1usize..5, 1usize..9), 1..4),
+        lora in any::<bool>(),
+        rank in 1usize..4,
+        roberta in any::<bool>(),
+        weight_seed in 0u64..1000,
+    ) {
+        let spec = spec_for(&layers, lora, rank, false, roberta);
+        let model = Model::build(&spec, &mut AllRandom(weight_seed), &device()).unwrap();
+        let tensors: Tensors = named_tensors(&model);
+        let folded = fold_masks(&spec, &tensors).unwrap();
+        prop_assert!(folded.iter().filter(|(k, _)| k.ends_with("_mask")).all(|(_, (_, v))| v.iter().all(|&x| x == 1.0)));
+        let folded_model = build_model(&spec, &folded, &device()).unwrap();
+        let (h0, y0) = outputs(&model, &spec, 5);
+        let (h1, y1) = outputs(&folded_model, &spec, 5);
+        assert_close(&h0, &h1, "hidden");
+        assert_close(&y0, &y1, "logits");
+    }
+}
+
+#[test]
+fn folding_needs_masks() {
+    let mut spec = spec_for(&[(2, 3)], true, 2, false, false);
+    let model = Model::build(&spec, &mut AllRandom(1), &device()).unwrap();
+    let tensors: Tensors = named_tensors(&model);
+    spec.masks = false;
+    assert!(fold_masks(&spec, &tensors).is_err());
 }

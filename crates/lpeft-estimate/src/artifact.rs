@@ -27,6 +27,8 @@ pub const PEFT_STATE_FILE: &str = "peft_state.safetensors";
 pub const CURVE_FILE: &str = "curve.json";
 pub const SUMMARY_FILE: &str = "estimate.json";
 pub const CONFIG_FILE: &str = "config.json";
+/// The estimation model's head outputs on its whole training split (`teacher_outputs`).
+pub const TEACHER_FILE: &str = "teacher.safetensors";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -470,4 +472,31 @@ impl EstimateArtifact {
             summary,
         })
     }
+}
+
+/// A teacher's head outputs, one row of `width` values per unit of a split, in split order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeacherOutputs {
+    pub units: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+pub fn write_teacher(file: &Path, t: &TeacherOutputs) -> Result<(), ArtifactError> {
+    let mut a = BTreeMap::new();
+    a.insert(
+        "outputs".into(),
+        Array::F32(vec![t.units, t.width], t.values.clone()),
+    );
+    write_arrays(file, &a)
+}
+
+pub fn read_teacher(file: &Path) -> Result<TeacherOutputs, ArtifactError> {
+    let mut a = read_arrays(file)?;
+    let (s, values) = take_f32(file, &mut a, "outputs", 2)?;
+    Ok(TeacherOutputs {
+        units: s[0],
+        width: s[1],
+        values,
+    })
 }

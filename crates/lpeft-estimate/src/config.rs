@@ -125,6 +125,11 @@ pub struct EstimateConfig {
     /// Split of the dataset artifact to train on.
     #[serde(default = "d_split")]
     pub split: String,
+    /// Also write the trained estimation model's head outputs on the whole training split
+    /// (`teacher.safetensors`): the targets of a distilled fine-tune of the pruned model.
+    /// Left out of the canonical form when false, so other keys stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub teacher_outputs: bool,
 }
 
 fn d_peft() -> PeftConfig {

@@ -25,6 +25,34 @@ fn failed(e: impl std::fmt::Display) -> StageError {
     StageError::failed(KIND, e)
 }
 
+/// The model's head outputs (eval mode) on every unit of `split`, in split order.
+pub fn teacher_outputs(
+    model: &Model,
+    split: &lpeft_data::SplitTensors,
+    ds: &Dataset,
+    plain: &burn::tensor::Device,
+) -> Result<artifact::TeacherOutputs, String> {
+    let cfg = BatchConfig {
+        batch_size: 128,
+        shuffle: false,
+        seed: 0,
+        drop_last: false,
+        padding: Padding::Longest,
+        pad_id: ds.meta.tokenizer.pad_id,
+    };
+    let batcher = Batcher::new(split, &ds.meta.task.kind, cfg).map_err(|e| e.to_string())?;
+    let eval = lpeft_train::evaluate(model, batcher.epoch(0), plain).map_err(|e| e.to_string())?;
+    let width = eval.logits.first().map_or(0, Vec::len);
+    if width == 0 || eval.logits.iter().any(|r| r.len() != width) {
+        return Err("teacher outputs need one logit row per unit (span heads have none)".into());
+    }
+    Ok(artifact::TeacherOutputs {
+        units: eval.logits.len(),
+        width,
+        values: eval.logits.concat(),
+    })
+}
+
 pub fn parse(params: &Params) -> Result<EstimateConfig, StageError> {
     let cfg: EstimateConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
     cfg.validate().map_err(params_error)?;
@@ -180,6 +208,11 @@ impl Stage for EstimateStage {
 
         let (summary, agg) =
             write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).map_err(failed)?;
+        if cfg.teacher_outputs {
+            let teacher = teacher_outputs(&out.model, &split, &ds, &plain).map_err(failed)?;
+            artifact::write_teacher(&ctx.out_dir.join(artifact::TEACHER_FILE), &teacher)
+                .map_err(failed)?;
+        }
         let last = summary.masks.last().cloned();
         let top: Vec<&ModuleScore> = {
             let mut v: Vec<&ModuleScore> = agg.modules.iter().collect();

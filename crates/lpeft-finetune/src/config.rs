@@ -46,6 +46,29 @@ pub struct FinetuneConfig {
     /// Batch size of dev evaluation (no gradients, so larger is fine).
     #[serde(default = "d_eval_batch")]
     pub eval_batch_size: usize,
+    /// Distil towards a `teacher` input (an estimation artifact made with `teacher_outputs`):
+    /// the loss becomes `(1 − weight)·task + weight·distill`. Absent: no teacher, and the
+    /// canonical form (the key) is as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
+}
+
+/// Distillation settings of a fine-tune (see [`FinetuneConfig::distill`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    #[serde(default = "d_distill_weight")]
+    pub weight: f64,
+    /// Softmax temperature of the class-logit term; regression uses the squared difference.
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+}
+
+fn d_distill_weight() -> f64 {
+    0.5
+}
+fn d_temperature() -> f64 {
+    2.0
 }
 
 fn d_epochs() -> usize {
@@ -134,6 +157,17 @@ impl FinetuneConfig {
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad("weight_decay", format!("{} must be ≥ 0", self.weight_decay));
+        }
+        if let Some(d) = &self.distill {
+            if !(0.0..=1.0).contains(&d.weight) {
+                return bad("distill.weight", format!("{} must be in [0, 1]", d.weight));
+            }
+            if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+                return bad(
+                    "distill.temperature",
+                    format!("{} must be positive", d.temperature),
+                );
+            }
         }
         if let PaddingSpec::Fixed(0) = self.padding {
             return bad("padding", "fixed length must be positive".into());

@@ -14,7 +14,7 @@ use lpeft_model::checkpoint::trainable_tensors;
 use lpeft_pipeline::stage::Progress;
 use lpeft_schema::dataset::{TaskKind, TaskSpec};
 use lpeft_schema::results::EpochMetrics;
-use lpeft_train::{Capture, Predictions, StepRecord, TrainConfig, Trainer, evaluate};
+use lpeft_train::{Capture, Distill, Predictions, StepRecord, TrainConfig, Trainer, evaluate};
 
 use crate::config::{FinetuneConfig, PaddingSpec};
 
@@ -146,7 +146,7 @@ pub fn score(
 }
 
 /// Fine-tunes `model` (on the autodiff device) and evaluates on `dev` with `plain` (same
-/// backend, no autodiff).
+/// backend, no autodiff); with `distill`, towards its teacher outputs on `train` too.
 #[allow(clippy::too_many_arguments)]
 pub fn finetune(
     cfg: &FinetuneConfig,
@@ -158,6 +158,7 @@ pub fn finetune(
     device: &Device,
     plain: &Device,
     progress: &dyn Progress,
+    distill: Option<Distill>,
 ) -> Result<Outcome, FinetuneError> {
     if matches!(task.kind, TaskKind::Span) {
         return Err(FinetuneError::Unsupported(format!(
@@ -199,6 +200,9 @@ pub fn finetune(
         },
         device.clone(),
     );
+    if let Some(d) = distill {
+        trainer = trainer.with_distill(d);
+    }
     progress.start("fine-tune", total as u64);
     let (mut epochs, mut curve, mut step_seconds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut best_epoch, mut best_score, mut best_state) =

@@ -68,6 +68,58 @@ fn original_backbone(init: &InputArtifact) -> Result<u64, StageError> {
         })
 }
 
+/// The distillation targets: the `teacher` input's outputs on the training split, which must
+/// cover every unit of it. A teacher needs `distill` and `distill` needs a teacher.
+fn teacher_targets(
+    cfg: &FinetuneConfig,
+    teacher: Option<&InputArtifact>,
+    train: &lpeft_data::SplitTensors,
+    kind: &lpeft_schema::dataset::TaskKind,
+) -> Result<Option<lpeft_train::Distill>, StageError> {
+    let (d, teacher) = match (cfg.distill, teacher) {
+        (None, None) => return Ok(None),
+        (Some(d), Some(t)) => (d, t),
+        (Some(_), None) => {
+            return Err(StageError::MissingInput {
+                stage: KIND.into(),
+                slot: "teacher".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(params_error(
+                "field `distill`: required with a `teacher` input (its weight and temperature)",
+            ));
+        }
+    };
+    let file = teacher.dir.join(lpeft_estimate::artifact::TEACHER_FILE);
+    if !file.is_file() {
+        return Err(failed(format!(
+            "input `teacher` ({}) has no {}: estimate with `teacher_outputs: true`",
+            teacher.key,
+            lpeft_estimate::artifact::TEACHER_FILE
+        )));
+    }
+    let t = lpeft_estimate::artifact::read_teacher(&file).map_err(failed)?;
+    // Units as the batcher makes them: questions for multiple choice, rows otherwise.
+    let units = match kind {
+        lpeft_schema::dataset::TaskKind::MultipleChoice { .. } => train.num_groups(),
+        _ => train.num_rows(),
+    };
+    if t.units != units {
+        return Err(failed(format!(
+            "{}: the teacher has outputs for {} units, the training split has {units}",
+            file.display(),
+            t.units
+        )));
+    }
+    Ok(Some(lpeft_train::Distill {
+        weight: d.weight,
+        temperature: d.temperature,
+        width: t.width,
+        targets: t.values,
+    }))
+}
+
 impl Stage for FinetuneStage {
     fn kind(&self) -> &'static str {
         KIND
@@ -80,11 +132,11 @@ impl Stage for FinetuneStage {
     }
 
     fn input_slots(&self) -> &'static [&'static str] {
-        &["dataset", "init"]
+        &["dataset", "init", "teacher"]
     }
 
     fn optional_slots(&self) -> &'static [&'static str] {
-        &["init"]
+        &["init", "teacher"]
     }
 
     fn about(&self) -> &'static str {
@@ -162,6 +214,7 @@ impl Stage for FinetuneStage {
             ),
             _ => unreachable!("checked above"),
         };
+        let distill = teacher_targets(&cfg, ctx.inputs.get("teacher"), &train, &task.kind)?;
         let counts = param_counts(&model);
         let spec = model.spec.clone();
         let outcome = finetune(
@@ -174,6 +227,7 @@ impl Stage for FinetuneStage {
             &device,
             &plain,
             ctx.progress,
+            distill,
         )
         .map_err(failed)?;
 

@@ -93,6 +93,7 @@ fn vanilla_run_evaluates_every_epoch_and_keeps_the_best() {
         &device,
         &Device::flex(),
         &Silent,
+        None,
     )
     .unwrap();
     assert_eq!(out.epochs.len(), 3);
@@ -156,6 +157,7 @@ fn a_step_cap_ends_the_run_with_an_evaluation() {
         &device,
         &Device::flex(),
         &Silent,
+        None,
     )
     .unwrap();
     assert_eq!(out.curve.len(), 6);
@@ -203,6 +205,7 @@ fn training_from_a_saved_checkpoint_keeps_its_shapes_and_trains_its_peft() {
         &device,
         &Device::flex(),
         &Silent,
+        None,
     )
     .unwrap();
     assert_eq!(out.epochs.len(), 1);

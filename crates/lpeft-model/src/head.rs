@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::nn::Dropout;
-use burn::tensor::activation::{log_softmax, tanh};
+use burn::tensor::activation::{log_softmax, softmax, tanh};
 use burn::tensor::{Int, Tensor};
 
 use lpeft_schema::model::{HeadStyle, TaskHeadSpec};
@@ -113,4 +113,27 @@ pub fn task_loss(output: &HeadOutput, labels: &Labels) -> Tensor<1> {
         }
         _ => panic!("labels do not match the head: {output:?} vs {labels:?}"),
     }
+}
+
+/// Distillation term against a teacher's outputs for the same units, `teacher: [N, C]`:
+/// `T²·KL(softmax(t/T) ‖ softmax(s/T))` averaged over units for class logits (classification,
+/// multiple choice), the mean squared difference for regression scores. `None` for span heads.
+pub fn distill_loss(
+    output: &HeadOutput,
+    teacher: Tensor<2>,
+    temperature: f64,
+    regression: bool,
+) -> Option<Tensor<1>> {
+    let HeadOutput::Logits(student) = output else {
+        return None;
+    };
+    if regression {
+        return Some((student.clone() - teacher).square().mean());
+    }
+    let t = 1.0 / temperature;
+    let target = softmax(teacher.clone().mul_scalar(t), 1);
+    let log_target = log_softmax(teacher.mul_scalar(t), 1);
+    let log_student = log_softmax(student.clone().mul_scalar(t), 1);
+    let kl = (target * (log_target - log_student)).sum_dim(1).mean();
+    Some(kl.mul_scalar(temperature * temperature))
 }

@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use lpeft_data::{Batch, BatchLabels};
-use lpeft_model::head::{HeadOutput, Labels, task_loss};
+use lpeft_model::head::{HeadOutput, Labels, distill_loss, task_loss};
 use lpeft_model::importance::rank_taylor_scores;
 use lpeft_model::optim::{AdamW, AdamWConfig, linear_schedule};
 use lpeft_model::peft::NormRatioRecorder;
@@ -39,6 +39,8 @@ pub enum TrainError {
     NonFiniteGradient { step: usize, norm: f64 },
     #[error("batch has no labels (an unlabeled split cannot be trained or evaluated)")]
     NoLabels,
+    #[error("distillation: {0}")]
+    Teacher(String),
     #[error("batch labels ({found}) do not fit the model's head ({head})")]
     LabelMismatch { found: &'static str, head: String },
 }
@@ -125,7 +127,7 @@ pub struct StepImportance {
 pub struct StepRecord {
     /// 0-based index of the step (the number of updates done before it).
     pub step: usize,
-    /// Task loss + λ·Σ|m|.
+    /// The objective: task loss (mixed with the distillation term if any) + λ·Σ|m|.
     pub loss: f64,
     pub task_loss: f64,
     pub lr: f64,
@@ -154,6 +156,40 @@ impl Timing {
     }
 }
 
+/// Distillation targets: a teacher's head outputs for every unit of the training split, in
+/// split order (row order; question order for multiple choice), `width` values a unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distill {
+    /// Weight `w` of the loss `(1 − w)·task + w·distill`.
+    pub weight: f64,
+    /// Softmax temperature of the class-logit term (unused for regression).
+    pub temperature: f64,
+    pub width: usize,
+    pub targets: Vec<f32>,
+}
+
+impl Distill {
+    /// The teacher rows of a batch's units, as `[units, width]` host values.
+    fn rows(&self, batch: &Batch) -> Result<Vec<f32>, TrainError> {
+        let units = if batch.num_choices.is_some() {
+            &batch.group_indices
+        } else {
+            &batch.row_indices
+        };
+        let have = self.targets.len() / self.width.max(1);
+        let mut out = Vec::with_capacity(units.len() * self.width);
+        for &u in units {
+            if u >= have {
+                return Err(TrainError::Teacher(format!(
+                    "unit {u} of the batch has no teacher output (the teacher covers {have})"
+                )));
+            }
+            out.extend_from_slice(&self.targets[u * self.width..(u + 1) * self.width]);
+        }
+        Ok(out)
+    }
+}
+
 /// One optimiser over one model; call [`Trainer::step`] once per batch.
 pub struct Trainer {
     pub config: TrainConfig,
@@ -161,6 +197,7 @@ pub struct Trainer {
     pub timing: Timing,
     opt: AdamW,
     step: usize,
+    distill: Option<Distill>,
 }
 
 impl Trainer {
@@ -176,7 +213,14 @@ impl Trainer {
             timing: Timing::default(),
             opt,
             step: 0,
+            distill: None,
         }
+    }
+
+    /// Adds a distillation term towards `distill`'s teacher outputs to every step's loss.
+    pub fn with_distill(mut self, distill: Distill) -> Self {
+        self.distill = Some(distill);
+        self
     }
 
     /// Number of steps done.
@@ -208,9 +252,23 @@ impl Trainer {
             None => model.forward(&input),
         };
         let task = task_loss(&out.head, &labels);
+        let objective = match &self.distill {
+            None => task.clone(),
+            Some(d) => {
+                let rows = d.rows(batch)?;
+                let teacher = Tensor::<2>::from_data(
+                    TensorData::new(rows, [batch.batch_size, d.width]),
+                    &self.device,
+                );
+                let regression = matches!(labels, Labels::Score(_));
+                let kd = distill_loss(&out.head, teacher, d.temperature, regression)
+                    .ok_or_else(|| TrainError::Teacher("span heads cannot be distilled".into()))?;
+                task.clone().mul_scalar(1.0 - d.weight) + kd.mul_scalar(d.weight)
+            }
+        };
         let loss = match model.mask_l1() {
-            Some(l1) if self.config.l1 != 0.0 => task.clone() + l1.mul_scalar(self.config.l1),
-            _ => task.clone(),
+            Some(l1) if self.config.l1 != 0.0 => objective + l1.mul_scalar(self.config.l1),
+            _ => objective,
         };
         let grads = loss.backward();
 

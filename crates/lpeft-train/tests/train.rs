@@ -258,3 +258,124 @@ fn mask_groups_have_their_own_learning_rate() {
     );
     assert_eq!((n1, a1), (n3, a3), "other groups are unaffected");
 }
+
+/// `T²·KL(softmax(t/T) ‖ softmax(s/T))` per row, averaged (the host reference).
+fn kl_reference(student: &[Vec<f32>], teacher: &[Vec<f32>], t: f64) -> f64 {
+    let log_softmax = |row: &[f32]| -> Vec<f64> {
+        let z: Vec<f64> = row.iter().map(|&x| f64::from(x) / t).collect();
+        let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        z.iter().map(|v| v - lse).collect()
+    };
+    let n = student.len() as f64;
+    student
+        .iter()
+        .zip(teacher)
+        .map(|(s, tr)| {
+            let (ls, lt) = (log_softmax(s), log_softmax(tr));
+            lt.iter()
+                .zip(&ls)
+                .map(|(a, b)| a.exp() * (a - b))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / n
+        * t
+        * t
+}
+
+fn distill_of(rows: &[Vec<f32>], weight: f64, temperature: f64) -> lpeft_train::Distill {
+    lpeft_train::Distill {
+        weight,
+        temperature,
+        width: rows[0].len(),
+        targets: rows.concat(),
+    }
+}
+
+#[test]
+fn distillation_is_the_kl_towards_the_teacher_and_pulls_the_student_to_it() {
+    let device = Device::flex().autodiff();
+    let spec = spec(classification(), 0.0);
+    let b = class_batch();
+    // Confident targets that disagree with the labels on some rows: far from the student.
+    let teacher: Vec<Vec<f32>> = (0..8)
+        .map(|r| {
+            if r % 3 == 0 {
+                vec![2.0, -2.0]
+            } else {
+                vec![-1.0, 1.5]
+            }
+        })
+        .collect();
+    let mut model = Model::build(&spec, &mut RandomSource { seed: 1 }, &device).unwrap();
+    let student = evaluate(&model, vec![b.clone()], &Device::flex())
+        .unwrap()
+        .logits;
+    let cfg = TrainConfig {
+        l1: 0.0,
+        ..config(5e-2, 40)
+    };
+    let mut trainer = Trainer::new(cfg, device).with_distill(distill_of(&teacher, 1.0, 2.0));
+    let (m, first) = trainer.step(model, &b, Capture::NONE).unwrap();
+    model = m;
+    // Weight 1: the objective is the distillation term alone (no dropout in this model).
+    let expected = kl_reference(&student, &teacher, 2.0);
+    assert!(
+        (first.loss - expected).abs() < 1e-4 * (1.0 + expected),
+        "loss {} vs reference KL {expected}",
+        first.loss
+    );
+    assert!(first.task_loss > 0.0, "the task loss is still reported");
+    for _ in 1..40 {
+        model = trainer.step(model, &b, Capture::NONE).unwrap().0;
+    }
+    let after = evaluate(&model, vec![b.clone()], &Device::flex())
+        .unwrap()
+        .logits;
+    let kl_after = kl_reference(&after, &teacher, 2.0);
+    assert!(kl_after < expected * 0.5, "KL {expected} → {kl_after}");
+}
+
+#[test]
+fn regression_distills_by_squared_difference_and_a_uncovered_unit_is_refused() {
+    let device = Device::flex().autodiff();
+    let spec = spec(
+        TaskHeadSpec::Regression {
+            style: HeadStyle::BertPooler,
+        },
+        0.0,
+    );
+    let b = batch(4, BatchLabels::Float(vec![0.5, 1.0, 2.0, 3.0]));
+    let model = Model::build(&spec, &mut RandomSource { seed: 1 }, &device).unwrap();
+    let student = evaluate(&model, vec![b.clone()], &Device::flex())
+        .unwrap()
+        .logits;
+    let teacher: Vec<Vec<f32>> = vec![vec![1.0], vec![-1.0], vec![0.25], vec![2.0]];
+    let cfg = TrainConfig {
+        l1: 0.0,
+        ..config(1e-2, 2)
+    };
+    let mut trainer =
+        Trainer::new(cfg, device.clone()).with_distill(distill_of(&teacher, 0.25, 2.0));
+    let (model, rec) = trainer.step(model, &b, Capture::NONE).unwrap();
+    let mse = student
+        .iter()
+        .zip(&teacher)
+        .map(|(s, t)| f64::from(s[0] - t[0]).powi(2))
+        .sum::<f64>()
+        / 4.0;
+    let expected = 0.75 * rec.task_loss + 0.25 * mse;
+    assert!(
+        (rec.loss - expected).abs() < 1e-4,
+        "{} vs {expected}",
+        rec.loss
+    );
+
+    let mut short = Trainer::new(cfg, device).with_distill(distill_of(&teacher[..2], 0.5, 2.0));
+    let e = short.step(model, &b, Capture::NONE).unwrap_err();
+    assert!(
+        matches!(&e, TrainError::Teacher(m) if m.contains("unit 2")),
+        "{e}"
+    );
+}

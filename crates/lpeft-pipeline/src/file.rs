@@ -176,8 +176,8 @@ fn expand_entry(
     }
 
     let mut combos: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
-    for (var, values) in &entry.sweep {
-        let values = match values {
+    for (var, spec) in &entry.sweep {
+        let values = match spec {
             SweepValues::List(list) => list.clone(),
             SweepValues::Var(reference) => match substitute(reference, vars).map_err(err)? {
                 Value::Array(list) => list,
@@ -190,6 +190,11 @@ fn expand_entry(
             },
         };
         if values.is_empty() {
+            // A list written in the entry must have values (an empty one is a slip); a list
+            // variable may be emptied on purpose (`--set 'distills=[]'`): no stages then.
+            if matches!(spec, SweepValues::Var(_)) {
+                return Ok(Vec::new());
+            }
             return Err(err(format!("sweep variable `{var}` has no values")));
         }
         let mut next = Vec::with_capacity(combos.len() * values.len());

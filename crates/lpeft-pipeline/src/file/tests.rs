@@ -127,6 +127,29 @@ fn a_sweep_can_take_its_values_from_a_list_variable_that_a_profile_changes() {
 }
 
 #[test]
+fn an_emptied_list_variable_sweeps_to_no_stages_but_an_empty_literal_is_an_error() {
+    let text = r#"Pipeline(
+        name: "p",
+        vars: { "extras": [1], "seeds": [1, 2] },
+        profiles: { "none": { "extras": [] } },
+        stages: [
+            (name: "s{seed}", kind: "k", sweep: { "seed": "{seeds}" }),
+            (name: "x{e}", kind: "k", sweep: { "e": "{extras}" }, inputs: { "a": "s1" }),
+        ],
+    )"#;
+    let names = |p: Pipeline| p.stages.into_iter().map(|s| s.name).collect::<Vec<_>>();
+    assert_eq!(names(load(text).unwrap()), ["s1", "s2", "x1"]);
+    let none = ExpandOptions {
+        profile: Some("none".into()),
+        ..ExpandOptions::default()
+    };
+    let p = load_str(Path::new("p.ron"), text, &none, &env).unwrap();
+    assert_eq!(names(p), ["s1", "s2"]);
+    let e = err(&text.replace(r#""e": "{extras}""#, r#""e": []"#));
+    assert!(e.contains("sweep variable `e` has no values"), "{e}");
+}
+
+#[test]
 fn semantic_errors_point_at_the_stage() {
     let e = err(
         "Pipeline(name: \"p\", stages: [\n (name: \"a\", kind: \"k\"),\n (name: \"a\", kind: \"k\"),\n])",

@@ -125,6 +125,26 @@ pub struct RunArgs {
     /// Stages to run at once (independent stages only).
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
+    /// Estimation and fine-tuning stages (the ones on the device) to run at once, within
+    /// --jobs. Default on a GPU backend: 1 (stages of one process share the GPU's queue, so two
+    /// at once each run slower); elsewhere: --jobs.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub device_jobs: Option<u16>,
+}
+
+/// Whether a `--backend` value names a GPU (stages on it share one device queue).
+pub fn is_gpu_backend(backend: &str) -> bool {
+    let base = backend.split(':').next().unwrap_or(backend);
+    matches!(base, "tch-cuda" | "cuda" | "vulkan" | "wgpu")
+}
+
+impl RunArgs {
+    /// The device-stage limit for a backend: the flag, else 1 on a GPU, else none.
+    pub fn device_jobs_for(&self, backend: &str) -> Option<usize> {
+        self.device_jobs
+            .map(usize::from)
+            .or_else(|| is_gpu_backend(backend).then_some(1))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -217,4 +237,29 @@ pub struct GenericStageArgs {
     pub kind: String,
     #[command(flatten)]
     pub args: StageArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from([&["lpeft", "run", "p.ron"], args].concat()).unwrap();
+        match cli.command {
+            Command::Run(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn device_stages_default_to_one_at_a_time_on_gpu_backends_only() {
+        let r = run_args(&["--jobs", "3"]);
+        assert_eq!(r.device_jobs_for("tch-cuda:1"), Some(1));
+        assert_eq!(r.device_jobs_for("cuda"), Some(1));
+        assert_eq!(r.device_jobs_for("tch"), None);
+        assert_eq!(r.device_jobs_for("flex"), None);
+        let r = run_args(&["--jobs", "3", "--device-jobs", "2"]);
+        assert_eq!(r.device_jobs_for("tch-cuda"), Some(2));
+        assert_eq!(r.device_jobs_for("flex"), Some(2));
+    }
 }

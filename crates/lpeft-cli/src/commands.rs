@@ -45,6 +45,13 @@ pub fn dispatch(
             let store = store()?;
             let plan = make_plan(&args.pipeline, global, registry, &store)?;
             let view = RunView { reporter: out };
+            let device_jobs = args.device_jobs_for(&global.backend);
+            if let Some(d) = device_jobs.filter(|&d| d < usize::from(args.jobs)) {
+                out.detail(format!(
+                    "note: at most {d} estimation/fine-tuning stage(s) at once on {} (--device-jobs); --jobs {} applies to the others",
+                    global.backend, args.jobs
+                ));
+            }
             let report = execute(
                 &plan,
                 registry,
@@ -52,6 +59,7 @@ pub fn dispatch(
                 &view,
                 RunOptions {
                     jobs: args.jobs.into(),
+                    device_jobs,
                     record_as: Some(&plan.pipeline),
                 },
             )?;
@@ -311,6 +319,7 @@ fn run_stage(
         &view,
         RunOptions {
             jobs: 1,
+            device_jobs: None,
             record_as: None,
         },
     )?;

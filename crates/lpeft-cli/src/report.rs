@@ -290,6 +290,7 @@ mod tests {
         let ran = plan(&store, &pipeline(""));
         let opts = RunOptions {
             jobs: 1,
+            device_jobs: None,
             record_as: None,
         };
         execute(&ran, &registry(), &store, &Silent, opts).unwrap();

@@ -47,6 +47,7 @@ fn second_run_is_a_hit_and_params_change_the_key() {
             &Silent,
             RunOptions {
                 jobs: 1,
+                device_jobs: None,
                 record_as: None,
             },
         )

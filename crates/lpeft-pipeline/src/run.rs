@@ -89,6 +89,10 @@ impl RunReport {
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions<'a> {
     pub jobs: usize,
+    /// At most this many backend-sensitive stages (estimation, fine-tuning: the ones that run
+    /// on the device) at once, within `jobs`; `None`: only `jobs` limits them. On one GPU,
+    /// stages of one process share its queue, so running two at once makes each slower.
+    pub device_jobs: Option<usize>,
     /// Write index records under this pipeline name (None for single-stage runs).
     pub record_as: Option<&'a str>,
 }
@@ -162,9 +166,12 @@ pub fn execute(
     let mut errors: Vec<PipelineError> = Vec::new();
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, Result<Outcome, PipelineError>)>();
-        let mut running = 0usize;
+        let (mut running, mut running_device) = (0usize, 0usize);
         loop {
             if errors.is_empty() {
+                let mut device_free = opts
+                    .device_jobs
+                    .map_or(usize::MAX, |d| d.max(1).saturating_sub(running_device));
                 let ready: Vec<usize> = waiting
                     .iter()
                     .copied()
@@ -174,11 +181,20 @@ pub fn execute(
                             None => true,
                         })
                     })
+                    .filter(|&i| {
+                        if !on_device(&plan.nodes[i]) {
+                            return true;
+                        }
+                        let free = device_free > 0;
+                        device_free = device_free.saturating_sub(1);
+                        free
+                    })
                     .take(jobs - running)
                     .collect();
                 for i in ready {
                     waiting.remove(&i);
                     running += 1;
+                    running_device += usize::from(on_device(&plan.nodes[i]));
                     let tx = tx.clone();
                     let node = &plan.nodes[i];
                     scope.spawn(move || {
@@ -206,6 +222,7 @@ pub fn execute(
             }
             let (i, result) = rx.recv().expect("a running stage reports back");
             running -= 1;
+            running_device -= usize::from(on_device(&plan.nodes[i]));
             match result {
                 Ok(outcome) => {
                     observer.finished(&plan.nodes[i], &outcome);
@@ -230,6 +247,11 @@ pub fn execute(
             .collect(),
         wall: started.elapsed(),
     })
+}
+
+/// Whether a node runs on the backend's device (its key carries the backend class).
+fn on_device(node: &PlanNode) -> bool {
+    node.backend_class.is_some()
 }
 
 /// Record the node's resolution in the index (skipped when the record already names this key,

@@ -62,6 +62,7 @@ fn run(f: &Fixture, plan: &Plan) -> lpeft_pipeline::RunReport {
         &Silent,
         RunOptions {
             jobs: 2,
+            device_jobs: None,
             record_as: Some(&plan.pipeline),
         },
     )
@@ -170,6 +171,7 @@ fn force_only_and_downstream() {
         &Silent,
         RunOptions {
             jobs: 1,
+            device_jobs: None,
             record_as: None,
         },
     );
@@ -272,6 +274,7 @@ fn a_panicking_stage_is_an_error_and_leaves_nothing_behind() {
         &Silent,
         RunOptions {
             jobs: 2,
+            device_jobs: None,
             record_as: None,
         },
     )
@@ -335,6 +338,7 @@ fn optional_slots_may_be_left_unwired() {
         &Silent,
         RunOptions {
             jobs: 1,
+            device_jobs: None,
             record_as: None,
         },
     )
@@ -349,4 +353,88 @@ fn optional_slots_may_be_left_unwired() {
         lpeft_pipeline::plan::single(spec, &registry, &store, Default::default(), "flex", false)
             .unwrap();
     assert_eq!(single.nodes[0].status, Status::Hit);
+}
+
+mod device_slots {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use lpeft_pipeline::file::load_str;
+    use lpeft_pipeline::plan::resolve;
+    use lpeft_pipeline::run::{RunOptions, Silent, execute};
+    use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
+    use lpeft_pipeline::{ExpandOptions, PlanOptions, Registry};
+    use lpeft_store::Store;
+
+    /// Now and at most, how many stages of each kind ran at once.
+    static DEVICE: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    static HOST: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+
+    /// Sleeps a little, counting how many like it run at the same time; `device: true`
+    /// makes it backend-sensitive, as estimation and fine-tuning are.
+    struct Busy;
+    impl Stage for Busy {
+        fn kind(&self) -> &'static str {
+            "busy"
+        }
+        fn code_version(&self) -> u32 {
+            1
+        }
+        fn input_slots(&self) -> &'static [&'static str] {
+            &[]
+        }
+        fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
+            Ok(Prepared {
+                canonical_params: params.clone(),
+                external_files: vec![],
+                backend_sensitive: params["device"] == serde_json::json!(true),
+            })
+        }
+        fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
+            let (now, max) = if ctx.params["device"] == serde_json::json!(true) {
+                &DEVICE
+            } else {
+                &HOST
+            };
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(60));
+            now.fetch_sub(1, Ordering::SeqCst);
+            std::fs::write(ctx.out_dir.join("done"), "1")?;
+            Ok(RunSummary {
+                figures: serde_json::json!({}),
+            })
+        }
+    }
+
+    #[test]
+    fn device_stages_take_one_slot_while_host_stages_run_beside_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let registry = Registry::new(vec![Box::new(Busy)]);
+        let text = r#"Pipeline(name: "d", stages: [
+            (name: "gpu-{i}", kind: "busy", sweep: { "i": [1, 2, 3, 4] }, params: { "device": true, "i": "{i}" }),
+            (name: "cpu-{i}", kind: "busy", sweep: { "i": [1, 2, 3] }, params: { "device": false, "i": "{i}" }),
+        ])"#;
+        let no_env = |_: &str| None;
+        let p = load_str(Path::new("d.ron"), text, &ExpandOptions::default(), &no_env).unwrap();
+        let plan = resolve(&p, &registry, &store, &PlanOptions::new("tch-cuda")).unwrap();
+        let opts = RunOptions {
+            jobs: 4,
+            device_jobs: Some(1),
+            record_as: None,
+        };
+        let report = execute(&plan, &registry, &store, &Silent, opts).unwrap();
+        assert_eq!(report.ran(), 7);
+        assert_eq!(
+            DEVICE.1.load(Ordering::SeqCst),
+            1,
+            "one device stage at a time"
+        );
+        assert!(
+            HOST.1.load(Ordering::SeqCst) >= 2,
+            "host stages still run side by side"
+        );
+    }
 }

@@ -65,6 +65,7 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
             &Silent,
             RunOptions {
                 jobs: 1,
+                device_jobs: None,
                 record_as: None,
             },
         )
@@ -138,6 +139,7 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
         &Silent,
         RunOptions {
             jobs: 1,
+            device_jobs: None,
             record_as: None,
         },
     );

@@ -533,7 +533,15 @@ fn the_repository_pipelines_resolve() {
         let text = std::fs::read_to_string(f).unwrap();
         let mut profiles = vec![None];
         if let Some(i) = text.find("profiles:") {
-            for name in ["smoke", "full", "slow", "reference"] {
+            for name in [
+                "smoke",
+                "full",
+                "slow",
+                "reference",
+                "explore",
+                "final",
+                "sweep",
+            ] {
                 if text[i..].contains(&format!("\"{name}\":")) {
                     profiles.push(Some(name));
                 }

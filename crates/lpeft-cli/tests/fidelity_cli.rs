@@ -1,0 +1,172 @@
+//! The fidelity options through the real stages on the shared RTE files and MiniLM (tiny: 16
+//! examples, a few steps): an estimation that writes its teacher outputs, surgeries with and
+//! without folded masks at the `r2` cut (every module at rank 2), a fine-tune distilled towards
+//! the teacher beside a plain one, and the errors of a distillation wired wrong.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const LPEFT: &str = env!("CARGO_BIN_EXE_lpeft");
+
+fn lpeft(dir: &Path, args: &[&str]) -> Output {
+    Command::new(LPEFT)
+        .current_dir(dir)
+        .args(["--store", "store", "--no-progress"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn shared() -> (PathBuf, PathBuf) {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let (glue, model) = (
+        shared.join("data/glue"),
+        shared.join("models/all-MiniLM-L6-v2"),
+    );
+    assert!(
+        glue.join("RTE/train.tsv").is_file() && model.join("config.json").is_file(),
+        "../shared/data/glue or ../shared/models/all-MiniLM-L6-v2 is missing: put the shared files beside the clone"
+    );
+    (glue, model)
+}
+
+const STAGES: &str = r#"
+    (name: "data", kind: "data",
+     params: { "task": "glue/rte", "data_dir": "{glue}", "model": "{model}",
+               "max_length": 32, "max_examples": 16, "seed": 0 }),
+    (name: "est", kind: "estimate", inputs: { "dataset": "data" },
+     params: { "model": "{model}", "peft": { "kind": "lora" }, "steps": { "steps": 3 },
+               "batch_size": 8, "lr": 0.05, "seed": 1, "teacher_outputs": "{teacher}" }),
+    (name: "cut-{fold}", kind: "surgery", sweep: { "fold": [false, true] },
+     inputs: { "estimate": "est" },
+     params: { "model": "{model}", "module_ratio": 0.0, "rank_ratio": 0.75,
+               "rank_scope": "layerwise", "fold_masks": "{fold}" }),
+    (name: "ft-{fold}", kind: "finetune", sweep: { "fold": [false, true] },
+     inputs: { "dataset": "data", "init": "cut-{fold}" },
+     params: { "method": "light-fold-{fold}", "epochs": 1, "max_steps": 2, "batch_size": 8 }),
+"#;
+
+fn pipeline(dir: &Path, teacher: bool, extra: &str) {
+    let (glue, model) = shared();
+    let text = format!(
+        "Pipeline(name: \"f\", vars: {{ \"glue\": \"{}\", \"model\": \"{}\", \"teacher\": {teacher} }}, stages: [{STAGES}{extra}])",
+        glue.display(),
+        model.display()
+    );
+    std::fs::write(dir.join("p.ron"), text).unwrap();
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const DISTILLED: &str = r#"
+    (name: "ft-kd", kind: "finetune",
+     inputs: { "dataset": "data", "init": "cut-false", "teacher": "est" },
+     params: { "method": "light-kd", "epochs": 1, "max_steps": 2, "batch_size": 8,
+               "distill": { "weight": 0.5, "temperature": 2.0 } }),
+"#;
+
+#[test]
+fn folded_masks_distillation_and_the_r2_cut_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), true, DISTILLED);
+    let out = lpeft(dir.path(), &["run", "p.ron"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let store = dir.path().join("store/objects");
+    let find = |kind: &str, needle: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let m = std::fs::read_to_string(p.join("manifest.json")).unwrap();
+                m.contains(&format!("\"kind\": \"{kind}\"")) && m.contains(needle)
+            })
+            .collect()
+    };
+    // The teacher covers every training row with one logit pair.
+    let est = find("estimate", "teacher_outputs");
+    assert_eq!(est.len(), 1);
+    let bytes = std::fs::read(est[0].join("teacher.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("outputs").unwrap().shape(), &[16, 2]);
+
+    // r2: every LoRA module kept, each at rank 2; folding changes the kept weights only.
+    let plans: Vec<serde_json::Value> = find("surgery", "rank_scope")
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p.join("plan.json")).unwrap()))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(plans.len(), 2);
+    for plan in &plans {
+        let report = &plan["report"];
+        assert_eq!(report["peft_modules_after"], report["peft_modules_before"]);
+        assert_eq!(
+            report["rank_slots_after"],
+            2 * report["peft_modules_before"].as_u64().unwrap()
+        );
+    }
+    assert_eq!(
+        plans[0]["plan"], plans[1]["plan"],
+        "same decisions, folded or not"
+    );
+    let weights = |needle: &str| {
+        let dirs = find("surgery", needle);
+        std::fs::read(dirs[0].join("weights.safetensors")).unwrap()
+    };
+    assert_ne!(weights("\"fold_masks\": true"), {
+        let plain: Vec<PathBuf> = find("surgery", "rank_scope")
+            .into_iter()
+            .filter(|p| {
+                !std::fs::read_to_string(p.join("manifest.json"))
+                    .unwrap()
+                    .contains("fold_masks")
+            })
+            .collect();
+        std::fs::read(plain[0].join("weights.safetensors")).unwrap()
+    });
+
+    let out = lpeft(dir.path(), &["report", "p.ron"]);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("report: 3 of 3 fine-tuning runs found (0 missing)"),
+        "{report}"
+    );
+    assert!(report.contains("light-kd"), "{report}");
+}
+
+#[test]
+fn a_distillation_wired_wrong_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A teacher made without `teacher_outputs`.
+    pipeline(dir.path(), false, DISTILLED);
+    let out = lpeft(dir.path(), &["run", "p.ron"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("has no teacher.safetensors") && t.contains("teacher_outputs: true"),
+        "{t}"
+    );
+    // `distill` without a teacher input, and a teacher input without `distill`.
+    let no_teacher = DISTILLED.replace(r#", "teacher": "est""#, "");
+    pipeline(dir.path(), true, &no_teacher);
+    let t = text(&lpeft(dir.path(), &["run", "p.ron"]));
+    assert!(t.contains("teacher"), "{t}");
+    let no_distill = DISTILLED.replace(
+        r#",
+               "distill": { "weight": 0.5, "temperature": 2.0 }"#,
+        "",
+    );
+    pipeline(dir.path(), true, &no_distill);
+    let t = text(&lpeft(dir.path(), &["run", "p.ron"]));
+    assert!(
+        t.contains("field `distill`: required with a `teacher` input"),
+        "{t}"
+    );
+}

@@ -37,11 +37,22 @@ impl Reporter {
         }
     }
 
-    /// The only function that writes to stdout.
-    #[allow(clippy::print_stdout)]
+    /// The only function that writes to stdout. A reader that went away (`lpeft plan | head`)
+    /// ends the process quietly with success, as cargo and ripgrep do; artifacts stay whole
+    /// (publishing is atomic).
     pub fn line(&self, s: impl Display) {
+        use std::io::Write;
         let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        self.multi.suspend(|| println!("{s}"));
+        let written = self
+            .multi
+            .suspend(|| writeln!(std::io::stdout().lock(), "{s}"));
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            self.error(&format!("cannot write to stdout: {e}"));
+            std::process::exit(1);
+        }
     }
 
     /// The only function that writes errors (to stderr).

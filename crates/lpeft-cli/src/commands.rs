@@ -119,11 +119,16 @@ pub(crate) fn make_plan(
     registry: &Registry,
     store: &Store,
 ) -> anyhow::Result<Plan> {
+    // Keys need only a known backend name; running a stage needs it compiled in too.
+    lpeft_model::device::check_known(&global.backend)?;
     let mut set = Vec::new();
     for s in &args.set {
         let (k, v) = s
             .split_once('=')
             .with_context(|| format!("--set `{s}`: expected NAME=VALUE"))?;
+        if k.trim().is_empty() {
+            bail!("--set `{s}`: the variable name before `=` is empty");
+        }
         set.push((k.trim().to_string(), parse_value(v)));
     }
     let pipeline = load(

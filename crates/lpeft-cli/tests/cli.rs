@@ -565,3 +565,49 @@ fn the_repository_pipelines_resolve() {
         }
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_and_bad_names_are_refused_at_plan_time() {
+    let env = Env::new(&["a", "b", "c"], 1, 1, 1);
+    // The reader is gone before the first line: no panic, exit 0 (like `lpeft plan | head`).
+    for args in [
+        &["plan", "pipelines/p.ron"][..],
+        &["run", "pipelines/p.ron"][..],
+    ] {
+        let mut child = env
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = env.lpeft(&["plan", "pipelines/p.ron", "--backend", "nonexistent"]);
+    let t = text_of(&out);
+    assert!(
+        !out.status.success()
+            && t.contains("unknown backend `nonexistent`")
+            && t.contains("tch-cuda[:i]"),
+        "{t}"
+    );
+    let out = env.lpeft(&["plan", "pipelines/p.ron", "--set", "=1"]);
+    let t = text_of(&out);
+    assert!(
+        !out.status.success() && t.contains("name before `=` is empty"),
+        "{t}"
+    );
+    let out = env.lpeft(&["plan", "pipelines/p.ron", "--set", "round=2"]);
+    let t = text_of(&out);
+    assert!(
+        !out.status.success() && t.contains("did you mean `rounds`?"),
+        "{t}"
+    );
+    // A backend that is known but not compiled in still plans (keys need only its name).
+    env.ok(&["plan", "pipelines/p.ron", "--backend", "tch-cuda:1"]);
+}

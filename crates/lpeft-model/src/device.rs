@@ -29,6 +29,33 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
+/// Every backend name this tool knows, compiled in or not (`tch-cpu` is `tch`).
+pub const KNOWN: &[&str] = &[
+    "flex", "tch", "tch-cpu", "tch-cuda", "cuda", "vulkan", "wgpu", "ndarray",
+];
+
+/// Checks that `name` is a backend this tool knows (`tch-cuda:1` included), without creating
+/// a device or needing it compiled in: enough to compute artifact keys, as `plan` and
+/// `report` do. Running a stage needs it compiled in ([`device`]).
+pub fn check_known(name: &str) -> Result<(), ModelError> {
+    let (base, index) = match name.split_once(':') {
+        Some((b, i)) => (b, Some(i)),
+        None => (name, None),
+    };
+    let indexed = matches!(base, "tch-cuda" | "cuda");
+    let index_ok = index.is_none_or(|i| indexed && i.parse::<usize>().is_ok());
+    if KNOWN.contains(&base) && index_ok {
+        return Ok(());
+    }
+    Err(ModelError::UnknownBackend {
+        name: name.to_string(),
+        available: format!(
+            "{} (known: flex, tch, tch-cuda[:i], cuda[:i], vulkan, wgpu, ndarray)",
+            available().join(", ")
+        ),
+    })
+}
+
 /// Parses `flex`, `tch` (libtorch CPU), `tch-cuda[:i]`, `cuda[:i]`, `vulkan`, `wgpu`, `ndarray`.
 pub fn device(name: &str) -> Result<Device, ModelError> {
     let (base, index) = match name.split_once(':') {
@@ -59,5 +86,29 @@ pub fn device(name: &str) -> Result<Device, ModelError> {
         #[allow(deprecated)]
         "ndarray" => Ok(Device::ndarray()),
         _ => Err(unknown()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_known;
+
+    #[test]
+    fn known_backends_pass_with_device_indices_where_they_take_one() {
+        for ok in [
+            "flex",
+            "tch",
+            "tch-cuda",
+            "tch-cuda:1",
+            "cuda:0",
+            "vulkan",
+            "ndarray",
+        ] {
+            assert!(check_known(ok).is_ok(), "{ok}");
+        }
+        for bad in ["nonexistent", "", "flex:1", "tch-cuda:x", "CUDA"] {
+            let e = check_known(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")), "{e}");
+        }
     }
 }

@@ -109,6 +109,21 @@ fn expand(
         vars.extend(over.clone());
     }
     for (k, v) in &opts.set {
+        if !vars.contains_key(k) {
+            let known: Vec<&str> = vars.keys().map(String::as_str).collect();
+            let hint =
+                closest(k, &known).map_or(String::new(), |c| format!("did you mean `{c}`? "));
+            return Err(PipelineError::invalid(
+                &top,
+                format!(
+                    "--set `{k}`: no such variable in this pipeline{}; {hint}known: {}",
+                    opts.profile
+                        .as_ref()
+                        .map_or(String::new(), |p| format!(" or profile `{p}`")),
+                    list_or_none(&known)
+                ),
+            ));
+        }
         vars.insert(k.clone(), v.clone());
     }
     for value in vars.values_mut() {
@@ -539,6 +554,30 @@ fn resolve_var_references(vars: &mut BTreeMap<String, Value>) -> Result<(), Stri
 }
 
 /// 1-based (line, col) of the `nth` occurrence of `field: "value"` in RON text.
+/// The known name nearest to `name` by edit distance, if it is near enough to be a typo.
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    known
+        .iter()
+        .map(|k| (distance(name, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
 /// Byte offset of the first `field:` in RON text (0 if absent).
 fn field_offset(text: &str, field: &str) -> usize {
     let mut from = 0;

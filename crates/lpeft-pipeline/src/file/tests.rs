@@ -150,6 +150,42 @@ fn an_emptied_list_variable_sweeps_to_no_stages_but_an_empty_literal_is_an_error
 }
 
 #[test]
+fn set_of_an_unknown_variable_names_the_known_ones_and_the_closest() {
+    let text = r#"Pipeline(
+        name: "p",
+        vars: { "head_ratio": 0.3, "ffn_ratio": 0.3, "seeds": [1] },
+        profiles: { "wide": { "width": 4 } },
+        stages: [(name: "a", kind: "k", params: { "h": "{head_ratio}" })],
+    )"#;
+    let with = |profile: Option<&str>, name: &str| ExpandOptions {
+        profile: profile.map(String::from),
+        set: vec![(name.into(), json!(0.5))],
+    };
+    let e = load_str(Path::new("p.ron"), text, &with(None, "head_ration"), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--set `head_ration`: no such variable")
+            && e.contains("did you mean `head_ratio`?")
+            && e.contains("ffn_ratio"),
+        "{e}"
+    );
+    let e = load_str(Path::new("p.ron"), text, &with(None, "nosuchvar"), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no such variable") && !e.contains("did you mean"),
+        "{e}"
+    );
+    // A variable its profile defines can be set under that profile only.
+    assert!(load_str(Path::new("p.ron"), text, &with(Some("wide"), "width"), &env).is_ok());
+    let e = load_str(Path::new("p.ron"), text, &with(None, "width"), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no such variable"), "{e}");
+}
+
+#[test]
 fn semantic_errors_point_at_the_stage() {
     let e = err(
         "Pipeline(name: \"p\", stages: [\n (name: \"a\", kind: \"k\"),\n (name: \"a\", kind: \"k\"),\n])",

@@ -31,6 +31,10 @@ pub enum FinetuneError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "the training split has no examples: nothing to fine-tune (check the task files and the data stage's `max_examples`)"
+    )]
+    NoTrainingExamples,
 }
 
 /// Parameter counts by role, from shapes only (no device reads).
@@ -183,6 +187,9 @@ pub fn finetune(
         pad_id,
     };
     let batcher = Batcher::new(train, &task.kind, train_cfg)?;
+    if batcher.num_units() == 0 {
+        return Err(FinetuneError::NoTrainingExamples);
+    }
     let dev_batcher = Batcher::new(dev, &task.kind, dev_cfg)?;
     let total = total_steps(cfg, batcher.num_batches());
     // HF: warmup steps = ceil(ratio * total).

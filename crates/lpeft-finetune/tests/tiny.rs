@@ -235,3 +235,36 @@ fn config_errors_name_the_field() {
         .to_string();
     assert!(err.contains("epoch"), "{err}");
 }
+
+#[test]
+fn an_empty_training_split_is_an_error_not_zero_steps() {
+    let task = lpeft_data::registry::task("glue/sst2").unwrap().spec();
+    let cfg = config();
+    let device = Device::flex().autodiff();
+    let spec = lpeft_schema::model::ModelSpec {
+        masks: false,
+        ..estimation_spec(
+            tiny_encoder(Family::Bert, &[(4, 8)]),
+            &task.kind,
+            cfg.peft.as_ref().unwrap(),
+        )
+    };
+    let model = Model::build(&spec, &mut RandomSource { seed: 2 }, &device).unwrap();
+    let e = finetune(
+        &cfg,
+        model,
+        &task,
+        &split(0, 1),
+        &split(4, 2),
+        0,
+        &device,
+        &Device::flex(),
+        &Silent,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("the training split has no examples"),
+        "{e}"
+    );
+}

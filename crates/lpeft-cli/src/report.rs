@@ -101,11 +101,27 @@ pub fn report(
     let plan = make_plan(&pipeline, global, registry, store)?;
     let found = collect(&plan, store);
     store.flush()?;
-    let set = ResultSet::new(&plan.pipeline, &found.runs, found.missing.clone());
     let dir = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&plan.pipeline));
+    if found.runs.is_empty() {
+        // Empty tables over an earlier report would lose it: say so instead.
+        anyhow::bail!(
+            "no fine-tuning results of this pipeline{} are in the store ({} fine-tuning stages, none run{}); nothing written, {} left as it was",
+            args.profile
+                .as_ref()
+                .map_or(String::new(), |p| format!(" with profile `{p}`")),
+            found.missing.len(),
+            if args.set.is_empty() {
+                String::new()
+            } else {
+                format!(" with --set {}", args.set.join(" --set "))
+            },
+            dir.display()
+        );
+    }
+    let set = ResultSet::new(&plan.pipeline, &found.runs, found.missing.clone());
     let written = lpeft_eval::write_report(&dir, &set, &found.masks)
         .with_context(|| format!("cannot write the report into {}", dir.display()))?;
     for note in &found.notes {

@@ -79,7 +79,7 @@ fn compare_prints_differences_and_ratios() {
 }
 
 #[test]
-fn report_on_a_pipeline_without_results_writes_empty_tables() {
+fn report_with_no_results_refuses_and_keeps_an_earlier_report() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x.txt"), "x").unwrap();
     std::fs::write(
@@ -87,25 +87,22 @@ fn report_on_a_pipeline_without_results_writes_empty_tables() {
         r#"Pipeline(name: "p", stages: [(name: "snap", kind: "snapshot", params: { "paths": ["x.txt"] })])"#,
     )
     .unwrap();
+    let earlier = dir.path().join("results/p");
+    std::fs::create_dir_all(&earlier).unwrap();
+    std::fs::write(earlier.join("results.md"), "an earlier report").unwrap();
     let out = lpeft(dir.path(), &["report", "p.ron"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("no fine-tuning results of this pipeline are in the store")
+            && stderr.contains("nothing written"),
+        "{stderr}"
     );
-    assert!(stdout.contains("# Results: p"), "{stdout}");
-    assert!(
-        stdout.contains("report: 0 of 0 fine-tuning runs found (0 missing)"),
-        "{stdout}"
+    assert_eq!(
+        std::fs::read_to_string(earlier.join("results.md")).unwrap(),
+        "an earlier report"
     );
-    let json = std::fs::read_to_string(dir.path().join("results/p/results.json")).unwrap();
-    let set: ResultSet = serde_json::from_str(&json).unwrap();
-    assert!(set.rows.is_empty());
-
-    let out = lpeft(dir.path(), &["report", "p.ron", "--out", "elsewhere"]);
-    assert!(out.status.success());
-    assert!(dir.path().join("elsewhere/results.csv").is_file());
+    assert!(!earlier.join("results.json").exists());
 }
 
 /// The real stages on the shared RTE files and MiniLM beside the clone (tiny: 16 examples,

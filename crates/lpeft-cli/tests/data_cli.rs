@@ -90,3 +90,36 @@ fn data_subcommand_prints_key_and_counts_then_hits() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown task `glue/sst-2`"));
 }
+
+#[test]
+fn an_stsb_score_outside_0_to_5_is_read_with_a_warning_naming_the_line() {
+    let store = tempfile::tempdir().unwrap();
+    let glue = tempfile::tempdir().unwrap();
+    let header =
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n";
+    let row = |i: usize, score: &str| format!("{i}\tg\tf\ty\t{i}\ts\ts\tA cat.\tA dog.\t{score}\n");
+    std::fs::create_dir_all(glue.path().join("STS-B")).unwrap();
+    for (split, bad) in [("train", "7.5"), ("dev", "2.0")] {
+        let text = format!("{header}{}{}", row(0, "1.0"), row(1, bad));
+        std::fs::write(glue.path().join(format!("STS-B/{split}.tsv")), text).unwrap();
+    }
+    let dir = glue.path().to_str().unwrap();
+    let out = lpeft(
+        store.path(),
+        &[
+            "data",
+            "--task",
+            "glue/stsb",
+            "--data-dir",
+            dir,
+            "--model",
+            "../shared/models/all-MiniLM-L6-v2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("STS-B/train.tsv:3: glue/stsb score 7.5 is outside 0–5"),
+        "{err}"
+    );
+}

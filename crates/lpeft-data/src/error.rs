@@ -21,6 +21,15 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path}:{line}: {found} tab-separated columns, more than the {expected} expected (a tab inside a text field?)"
+    )]
+    LongRow {
+        path: PathBuf,
+        line: u64,
+        expected: usize,
+        found: usize,
+    },
     #[error("{path}:{line}: expected {expected} tab-separated columns, found {found}")]
     ShortRow {
         path: PathBuf,

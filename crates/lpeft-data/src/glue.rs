@@ -3,6 +3,11 @@
 //! Files are read with quoting disabled (rows contain unbalanced `"`), tab-separated, with a
 //! flexible row width so that short rows are reported here with their line. CoLA train/dev have
 //! no header; MRPC's header starts with a UTF-8 byte-order mark; test files have no label column.
+//!
+//! Decided for malformed rows (none occur in the official files): a row with more columns than
+//! the header (or CoLA's four) is an error, since a tab inside a text would shift the label
+//! column silently; a NUL byte is an error (a binary or UTF-16 file); an STS-B score outside
+//! 0–5 is read as it is, with a warning naming the line.
 
 use std::path::Path;
 
@@ -91,6 +96,24 @@ pub fn read_tsv(task: &TaskDef, path: &Path, split: &str) -> Result<Vec<Example>
                 found: record.len(),
             });
         }
+        if record.len() > width {
+            return Err(DataError::LongRow {
+                path: path.to_owned(),
+                line,
+                expected: width,
+                found: record.len(),
+            });
+        }
+        if let Some(column) = record.iter().position(|f| f.contains('\0')) {
+            return Err(DataError::BadRow {
+                path: path.to_owned(),
+                line,
+                message: format!(
+                    "column {} holds a NUL byte (GLUE files are UTF-8 text; is this a binary or UTF-16 file?)",
+                    column + 1
+                ),
+            });
+        }
         let text_a = record[first].to_owned();
         let text_b = second.map(|i| record[i].to_owned());
         let label = match label {
@@ -109,21 +132,37 @@ pub fn read_tsv(task: &TaskDef, path: &Path, split: &str) -> Result<Vec<Example>
 
 fn parse_label(task: &TaskDef, path: &Path, line: u64, value: &str) -> Result<Label, DataError> {
     match task.shape {
-        Shape::Regression => value
-            .trim()
-            .parse::<f32>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .map(Label::Float)
-            .ok_or_else(|| DataError::BadValue {
-                path: path.to_owned(),
-                line,
-                field: "score".to_owned(),
-                value: value.to_owned(),
-                expected: "a number".to_owned(),
-            }),
+        Shape::Regression => {
+            let score = value
+                .trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| DataError::BadValue {
+                    path: path.to_owned(),
+                    line,
+                    field: "score".to_owned(),
+                    value: value.to_owned(),
+                    expected: "a number".to_owned(),
+                })?;
+            if let Some((lo, hi)) =
+                score_range(task).filter(|(lo, hi)| !(*lo..=*hi).contains(&score))
+            {
+                tracing::warn!(
+                    "{}:{line}: {} score {score} is outside {lo}–{hi}; read as it is",
+                    path.display(),
+                    task.name
+                );
+            }
+            Ok(Label::Float(score))
+        }
         _ => class_id(task, path, line, value).map(Label::Class),
     }
+}
+
+/// The range a task's gold scores are defined on, where it has one (STS-B: 0 to 5).
+fn score_range(task: &TaskDef) -> Option<(f32, f32)> {
+    (task.name == "glue/stsb").then_some((0.0, 5.0))
 }
 
 /// The class id of a raw label value, or an error naming the values the task accepts.

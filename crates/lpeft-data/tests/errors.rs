@@ -211,3 +211,34 @@ fn unknown_task_and_split() {
         &["no split `validation`", "train, dev, test"],
     );
 }
+
+#[test]
+fn extra_columns_and_nul_bytes_name_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "RTE/dev.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\textra\tentailment\n",
+    );
+    expect_err(
+        read("glue/rte", d.path(), "dev"),
+        &[
+            "RTE/dev.tsv:3:",
+            "5 tab-separated columns, more than the 4 expected",
+        ],
+    );
+    write(d.path(), "CoLA/dev.tsv", "src\t1\t\tA tab\tinside.\n");
+    expect_err(
+        read("glue/cola", d.path(), "dev"),
+        &["CoLA/dev.tsv:1:", "more than the 4 expected"],
+    );
+    write(
+        d.path(),
+        "RTE/train.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\u{0}b\tc\tentailment\n",
+    );
+    expect_err(
+        read("glue/rte", d.path(), "train"),
+        &["RTE/train.tsv:2:", "column 2 holds a NUL byte"],
+    );
+}

@@ -126,6 +126,9 @@ pub fn execute(
         return Err(PipelineError::Refused(refused.join("; ")));
     }
     let _store_lock = store.lock_shared()?;
+    for path in store.clean_stale_tmp()? {
+        tracing::info!(path = %path.display(), "removed what a killed run left in tmp/");
+    }
     // A gc may have run between planning and taking the lock.
     let gone: Vec<&str> = plan
         .nodes

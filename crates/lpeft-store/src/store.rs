@@ -233,16 +233,25 @@ impl Store {
         let objects = self.root.join("objects");
         let target = objects.join(&key);
         if target.exists() {
-            let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let old = self
-                .root
-                .join("tmp")
-                .join(format!("{key}.old.{}.{n}", std::process::id()));
-            fs::rename(&target, &old).at(&target)?;
+            // A forced rerun: swap the new directory in with one rename, so readers see the
+            // old artifact or the new one, never neither; the old one is then in staging's place.
             self.cache.lock().expect("cache lock").remove_under(&target);
-            remove_tree(&old)?;
+            if tmp::exchange(&staging.dir, &target).is_ok() {
+                remove_tree(&staging.dir)?;
+            } else {
+                // Filesystems without RENAME_EXCHANGE: move the old one aside first.
+                let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
+                let old = self
+                    .root
+                    .join("tmp")
+                    .join(format!("{key}.old.{}.{n}", std::process::id()));
+                fs::rename(&target, &old).at(&target)?;
+                fs::rename(&staging.dir, &target).at(&target)?;
+                remove_tree(&old)?;
+            }
+        } else {
+            fs::rename(&staging.dir, &target).at(&target)?;
         }
-        fs::rename(&staging.dir, &target).at(&target)?;
         sync_dir(&objects)?;
         let mut cache = self.cache.lock().expect("cache lock");
         for (rel, stamp, blake3) in stamped {
@@ -717,6 +726,8 @@ pub fn dir_size(dir: &Path) -> u64 {
         .map(|m| m.len())
         .sum()
 }
+
+mod tmp;
 
 #[cfg(test)]
 mod tests;

@@ -165,6 +165,62 @@ fn stale_staging_is_cleaned_and_forced_republish_replaces() {
 }
 
 #[test]
+fn a_forced_republish_never_leaves_readers_without_the_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let key = key_for(7);
+    put(&store, &key, &[("v", "0")], &[]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let gaps = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut gaps = 0usize;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                gaps += usize::from(!store.contains(&key));
+            }
+            gaps
+        });
+        for i in 1..300 {
+            put(&store, &key, &[("v", &i.to_string())], &[]);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    });
+    assert_eq!(gaps, 0, "readers saw the key missing {gaps} times");
+    let a = store.open_artifact(&key).unwrap();
+    assert_eq!(fs::read_to_string(a.dir.join("v")).unwrap(), "299");
+    assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn leftovers_of_killed_runs_go_unless_their_key_is_being_produced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let (dead, live) = (key_for(8), key_for(9));
+    put(&store, &dead, &[("v", "x")], &[]);
+    let t = tmp.path().join("tmp");
+    for d in [
+        format!("{dead}.999999.0"),
+        format!("{dead}.old.999999.1"),
+        format!("{live}.4242.0"),
+        "not-a-key".to_string(),
+    ] {
+        fs::create_dir_all(t.join(d)).unwrap();
+    }
+    let _producing = store.lock_key(&live).unwrap();
+    let removed = store.clean_stale_tmp().unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    let left: BTreeSet<String> = fs::read_dir(&t)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        [format!("{live}.4242.0"), "not-a-key".to_string()].into()
+    );
+    assert!(store.contains(&dead));
+}
+
+#[test]
 fn gc_keeps_the_closure_of_roots() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();

@@ -39,7 +39,7 @@ pub fn dispatch(
             } else {
                 out.plan(&plan, &store, &args.pipeline.file.display().to_string());
             }
-            store.flush()?;
+            store.flush();
         }
         Action::Builtin(Command::Run(args)) => {
             let store = store()?;
@@ -70,13 +70,13 @@ pub fn dispatch(
             let key = store.resolve(&args.key)?;
             let artifact = store.open_artifact(&key)?;
             out.show(&artifact.manifest, args.json);
-            store.flush()?;
+            store.flush();
         }
         Action::Builtin(Command::Lineage(args)) => {
             let store = store()?;
             let key = store.resolve(&args.key)?;
             let ok = lineage(&store, out, &key, None, 0, &mut BTreeSet::new());
-            store.flush()?;
+            store.flush();
             if !ok {
                 return Ok(ExitCode::FAILURE);
             }
@@ -209,7 +209,7 @@ fn verify(store: &Store, out: &Reporter, args: &VerifyArgs) -> anyhow::Result<Ex
         }
         None => store.verify_all(mode)?,
     };
-    store.flush()?;
+    store.flush();
     out.verify(checked, &issues);
     Ok(if issues.is_empty() {
         ExitCode::SUCCESS
@@ -313,7 +313,7 @@ fn run_stage(
     let node = &plan.nodes[0];
     if args.plan {
         out.stage_result(node, None);
-        store.flush()?;
+        store.flush();
         return Ok(());
     }
     let view = RunView { reporter: out };

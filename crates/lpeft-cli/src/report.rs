@@ -100,7 +100,7 @@ pub fn report(
     };
     let plan = make_plan(&pipeline, global, registry, store)?;
     let found = collect(&plan, store);
-    store.flush()?;
+    store.flush();
     let dir = args
         .out
         .clone()

@@ -611,3 +611,30 @@ fn a_closed_stdout_ends_quietly_and_bad_names_are_refused_at_plan_time() {
     // A backend that is known but not compiled in still plans (keys need only its name).
     env.ok(&["plan", "pipelines/p.ron", "--backend", "tch-cuda:1"]);
 }
+
+#[test]
+fn reading_commands_work_when_the_hash_cache_cannot_be_written() {
+    let env = Env::new(&["a"], 1, 1, 1);
+    env.ok(&["run", "pipelines/p.ron"]);
+    // A directory where the cache file goes: its write fails, as on a read-only or full disk
+    // (permission bits would not stop root, who runs CI).
+    let cache = env.path().join("store/cache/hashes.json");
+    std::fs::remove_file(&cache).unwrap();
+    std::fs::create_dir_all(cache.join("x")).unwrap();
+    let key = env.objects()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for args in [
+        vec!["verify", "--all"],
+        vec!["plan", "pipelines/p.ron"],
+        vec!["show", key.as_str()],
+        vec!["lineage", key.as_str()],
+    ] {
+        let out = env.lpeft(&args);
+        let t = text_of(&out);
+        assert!(out.status.success(), "{args:?}: {t}");
+        assert!(t.contains("hash cache not saved"), "{args:?}: {t}");
+    }
+}

@@ -235,7 +235,7 @@ pub fn execute(
             }
         }
     });
-    store.flush()?;
+    store.flush();
     match errors.len() {
         0 => {}
         1 => return Err(errors.pop().expect("one error")),

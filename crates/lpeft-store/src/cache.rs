@@ -84,10 +84,14 @@ impl HashCache {
         }
         let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let bytes = serde_json::to_vec(&self.entries).expect("cache entries serialize");
-        let mut f = fs::File::create(&tmp).at(&tmp)?;
-        f.write_all(&bytes).at(&tmp)?;
-        drop(f);
-        fs::rename(&tmp, path).at(path)?;
+        let written = fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&bytes))
+            .at(&tmp)
+            .and_then(|()| fs::rename(&tmp, path).at(path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
         self.dirty = false;
         Ok(())
     }

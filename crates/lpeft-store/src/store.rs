@@ -469,11 +469,14 @@ impl Store {
     }
 
     /// Persist the hash cache (call at the end of a command).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .save(&self.root.join("cache/hashes.json"))
+    ///
+    /// The cache only saves re-hashing, so a failed write (a read-only store, a full disk)
+    /// warns and returns the error without failing the command; the next run hashes again.
+    pub fn flush(&self) -> Option<StoreError> {
+        let path = self.root.join("cache/hashes.json");
+        let e = self.cache.lock().expect("cache lock").save(&path).err()?;
+        tracing::warn!("hash cache not saved ({e}); files will be hashed again next time");
+        Some(e)
     }
 
     fn index_path(&self, pipeline: &str, stage: &str) -> PathBuf {
@@ -588,7 +591,7 @@ impl Store {
                 }
             }
             sync_dir(&self.root.join("objects"))?;
-            self.flush()?;
+            self.flush();
         }
         Ok(report)
     }

@@ -44,7 +44,7 @@ pub struct ExpandOptions {
 /// Parse RON text into the as-written form; errors carry file:line:col.
 pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, PipelineError> {
     ron::Options::default()
-        .without_recursion_limit()
+        .with_recursion_limit(MAX_DEPTH)
         .from_str::<PipelineFile>(text)
         .map_err(|e| PipelineError::Syntax {
             at: Location {
@@ -52,9 +52,21 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, PipelineError> {
                 line: e.span.start.line.max(1),
                 col: e.span.start.col.max(1),
             },
-            message: e.code.to_string(),
+            message: match e.code {
+                ron::Error::ExceededRecursionLimit => {
+                    format!(
+                        "values nest too deeply (the parser allows {MAX_DEPTH} levels of recursion)"
+                    )
+                }
+                code => code.to_string(),
+            },
         })
 }
+
+/// Parser recursion a pipeline file may use (a list inside a list takes about two levels; real
+/// files need under twenty); deeper input would otherwise overflow the stack in the parser or
+/// in the expansion that walks the values.
+pub const MAX_DEPTH: usize = 128;
 
 /// Read, parse and expand a pipeline file, with environment variables from the process.
 pub fn load(path: &Path, opts: &ExpandOptions) -> Result<Pipeline, PipelineError> {

@@ -186,6 +186,23 @@ fn set_of_an_unknown_variable_names_the_known_ones_and_the_closest() {
 }
 
 #[test]
+fn values_nested_too_deep_are_an_error_not_a_stack_overflow() {
+    let deep = |d: usize| {
+        format!(
+            "Pipeline(name: \"p\", vars: {{ \"x\": {}{} }}, stages: [])",
+            "[".repeat(d),
+            "]".repeat(d)
+        )
+    };
+    assert!(load(&deep(60)).is_ok());
+    let e = err(&deep(20_000));
+    assert!(
+        e.starts_with("p.ron:1:") && e.contains("values nest too deeply"),
+        "{e}"
+    );
+}
+
+#[test]
 fn semantic_errors_point_at_the_stage() {
     let e = err(
         "Pipeline(name: \"p\", stages: [\n (name: \"a\", kind: \"k\"),\n (name: \"a\", kind: \"k\"),\n])",

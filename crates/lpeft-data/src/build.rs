@@ -185,6 +185,7 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
             path: tokenizer_file,
         });
     }
+    check_position_limit(&config.model, config.max_length)?;
     let sources = match (&config.hub, &config.data_dir) {
         (Some(_), Some(_)) => {
             return Err(DataError::Params(
@@ -418,4 +419,42 @@ pub fn build(
 fn hash_file(path: &Path) -> Result<String, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+/// Refuses a `max_length` the model cannot embed: its `config.json`'s `max_position_embeddings`
+/// (less RoBERTa's two offset positions). Read only to validate; without a `config.json` (a
+/// bare tokenizer file) nothing is checked here.
+fn check_position_limit(model: &Path, max_length: Option<usize>) -> Result<(), DataError> {
+    let Some(n) = max_length else {
+        return Ok(());
+    };
+    let file = model.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| DataError::BadRow {
+        path: file.clone(),
+        line: e.line() as u64,
+        message: format!("not a model config: {e}"),
+    })?;
+    let Some(positions) = config["max_position_embeddings"].as_u64() else {
+        return Ok(());
+    };
+    let offset = match config["model_type"].as_str() {
+        Some("roberta" | "xlm-roberta" | "camembert" | "mpnet") => 2,
+        _ => 0,
+    };
+    let limit = (positions as usize).saturating_sub(offset);
+    if n > limit {
+        return Err(DataError::Params(format!(
+            "max_length {n} is more than the model embeds: {limit} positions ({}'s max_position_embeddings {positions}{})",
+            file.display(),
+            if offset > 0 {
+                ", less the 2 of RoBERTa-style position offsets"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
 }

@@ -242,3 +242,40 @@ fn extra_columns_and_nul_bytes_name_file_and_line() {
         &["RTE/train.tsv:2:", "column 2 holds a NUL byte"],
     );
 }
+
+#[test]
+fn max_length_beyond_the_models_positions_is_refused_naming_the_limit() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "RTE/dev.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n",
+    );
+    let model = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::model_dir().join("tokenizer.json"),
+        model.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let cfg = |model_type: &str, positions: u32, max_length: usize| {
+        std::fs::write(
+            model.path().join("config.json"),
+            format!(r#"{{"model_type": "{model_type}", "max_position_embeddings": {positions}}}"#),
+        )
+        .unwrap();
+        let mut c = common::config("glue/rte", d.path().to_owned());
+        c.model = model.path().to_owned();
+        c.max_length = Some(max_length);
+        c.splits = Some(vec!["dev".to_owned()]);
+        resolve(&c).map(|_| ())
+    };
+    assert!(cfg("bert", 512, 512).is_ok());
+    let e = cfg("bert", 512, 600).unwrap_err().to_string();
+    assert!(
+        e.contains("max_length 600 is more than the model embeds: 512 positions"),
+        "{e}"
+    );
+    let e = cfg("roberta", 514, 513).unwrap_err().to_string();
+    assert!(e.contains("512 positions") && e.contains("514"), "{e}");
+    assert!(cfg("roberta", 514, 512).is_ok());
+}

@@ -99,8 +99,26 @@ pub fn dispatch(
 fn encode(args: &EncodeArgs, global: &GlobalArgs, out: &Reporter) -> anyhow::Result<()> {
     let device = lpeft_model::device::device(&global.backend)?;
     let tokenizer = lpeft_tokenizer::Tokenizer::from_file(&args.model)?;
-    let encoded = tokenizer.encode(&args.text, args.pair.as_deref(), args.max_length)?;
     let model = lpeft_model::encode::load_pretrained_encoder(&args.model, &device)?;
+    // Never more tokens than the model has positions for (RoBERTa's start after the pad id).
+    let encoder = &model.spec.encoder;
+    let offset = match encoder.family {
+        lpeft_schema::model::Family::Roberta => 2,
+        lpeft_schema::model::Family::Bert => 0,
+    };
+    let limit = encoder.max_position_embeddings.saturating_sub(offset);
+    let max_length = args.max_length.map_or(limit, |m| m.min(limit));
+    let encoded = tokenizer.encode(&args.text, args.pair.as_deref(), Some(max_length))?;
+    if encoded.truncated {
+        out.detail(format!(
+            "note: the input was cut to {max_length} tokens ({})",
+            if args.max_length.is_some_and(|m| m <= limit) {
+                "--max-length".to_string()
+            } else {
+                format!("the model's {limit} positions")
+            }
+        ));
+    }
     let result = lpeft_model::encode::encode_ids(&model, &encoded.ids, &encoded.type_ids, &device);
     lpeft_model::encode::write_encoding(&args.output, &result)?;
     out.line(format!(

@@ -98,3 +98,31 @@ fn encode_names_a_missing_model_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/model"), "{err}");
 }
+
+#[test]
+fn encode_cuts_a_long_text_to_the_models_positions_and_says_so() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let model = root.join("../shared/models/all-MiniLM-L6-v2");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("long.safetensors");
+    let text = "word ".repeat(2000);
+    let run = Command::new(env!("CARGO_BIN_EXE_lpeft"))
+        .arg("encode")
+        .arg("--model")
+        .arg(&model)
+        .args(["--text", &text, "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("cut to 512 tokens (the model's 512 positions)"),
+        "{stdout}"
+    );
+    assert_eq!(read(&out)["last_hidden_state"].0, vec![1, 512, 384]);
+}

@@ -55,11 +55,26 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!("{e:?}");
-            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-            reporter.error(&chain.join(": "));
+            reporter.error(&error_message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text an outer message
+/// already holds (errors that print their source inside their own message).
+fn error_message(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if message.contains(&cause) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause);
+    }
+    message
 }
 
 /// Named flags of a stage subcommand, each a shorthand for `--param NAME=VALUE`:

@@ -638,3 +638,18 @@ fn reading_commands_work_when_the_hash_cache_cannot_be_written() {
         assert!(t.contains("hash cache not saved"), "{args:?}: {t}");
     }
 }
+
+#[test]
+fn an_error_with_its_cause_inside_prints_the_cause_once() {
+    let env = Env::new(&["a"], 1, 1, 1);
+    std::fs::write(
+        env.path().join("pipelines/d.ron"),
+        r#"Pipeline(name: "d", stages: [(name: "data", kind: "data",
+            params: { "task": "glue/rte", "data_dir": "no/such/dir", "model": "no/such/model" })])"#,
+    )
+    .unwrap();
+    let out = env.lpeft(&["plan", "pipelines/d.ron"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.matches("no/such/model").count(), 1, "{err}");
+}

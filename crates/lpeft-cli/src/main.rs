@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(&global);
+    quiet_stage_panics();
     let reporter = output::Reporter::new(global.quiet, !global.no_progress);
     match commands::dispatch(&global, action, &registry, &reporter) {
         Ok(code) => code,
@@ -59,6 +60,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A stage's panic is reported once, as that stage's failure, by the runner; the default hook
+/// would print it (and a backtrace note) from every panicking thread first. Panics elsewhere,
+/// and all of them under RUST_BACKTRACE, keep the default report.
+fn quiet_stage_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_stage = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with(lpeft_pipeline::run::STAGE_THREAD));
+        if in_stage && std::env::var_os("RUST_BACKTRACE").is_none() {
+            tracing::debug!("{info}");
+        } else {
+            default(info);
+        }
+    }));
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text an outer message

@@ -200,24 +200,19 @@ pub fn execute(
                     running_device += usize::from(on_device(&plan.nodes[i]));
                     let tx = tx.clone();
                     let node = &plan.nodes[i];
-                    scope.spawn(move || {
-                        // A panicking stage becomes an error, so the scheduler always hears back.
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            run_node(node, plan, registry, store, observer, opts)
-                        }))
-                        .unwrap_or_else(|panic| {
-                            let message = panic
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_else(|| "unknown panic".to_string());
-                            Err(PipelineError::StageFailed {
-                                stage: node.name.clone(),
-                                source: StageError::Failed(format!("panicked: {message}")),
-                            })
-                        });
-                        let _ = tx.send((i, result));
-                    });
+                    std::thread::Builder::new()
+                        .name(format!("{STAGE_THREAD}{}", node.name))
+                        .spawn_scoped(scope, move || {
+                            // A panic outside the stage's own run (which run_node catches)
+                            // becomes an error too, so the scheduler always hears back.
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    run_node(node, plan, registry, store, observer, opts)
+                                }))
+                                .unwrap_or_else(|panic| Err(panicked(node, &panic)));
+                            let _ = tx.send((i, result));
+                        })
+                        .expect("a stage thread starts");
                 }
             }
             if running == 0 {
@@ -250,6 +245,23 @@ pub fn execute(
             .collect(),
         wall: started.elapsed(),
     })
+}
+
+/// Names of the threads stages run on start with this, so a panic hook can tell a stage's
+/// panic (reported by the runner as that stage's failure) from the program's own.
+pub const STAGE_THREAD: &str = "stage ";
+
+/// A stage's panic as its failure, with the panic's message.
+fn panicked(node: &PlanNode, panic: &Box<dyn std::any::Any + Send>) -> PipelineError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    PipelineError::StageFailed {
+        stage: node.name.clone(),
+        source: StageError::Failed(format!("panicked: {message}")),
+    }
 }
 
 /// Whether a node runs on the backend's device (its key carries the backend class).
@@ -309,13 +321,19 @@ fn run_node(
         backend: &plan.backend,
         progress: progress.as_ref(),
     };
-    let summary = match stage.run(&ctx) {
-        Ok(s) => s,
-        Err(source) => {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.run(&ctx)));
+    let summary = match ran {
+        Ok(Ok(s)) => s,
+        failed => {
+            // Nothing half-written stays behind, whether the stage failed or panicked.
             let _ = std::fs::remove_dir_all(staging.dir());
-            return Err(PipelineError::StageFailed {
-                stage: node.name.clone(),
-                source,
+            return Err(match failed {
+                Ok(Err(source)) => PipelineError::StageFailed {
+                    stage: node.name.clone(),
+                    source,
+                },
+                Err(panic) => panicked(node, &panic),
+                Ok(Ok(_)) => unreachable!("matched above"),
             });
         }
     };

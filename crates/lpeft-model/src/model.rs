@@ -412,8 +412,30 @@ pub fn validate(spec: &ModelSpec) -> Result<(), ModelError> {
             "vocab_size, max_position_embeddings and type_vocab_size must be positive".into(),
         );
     }
+    let probability = |what: &str, p: f64| {
+        if (0.0..1.0).contains(&p) {
+            Ok(())
+        } else {
+            bad(format!("{what} {p} must be in [0, 1)"))
+        }
+    };
+    probability("hidden_dropout", e.hidden_dropout)?;
+    probability("attention_dropout", e.attention_dropout)?;
+    if !(e.layer_norm_eps > 0.0 && e.layer_norm_eps.is_finite()) {
+        return bad(format!(
+            "layer_norm_eps {} must be positive",
+            e.layer_norm_eps
+        ));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for m in &spec.peft {
+        probability(&format!("PEFT module {}: dropout", m.id), m.dropout)?;
+        if !m.scale.is_finite() {
+            return bad(format!(
+                "PEFT module {}: scale {} is not finite",
+                m.id, m.scale
+            ));
+        }
         if m.id.layer >= e.layers.len() {
             return bad(format!(
                 "PEFT module {} is on layer {}, but the encoder has {} layers",

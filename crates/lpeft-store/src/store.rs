@@ -351,6 +351,21 @@ impl Store {
                 message: format!("it names key {} but lives under {key}", manifest.key),
             });
         }
+        // Every listed file lies inside the artifact: no absolute paths, no `..`.
+        if let Some(entry) = manifest.files.iter().find(|f| {
+            let p = Path::new(&f.path);
+            f.path.is_empty()
+                || p.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        }) {
+            return Err(StoreError::BadManifest {
+                path,
+                message: format!(
+                    "file entry {:?} is not a path inside the artifact",
+                    entry.path
+                ),
+            });
+        }
         Ok(manifest)
     }
 

@@ -276,3 +276,41 @@ fn recording_forward_gives_one_ratio_per_module() {
     );
     let _ = SeededRng::new(0);
 }
+
+#[test]
+fn specs_with_impossible_probabilities_or_scales_are_refused() {
+    use lpeft_model::model::validate;
+    let base = lpeft_model::testing::tiny_spec(
+        lpeft_schema::model::Family::Bert,
+        &[(2, 4)],
+        lpeft_schema::model::TaskHeadSpec::Regression {
+            style: lpeft_schema::model::HeadStyle::BertPooler,
+        },
+        lpeft_model::testing::lora_everywhere(1, 2, 0.1),
+        false,
+    );
+    assert!(validate(&base).is_ok());
+    let mut s = base.clone();
+    s.peft[0].dropout = 1.0;
+    let e = validate(&s).unwrap_err().to_string();
+    assert!(e.contains("dropout 1 must be in [0, 1)"), "{e}");
+    let mut s = base.clone();
+    s.encoder.attention_dropout = -0.1;
+    assert!(
+        validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("attention_dropout")
+    );
+    let mut s = base.clone();
+    s.encoder.layer_norm_eps = 0.0;
+    assert!(
+        validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("layer_norm_eps")
+    );
+    let mut s = base;
+    s.peft[1].scale = f64::INFINITY;
+    assert!(validate(&s).unwrap_err().to_string().contains("scale"));
+}

@@ -239,6 +239,39 @@ fn a_failed_cache_write_only_warns_and_reads_still_work() {
 }
 
 #[test]
+fn a_manifest_listing_a_file_outside_its_artifact_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let key = key_for(14);
+    put(&store, &key, &[("v", "x")], &[]);
+    fs::write(tmp.path().join("outside"), "secret").unwrap();
+    let dir = store.object_dir(&key);
+    let good = store.manifest(&key).unwrap();
+    for bad in ["../../outside", "/etc/hostname", ""] {
+        let mut m = good.clone();
+        m.files = vec![FileEntry {
+            path: bad.into(),
+            size: 6,
+            blake3: blake3::hash(b"secret").to_hex().to_string(),
+        }];
+        let bytes = serde_json::to_vec_pretty(&m).unwrap();
+        for f in [MANIFEST_FILE, MANIFEST_HASH_FILE] {
+            let mut p = fs::metadata(dir.join(f)).unwrap().permissions();
+            p.set_mode(0o644);
+            fs::set_permissions(dir.join(f), p).unwrap();
+        }
+        fs::write(dir.join(MANIFEST_FILE), &bytes).unwrap();
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        fs::write(dir.join(MANIFEST_HASH_FILE), format!("{hash}\n")).unwrap();
+        let e = store.open_artifact(&key).unwrap_err().to_string();
+        assert!(
+            e.contains("is not a path inside the artifact"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn gc_keeps_the_closure_of_roots() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();

@@ -213,7 +213,7 @@ mod tests {
                 method: p["method"].as_str().unwrap().to_owned(),
                 seed: p["seed"].as_u64().unwrap(),
                 epochs: vec![],
-                best_epoch: 0,
+                best_epoch: 1,
                 best_main_score: score,
                 best_metrics: BTreeMap::from([("accuracy".to_owned(), score)]),
                 efficiency: Efficiency {

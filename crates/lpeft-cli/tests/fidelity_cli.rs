@@ -131,6 +131,20 @@ fn folded_masks_distillation_and_the_r2_cut_run_end_to_end() {
         std::fs::read(plain[0].join("weights.safetensors")).unwrap()
     });
 
+    // One convention: result.json's best epoch is the number `lpeft show` prints (from 1).
+    for ft in find("finetune", "light-") {
+        let result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ft.join("result.json")).unwrap())
+                .unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ft.join("manifest.json")).unwrap())
+                .unwrap();
+        let best = result["best_epoch"].as_u64().unwrap();
+        assert_eq!(best, 1, "one epoch, numbered 1");
+        assert_eq!(result["epochs"][0]["epoch"], best);
+        assert_eq!(manifest["figures"]["best_epoch"], best);
+    }
+
     let out = lpeft(dir.path(), &["report", "p.ron"]);
     let report = text(&out);
     assert!(out.status.success(), "{report}");

@@ -23,7 +23,7 @@ fn run(task: &str, method: &str, seed: u64, main: f64, pruned: f64, step_s: f64)
             metrics: metrics.clone(),
             main_score: main,
         }],
-        best_epoch: 0,
+        best_epoch: 1,
         best_main_score: main,
         best_metrics: metrics,
         efficiency: Efficiency {

@@ -85,6 +85,7 @@ pub fn param_counts(model: &Model) -> ParamCounts {
 #[derive(Debug)]
 pub struct Outcome {
     pub epochs: Vec<EpochMetrics>,
+    /// Index into `epochs` of the best one (its number is `epochs[best_epoch].epoch`).
     pub best_epoch: usize,
     /// Trainable tensors (PEFT + head) of the best epoch.
     pub best_state: BTreeMap<String, (Vec<usize>, Vec<f32>)>,

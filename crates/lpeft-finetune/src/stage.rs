@@ -127,8 +127,9 @@ impl Stage for FinetuneStage {
 
     fn code_version(&self) -> u32 {
         // 2: the multi-tensor AdamW (same update, float sums in another order, so the last bits
-        // of trained values differ from version 1's).
-        2
+        // of trained values differ from version 1's). 3: `best_epoch` of result.json counts from
+        // 1, as everything that prints it.
+        3
     }
 
     fn input_slots(&self) -> &'static [&'static str] {
@@ -267,7 +268,7 @@ impl Stage for FinetuneStage {
             method: cfg.method.clone(),
             seed: cfg.seed,
             epochs: outcome.epochs.clone(),
-            best_epoch: outcome.best_epoch as u32,
+            best_epoch: best.epoch,
             best_main_score: best.main_score,
             best_metrics: best.metrics.clone(),
             efficiency,
@@ -285,7 +286,7 @@ impl Stage for FinetuneStage {
             figures: serde_json::json!({
                 "task": result.task,
                 "method": result.method,
-                "best_epoch": result.best_epoch + 1,
+                "best_epoch": result.best_epoch,
                 "best_main_score": result.best_main_score,
                 "best_metrics": result.best_metrics,
                 "trainable_params": result.efficiency.trainable_params,

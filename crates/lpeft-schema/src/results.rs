@@ -53,7 +53,9 @@ pub struct RunResult {
     pub method: String,
     pub seed: u64,
     pub epochs: Vec<EpochMetrics>,
-    /// Index into `epochs` of the best epoch by main score.
+    /// The best epoch by main score, numbered from 1 as everywhere it is printed (its
+    /// `epochs[..].epoch`; result files of fine-tune stage code version 2 and older counted
+    /// from 0).
     pub best_epoch: u32,
     pub best_main_score: f64,
     /// Metrics of the best epoch.

@@ -653,3 +653,23 @@ fn an_error_with_its_cause_inside_prints_the_cause_once() {
     assert!(!out.status.success(), "{err}");
     assert_eq!(err.matches("no/such/model").count(), 1, "{err}");
 }
+
+#[test]
+fn a_rerun_of_hits_removes_what_a_killed_forced_replace_left_in_tmp() {
+    let env = Env::new(&["a"], 1, 1, 1);
+    env.ok(&["run", "pipelines/p.ron"]);
+    let key = env.objects()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // What a run killed inside a forced replace leaves: its staging and the moved-aside copy.
+    let tmp = env.path().join("store/tmp");
+    for leftover in [format!("{key}.4242.0"), format!("{key}.old.4242.1")] {
+        std::fs::create_dir_all(tmp.join(&leftover)).unwrap();
+        std::fs::write(tmp.join(&leftover).join("part"), "x").unwrap();
+    }
+    let out = env.ok(&["run", "pipelines/p.ron"]);
+    assert!(out.contains("0 ran"), "{out}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}

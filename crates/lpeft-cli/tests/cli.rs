@@ -629,6 +629,7 @@ fn reading_commands_work_when_the_hash_cache_cannot_be_written() {
     for args in [
         vec!["verify", "--all"],
         vec!["plan", "pipelines/p.ron"],
+        vec!["run", "pipelines/p.ron"],
         vec!["show", key.as_str()],
         vec!["lineage", key.as_str()],
     ] {

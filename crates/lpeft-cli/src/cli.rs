@@ -132,18 +132,12 @@ pub struct RunArgs {
     pub device_jobs: Option<u16>,
 }
 
-/// Whether a `--backend` value names a GPU (stages on it share one device queue).
-pub fn is_gpu_backend(backend: &str) -> bool {
-    let base = backend.split(':').next().unwrap_or(backend);
-    matches!(base, "tch-cuda" | "cuda" | "vulkan" | "wgpu")
-}
-
 impl RunArgs {
     /// The device-stage limit for a backend: the flag, else 1 on a GPU, else none.
     pub fn device_jobs_for(&self, backend: &str) -> Option<usize> {
         self.device_jobs
             .map(usize::from)
-            .or_else(|| is_gpu_backend(backend).then_some(1))
+            .or_else(|| lpeft_model::device::is_gpu(backend).then_some(1))
     }
 }
 

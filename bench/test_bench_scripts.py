@@ -11,7 +11,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_bench  # noqa: E402
+import pipeline_speed  # noqa: E402
 import profile_step  # noqa: E402
+import random_checkpoint  # noqa: E402
 
 
 def x(name, cat, ts, dur, tid=1):
@@ -90,6 +92,66 @@ class GpuBench(unittest.TestCase):
         # train: median(300, 200) = 250 against 100; per round 2.00 and 3.00; memory 0.90
         self.assertEqual(row, "| roberta-base | lora-qv | bf16 | 250 | 100 | 2.50 | 2.00–3.00 | 50 | 25 | 2.00 "
                               "| 900 | 1000 | 0.90 |")
+
+
+def stage(key, kind, wall, inputs=(), **extra):
+    s = {"key": key, "kind": kind, "name": key, "inputs": {f"in{i}": k for i, k in enumerate(inputs)},
+         "manifest": {"wall_seconds": wall, "figures": extra.pop("figures", {})}}
+    s.update(extra)
+    return s
+
+
+def finetune(key, method, wall, train_s, peak, inputs):
+    result = {"task": "glue/stsb", "method": method, "seed": 1, "best_main_score": 0.8,
+              "efficiency": {"train_seconds_per_step": train_s / 100, "peak_memory_bytes": peak,
+                             "memory_kind": "nvml", "trainable_params": 1, "backbone_pruned_pct": 0,
+                             "backend": "tch-cuda"}}
+    return stage(key, "finetune", wall, inputs, result=result, train_seconds=train_s)
+
+
+class PipelineSpeed(unittest.TestCase):
+    def stages(self):
+        return [
+            stage("d", "data", 5.0),
+            finetune("v", "lora-all", 20.0, 16.0, 1000, ["d"]),
+            stage("e", "estimate", 3.0, ["d"], figures={"steps": 180, "seconds_per_step": 0.012}),
+            stage("s", "surgery", 1.0, ["e"]),
+            finetune("l", "light-r2", 11.0, 8.0, 600, ["d", "s"]),
+        ]
+
+    def test_arms_sum_the_stages_each_fine_tune_came_from(self):
+        recs = {r["method"]: r for r in pipeline_speed.arms(self.stages())}
+        self.assertEqual(recs["lora-all"]["total_seconds"], 20.0)  # data left out
+        self.assertEqual(recs["light-r2"]["total_seconds"], 15.0)  # 3 + 1 + 11
+        self.assertEqual(recs["light-r2"]["stage_seconds"],
+                         {"finetune": 11.0, "data": 5.0, "surgery": 1.0, "estimate": 3.0})
+        self.assertEqual(recs["light-r2"]["estimate_steps"], 180)
+        self.assertNotIn("estimate_steps", recs["lora-all"])
+
+    def test_compare_gives_the_ratios_and_the_peer(self):
+        peers = [{"task": "glue/stsb", "method": "lora-all", "seed": 1, "train_seconds": 40.0,
+                  "wall_seconds": 50.0, "peak_allocated_mib": 900}]
+        (row,) = pipeline_speed.compare(pipeline_speed.arms(self.stages()), peers, "minilm")
+        self.assertEqual(row["total_ratio"], 0.75)
+        self.assertEqual(row["memory_ratio"], 0.6)
+        self.assertEqual(row["finetune_speedup"], 2.0)
+        self.assertAlmostEqual(row["estimate_step_over_finetune_step"], 0.012 / 0.16)
+        self.assertEqual(row["peer_train_over_ours"], 2.5)
+        self.assertEqual(row["peer_wall_over_ours"], 2.5)
+        text = pipeline_speed.table([row])
+        self.assertIn("| glue/stsb | 20.0 | 3.0 + 1.0 + 11.0 = 15.0 | 0.75 | 0.60 | 0.07 | 2.00× | 2.50× |", text)
+        self.assertNotIn("meaningless", text)
+        row["light"]["random_weights"] = "roberta-base"
+        self.assertIn("roberta-base shape: timings only", pipeline_speed.table([row]))
+
+
+class RandomCheckpoint(unittest.TestCase):
+    def test_shapes_and_marker(self):
+        cfg = random_checkpoint.bert_config("roberta-base", 30522)
+        self.assertEqual((cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
+                          cfg["intermediate_size"]), (12, 768, 12, 3072))
+        self.assertEqual(cfg["lightpeft_random_weights"], "roberta-base")
+        self.assertEqual(random_checkpoint.bert_config("roberta-large", 5)["intermediate_size"], 4096)
 
 
 if __name__ == "__main__":

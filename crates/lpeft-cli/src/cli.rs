@@ -126,18 +126,18 @@ pub struct RunArgs {
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
     /// Estimation and fine-tuning stages (the ones on the device) to run at once, within
-    /// --jobs. Default on a GPU backend: 1 (stages of one process share the GPU's queue, so two
-    /// at once each run slower); elsewhere: --jobs.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub device_jobs: Option<u16>,
+    /// --jobs. Default 1: every backend draws dropout from one process-wide random stream, so
+    /// two training stages at once interleave their draws and their results depend on timing
+    /// (and on a GPU they share its queue, so each runs slower). More than 1 gives up
+    /// reproducibility for throughput.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub device_jobs: u16,
 }
 
 impl RunArgs {
-    /// The device-stage limit for a backend: the flag, else 1 on a GPU, else none.
-    pub fn device_jobs_for(&self, backend: &str) -> Option<usize> {
-        self.device_jobs
-            .map(usize::from)
-            .or_else(|| lpeft_model::device::is_gpu(backend).then_some(1))
+    /// The device-stage limit.
+    pub fn device_jobs(&self) -> usize {
+        usize::from(self.device_jobs)
     }
 }
 
@@ -246,14 +246,14 @@ mod tests {
     }
 
     #[test]
-    fn device_stages_default_to_one_at_a_time_on_gpu_backends_only() {
+    fn device_stages_default_to_one_at_a_time() {
         let r = run_args(&["--jobs", "3"]);
-        assert_eq!(r.device_jobs_for("tch-cuda:1"), Some(1));
-        assert_eq!(r.device_jobs_for("cuda"), Some(1));
-        assert_eq!(r.device_jobs_for("tch"), None);
-        assert_eq!(r.device_jobs_for("flex"), None);
+        assert_eq!(
+            r.device_jobs(),
+            1,
+            "one training stage at a time by default"
+        );
         let r = run_args(&["--jobs", "3", "--device-jobs", "2"]);
-        assert_eq!(r.device_jobs_for("tch-cuda"), Some(2));
-        assert_eq!(r.device_jobs_for("flex"), Some(2));
+        assert_eq!(r.device_jobs(), 2);
     }
 }

@@ -45,13 +45,19 @@ pub fn dispatch(
             let store = store()?;
             let plan = make_plan(&args.pipeline, global, registry, &store)?;
             let view = RunView { reporter: out };
-            let device_jobs = args.device_jobs_for(&global.backend);
-            if let Some(d) = device_jobs.filter(|&d| d < usize::from(args.jobs)) {
+            let d = args.device_jobs();
+            if d < usize::from(args.jobs) {
                 out.detail(format!(
-                    "note: at most {d} estimation/fine-tuning stage(s) at once on {} (--device-jobs); --jobs {} applies to the others",
+                    "note: at most {d} estimation/fine-tuning stage(s) at once on {} (--device-jobs: they share the backend's random stream); --jobs {} applies to the others",
                     global.backend, args.jobs
                 ));
+            } else if d > 1 {
+                out.detail(format!(
+                    "note: --device-jobs {d}: concurrent training stages share {}'s random stream, so their results depend on timing",
+                    global.backend
+                ));
             }
+            let device_jobs = Some(d);
             let report = execute(
                 &plan,
                 registry,

@@ -56,21 +56,26 @@ fn d_sites() -> Vec<AdapterSite> {
     vec![AdapterSite::Attention, AdapterSite::Ffn]
 }
 
-/// Length of the estimation: a number of steps, or a fraction of an epoch of the train split
-/// (800 steps, the reference's SST-2 value, is 0.38 epoch there but ≈100 epochs on CB).
+/// Length of the estimation: a number of steps, a fraction of an epoch of the train split
+/// (800 steps, the reference's SST-2 value, is 0.38 epoch there but ≈100 epochs on CB), or a
+/// fraction of the fine-tune it precedes (the paper's "early": `{fraction: 0.1, epochs: 10}`
+/// is a tenth of a 10-epoch fine-tune at the estimation's batch size, i.e. one epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepsSpec {
     Steps(usize),
     EpochFraction(f64),
+    FinetuneFraction { fraction: f64, epochs: f64 },
 }
 
 impl StepsSpec {
     /// Steps to run when an epoch has `batches_per_epoch` batches (at least one).
     pub fn resolve(self, batches_per_epoch: usize) -> usize {
+        let of_epochs = |f: f64| ((f * batches_per_epoch as f64).ceil() as usize).max(1);
         match self {
             StepsSpec::Steps(n) => n,
-            StepsSpec::EpochFraction(f) => ((f * batches_per_epoch as f64).ceil() as usize).max(1),
+            StepsSpec::EpochFraction(f) => of_epochs(f),
+            StepsSpec::FinetuneFraction { fraction, epochs } => of_epochs(fraction * epochs),
         }
     }
 }
@@ -179,6 +184,20 @@ impl EstimateConfig {
             StepsSpec::Steps(0) => return bad("steps", "must be at least 1".into()),
             StepsSpec::EpochFraction(f) if !(f > 0.0 && f.is_finite()) => {
                 return bad("steps", format!("epoch fraction {f} must be positive"));
+            }
+            StepsSpec::FinetuneFraction { fraction, .. }
+                if !(fraction > 0.0 && fraction <= 1.0) =>
+            {
+                return bad(
+                    "steps.finetune_fraction.fraction",
+                    format!("{fraction} must be in (0, 1]"),
+                );
+            }
+            StepsSpec::FinetuneFraction { epochs, .. } if !(epochs > 0.0 && epochs.is_finite()) => {
+                return bad(
+                    "steps.finetune_fraction.epochs",
+                    format!("{epochs} must be positive"),
+                );
             }
             _ => {}
         }

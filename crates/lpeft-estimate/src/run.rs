@@ -96,27 +96,25 @@ pub fn estimation_spec(encoder: EncoderSpec, kind: &TaskKind, peft: &PeftConfig)
     }
 }
 
-/// Current head and FFN mask values, `[L·H]` and `[L·I]`, read in one transfer.
-pub fn read_masks(model: &Model) -> Result<(Vec<f32>, Vec<f32>), String> {
+/// Current head and FFN mask values of every layer, `[L·H + L·I]` per layer in turn (heads,
+/// then neurons), left on the device.
+pub fn mask_values(model: &Model) -> Result<Tensor<1>, String> {
     let mut parts: Vec<Tensor<1>> = Vec::new();
-    let (mut nh, mut nf) = (0, 0);
     for (i, layer) in model.encoder.layers.iter().enumerate() {
         let (Some(h), Some(f)) = (&layer.attention.head_mask, &layer.ffn.neuron_mask) else {
             return Err(format!(
                 "layer {i} has no head or FFN mask (estimation needs masks on every layer)"
             ));
         };
-        nh += h.val().dims()[0];
-        nf += f.val().dims()[0];
         parts.push(h.val().inner());
         parts.push(f.val().inner());
     }
-    let values = Tensor::cat(parts, 0)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 masks");
-    let (mut heads, mut ffn) = (Vec::with_capacity(nh), Vec::with_capacity(nf));
+    Ok(Tensor::cat(parts, 0))
+}
+
+/// Splits [`mask_values`] read back into `[L·H]` head and `[L·I]` FFN values.
+fn split_masks(model: &Model, values: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (mut heads, mut ffn) = (Vec::new(), Vec::new());
     let mut at = 0;
     for layer in &model.encoder.layers {
         let (h, f) = (layer.attention.heads, layer.ffn.width);
@@ -125,7 +123,17 @@ pub fn read_masks(model: &Model) -> Result<(Vec<f32>, Vec<f32>), String> {
         ffn.extend_from_slice(&values[at..at + f]);
         at += f;
     }
-    Ok((heads, ffn))
+    (heads, ffn)
+}
+
+/// Current head and FFN mask values, `[L·H]` and `[L·I]`, read in one transfer.
+pub fn read_masks(model: &Model) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let values = mask_values(model)?
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 masks");
+    Ok(split_masks(model, &values))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +142,39 @@ pub enum EstimateError {
     Train(#[from] TrainError),
     #[error("{0}")]
     Model(String),
+}
+
+/// Steps between reads of the loss and captures from the device (see
+/// [`Trainer::with_read_every`]); does not change results.
+pub const READ_EVERY: usize = 50;
+
+/// The mask snapshots read back in one transfer, as a trajectory.
+fn read_snapshots(
+    model: &Model,
+    snapshots: Vec<(usize, Tensor<1>)>,
+    (layers, heads, ffn): (usize, usize, usize),
+) -> MaskTrajectory {
+    let (steps, tensors): (Vec<usize>, Vec<Tensor<1>>) = snapshots.into_iter().unzip();
+    let width = tensors.first().map_or(0, |t| t.dims()[0]);
+    let values = Tensor::cat(tensors, 0)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 masks");
+    let mut masks = MaskTrajectory {
+        record_steps: steps,
+        layers,
+        heads,
+        ffn,
+        head: vec![],
+        neuron: vec![],
+    };
+    for chunk in values.chunks(width.max(1)) {
+        let (h, f) = split_masks(model, chunk);
+        masks.head.extend(h);
+        masks.neuron.extend(f);
+    }
+    masks
 }
 
 /// What an estimation run produced.
@@ -193,25 +234,16 @@ pub fn estimate(
         head_mask_lr_coef: cfg.attn_mask_lr_coef,
         neuron_mask_lr_coef: cfg.ffn_mask_lr_coef,
     };
-    let mut trainer = Trainer::new(train, device.clone());
+    let mut trainer = Trainer::new(train, device.clone()).with_read_every(READ_EVERY);
 
-    let mut masks = MaskTrajectory {
-        record_steps: vec![],
-        layers,
-        heads,
-        ffn,
-        head: vec![],
-        neuron: vec![],
+    // Mask snapshots stay on the device until the end (one transfer for all of them).
+    let mut snapshots: Vec<(usize, Tensor<1>)> = Vec::new();
+    let snapshot = |model: &Model, step: usize, snaps: &mut Vec<(usize, Tensor<1>)>| {
+        mask_values(model)
+            .map(|v| snaps.push((step, v)))
+            .map_err(EstimateError::Model)
     };
-    let record =
-        |model: &Model, step: usize, masks: &mut MaskTrajectory| -> Result<(), EstimateError> {
-            let (h, f) = read_masks(model).map_err(EstimateError::Model)?;
-            masks.record_steps.push(step);
-            masks.head.extend(h);
-            masks.neuron.extend(f);
-            Ok(())
-        };
-    record(&model, 0, &mut masks)?;
+    snapshot(&model, 0, &mut snapshots)?;
 
     let m = modules.len();
     let (mut p2, mut taylor) = (
@@ -219,6 +251,19 @@ pub fn estimate(
         Vec::with_capacity(steps * m * rank),
     );
     let mut curve = Vec::with_capacity(steps);
+    let mut take = |records: Vec<StepRecord>, curve: &mut Vec<StepRecord>| {
+        for rec in records {
+            let imp = rec.importance.as_ref().expect("importance was captured");
+            debug_assert_eq!(imp.modules.len(), m);
+            p2.extend_from_slice(&imp.p2);
+            for ranks in &imp.rank_taylor {
+                taylor.extend_from_slice(ranks);
+                taylor.extend(std::iter::repeat_n(0.0, rank - ranks.len()));
+            }
+            on_step(&rec);
+            curve.push(rec);
+        }
+    };
     let mut epoch = 0u64;
     let mut batches: Box<dyn Iterator<Item = Batch> + '_> = Box::new(batcher.epoch(epoch));
     for step in 0..steps {
@@ -232,22 +277,16 @@ pub fn estimate(
                 })?
             }
         };
-        let (next, rec) = trainer.step(model, &batch, Capture::IMPORTANCE)?;
+        let (next, records) = trainer.step(model, &batch, Capture::IMPORTANCE)?;
         model = next;
-        let imp = rec.importance.as_ref().expect("importance was captured");
-        debug_assert_eq!(imp.modules.len(), m);
-        p2.extend_from_slice(&imp.p2);
-        for ranks in &imp.rank_taylor {
-            taylor.extend_from_slice(ranks);
-            taylor.extend(std::iter::repeat_n(0.0, rank - ranks.len()));
-        }
-        on_step(&rec);
-        curve.push(rec);
+        take(records, &mut curve);
         let done = step + 1;
         if done % cfg.record_every == 0 || done == steps {
-            record(&model, done, &mut masks)?;
+            snapshot(&model, done, &mut snapshots)?;
         }
     }
+    take(trainer.finish()?, &mut curve);
+    let masks = read_snapshots(&model, snapshots, (layers, heads, ffn));
     let scores = StepScores {
         index: ScoresIndex {
             modules,

@@ -214,4 +214,20 @@ fn bad_params_name_the_field() {
         err(serde_json::json!({"model": model, "peft": {"kind": "lora", "rank": 0}}))
             .contains("peft.rank")
     );
+    let fraction = |f: f64, e: f64| serde_json::json!({"model": model, "steps": {"finetune_fraction": {"fraction": f, "epochs": e}}});
+    assert!(err(fraction(1.5, 10.0)).contains("steps.finetune_fraction.fraction"));
+    assert!(err(fraction(0.1, 0.0)).contains("steps.finetune_fraction.epochs"));
+    assert!(stage.prepare(&fraction(0.1, 10.0)).is_ok());
+}
+
+#[test]
+fn estimation_length_resolves_against_the_epoch() {
+    use lpeft_estimate::config::StepsSpec;
+    assert_eq!(StepsSpec::Steps(800).resolve(180), 800);
+    assert_eq!(StepsSpec::EpochFraction(0.5).resolve(181), 91);
+    // A tenth of a 10-epoch fine-tune is one epoch; of a 3-epoch one, 0.3 of an epoch.
+    let f = |fraction, epochs| StepsSpec::FinetuneFraction { fraction, epochs };
+    assert_eq!(f(0.1, 10.0).resolve(180), 180);
+    assert_eq!(f(0.1, 3.0).resolve(2105), 632);
+    assert_eq!(f(0.01, 1.0).resolve(3), 1, "at least one step");
 }

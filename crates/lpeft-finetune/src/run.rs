@@ -81,6 +81,10 @@ pub fn param_counts(model: &Model) -> ParamCounts {
     c.counts
 }
 
+/// Steps between reads of the loss from the device (see [`Trainer::with_read_every`]); does
+/// not change results.
+const READ_EVERY: usize = 50;
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct Outcome {
@@ -207,7 +211,8 @@ pub fn finetune(
             neuron_mask_lr_coef: 1.0,
         },
         device.clone(),
-    );
+    )
+    .with_read_every(READ_EVERY);
     if let Some(d) = distill {
         trainer = trainer.with_distill(d);
     }
@@ -219,27 +224,33 @@ pub fn finetune(
     let mut inference = 0.0;
     'epochs: for epoch in 0..cfg.epochs {
         let (mut loss_sum, mut n) = (0.0, 0usize);
+        let mut take = |records: Vec<StepRecord>, curve: &mut Vec<StepRecord>| {
+            for rec in records {
+                loss_sum += rec.loss;
+                n += 1;
+                step_seconds.push(rec.seconds);
+                progress.advance(
+                    1,
+                    &format!(
+                        "epoch {} loss {:.4} {:.4} s/step",
+                        epoch + 1,
+                        rec.loss,
+                        rec.seconds
+                    ),
+                );
+                curve.push(rec);
+            }
+        };
         for batch in batcher.epoch(epoch as u64) {
-            let (m, rec) = trainer.step(model, &batch, Capture::NONE)?;
+            let (m, records) = trainer.step(model, &batch, Capture::NONE)?;
             model = m;
-            loss_sum += rec.loss;
-            n += 1;
+            take(records, &mut curve);
             train_examples += batch.batch_size as u64;
-            step_seconds.push(rec.seconds);
-            progress.advance(
-                1,
-                &format!(
-                    "epoch {} loss {:.4} {:.1} ex/s",
-                    epoch + 1,
-                    rec.loss,
-                    batch.batch_size as f64 / rec.seconds.max(1e-9)
-                ),
-            );
-            curve.push(rec);
             if trainer.steps_done() >= total {
                 break;
             }
         }
+        take(trainer.finish()?, &mut curve);
         let eval = evaluate(&model, dev_batcher.epoch(0), plain)?;
         inference = eval.examples as f64 / eval.seconds.max(1e-9);
         let scored = score(task, dev, &eval.predictions).map_err(|source| FinetuneError::Eval {

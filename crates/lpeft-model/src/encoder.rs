@@ -62,8 +62,7 @@ impl Embeddings {
 }
 
 /// Projection plus optional LoRA, recording the norm ratio when asked. With `fused`, one
-/// libtorch node computes it; callers never set `fused` while recording (the ratio needs both
-/// terms).
+/// libtorch node computes it (and records the ratio itself).
 fn project(
     dense: &Dense,
     lora: Option<&Lora>,
@@ -74,8 +73,15 @@ fn project(
     fused: bool,
 ) -> Tensor<3> {
     let (b, t, device) = dims;
-    if fused && let Some(y) = project_fused(dense, lora, x.clone(), None, (0, 0), device) {
-        return y;
+    if fused {
+        let fused_call = FusedCall {
+            act: None,
+            padding: (0, 0),
+            id,
+        };
+        if let Some(y) = project_fused(dense, lora, x.clone(), fused_call, rec, device) {
+            return y;
+        }
     }
     let base = dense.forward(x.clone(), b, t, device);
     match (lora, x) {
@@ -90,14 +96,21 @@ fn project(
     }
 }
 
-/// The fused projection, where the layer has a weight, a bias and an input; `(pad_in,
-/// pad_out)` as in [`Island::Linear`].
+/// How a fused projection is called: its activation, `(pad_in, pad_out)` as in
+/// [`Island::Linear`], and the module it records for.
+struct FusedCall {
+    act: Option<Act>,
+    padding: (usize, usize),
+    id: PeftModuleId,
+}
+
+/// The fused projection, where the layer has a weight, a bias and an input.
 fn project_fused(
     dense: &Dense,
     lora: Option<&Lora>,
     x: Option<Tensor<3>>,
-    act: Option<Act>,
-    (pad_in, pad_out): (usize, usize),
+    call: FusedCall,
+    rec: &mut Option<&mut NormRatioRecorder>,
     device: &Device,
 ) -> Option<Tensor<3>> {
     let (Some(w), Some(bias), Some(x)) = (&dense.weight, &dense.bias, x) else {
@@ -106,7 +119,8 @@ fn project_fused(
     let (lora_scale, lora_dropout) = lora.map_or((0.0, 0.0), |l| {
         (l.scale, fused::effective_dropout(&l.dropout, device))
     });
-    Some(fused::linear(
+    let record = lora.is_some() && rec.is_some();
+    let y = fused::linear(
         x,
         w.val(),
         bias.val(),
@@ -114,11 +128,16 @@ fn project_fused(
         Island::Linear {
             lora_scale,
             lora_dropout,
-            act,
-            pad_out,
-            pad_in,
+            act: call.act,
+            pad_in: call.padding.0,
+            pad_out: call.padding.1,
+            record,
         },
-    ))
+    );
+    if record && let Some(r) = rec.as_deref_mut() {
+        r.note_fused(call.id);
+    }
+    Some(y)
 }
 
 fn apply_adapter(
@@ -169,7 +188,6 @@ impl Attention {
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: bool,
     ) -> Tensor<3> {
-        debug_assert!(!(fused && rec.is_some()), "fused nodes do not record");
         let [b, t, _] = x.dims();
         let device = x.device();
         let id = |target| PeftModuleId {
@@ -194,9 +212,20 @@ impl Attention {
                 let q = proj(q, &self.lora_query, LoraTarget::Query);
                 let k = proj(k, &self.lora_key, LoraTarget::Key);
                 let v = proj(v, &self.lora_value, LoraTarget::Value);
-                if fused && self.head_mask.is_none() {
+                if fused {
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
-                    Some(fused::attention(q, k, v, score_bias.clone(), h, dropout))
+                    let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout);
+                    // The head mask on the merged context: each head's d columns by its value.
+                    Some(match &self.head_mask {
+                        Some(mask) => {
+                            ctx * mask
+                                .val()
+                                .reshape([h, 1])
+                                .repeat_dim(1, d)
+                                .reshape([1, 1, h * d])
+                        }
+                        None => ctx,
+                    })
                 } else {
                     let split = |y: Tensor<3>| y.reshape([b, t, h, d]).swap_dims(1, 2);
                     let (q, k, v) = (split(q), split(k), split(v));
@@ -261,7 +290,6 @@ impl Ffn {
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: bool,
     ) -> Tensor<3> {
-        debug_assert!(!(fused && rec.is_some()), "fused nodes do not record");
         let [b, t, _] = x.dims();
         let device = x.device();
         let id = |target| PeftModuleId {
@@ -270,18 +298,27 @@ impl Ffn {
         };
         let hidden = match &self.input {
             Some(fc1) if self.width > 0 => {
-                if fused && self.neuron_mask.is_none() {
-                    let act = Some(Act::from(self.activation));
+                if fused {
                     let lora = self.lora_input.as_ref();
-                    // Padded hidden units only where FC2 runs fused too and takes them back.
+                    // Padded hidden units only where FC2 runs fused too and takes them back,
+                    // and never under a neuron mask (estimation runs the full, aligned widths).
                     let fc2_fused = self.output.weight.is_some() && self.output.bias.is_some();
-                    let pad = if fc2_fused {
+                    let pad = if fc2_fused && self.neuron_mask.is_none() {
                         fused::ffn_padding(self.width, &device)
                     } else {
                         0
                     };
-                    let z = project_fused(fc1, lora, Some(x.clone()), act, (0, pad), &device);
+                    let call = FusedCall {
+                        act: Some(Act::from(self.activation)),
+                        padding: (0, pad),
+                        id: id(LoraTarget::FfnIn),
+                    };
+                    let z = project_fused(fc1, lora, Some(x.clone()), call, rec, &device);
                     if let Some(z) = z {
+                        let z = match &self.neuron_mask {
+                            Some(mask) => z * mask.val().reshape([1, 1, self.width]),
+                            None => z,
+                        };
                         return self.finish(Some(z), x, rec, fused, pad);
                     }
                 }
@@ -322,22 +359,20 @@ impl Ffn {
         let [b, t, _] = x.dims();
         let device = x.device();
         let lora = self.lora_output.as_ref();
+        let id = PeftModuleId {
+            layer: self.layer,
+            site: PeftSite::Lora(LoraTarget::FfnOut),
+        };
         let out = if padding > 0 {
-            project_fused(&self.output, lora, hidden, None, (padding, 0), &device)
+            let call = FusedCall {
+                act: None,
+                padding: (padding, 0),
+                id,
+            };
+            project_fused(&self.output, lora, hidden, call, rec, &device)
                 .expect("FC1 pads only where FC2 has a weight and a bias")
         } else {
-            project(
-                &self.output,
-                lora,
-                hidden,
-                (b, t, &device),
-                PeftModuleId {
-                    layer: self.layer,
-                    site: PeftSite::Lora(LoraTarget::FfnOut),
-                },
-                rec,
-                fused,
-            )
+            project(&self.output, lora, hidden, (b, t, &device), id, rec, fused)
         };
         let adapter_id = PeftModuleId {
             layer: self.layer,
@@ -381,12 +416,17 @@ impl Encoder {
             .float()
             .mul_scalar(MASKED_SCORE)
             .reshape([b, 1, 1, t]);
-        // Fused libtorch nodes for plain training and inference; recording runs need the
-        // separate terms.
-        let fused = rec.is_none() && fused::applies(&x.device());
+        // Fused libtorch nodes wherever libtorch runs; they record ratios themselves.
+        let fused = fused::applies(&x.device());
+        if fused && rec.is_some() {
+            fused::discard_recorded_ratios();
+        }
         for layer in &self.layers {
             x = layer.attention.forward(x, &score_bias, &mut rec, fused);
             x = layer.ffn.forward(x, &mut rec, fused);
+        }
+        if let Some(r) = rec {
+            r.collect_fused();
         }
         x
     }

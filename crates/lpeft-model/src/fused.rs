@@ -46,17 +46,28 @@ pub enum Island {
     /// `[x, w, bias]` or `[x, w, bias, a, b]` with `x: [B, T, I]`, `w: [I, O]`, `a: [I, r]`,
     /// `b: [r, O]`: `act(x·W + bias + scale·drop(x)·A·B)`.
     ///
+    /// The LoRA rank is padded inside the node as FFN widths are ([`ffn_padding`]: zero columns
+    /// of A, zero rows of B): a rank of 2 or 4 gives GEMMs whose leading dimension is under 16
+    /// bytes, which cuBLAS runs on slow unaligned kernels (a rank-2 pruned MiniLM stepped
+    /// slower than the unpruned rank-8 one on the H200).
+    ///
     /// `pad_out` zero columns are appended to W, the bias and B, so the output is
     /// `[B, T, O + pad_out]` with zeros there (every activation maps 0 to 0); `pad_in` says
     /// that `x` arrives with that many such zero columns, and zero rows are appended to W and A
     /// to match. The padding lives inside the node (gradients come back at the parameters'
     /// own shapes): it lets an FFN of odd width (Light-PEFT's 2731) run on aligned GEMMs.
+    ///
+    /// With `record` (and a LoRA term), the node also keeps each row's output-norm ratio
+    /// `‖scale·drop(x)·A·B‖ / ‖x·W + bias‖` (before the activation) for
+    /// [`take_recorded_ratios`]: estimation's importance capture, computed from what the node
+    /// has at hand instead of a second, unfused forward.
     Linear {
         lora_scale: f64,
         lora_dropout: f64,
         act: Option<Act>,
         pad_out: usize,
         pad_in: usize,
+        record: bool,
     },
     /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
     /// scores): per head `drop(softmax(q·kᵀ/√D + bias))·v`, back in `[B, T, H·D]`.
@@ -69,10 +80,19 @@ static ENABLED: AtomicBool = AtomicBool::new(true);
 /// FFN width alignment; 0 = automatic ([`ffn_padding`]).
 static FFN_ALIGN: AtomicUsize = AtomicUsize::new(0);
 
-/// Sets the multiple that fused FFN widths are padded to (`None`: automatic, 8 on CUDA and
-/// none elsewhere; `Some(1)`: never). For benchmarks and tests.
+/// Sets the multiple that fused FFN widths and LoRA ranks are padded to (`None`: automatic, 8
+/// on CUDA and none elsewhere; `Some(1)`: never). For benchmarks and tests.
 pub fn set_ffn_alignment(align: Option<usize>) {
     FFN_ALIGN.store(align.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// The multiple GEMM dimensions are padded to on a device (see [`ffn_padding`]).
+fn alignment(cuda: bool) -> usize {
+    match FFN_ALIGN.load(Ordering::Relaxed) {
+        0 if cuda => 8,
+        0 => 1,
+        n => n,
+    }
 }
 
 /// Zero columns to append to an FFN of `width` neurons on `device`: tensor-core GEMM kernels
@@ -80,11 +100,7 @@ pub fn set_ffn_alignment(align: Option<usize>) {
 /// such as 2731 sends cuBLAS to kernels that ran 4–5× slower on the H200 (profiled with
 /// `bench/profile_step.py`). CPU kernels do not care, so the default pads on CUDA only.
 pub fn ffn_padding(width: usize, device: &Device) -> usize {
-    let align = match FFN_ALIGN.load(Ordering::Relaxed) {
-        0 if libtorch_cuda(device) == Some(true) => 8,
-        0 => 1,
-        n => n,
-    };
+    let align = alignment(libtorch_cuda(device) == Some(true));
     width.next_multiple_of(align) - width
 }
 
@@ -170,6 +186,32 @@ pub fn add_norm(
     run_island!(Island::AddNorm { eps, dropout }; x, residual, gamma, beta)
 }
 
+/// The row ratios that recording projections ([`Island::Linear`]'s `record`) kept on this
+/// thread since the last call, each reduced with `weights` (`[rows]`: the batch's B·T rows,
+/// 1/tokens on real tokens and 0 on padding) to one value: `[projections]`, in call order, on
+/// the device (nothing is read back). Call only where [`applies`] holds.
+pub fn take_recorded_ratios(weights: Tensor<1>) -> Tensor<1> {
+    #[cfg(feature = "tch")]
+    {
+        use torch::TorchIslands;
+        Tensor::from_dispatch(<burn::backend::Dispatch as TorchIslands>::recorded_ratios(
+            weights.into_dispatch(),
+        ))
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = weights;
+        unreachable!("recorded ratios without libtorch; `applies` is false there")
+    }
+}
+
+/// Forgets ratios a forward kept but nobody took (one that failed half-way), so that the
+/// next [`take_recorded_ratios`] pairs values with the right projections.
+pub fn discard_recorded_ratios() {
+    #[cfg(feature = "tch")]
+    torch::RATIOS.with_borrow_mut(Vec::clear);
+}
+
 /// Dropout probability a burn `Dropout` module would apply to tensors on `device`.
 pub fn effective_dropout(dropout: &burn::nn::Dropout, device: &Device) -> f64 {
     if dropout.training.is_enabled() && device.is_autodiff() {
@@ -237,6 +279,22 @@ mod torch {
             e: FloatTensor<Self>,
             island: Island,
         ) -> FloatTensor<Self>;
+        /// See [`super::take_recorded_ratios`]; never part of a graph.
+        fn recorded_ratios(weights: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    thread_local! {
+        /// `[rows]` norm ratios of the recording projections run on this thread, in order.
+        pub(super) static RATIOS: std::cell::RefCell<Vec<T>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn take_ratios(weights: &T) -> T {
+        let rows = RATIOS.with_borrow_mut(std::mem::take);
+        if rows.is_empty() {
+            return T::zeros([0], (weights.kind(), weights.device()));
+        }
+        T::stack(&rows, 0).to_kind(weights.kind()).mv(weights)
     }
 
     impl Island {
@@ -311,6 +369,9 @@ mod torch {
         ) -> TchTensor {
             infer(&[&a, &b, &c, &d, &e], &island)
         }
+        fn recorded_ratios(weights: TchTensor) -> TchTensor {
+            TchTensor::new(tch::no_grad(|| take_ratios(&weights.tensor)))
+        }
     }
 
     /// What the backward of a LoRA term needs.
@@ -319,9 +380,11 @@ mod torch {
         xd: Option<T>,
         /// Dropout keep-mask of x and `1 / (1 − p)`, when dropout acted.
         mask: Option<(T, f64)>,
-        /// A and B padded as in the forward (`[I + pad_in, r]`, `[r, O + pad_out]`).
+        /// A and B padded as in the forward (`[I + pad_in, r + pad_rank]`,
+        /// `[r + pad_rank, O + pad_out]`).
         a: T,
         b: T,
+        pad_rank: i64,
         /// `drop(x)·A`, `[N, r]`, unscaled (for ∂B).
         h: T,
         scale: f64,
@@ -433,6 +496,7 @@ mod torch {
             act,
             pad_out,
             pad_in,
+            record,
         } = *island
         else {
             unreachable!("linear island")
@@ -450,15 +514,28 @@ mod torch {
         let x2 = x[0].reshape([-1, d_in]);
         let mut y = bias.addmm(&x2, &w);
         let lora = (x.len() == 5).then(|| {
-            let (a, b) = (pad2(&x[3], pi, 0), pad2(&x[4], 0, po));
+            let r = x[3].size()[1] as usize;
+            let pr = (r.next_multiple_of(super::alignment(x[0].device().is_cuda())) - r) as i64;
+            let (a, b) = (pad2(&x[3], pi, pr), pad2(&x[4], pr, po));
             let (xd, mask) = dropout_with_mask(&x2, lora_dropout);
             let h = xd.mm(&a);
+            if record {
+                // As the plain path computes it: per row √Σv² of each term, then the quotient.
+                let norm = |t: &T| {
+                    (t * t)
+                        .sum_dim_intlist([1i64].as_slice(), false, t.kind())
+                        .sqrt()
+                };
+                let ratio = norm(&h.mm(&b)) * lora_scale.abs() / norm(&y);
+                RATIOS.with_borrow_mut(|r| r.push(ratio));
+            }
             y = gemm(&y, &h, &b, 1.0, lora_scale);
             LoraSaved {
                 xd: trained[3].then_some(xd),
                 mask,
                 a,
                 b,
+                pad_rank: pr,
                 h,
                 scale: lora_scale,
             }
@@ -671,11 +748,13 @@ mod torch {
                         3 => lora.as_ref().map(|l| {
                             let xd = l.xd.as_ref().expect("∂A of a frozen LoRA A");
                             let dh = dh.as_ref().expect("∂h computed when ∂A is wanted");
-                            unpad(gemm(&l.a, &xd.tr(), dh, 0.0, l.scale), 0, pi)
+                            let ga = gemm(&l.a, &xd.tr(), dh, 0.0, l.scale);
+                            unpad(unpad(ga, 0, pi), 1, l.pad_rank)
                         }),
-                        4 => lora
-                            .as_ref()
-                            .map(|l| unpad(gemm(&l.b, &l.h.tr(), &gy, 0.0, l.scale), 1, po)),
+                        4 => lora.as_ref().map(|l| {
+                            let gb = gemm(&l.b, &l.h.tr(), &gy, 0.0, l.scale);
+                            unpad(unpad(gb, 1, po), 0, l.pad_rank)
+                        }),
                         _ => None,
                     })
                     .collect()
@@ -939,6 +1018,11 @@ mod torch {
             island: Island,
         ) -> FloatTensor<Self> {
             record::<C, 5>([a, b, c, d, e], island)
+        }
+        fn recorded_ratios(weights: FloatTensor<Self>) -> FloatTensor<Self> {
+            use burn::backend::AutodiffBackend;
+            let inner = <Self as AutodiffBackend>::inner(weights);
+            <Self as AutodiffBackend>::from_inner(LibTorch::recorded_ratios(inner))
         }
     }
 }

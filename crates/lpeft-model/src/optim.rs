@@ -253,11 +253,10 @@ impl AdamW {
     pub fn step_grouped<M: Module>(
         &mut self,
         model: M,
-        mut grads: GradientsParams,
+        grads: GradientsParams,
         lr: f64,
         lr_scale: &dyn Fn(&[String]) -> f64,
     ) -> (M, StepInfo) {
-        self.step += 1;
         let c = self.config;
         let info_for = |norm: f64| match c.max_grad_norm {
             Some(max) => StepInfo {
@@ -269,6 +268,27 @@ impl AdamW {
                 clipped: false,
             },
         };
+        let (model, norm) = self.step_grouped_lazy(model, grads, lr, lr_scale);
+        // The only read from the device, after the whole update is issued.
+        let info = match norm {
+            Some(norm) => info_for(f64::from(norm.into_scalar::<f32>())),
+            None if c.max_grad_norm.is_some() => info_for(0.0),
+            None => info_for(f64::NAN),
+        };
+        (model, info)
+    }
+
+    /// [`AdamW::step_grouped`] without reading anything back: the global gradient norm (before
+    /// clipping) stays on the device, `[1]`; `None` without clipping or without gradients.
+    pub fn step_grouped_lazy<M: Module>(
+        &mut self,
+        model: M,
+        mut grads: GradientsParams,
+        lr: f64,
+        lr_scale: &dyn Fn(&[String]) -> f64,
+    ) -> (M, Option<Tensor<1>>) {
+        self.step += 1;
+        let c = self.config;
 
         let mut found = Collect {
             grads: &mut grads,
@@ -286,7 +306,7 @@ impl AdamW {
             ..
         } = found;
         if slots.is_empty() {
-            return (model, info_for(0.0));
+            return (model, None);
         }
 
         // All tensors go into buffers of the first one's dtype (one dtype in practice).
@@ -344,13 +364,7 @@ impl AdamW {
                 .collect(),
         };
         let model = model.map(&mut apply);
-
-        // The only read from the device, after the whole update is issued.
-        let info = match norm {
-            Some(norm) => info_for(f64::from(norm.into_scalar::<f32>())),
-            None => info_for(f64::NAN),
-        };
-        (model, info)
+        (model, norm.map(|n| n.reshape([1])))
     }
 
     /// Lays `moments` out as `slots`, keeping each tensor's state: pieces of the current flat

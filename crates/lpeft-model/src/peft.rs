@@ -58,21 +58,31 @@ pub fn dropout(prob: f64) -> Dropout {
 pub struct NormRatioRecorder {
     /// `[B, T, 1]`, true on padding tokens.
     padding: Tensor<3, Bool>,
-    /// Number of non-padding tokens in the batch.
-    tokens: f64,
-    pub ratios: Vec<(PeftModuleId, Tensor<1>)>,
+    /// `[1]`: non-padding tokens of the batch (at least 1), on the device: never read back.
+    tokens: Tensor<1>,
+    /// `[B·T]`: `1/tokens` on real tokens, 0 on padding (the mean as one dot product).
+    weights: Tensor<1>,
+    /// Modules whose ratios fused projections kept, in call order, not yet collected.
+    fused: Vec<PeftModuleId>,
+    /// What was recorded: modules and their means `[modules]` (one tensor for all fused
+    /// projections of a forward, one per module recorded on the plain path).
+    parts: Vec<(Vec<PeftModuleId>, Tensor<1>)>,
 }
 
 impl NormRatioRecorder {
     pub fn new(attention_mask: &Tensor<2, burn::tensor::Int>) -> Self {
         let mask = attention_mask.clone().inner();
-        let tokens = mask.clone().sum().into_scalar::<i64>() as f64;
         let [b, t] = mask.dims();
+        let real = mask.clone().not_equal_elem(0).float();
+        let tokens = real.clone().sum().clamp_min(1.0);
+        let weights = real.reshape([b * t]) / tokens.clone();
         let padding = mask.equal_elem(0).reshape([b, t, 1]);
         Self {
             padding,
             tokens,
-            ratios: Vec::new(),
+            weights,
+            fused: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -81,7 +91,43 @@ impl NormRatioRecorder {
         let norm = |t: &Tensor<3>| t.clone().inner().square().sum_dim(2).sqrt();
         let ratio = norm(delta) / norm(base);
         let ratio = ratio.mask_fill(self.padding.clone(), 0.0);
-        let mean = ratio.sum().div_scalar(self.tokens.max(1.0));
-        self.ratios.push((id, mean));
+        let mean = ratio.sum() / self.tokens.clone();
+        self.parts.push((vec![id], mean));
+    }
+
+    /// The recorded means as modules and tensors (read them together).
+    pub fn parts(&self) -> &[(Vec<PeftModuleId>, Tensor<1>)] {
+        &self.parts
+    }
+
+    /// One `[1]` tensor per recorded module, in recording order.
+    pub fn ratios(&self) -> Vec<(PeftModuleId, Tensor<1>)> {
+        let mut out = Vec::new();
+        for (ids, t) in &self.parts {
+            for (i, id) in ids.iter().enumerate() {
+                out.push((*id, t.clone().slice(i..i + 1)));
+            }
+        }
+        out
+    }
+
+    /// Notes that a fused projection recorded module `id`'s row ratios (fetched by
+    /// [`NormRatioRecorder::collect_fused`]).
+    pub fn note_fused(&mut self, id: PeftModuleId) {
+        self.fused.push(id);
+    }
+
+    /// Takes the fused projections' ratios of this forward, as means over real tokens.
+    pub fn collect_fused(&mut self) {
+        if self.fused.is_empty() {
+            return;
+        }
+        let means = crate::fused::take_recorded_ratios(self.weights.clone());
+        debug_assert_eq!(
+            means.dims()[0],
+            self.fused.len(),
+            "one ratio per noted module"
+        );
+        self.parts.push((std::mem::take(&mut self.fused), means));
     }
 }

@@ -217,6 +217,8 @@ fn fused_nodes_match_the_plain_operations() {
         }
     }
 
+    masks_and_recording_match(&device);
+
     // With dropout the stream differs from burn's, but a seed fixes it and dropout acts.
     fused::set_ffn_alignment(Some(8));
     let spec = spec(Family::Bert, Activation::Gelu, 0.3);
@@ -291,4 +293,95 @@ fn loss_shifted(spec: &ModelSpec, device: &Device, all: bool, dir: &[Vec<f32>], 
     let model = model.map(&mut shift);
     assert_eq!(shift.next, dir.len(), "one direction per trainable tensor");
     forward_loss(&model, spec, &ad).1.into_scalar::<f32>()
+}
+
+/// Estimation's forward (head and neuron masks, norm ratios recorded) through the fused nodes
+/// against the plain path: loss, every gradient (the masks' too) and every recorded ratio.
+fn masks_and_recording_match(device: &Device) {
+    use lpeft_model::peft::NormRatioRecorder;
+    fused::set_ffn_alignment(Some(8));
+    let mut spec = spec(Family::Bert, Activation::Gelu, 0.0);
+    spec.masks = true;
+    let run = |on: bool| {
+        fused::set_enabled(on);
+        let (model, ad) = seeded_model(&spec, device, false);
+        let model = spread_masks(model);
+        let input = random_input(&spec.encoder, 4, 9, 2, &ad);
+        let mut rec = NormRatioRecorder::new(&input.attention_mask);
+        let out = model.forward_recording(&input, &mut rec);
+        let labels = Labels::Class(Tensor::<1, Int>::from_ints([0, 1, 2, 1], &ad));
+        let loss = task_loss(&out.head, &labels);
+        let loss_v = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut c = Collect {
+            grads: &grads,
+            out: vec![],
+        };
+        model.visit(&mut c);
+        let ratios: Vec<(String, f32)> = rec
+            .ratios()
+            .iter()
+            .map(|(id, t)| (id.to_string(), t.clone().into_scalar::<f32>()))
+            .collect();
+        (loss_v, c.out, ratios)
+    };
+    let (loss_p, grads_p, mut ratios_p) = run(false);
+    let (loss_f, grads_f, mut ratios_f) = run(true);
+    fused::set_enabled(true);
+    assert!(
+        (loss_p - loss_f).abs() < 1e-5,
+        "masked loss {loss_p} vs {loss_f}"
+    );
+    assert_eq!(
+        grads_p.len(),
+        grads_f.len(),
+        "tensors with a gradient under masks"
+    );
+    let masks = grads_p
+        .iter()
+        .filter(|(_, g)| g.len() == 4 || g.len() == 8)
+        .count();
+    assert!(masks >= 2, "mask gradients present ({masks})");
+    for ((name, gp), (_, gf)) in grads_p.iter().zip(&grads_f) {
+        let scale = gp.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        assert!(
+            max_diff(gp, gf) / scale < 1e-4,
+            "masked {name}: gradients differ"
+        );
+    }
+    // The fused path collects its ratios at the end of the forward: compare by module.
+    ratios_p.sort_by(|a, b| a.0.cmp(&b.0));
+    ratios_f.sort_by(|a, b| a.0.cmp(&b.0));
+    let names = |r: &[(String, f32)]| r.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ratios_p), names(&ratios_f), "modules recorded");
+    assert!(ratios_p.len() >= 12, "{} ratios", ratios_p.len());
+    for ((name, p), (_, f)) in ratios_p.iter().zip(&ratios_f) {
+        assert!(p.is_finite() && *p > 0.0, "{name}: ratio {p}");
+        assert!(
+            (p - f).abs() <= 1e-5 * (1.0 + p.abs()),
+            "{name}: ratio {p} vs {f}"
+        );
+    }
+}
+
+/// Masks away from their initial ones (one value per head and neuron), so that a wrong
+/// placement shows in the loss and gradients.
+fn spread_masks(model: Model) -> Model {
+    struct Spread;
+    impl burn::module::ModuleMapper for Spread {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let ones = D == 1 && t.is_require_grad() && t.to_data().iter::<f32>().all(|v| v == 1.0);
+            let t = if ones {
+                let n = t.shape().num_elements();
+                let vals: Vec<f32> = (0..n).map(|i| 0.4 + 0.15 * (i % 5) as f32).collect();
+                Tensor::<D>::from_data(burn::tensor::TensorData::new(vals, t.shape()), &t.device())
+                    .require_grad()
+            } else {
+                t
+            };
+            Param::from_mapped_value(id, t, mapper)
+        }
+    }
+    model.map(&mut Spread)
 }

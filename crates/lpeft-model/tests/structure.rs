@@ -206,7 +206,7 @@ fn norm_ratio_is_the_masked_token_mean() {
         site: PeftSite::Lora(LoraTarget::Query),
     };
     rec.record(id, &delta, &base);
-    assert_eq!(rec.ratios[0].1.clone().into_scalar::<f32>(), 2.5);
+    assert_eq!(rec.ratios()[0].1.clone().into_scalar::<f32>(), 2.5);
 }
 
 #[test]
@@ -253,6 +253,42 @@ fn taylor_scores_follow_the_reference_formula() {
     }
 }
 
+/// The stacked (per shape) scores are bit for bit the per-module formula, on a model whose
+/// modules come in several shapes (q/k/v/o, fc1, fc2; a pruned layer of another width).
+#[test]
+fn stacked_taylor_scores_equal_the_per_module_computation() {
+    let spec = tiny_spec(
+        Family::Bert,
+        &[(2, 4), (1, 3), (2, 4)],
+        CLS,
+        lora_everywhere(3, 3, 0.0),
+        false,
+    );
+    let ad = device().autodiff();
+    let m = Model::build(&spec, &mut LiveLora(5), &ad).unwrap();
+    let input = random_input(&spec.encoder, 2, 5, 1, &ad);
+    let labels = Labels::Class(Tensor::<1, Int>::from_ints([1, 2], &ad));
+    let grads = task_loss(&m.forward(&input).head, &labels).backward();
+    let scores = rank_taylor_scores(&m, &grads);
+    let modules = m.peft_modules();
+    assert_eq!(scores.len(), modules.len());
+    for ((id, got), (mid, f)) in scores.iter().zip(&modules) {
+        assert_eq!(id, mid);
+        let side = |w: Tensor<2>, dim: usize| {
+            let g = w.grad(&grads).unwrap();
+            let r = g.dims()[1 - dim];
+            (w.inner() * g).mean_dim(dim).abs().reshape([r])
+        };
+        let want = side(f.a.val(), 0) + side(f.b.val(), 1);
+        let (got, want) = (values(got.clone()), values(want));
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{id}: {got:?} vs {want:?}"
+        );
+    }
+}
+
 #[test]
 fn recording_forward_gives_one_ratio_per_module() {
     let mut peft = lora_everywhere(2, 2, 0.0);
@@ -262,9 +298,9 @@ fn recording_forward_gives_one_ratio_per_module() {
     let input = random_input(&spec.encoder, 2, 5, 1, &device());
     let mut rec = NormRatioRecorder::new(&input.attention_mask);
     let out = m.forward_recording(&input, &mut rec);
-    assert_eq!(rec.ratios.len(), 16);
+    assert_eq!(rec.ratios().len(), 16);
     let r: Vec<f32> = rec
-        .ratios
+        .ratios()
         .iter()
         .map(|(_, t)| t.clone().into_scalar::<f32>())
         .collect();

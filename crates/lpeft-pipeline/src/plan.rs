@@ -219,11 +219,12 @@ impl PlanOptions {
 
 /// The backend class that enters keys: the backend string without a device index, so
 /// `tch-cuda:0` and `tch-cuda:1` share artifacts but `flex` and `tch-cuda` do not. libtorch
-/// classes carry `+fused2`: training there runs fused nodes (`lpeft_model::fused`) whose
+/// classes carry `+fused3`: training there runs fused nodes (`lpeft_model::fused`) whose
 /// dropout stream differs from the earlier elementary operations, so their artifacts differ;
 /// version 2 of the nodes (layer-norm backward kernels, the LoRA scale inside the GEMMs, FFN
-/// widths padded on CUDA, which draws LoRA dropout over the padded width) changes the last
-/// bits again, so `+fused` artifacts are not reused.
+/// widths padded on CUDA, which draws LoRA dropout over the padded width) changed the last
+/// bits again, and version 3 runs estimation (masks, recorded norm ratios) on them too, so
+/// `+fused` and `+fused2` artifacts are not reused.
 pub fn backend_class(backend: &str) -> String {
     let class = backend
         .split(':')
@@ -232,7 +233,7 @@ pub fn backend_class(backend: &str) -> String {
         .trim()
         .to_ascii_lowercase();
     if class.starts_with("tch") {
-        format!("{class}+fused2")
+        format!("{class}+fused3")
     } else {
         class
     }
@@ -692,8 +693,8 @@ mod tests {
     fn backend_classes_drop_the_device_index_and_mark_fused_libtorch() {
         assert_eq!(backend_class("flex"), "flex");
         assert_eq!(backend_class("cuda:1"), "cuda");
-        assert_eq!(backend_class("tch"), "tch+fused2");
+        assert_eq!(backend_class("tch"), "tch+fused3");
         assert_eq!(backend_class("tch-cuda:0"), backend_class("TCH-CUDA:1"));
-        assert_eq!(backend_class("tch-cuda:0"), "tch-cuda+fused2");
+        assert_eq!(backend_class("tch-cuda:0"), "tch-cuda+fused3");
     }
 }

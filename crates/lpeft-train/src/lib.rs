@@ -14,12 +14,12 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use lpeft_data::{Batch, BatchLabels};
 use lpeft_model::head::{HeadOutput, Labels, distill_loss, task_loss};
-use lpeft_model::importance::rank_taylor_scores;
+use lpeft_model::importance::{RankScoreParts, rank_taylor_parts};
 use lpeft_model::optim::{AdamW, AdamWConfig, linear_schedule};
 use lpeft_model::peft::NormRatioRecorder;
 use lpeft_model::{EncoderInput, Model};
@@ -190,7 +190,33 @@ impl Distill {
     }
 }
 
-/// One optimiser over one model; call [`Trainer::step`] once per batch.
+/// A step whose values are still on the device: loss, task loss, gradient norm and the
+/// captures, stacked in one tensor.
+struct Pending {
+    step: usize,
+    lr: f64,
+    values: Tensor<1>,
+    layout: Option<CaptureLayout>,
+}
+
+/// Where a step's captures lie in its values.
+struct CaptureLayout {
+    /// In [`Model::peft_modules`] order.
+    ids: Vec<PeftModuleId>,
+    /// Each module's norm ratio (none: it recorded nothing, e.g. an empty matrix; reported 0).
+    p2_at: Vec<Option<usize>>,
+    /// Where the rank-score tensors start.
+    taylor_at: usize,
+    taylor: RankScoreParts,
+}
+
+/// One optimiser over one model; call [`Trainer::step`] once per batch and
+/// [`Trainer::finish`] after the last.
+///
+/// A step does not wait for the device: its loss, gradient norm and captures stay there and
+/// are read back, for every step since the last read, in one transfer every
+/// [`Trainer::with_read_every`] steps (1 by default). Reading every step would stall the host
+/// until the device has finished, so the next step's kernels could not be queued meanwhile.
 pub struct Trainer {
     pub config: TrainConfig,
     pub device: Device,
@@ -198,6 +224,13 @@ pub struct Trainer {
     opt: AdamW,
     step: usize,
     distill: Option<Distill>,
+    read_every: usize,
+    pending: Vec<Pending>,
+    /// Examples and tokens of the pending steps.
+    pending_examples: usize,
+    pending_tokens: usize,
+    /// When the first pending step started (the wall time of a read window).
+    window_start: Option<Instant>,
 }
 
 impl Trainer {
@@ -214,12 +247,24 @@ impl Trainer {
             opt,
             step: 0,
             distill: None,
+            read_every: 1,
+            pending: Vec::new(),
+            pending_examples: 0,
+            pending_tokens: 0,
+            window_start: None,
         }
     }
 
     /// Adds a distillation term towards `distill`'s teacher outputs to every step's loss.
     pub fn with_distill(mut self, distill: Distill) -> Self {
         self.distill = Some(distill);
+        self
+    }
+
+    /// Reads the steps' values back every `n` steps (at least 1). A diverged step is then
+    /// reported up to `n − 1` steps late, with its own step number; results do not change.
+    pub fn with_read_every(mut self, n: usize) -> Self {
+        self.read_every = n.max(1);
         self
     }
 
@@ -234,13 +279,15 @@ impl Trainer {
             * linear_schedule(self.step, self.config.total_steps, self.config.warmup_steps)
     }
 
+    /// One training step on `batch`; returns the records of the steps read back by this call
+    /// (every [`Trainer::with_read_every`] steps; empty in between).
     pub fn step(
         &mut self,
         model: Model,
         batch: &Batch,
         capture: Capture,
-    ) -> Result<(Model, StepRecord), TrainError> {
-        let start = Instant::now();
+    ) -> Result<(Model, Vec<StepRecord>), TrainError> {
+        self.window_start.get_or_insert_with(Instant::now);
         let input = to_input(batch, &self.device);
         let labels = to_labels(batch, &self.device)?;
         check_labels(&model, &labels)?;
@@ -272,61 +319,35 @@ impl Trainer {
         };
         let grads = loss.backward();
 
-        // Everything this step reports, stacked so it crosses from the device once.
+        // Everything this step reports, stacked so that it crosses from the device once; the
+        // gradient norm joins it after the update. Captures go in as the few tensors they were
+        // computed in; the host puts their values in module order after the read.
         let mut parts: Vec<Tensor<1>> = vec![loss.inner(), task.inner()];
-        let mut layout: Option<(Vec<PeftModuleId>, Vec<usize>)> = None;
+        let mut layout: Option<CaptureLayout> = None;
         if let Some(rec) = rec.take() {
-            let taylor = rank_taylor_scores(&model, &grads);
-            let ids: Vec<PeftModuleId> = taylor.iter().map(|(id, _)| *id).collect();
-            let device = parts[0].device();
-            for id in &ids {
-                // A module records one ratio per forward; none if its matrix was empty.
-                parts.push(
-                    rec.ratios
-                        .iter()
-                        .find(|(m, _)| m == id)
-                        .map(|(_, t)| t.clone())
-                        .unwrap_or_else(|| Tensor::zeros([1], &device)),
-                );
+            let taylor = rank_taylor_parts(&model, &grads);
+            let ids: Vec<PeftModuleId> = taylor.modules.iter().map(|m| m.id).collect();
+            // Offsets after loss, task loss and gradient norm.
+            let mut at = 3;
+            let mut p2_at: Vec<Option<usize>> = vec![None; ids.len()];
+            for (recorded, t) in rec.parts() {
+                for (k, id) in recorded.iter().enumerate() {
+                    if let Some(i) = ids.iter().position(|m| m == id) {
+                        p2_at[i] = Some(at + k);
+                    }
+                }
+                at += t.dims()[0];
+                parts.push(t.clone());
             }
-            let mut ranks = Vec::with_capacity(ids.len());
-            for (_, t) in taylor {
-                ranks.push(t.dims()[0]);
-                parts.push(t);
-            }
-            layout = Some((ids, ranks));
-        }
-        let values = Tensor::cat(parts, 0)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 values");
-        let (loss_v, task_v) = (f64::from(values[0]), f64::from(values[1]));
-        if !loss_v.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                step: self.step,
-                loss: loss_v,
-                task_loss: task_v,
+            let taylor_at = at;
+            parts.extend(taylor.tensors.iter().cloned());
+            layout = Some(CaptureLayout {
+                ids,
+                p2_at,
+                taylor_at,
+                taylor,
             });
         }
-        let importance = layout.map(|(modules, ranks)| {
-            let m = modules.len();
-            let p2 = values[2..2 + m].to_vec();
-            let mut at = 2 + m;
-            let rank_taylor = ranks
-                .iter()
-                .map(|&r| {
-                    let v = values[at..at + r].to_vec();
-                    at += r;
-                    v
-                })
-                .collect();
-            StepImportance {
-                modules,
-                p2,
-                rank_taylor,
-            }
-        });
 
         let lr = self.lr();
         let gp = GradientsParams::from_grads(grads, &model);
@@ -339,29 +360,93 @@ impl Trainer {
             Some("neuron_mask") => neuron_coef,
             _ => 1.0,
         };
-        let (model, info) = self.opt.step_grouped(model, gp, lr, &group);
-        if self.config.max_grad_norm.is_some() && !info.grad_norm.is_finite() {
-            return Err(TrainError::NonFiniteGradient {
-                step: self.step,
-                norm: info.grad_norm,
+        let (model, norm) = self.opt.step_grouped_lazy(model, gp, lr, &group);
+        let device = parts[0].device();
+        // No trainable tensor received a gradient: nothing to clip, the norm is 0.
+        let none = if self.config.max_grad_norm.is_some() {
+            0.0
+        } else {
+            f32::NAN
+        };
+        let norm = norm.unwrap_or_else(|| Tensor::full([1], none, &device));
+        parts.insert(2, norm);
+        let parts = parts.into_iter().map(|t| t.cast(FloatDType::F32)).collect();
+        self.pending.push(Pending {
+            step: self.step,
+            lr,
+            values: Tensor::cat(parts, 0),
+            layout,
+        });
+        self.pending_examples += batch.batch_size;
+        self.pending_tokens += batch.attention_mask.iter().filter(|&&m| m != 0).count();
+        self.step += 1;
+        let records = if self.pending.len() >= self.read_every {
+            self.finish()?
+        } else {
+            Vec::new()
+        };
+        Ok((model, records))
+    }
+
+    /// Reads back every pending step (one transfer) and returns their records, in step order;
+    /// the first diverged one is an error. Call after the last step (and before anything that
+    /// needs the records, such as an evaluation's report).
+    pub fn finish(&mut self) -> Result<Vec<StepRecord>, TrainError> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let widths: Vec<usize> = pending.iter().map(|p| p.values.dims()[0]).collect();
+        let values = Tensor::cat(pending.iter().map(|p| p.values.clone()).collect(), 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 values");
+        // The window's wall time, shared evenly by its steps (they overlapped on the device).
+        let window = self
+            .window_start
+            .take()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let seconds = window / pending.len() as f64;
+        self.timing.steps += pending.len();
+        self.timing.seconds += window;
+        self.timing.examples += std::mem::take(&mut self.pending_examples);
+        self.timing.tokens += std::mem::take(&mut self.pending_tokens);
+        let mut records = Vec::with_capacity(pending.len());
+        let mut at = 0;
+        for (p, width) in pending.into_iter().zip(widths) {
+            let v = &values[at..at + width];
+            at += width;
+            let (loss, task_loss, grad_norm) = (f64::from(v[0]), f64::from(v[1]), f64::from(v[2]));
+            if !loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: p.step,
+                    loss,
+                    task_loss,
+                });
+            }
+            if self.config.max_grad_norm.is_some() && !grad_norm.is_finite() {
+                return Err(TrainError::NonFiniteGradient {
+                    step: p.step,
+                    norm: grad_norm,
+                });
+            }
+            let importance = p.layout.map(|l| StepImportance {
+                p2: l.p2_at.iter().map(|at| at.map_or(0.0, |i| v[i])).collect(),
+                rank_taylor: l.taylor.scores(&v[l.taylor_at..]),
+                modules: l.ids,
+            });
+            records.push(StepRecord {
+                step: p.step,
+                loss,
+                task_loss,
+                lr: p.lr,
+                grad_norm,
+                seconds,
+                importance,
             });
         }
-        let seconds = start.elapsed().as_secs_f64();
-        self.timing.steps += 1;
-        self.timing.seconds += seconds;
-        self.timing.examples += batch.batch_size;
-        self.timing.tokens += batch.attention_mask.iter().filter(|&&m| m != 0).count();
-        let record = StepRecord {
-            step: self.step,
-            loss: loss_v,
-            task_loss: task_v,
-            lr,
-            grad_norm: info.grad_norm,
-            seconds,
-            importance,
-        };
-        self.step += 1;
-        Ok((model, record))
+        Ok(records)
     }
 }
 
@@ -424,57 +509,42 @@ fn argmax(row: &[f32]) -> i64 {
 }
 
 /// Runs `model` in eval mode (no dropout, no graph) over `batches` on `device` (a plain device).
+/// Losses and logits stay on the device until the last batch has been queued, then come back
+/// in one transfer (span heads: one per batch, their widths differ).
 pub fn evaluate(
     model: &Model,
     batches: impl IntoIterator<Item = Batch>,
     device: &Device,
 ) -> Result<EvalOutput, TrainError> {
+    use lpeft_schema::model::TaskHeadSpec;
     let start = Instant::now();
     let model = model.valid();
-    let (mut loss_sum, mut examples) = (0.0f64, 0usize);
-    let (mut classes, mut scores, mut starts, mut ends, mut logits_out) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let regression = matches!(model.spec.head, TaskHeadSpec::Regression { .. });
+    let mut examples = 0usize;
+    let (mut losses, mut sizes, mut logits) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut starts, mut ends) = (vec![], vec![]);
     let mut span = false;
+    let read = |t: Tensor<2>| -> (usize, Vec<f32>) {
+        let [_, c] = t.dims();
+        (
+            c,
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 logits"),
+        )
+    };
     for batch in batches {
         let input = to_input(&batch, device);
         let labels = to_labels(&batch, device)?;
         check_labels(&model, &labels)?;
         let out = model.forward(&input);
-        let loss = f64::from(task_loss(&out.head, &labels).into_scalar::<f32>());
-        if !loss.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                step: 0,
-                loss,
-                task_loss: loss,
-            });
-        }
-        loss_sum += loss * batch.batch_size as f64;
+        let loss = task_loss(&out.head, &labels).cast(FloatDType::F32);
+        losses.push(loss);
+        sizes.push(batch.batch_size as f64);
         examples += batch.batch_size;
-        let read = |t: Tensor<2>| -> (usize, Vec<f32>) {
-            let [_, c] = t.dims();
-            (
-                c,
-                t.into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("f32 logits"),
-            )
-        };
         match out.head {
-            HeadOutput::Logits(l) => {
-                let (c, v) = read(l);
-                for row in v.chunks(c) {
-                    if matches!(
-                        model.spec.head,
-                        lpeft_schema::model::TaskHeadSpec::Regression { .. }
-                    ) {
-                        scores.push(row[0]);
-                    } else {
-                        classes.push(argmax(row));
-                    }
-                    logits_out.push(row.to_vec());
-                }
-            }
+            HeadOutput::Logits(l) => logits.push(l.cast(FloatDType::F32)),
             HeadOutput::Span { start, end } => {
                 span = true;
                 let (c, s) = read(start);
@@ -484,15 +554,46 @@ pub fn evaluate(
             }
         }
     }
+    let loss_sum: f64 = if losses.is_empty() {
+        0.0
+    } else {
+        let per_batch = Tensor::cat(losses, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 losses");
+        if let Some(bad) = per_batch.iter().find(|v| !v.is_finite()) {
+            return Err(TrainError::NonFiniteLoss {
+                step: 0,
+                loss: f64::from(*bad),
+                task_loss: f64::from(*bad),
+            });
+        }
+        // Weighted on the host in f64, as the mean of batch means always was.
+        per_batch
+            .iter()
+            .zip(&sizes)
+            .map(|(v, n)| f64::from(*v) * n)
+            .sum()
+    };
+    let (mut classes, mut scores, mut logits_out) = (vec![], vec![], vec![]);
+    if !logits.is_empty() {
+        let (c, v) = read(Tensor::cat(logits, 0));
+        for row in v.chunks(c) {
+            if regression {
+                scores.push(row[0]);
+            } else {
+                classes.push(argmax(row));
+            }
+            logits_out.push(row.to_vec());
+        }
+    }
     let predictions = if span {
         Predictions::Span {
             start: starts,
             end: ends,
         }
-    } else if matches!(
-        model.spec.head,
-        lpeft_schema::model::TaskHeadSpec::Regression { .. }
-    ) {
+    } else if regression {
         Predictions::Score(scores)
     } else {
         Predictions::Class(classes)

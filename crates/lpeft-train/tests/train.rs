@@ -87,31 +87,77 @@ fn steps_learn_and_account_time() {
         &device,
     )
     .unwrap();
-    let mut trainer = Trainer::new(config(5e-2, 30), device);
+    // Read back every 7 steps: records arrive in bursts, complete and in order.
+    let mut trainer = Trainer::new(config(5e-2, 30), device).with_read_every(7);
     let b = class_batch();
-    let mut losses = Vec::new();
+    let mut records = Vec::new();
     for i in 0..30 {
         let capture = if i % 2 == 0 {
             Capture::IMPORTANCE
         } else {
             Capture::NONE
         };
-        let (m, rec) = trainer.step(model, &b, capture).unwrap();
+        let (m, recs) = trainer.step(model, &b, capture).unwrap();
         model = m;
+        assert_eq!(recs.len(), if (i + 1) % 7 == 0 { 7 } else { 0 }, "step {i}");
+        records.extend(recs);
+    }
+    records.extend(trainer.finish().unwrap());
+    assert!(
+        trainer.finish().unwrap().is_empty(),
+        "nothing left after a finish"
+    );
+    let mut losses = Vec::new();
+    for (i, rec) in records.iter().enumerate() {
         assert_eq!(rec.step, i);
         assert_eq!(rec.importance.is_some(), i % 2 == 0);
         if let Some(imp) = &rec.importance {
             assert_eq!(imp.modules.len(), 12);
             assert!(imp.rank_taylor.iter().all(|r| r.len() == 2));
         }
+        assert!(rec.grad_norm.is_finite() && rec.grad_norm > 0.0);
         losses.push(rec.task_loss);
     }
+    assert_eq!(losses.len(), 30);
     assert!(losses[29] < losses[0] * 0.5, "task loss falls: {losses:?}");
     assert_eq!(trainer.timing.steps, 30);
     assert_eq!(trainer.timing.examples, 240);
     assert_eq!(trainer.timing.tokens, 30 * (40 - 4));
     assert_eq!(trainer.steps_done(), 30);
     assert_eq!(trainer.lr(), 0.0, "linear decay ends at 0");
+}
+
+#[test]
+fn reading_back_late_changes_no_value() {
+    let run = |every: usize| {
+        let device = Device::flex().autodiff();
+        let mut model = Model::build(
+            &spec(classification(), 0.0),
+            &mut RandomSource { seed: 1 },
+            &device,
+        )
+        .unwrap();
+        let mut trainer = Trainer::new(config(5e-2, 12), device).with_read_every(every);
+        let mut records = Vec::new();
+        for _ in 0..12 {
+            let (m, recs) = trainer
+                .step(model, &class_batch(), Capture::IMPORTANCE)
+                .unwrap();
+            model = m;
+            records.extend(recs);
+        }
+        records.extend(trainer.finish().unwrap());
+        let values: Vec<_> = records
+            .into_iter()
+            .map(|r| (r.step, r.loss, r.task_loss, r.lr, r.grad_norm, r.importance))
+            .collect();
+        (values, trainer.timing.steps)
+    };
+    let (each, steps_each) = run(1);
+    let (late, steps_late) = run(5);
+    assert_eq!(each.len(), 12);
+    assert_eq!(each, late);
+    assert_eq!((steps_each, steps_late), (12, 12));
 }
 
 #[test]
@@ -125,7 +171,8 @@ fn nan_guard_stops_a_diverging_run() {
     .unwrap();
     let mut cfg = config(1e30, 10);
     cfg.max_grad_norm = None;
-    let mut trainer = Trainer::new(cfg, device);
+    // Read back every 4 steps: the failure may come late, but names the step it happened at.
+    let mut trainer = Trainer::new(cfg, device).with_read_every(4);
     let b = class_batch();
     let mut failure = None;
     for _ in 0..10 {
@@ -137,6 +184,7 @@ fn nan_guard_stops_a_diverging_run() {
             }
         }
     }
+    let failure = failure.or_else(|| trainer.finish().err());
     let e = failure.expect("an lr of 1e30 diverges");
     assert!(
         matches!(
@@ -317,8 +365,9 @@ fn distillation_is_the_kl_towards_the_teacher_and_pulls_the_student_to_it() {
         ..config(5e-2, 40)
     };
     let mut trainer = Trainer::new(cfg, device).with_distill(distill_of(&teacher, 1.0, 2.0));
-    let (m, first) = trainer.step(model, &b, Capture::NONE).unwrap();
+    let (m, mut first) = trainer.step(model, &b, Capture::NONE).unwrap();
     model = m;
+    let first = first.remove(0);
     // Weight 1: the objective is the distillation term alone (no dropout in this model).
     let expected = kl_reference(&student, &teacher, 2.0);
     assert!(
@@ -358,7 +407,8 @@ fn regression_distills_by_squared_difference_and_a_uncovered_unit_is_refused() {
     };
     let mut trainer =
         Trainer::new(cfg, device.clone()).with_distill(distill_of(&teacher, 0.25, 2.0));
-    let (model, rec) = trainer.step(model, &b, Capture::NONE).unwrap();
+    let (model, mut rec) = trainer.step(model, &b, Capture::NONE).unwrap();
+    let rec = rec.remove(0);
     let mse = student
         .iter()
         .zip(&teacher)

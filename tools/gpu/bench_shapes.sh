@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), from the repository root, with .carry/lpeft-bench.xz: the
+# training step of vanilla LoRA(all) and of the Light-PEFT-pruned shape (`--peft light-lora`) on
+# the roberta-base and roberta-large shapes, TF32 and bf16, one process each, alternating; the
+# pruned shape also with GEMM padding off (`--ffn-align 1`: FFN widths and LoRA ranks as they
+# are) in both precisions, to show what the padding does.
+#
+#   tools/gpu/bench_shapes.sh DEADLINE_S   -> $OUT/bench-shapes.jsonl (one JSON line per run)
+set -uo pipefail
+deadline=$1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+start=$(date +%s)
+export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
+B=$(mktemp -d)/lpeft-bench
+xz -dc .carry/lpeft-bench.xz > "$B" && chmod +x "$B"
+for shape in roberta-base roberta-large; do
+  for prec in tf32 bf16; do
+    dtype=f32; tf32=1; [ "$prec" = bf16 ] && { dtype=bf16; tf32=0; }
+    for run in "lora-all auto" "light-lora auto" "light-lora 1"; do
+      set -- $run
+      [ $(( deadline - ($(date +%s) - start) )) -gt 20 ] || break 3
+      TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 timeout 60 "$B" --backend tch-cuda --shape "$shape" \
+        --peft "$1" --dtype "$dtype" --ffn-align "$2" --iters 10 --warmup 3 \
+        | sed "s/^{/{\"precision\":\"$prec\",/" >> "$OUT/bench-shapes.jsonl"
+    done
+  done
+done
+cat "$OUT/bench-shapes.jsonl"

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), from the repository root, with .carry/ from tools/gpu/pack.sh:
+# the whole-pipeline benchmark of pipelines/speed.ron for one profile. Per task, one process
+# at a time: vanilla LoRA(all)'s fine-tune; Light-PEFT's estimate + surgery; Light-PEFT's
+# fine-tune (its own process, so that its device-memory peak is its own and not the
+# estimation's cached blocks); then the HF PEFT peer's vanilla fine-tune of the same recipe for
+# the tasks after `--`, while the deadline allows. Ends with bench/pipeline_speed.py's table.
+#
+#   tools/gpu/speed.sh PROFILE DEADLINE_S TASK... [-- PEER_TASK...]
+#   PROFILE roberta-base first writes a random-weight checkpoint (bench/random_checkpoint.py).
+# Writes $OUT/speed-PROFILE.tar.xz: logs, plan.json, the stages' manifests and results, records.jsonl.
+set -uo pipefail
+profile=$1; deadline=$2; shift 2
+backend=${BACKEND:-tch-cuda}
+tasks=(); peer=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--" ]; then shift; peer=("$@"); break; fi
+  tasks+=("$1"); shift
+done
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+W=$(mktemp -d); mkdir -p "$W/speed"
+start=$(date +%s)
+left() { echo $(( deadline - ($(date +%s) - start) )); }
+export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
+export GLUE_DIR=$W/glue MODEL_DIR=.carry/minilm-fp16
+xz -dc .carry/lpeft.xz > "$W/lpeft" && chmod +x "$W/lpeft"
+tar -C "$W" -xJf .carry/glue.tar.xz
+L=$W/lpeft
+limit=()
+if [ "$profile" = roberta-base ]; then
+  python3 bench/random_checkpoint.py --shape roberta-base --seed 1 --tokenizer .carry/minilm-fp16 \
+    --out "$W/roberta-base-random" > "$W/speed/checkpoint.log" 2>&1
+  export MODEL_DIR=$W/roberta-base-random
+  limit=(--limit 8000)
+fi
+run() { timeout "$(left)" $L run pipelines/speed.ron --profile "$profile" --backend "$backend" "$@"; }
+
+run --only 'data-*' --jobs 4 > "$W/speed/run-data.log" 2>&1
+for t in "${tasks[@]}"; do
+  run --only "ft-$t-lora-all-*" > "$W/speed/run-$t-vanilla.log" 2>&1
+  run --only "estimate-$t-*" --only "surgery-$t-*" > "$W/speed/run-$t-estimate.log" 2>&1
+  run --only "ft-$t-light-*" > "$W/speed/run-$t-light.log" 2>&1
+done
+for t in "${peer[@]}"; do
+  [ "$(left)" -gt 40 ] || break
+  ep=10; [ "$t" = sst2 ] && ep=3
+  timeout "$(left)" python3 bench/peers/hf_peft_glue.py --glue-dir "$GLUE_DIR" --model "$MODEL_DIR" \
+    --task "$t" --method lora-all --seed 1 --epochs $ep "${limit[@]}" --out "$W/speed/peer.jsonl" \
+    >> "$W/speed/peer.log" 2>&1
+done
+
+$L plan pipelines/speed.ron --profile "$profile" --backend "$backend" --json > "$W/speed/plan.json"
+python3 bench/pipeline_speed.py --plan "$W/speed/plan.json" --store artifacts \
+  --peer "$W/speed/peer.jsonl" --label "$profile" --out "$W/speed/records.jsonl" \
+  > "$W/speed/table.md" 2>&1
+nvidia-smi --query-gpu=name,driver_version --format=csv > "$W/speed/gpu.txt" 2>&1
+echo "wall $(( $(date +%s) - start )) s" >> "$W/speed/table.md"
+# The stages' own records (no tensors): enough to remake the table here.
+for k in $(python3 -c 'import json,sys;print(" ".join(s["key"] for s in json.load(open(sys.argv[1]))["stages"]))' "$W/speed/plan.json"); do
+  d=artifacts/objects/$k
+  [ -d "$d" ] || continue
+  mkdir -p "$W/speed/objects/$k"
+  cp "$d"/manifest.json "$W/speed/objects/$k/"
+  for f in result.json curve.json estimate.json; do [ -f "$d/$f" ] && cp "$d/$f" "$W/speed/objects/$k/"; done
+done
+tar -C "$W" -cJf "$OUT/speed-$profile.tar.xz" speed
+cat "$W/speed/table.md"

@@ -20,11 +20,12 @@ VANILLA = "lora-all"
 
 
 def load_stage(store, stage):
-    """A plan stage with its manifest and, for a fine-tune, its result and curve."""
+    """A plan stage with its manifest and, for a fine-tune, its result and curve; None when the
+    stage is not in the store (a call that ran part of the pipeline)."""
     d = os.path.join(store, "objects", stage["key"])
     path = os.path.join(d, "manifest.json")
     if not os.path.exists(path):
-        raise SystemExit(f"{stage['name']}: not in the store {store} (run the pipeline first)")
+        return None
     with open(path, encoding="utf-8") as f:
         out = dict(stage, manifest=json.load(f))
     out["random_weights"] = random_weights(out["manifest"])
@@ -158,7 +159,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with open(args.plan, encoding="utf-8") as f:
         plan = json.load(f)
-    stages = [load_stage(args.store, s) for s in plan["stages"]]
+    loaded = [(s["name"], load_stage(args.store, s)) for s in plan["stages"]]
+    missing = [name for name, s in loaded if s is None]
+    if missing:
+        print(f"not in the store (left out): {', '.join(missing)}", file=sys.stderr)
+    stages = [s for _, s in loaded if s is not None]
     peers = []
     if args.peer and os.path.exists(args.peer):
         with open(args.peer, encoding="utf-8") as f:

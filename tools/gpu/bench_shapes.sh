@@ -3,7 +3,8 @@
 # training step of vanilla LoRA(all) and of the Light-PEFT-pruned shape (`--peft light-lora`) on
 # the roberta-base and roberta-large shapes, TF32 and bf16, one process each, alternating; the
 # pruned shape also with GEMM padding off (`--ffn-align 1`: FFN widths and LoRA ranks as they
-# are) in both precisions, to show what the padding does.
+# are) in both precisions, to show what the padding does; and the pipeline's r2 shape
+# (`--peft light-r2`: every module at rank 2), with and without padding.
 #
 #   tools/gpu/bench_shapes.sh DEADLINE_S   -> $OUT/bench-shapes.jsonl (one JSON line per run)
 set -uo pipefail
@@ -16,7 +17,7 @@ xz -dc .carry/lpeft-bench.xz > "$B" && chmod +x "$B"
 for shape in roberta-base roberta-large; do
   for prec in tf32 bf16; do
     dtype=f32; tf32=1; [ "$prec" = bf16 ] && { dtype=bf16; tf32=0; }
-    for run in "lora-all auto" "light-lora auto" "light-lora 1"; do
+    for run in "lora-all auto" "light-lora auto" "light-lora 1" "light-r2 auto" "light-r2 1"; do
       set -- $run
       [ $(( deadline - ($(date +%s) - start) )) -gt 20 ] || break 3
       TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 timeout 60 "$B" --backend tch-cuda --shape "$shape" \

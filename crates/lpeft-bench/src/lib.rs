@@ -34,7 +34,8 @@ struct Args {
     shape: String,
     /// lora-qv (r=8 on query, value), lora-all (r=8 on the six matrices), light-lora (the
     /// Light-PEFT-pruned shape: a third of every layer's heads and FFN neurons removed, LoRA on a
-    /// quarter of the six-per-layer modules at rank 4, scale kept at alpha/8), or none.
+    /// quarter of the six-per-layer modules at rank 4, scale kept at alpha/8), light-r2 (the same
+    /// pruned layers, LoRA on all six at rank 2: the pipeline's `r2` cut), or none.
     #[arg(long, default_value = "lora-qv")]
     peft: String,
     /// Float type of every tensor: f32, or bf16 (weights, activations and optimizer state).
@@ -136,12 +137,17 @@ where
     lpeft_model::fused::set_ffn_alignment(align);
     let mut enc = encoder(&args.shape)?;
     let n_layers = enc.layers.len();
-    if args.peft == "light-lora" {
+    if args.peft == "light-lora" || args.peft == "light-r2" {
         enc.layers = enc.layers.into_iter().map(pruned).collect();
     }
     let peft = match args.peft.as_str() {
         "none" => vec![],
         "light-lora" => light_lora(n_layers),
+        // The pipeline's operating point (docs/fidelity.md `r2`): every module, rank 2 of 8.
+        "light-r2" => lora_everywhere(n_layers, 8, 0.05)
+            .into_iter()
+            .map(|m| PeftModuleSpec { rank: 2, ..m })
+            .collect(),
         "lora-all" => lora_everywhere(n_layers, 8, 0.05),
         "lora-qv" => lora_everywhere(n_layers, 8, 0.05)
             .into_iter()

@@ -58,6 +58,9 @@ impl RankScoreParts {
     }
 }
 
+/// A module's index, one of its factors (graph-free) and that factor's gradient.
+type Factor = (usize, Tensor<2>, Tensor<2>);
+
 /// See [`RankScoreParts`]; nothing is read back.
 pub fn rank_taylor_parts(model: &Model, grads: &Gradients) -> RankScoreParts {
     let modules = model.peft_modules();
@@ -68,7 +71,7 @@ pub fn rank_taylor_parts(model: &Model, grads: &Gradients) -> RankScoreParts {
         // A is `[d_in, r]` (ranks on axis 1), B `[r, d_out]` (ranks on axis 0); the mean runs
         // over the other axis. Factors with the same other dimension are concatenated along
         // the rank axis.
-        let mut groups: Vec<(usize, Vec<(usize, Tensor<2>, Tensor<2>)>)> = Vec::new();
+        let mut groups: Vec<(usize, Vec<Factor>)> = Vec::new();
         for (i, (_, f)) in modules.iter().enumerate() {
             let w = if side == 0 { f.a.val() } else { f.b.val() };
             let Some(g) = w.grad(grads) else { continue };

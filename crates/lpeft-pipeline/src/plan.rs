@@ -223,8 +223,9 @@ impl PlanOptions {
 /// dropout stream differs from the earlier elementary operations, so their artifacts differ;
 /// version 2 of the nodes (layer-norm backward kernels, the LoRA scale inside the GEMMs, FFN
 /// widths padded on CUDA, which draws LoRA dropout over the padded width) changed the last
-/// bits again, and version 3 runs estimation (masks, recorded norm ratios) on them too, so
-/// `+fused` and `+fused2` artifacts are not reused.
+/// bits again, and version 3 runs estimation (masks, recorded norm ratios) on them too, pads
+/// LoRA ranks on CUDA and computes the LoRA GEMMs with `mm`/`addmm` (the scale on the small
+/// factor), so `+fused` and `+fused2` artifacts are not reused.
 pub fn backend_class(backend: &str) -> String {
     let class = backend
         .split(':')

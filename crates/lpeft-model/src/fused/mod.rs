@@ -1,0 +1,232 @@
+//! Fused training operations for the libtorch backend.
+//!
+//! Under autodiff, burn 0.22 records every elementary operation of the encoder (≈110 per layer
+//! forward, each with its own backward step) and has no backward for its fused attention or
+//! LayerNorm, so a training step on libtorch is bound by per-operation overhead rather than by the
+//! GPU. Here, three groups of operations run as one burn node each ("islands"): the projection
+//! `act(x·W + b + s·drop(x)·A·B)`, the attention core (padding bias, dropout on the
+//! probabilities), and `LayerNorm(drop(x) + residual)`. A node's forward calls libtorch kernels
+//! directly and saves what its backward needs; the backward calls the kernels PyTorch's own
+//! derivatives use (matmuls, `native_dropout_backward`, `gelu_backward`, on CUDA the
+//! memory-efficient attention backward). Off CUDA the attention node runs libtorch's autograd on
+//! its SDPA instead (a thread hand-off per call: slower, so only there).
+//!
+//! Invariant: an island computes the same function and gradients as the burn operations it
+//! replaces (checked against them in `tests/fused.rs`); only the dropout random stream differs.
+//! It saves only what PyTorch would save (no `[B, H, T, T]` scores, no frozen layer's input).
+//! Other backends take the plain burn path. Estimation runs on the islands too: its masks
+//! multiply their outputs, and projections record their norm ratios themselves
+//! ([`take_recorded_ratios`]).
+//!
+//! Layout: this file is the API the encoder calls; `torch/mod.rs` is the burn autodiff node
+//! shared by all islands; `torch/{linear,attention,add_norm}.rs` hold each island's forward,
+//! what it saves, its backward, and its named input slots.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use burn::tensor::{Device, Tensor};
+
+/// Activation applied at the end of a fused projection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    Gelu,
+    GeluTanh,
+    Relu,
+}
+
+impl From<lpeft_schema::model::Activation> for Act {
+    fn from(a: lpeft_schema::model::Activation) -> Self {
+        use lpeft_schema::model::Activation;
+        match a {
+            Activation::Gelu => Act::Gelu,
+            Activation::GeluTanh => Act::GeluTanh,
+            Activation::Relu => Act::Relu,
+        }
+    }
+}
+
+/// One fused computation; its inputs are passed alongside, in the order documented per variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Island {
+    /// `[x, w, bias]` or `[x, w, bias, a, b]` with `x: [B, T, I]`, `w: [I, O]`, `a: [I, r]`,
+    /// `b: [r, O]`: `act(x·W + bias + scale·drop(x)·A·B)`.
+    ///
+    /// The LoRA rank is padded inside the node as FFN widths are ([`ffn_padding`]: zero columns
+    /// of A, zero rows of B): a rank of 2 or 4 gives GEMMs whose leading dimension is under 16
+    /// bytes, which cuBLAS may run on unaligned kernels. On the H200 it took the pruned
+    /// roberta-base shape's TF32 step from 17.6 to 12.4 ms; it costs two pad operations per
+    /// module, which showed on host-bound MiniLM (docs/benchmarks.md).
+    ///
+    /// `pad_out` zero columns are appended to W, the bias and B, so the output is
+    /// `[B, T, O + pad_out]` with zeros there (every activation maps 0 to 0); `pad_in` says
+    /// that `x` arrives with that many such zero columns, and zero rows are appended to W and A
+    /// to match. The padding lives inside the node (gradients come back at the parameters'
+    /// own shapes): it lets an FFN of odd width (Light-PEFT's 2731) run on aligned GEMMs.
+    ///
+    /// With `record` (and a LoRA term), the node also keeps each row's output-norm ratio
+    /// `‖scale·drop(x)·A·B‖ / ‖x·W + bias‖` (before the activation) for
+    /// [`take_recorded_ratios`]: estimation's importance capture, computed from what the node
+    /// has at hand instead of a second, unfused forward.
+    Linear {
+        lora_scale: f64,
+        lora_dropout: f64,
+        act: Option<Act>,
+        pad_out: usize,
+        pad_in: usize,
+        record: bool,
+    },
+    /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
+    /// scores): per head `drop(softmax(q·kᵀ/√D + bias))·v`, back in `[B, T, H·D]`.
+    Attention { heads: usize, dropout: f64 },
+    /// `[x, residual, gamma, beta]`: `LayerNorm(drop(x) + residual)` over the last dimension.
+    AddNorm { eps: f64, dropout: f64 },
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+/// FFN width alignment; 0 = automatic ([`ffn_padding`]).
+static FFN_ALIGN: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the multiple that fused FFN widths and LoRA ranks are padded to (`None`: automatic, 8
+/// on CUDA and none elsewhere; `Some(1)`: never). For benchmarks and tests.
+pub fn set_ffn_alignment(align: Option<usize>) {
+    FFN_ALIGN.store(align.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// The multiple GEMM dimensions are padded to on a device (see [`ffn_padding`]).
+fn alignment(cuda: bool) -> usize {
+    match FFN_ALIGN.load(Ordering::Relaxed) {
+        0 if cuda => 8,
+        0 => 1,
+        n => n,
+    }
+}
+
+/// Zero columns to append to an FFN of `width` neurons on `device`: tensor-core GEMM kernels
+/// want every leading dimension a multiple of 16 bytes (8 bf16, 4 f32 values); an odd width
+/// such as 2731 sends cuBLAS to kernels that ran 4–5× slower on the H200 (profiled with
+/// `bench/profile_step.py`). CPU kernels do not care, so the default pads on CUDA only.
+pub fn ffn_padding(width: usize, device: &Device) -> usize {
+    let align = alignment(libtorch_cuda(device) == Some(true));
+    width.next_multiple_of(align) - width
+}
+
+/// Turns the fused path on or off for the whole process (benchmarks compare both).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether islands run for tensors on `device`: libtorch (CPU or CUDA) builds only.
+pub fn applies(device: &Device) -> bool {
+    ENABLED.load(Ordering::Relaxed) && libtorch_cuda(device).is_some()
+}
+
+/// For a libtorch device, whether it is a CUDA one; `None` for other backends (and always in
+/// builds without libtorch).
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
+fn libtorch_cuda(device: &Device) -> Option<bool> {
+    use burn::backend::DispatchDevice;
+    use burn::backend::libtorch::LibTorchDevice;
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::LibTorch(d) => Some(matches!(d, LibTorchDevice::Cuda(_))),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "tch"))]
+fn libtorch_cuda(_device: &Device) -> Option<bool> {
+    None
+}
+
+/// Runs `island` on the given tensors as one node (libtorch builds); elsewhere it is never
+/// reached, because [`applies`] is false there.
+macro_rules! run_island {
+    ($island:expr; $($t:expr),+) => {{
+        #[cfg(feature = "tch")]
+        {
+            Tensor::from_dispatch(torch::run(vec![$($t.into_dispatch()),+], $island))
+        }
+        #[cfg(not(feature = "tch"))]
+        {
+            let _ = ($($t),+);
+            unreachable!("fused {:?} without libtorch; `applies` is false there", $island)
+        }
+    }};
+}
+
+/// Fused projection; `lora` is `(A, B)`. Call only where [`applies`] holds.
+pub fn linear(
+    x: Tensor<3>,
+    w: Tensor<2>,
+    bias: Tensor<1>,
+    lora: Option<(Tensor<2>, Tensor<2>)>,
+    island: Island,
+) -> Tensor<3> {
+    match lora {
+        Some((a, b)) => run_island!(island; x, w, bias, a, b),
+        None => run_island!(island; x, w, bias),
+    }
+}
+
+/// Fused attention core. Call only where [`applies`] holds.
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    score_bias: Tensor<4>,
+    heads: usize,
+    dropout: f64,
+) -> Tensor<3> {
+    run_island!(Island::Attention { heads, dropout }; q, k, v, score_bias)
+}
+
+/// Fused `LayerNorm(drop(x) + residual)`. Call only where [`applies`] holds.
+pub fn add_norm(
+    x: Tensor<3>,
+    residual: Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+    dropout: f64,
+) -> Tensor<3> {
+    run_island!(Island::AddNorm { eps, dropout }; x, residual, gamma, beta)
+}
+
+/// The row ratios that recording projections ([`Island::Linear`]'s `record`) kept on this
+/// thread since the last call, each reduced with `weights` (`[rows]`: the batch's B·T rows,
+/// 1/tokens on real tokens and 0 on padding) to one value: `[projections]`, in call order, on
+/// the device (nothing is read back). Call only where [`applies`] holds.
+pub fn take_recorded_ratios(weights: Tensor<1>) -> Tensor<1> {
+    #[cfg(feature = "tch")]
+    {
+        use torch::TorchIslands;
+        Tensor::from_dispatch(<burn::backend::Dispatch as TorchIslands>::recorded_ratios(
+            weights.into_dispatch(),
+        ))
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = weights;
+        unreachable!("recorded ratios without libtorch; `applies` is false there")
+    }
+}
+
+/// Forgets ratios a forward kept but nobody took (one that failed half-way), so that the
+/// next [`take_recorded_ratios`] pairs values with the right projections.
+pub fn discard_recorded_ratios() {
+    #[cfg(feature = "tch")]
+    torch::RATIOS.with_borrow_mut(Vec::clear);
+}
+
+/// Dropout probability a burn `Dropout` module would apply to tensors on `device`.
+pub fn effective_dropout(dropout: &burn::nn::Dropout, device: &Device) -> f64 {
+    if dropout.training.is_enabled() && device.is_autodiff() {
+        dropout.prob
+    } else {
+        0.0
+    }
+}
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
+mod torch;

@@ -1,0 +1,399 @@
+//! libtorch kernels of the fused islands (see the parent module): the burn extension that runs
+//! them as autodiff nodes (here), and one file per island with its forward, what it saves and
+//! its backward.
+
+mod add_norm;
+mod attention;
+mod linear;
+
+use std::sync::{Arc, Mutex};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::libtorch::TchTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, LibTorch, backend_extension};
+use tch::Tensor as T;
+
+use self::add_norm::AddNormSaved;
+use self::attention::{AttentionSaved, GraphSaved};
+use self::linear::LinearSaved;
+use super::{Act, Island};
+
+pub(super) fn run(
+    inputs: Vec<burn::backend::DispatchTensor>,
+    island: Island,
+) -> burn::backend::DispatchTensor {
+    type D = burn::backend::Dispatch;
+    let n = inputs.len();
+    let mut it = inputs.into_iter();
+    let mut next = || it.next().expect("arity checked");
+    match n {
+        3 => <D as TorchIslands>::island3(next(), next(), next(), island),
+        4 => <D as TorchIslands>::island4(next(), next(), next(), next(), island),
+        5 => <D as TorchIslands>::island5(next(), next(), next(), next(), next(), island),
+        _ => unreachable!("{island:?} with {n} inputs"),
+    }
+}
+
+/// One method per arity: the extension macro routes fixed tensor arguments only.
+#[backend_extension(LibTorch, Autodiff)]
+pub trait TorchIslands: Backend {
+    fn island3(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self>;
+    fn island4(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self>;
+    #[allow(clippy::too_many_arguments)]
+    fn island5(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self>;
+    /// See [`super::take_recorded_ratios`]; never part of a graph.
+    fn recorded_ratios(weights: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+thread_local! {
+    /// `[rows]` norm ratios of the recording projections run on this thread, in order.
+    pub(super) static RATIOS: std::cell::RefCell<Vec<T>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_ratios(weights: &T) -> T {
+    let rows = RATIOS.with_borrow_mut(std::mem::take);
+    if rows.is_empty() {
+        return T::zeros([0], (weights.kind(), weights.device()));
+    }
+    T::stack(&rows, 0).to_kind(weights.kind()).mv(weights)
+}
+
+impl Island {
+    /// Whether input `i` can carry a gradient (the padding bias never does; marking it
+    /// would also steer libtorch away from its fused attention kernels).
+    fn differentiable(&self, i: usize) -> bool {
+        !matches!(self, Island::Attention { .. } if i == attention::SCORE_BIAS)
+    }
+
+    /// The computation on libtorch tensors; `train` enables dropout.
+    fn eval(&self, x: &[T], train: bool) -> T {
+        let p = |p: f64| if train { p } else { 0.0 };
+        match *self {
+            // The training forward with nothing trained saves nothing worth keeping.
+            Island::Linear { .. } => {
+                let mut island = *self;
+                if let Island::Linear { lora_dropout, .. } = &mut island {
+                    *lora_dropout = p(*lora_dropout);
+                }
+                linear::forward(x, &island, &[false; 5]).0
+            }
+            Island::Attention { heads, dropout } => {
+                let (b, t, hd) = x[0].size3().expect("[B, T, H·D] query");
+                let h = heads as i64;
+                let split = |y: &T| y.view([b, t, h, hd / h]).transpose(1, 2);
+                let ctx = T::scaled_dot_product_attention(
+                    &split(&x[0]),
+                    &split(&x[1]),
+                    &split(&x[2]),
+                    Some(&x[3]),
+                    p(dropout),
+                    false,
+                    None::<f64>,
+                    false,
+                );
+                ctx.transpose(1, 2).reshape([b, t, hd])
+            }
+            Island::AddNorm { eps, dropout } => {
+                let y = dropout_with_mask(&x[0], p(dropout)).0 + &x[1];
+                let d = *y.size().last().expect("non-scalar");
+                y.layer_norm([d], Some(&x[2]), Some(&x[3]), eps, true)
+            }
+        }
+    }
+}
+
+fn infer(inputs: &[&TchTensor], island: &Island) -> TchTensor {
+    let xs: Vec<T> = inputs.iter().map(|t| t.tensor.shallow_clone()).collect();
+    TchTensor::new(tch::no_grad(|| island.eval(&xs, false)))
+}
+
+impl TorchIslands for LibTorch {
+    fn island3(a: TchTensor, b: TchTensor, c: TchTensor, island: Island) -> TchTensor {
+        infer(&[&a, &b, &c], &island)
+    }
+    fn island4(
+        a: TchTensor,
+        b: TchTensor,
+        c: TchTensor,
+        d: TchTensor,
+        island: Island,
+    ) -> TchTensor {
+        infer(&[&a, &b, &c, &d], &island)
+    }
+    fn island5(
+        a: TchTensor,
+        b: TchTensor,
+        c: TchTensor,
+        d: TchTensor,
+        e: TchTensor,
+        island: Island,
+    ) -> TchTensor {
+        infer(&[&a, &b, &c, &d, &e], &island)
+    }
+    fn recorded_ratios(weights: TchTensor) -> TchTensor {
+        TchTensor::new(tch::no_grad(|| take_ratios(&weights.tensor)))
+    }
+}
+
+/// What an island's backward needs, saved by its forward (one type per island, in its file).
+enum Saved {
+    Linear(LinearSaved),
+    AddNorm(AddNormSaved),
+    Attention(AttentionSaved),
+    Graph(GraphSaved),
+}
+
+/// One island's saved tensors, taken by its backward step.
+struct Recorded {
+    saved: Saved,
+    /// Float type of the output.
+    kind: tch::Kind,
+    /// burn handles of the inputs and the output: while they live, burn-tch sees the storage
+    /// as shared and never reuses it in place, which would corrupt what was saved.
+    _pins: Vec<TchTensor>,
+}
+
+/// `Clone` because burn's backward state must be; all clones share the one recording.
+#[derive(Clone)]
+struct IslandState(Arc<Mutex<Option<Recorded>>>);
+
+impl std::fmt::Debug for IslandState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IslandState")
+    }
+}
+
+/// `drop(x)` with its keep-mask, or `x` itself when `p == 0`.
+fn dropout_with_mask(x: &T, p: f64) -> (T, Option<(T, f64)>) {
+    if p > 0.0 {
+        let (y, mask) = x.native_dropout(p, true);
+        (y, Some((mask, 1.0 / (1.0 - p))))
+    } else {
+        (x.shallow_clone(), None)
+    }
+}
+
+fn undo_dropout(g: T, mask: &Option<(T, f64)>) -> T {
+    match mask {
+        Some((m, scale)) => T::native_dropout_backward(&g, m, *scale),
+        None => g,
+    }
+}
+
+/// `t` with `rows` zero rows and `cols` zero columns appended (itself when both are 0).
+fn pad2(t: &T, rows: i64, cols: i64) -> T {
+    if rows == 0 && cols == 0 {
+        t.shallow_clone()
+    } else {
+        t.constant_pad_nd([0, cols, 0, rows])
+    }
+}
+
+/// `t` with its padding (the last `drop` entries of `dim`) cut off, contiguous.
+fn unpad(t: T, dim: i64, drop: i64) -> T {
+    if drop == 0 {
+        t
+    } else {
+        let keep = t.size()[dim as usize] - drop;
+        t.narrow(dim, 0, keep).contiguous()
+    }
+}
+
+fn activate(y: &T, act: Act) -> T {
+    match act {
+        Act::Gelu => y.gelu("none"),
+        Act::GeluTanh => y.gelu("tanh"),
+        Act::Relu => y.relu(),
+    }
+}
+
+/// Gradients of the inputs listed in `wanted` (input index), in that order.
+fn backward_of(saved: Saved, g: &T, wanted: &[usize]) -> Vec<Option<T>> {
+    match saved {
+        Saved::Linear(s) => linear::backward(s, g, wanted),
+        Saved::AddNorm(s) => add_norm::backward(s, g, wanted),
+        Saved::Attention(s) => attention::backward(s, g, wanted),
+        Saved::Graph(s) => attention::graph_backward(s, g, wanted),
+    }
+}
+
+/// Which inputs (and whether the output) share storage with the saved tensors.
+fn shared_storage(saved: &Saved, n: usize) -> (Vec<bool>, bool) {
+    match saved {
+        Saved::Linear(s) => (linear::shared_storage(s, n), false),
+        Saved::AddNorm(_) => (add_norm::shared_storage(n), false),
+        Saved::Attention(_) | Saved::Graph(_) => (vec![true; n], true),
+    }
+}
+
+#[derive(Debug)]
+struct IslandBackward;
+
+impl<const N: usize> Backward<LibTorch, N> for IslandBackward {
+    type State = IslandState;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<LibTorch>(&ops.node);
+        let Some(rec) = ops.state.0.lock().expect("island state").take() else {
+            return;
+        };
+        let (wanted, ids): (Vec<usize>, Vec<_>) = ops
+            .parents
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|node| (i, node.id)))
+            .unzip();
+        if wanted.is_empty() {
+            return;
+        }
+        // Upstream gradients may arrive in another float type (a loss computed in f32 over
+        // bf16 logits); the island's kernels need its own.
+        let g = if grad.tensor.kind() == rec.kind {
+            grad.tensor
+        } else {
+            grad.tensor.to_kind(rec.kind)
+        };
+        let gs = backward_of(rec.saved, &g, &wanted);
+        // Two gradients may be one tensor (∂x and ∂residual of add+norm without dropout):
+        // they then share burn-tch's storage handle, so neither is reused in place.
+        let mut made: Vec<TchTensor> = Vec::with_capacity(ids.len());
+        for (id, g) in ids.into_iter().zip(gs) {
+            let Some(g) = g else { continue };
+            let ptr = g.data_ptr();
+            let t = match made.iter().find(|m| m.tensor.data_ptr() == ptr) {
+                Some(twin) => TchTensor::from_existing(g, twin.storage.clone()),
+                None => TchTensor::new(g),
+            };
+            made.push(t.clone());
+            grads.register::<LibTorch>(id, t);
+        }
+    }
+}
+
+fn record<C: CheckpointStrategy, const N: usize>(
+    inputs: [FloatTensor<Autodiff<LibTorch, C>>; N],
+    island: Island,
+) -> FloatTensor<Autodiff<LibTorch, C>> {
+    let guards = inputs.each_ref().map(|t| t.node());
+    // Parameters that are trained (leaves needing a gradient): what they need is saved.
+    let trained = inputs
+        .each_ref()
+        .map(Autodiff::<LibTorch, C>::float_is_require_grad);
+    let prims: Vec<TchTensor> = inputs.into_iter().map(|t| t.into_primitive()).collect();
+    match IslandBackward
+        .prepare::<C>(guards)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let xs: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
+            let (output, saved) = match island {
+                Island::Linear { .. } => tch::no_grad(|| linear::forward(&xs, &island, &trained)),
+                Island::AddNorm { .. } => tch::no_grad(|| add_norm::forward(&xs, &island)),
+                Island::Attention { .. } => {
+                    match tch::no_grad(|| attention::forward(&xs, &island)) {
+                        Some(done) => done,
+                        None => {
+                            let leaves: Vec<T> = xs
+                                .iter()
+                                .enumerate()
+                                .map(|(i, x)| {
+                                    let leaf = x.detach();
+                                    if island.differentiable(i) {
+                                        leaf.set_requires_grad(true)
+                                    } else {
+                                        leaf
+                                    }
+                                })
+                                .collect();
+                            let output = tch::with_grad(|| island.eval(&leaves, true));
+                            (output.detach(), Saved::Graph(GraphSaved { leaves, output }))
+                        }
+                    }
+                }
+            };
+            let kind = output.kind();
+            let out = TchTensor::new(output);
+            // Pin only what the saved tensors share storage with: pinning more would keep
+            // activations alive until the backward (memory the peer does not spend).
+            let (inputs, output_shared) = shared_storage(&saved, prims.len());
+            let mut pins: Vec<TchTensor> = prims
+                .into_iter()
+                .zip(inputs)
+                .filter_map(|(p, keep)| keep.then_some(p))
+                .collect();
+            if output_shared {
+                pins.push(out.clone());
+            }
+            let state = IslandState(Arc::new(Mutex::new(Some(Recorded {
+                saved,
+                kind,
+                _pins: pins,
+            }))));
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => {
+            let xs: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
+            prep.finish(TchTensor::new(tch::no_grad(|| island.eval(&xs, true))))
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> TorchIslands for Autodiff<LibTorch, C> {
+    fn island3(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self> {
+        record::<C, 3>([a, b, c], island)
+    }
+    fn island4(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self> {
+        record::<C, 4>([a, b, c, d], island)
+    }
+    fn island5(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self> {
+        record::<C, 5>([a, b, c, d, e], island)
+    }
+    fn recorded_ratios(weights: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn::backend::AutodiffBackend;
+        let inner = <Self as AutodiffBackend>::inner(weights);
+        <Self as AutodiffBackend>::from_inner(LibTorch::recorded_ratios(inner))
+    }
+}

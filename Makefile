@@ -21,7 +21,7 @@ help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
 	@echo "make plan-glue      show what reproduce-glue would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
-	@echo "make test           cargo test --workspace, and the bench scripts' arithmetic (python3)"
+	@echo "make test           the crate-graph rules, cargo test --workspace, the bench and tool scripts' arithmetic (python3)"
 	@echo "make test-tch       training step on libtorch and ndarray, fused libtorch nodes vs plain (installs torch into .venv-torch)"
 	@echo "make bench          timing of a no-op pipeline rerun and of store hashing"
 	@echo "make fuzz           the readers' fuzz tests at FUZZ_CASES mutated inputs each (1,000,000; make test runs 2,000)"
@@ -46,8 +46,10 @@ demo: build
 
 # Default features only: the `cuda` feature of burn cannot build offline.
 test:
+	python3 tools/check_deps.py
 	$(CARGO) test --workspace
 	python3 -m unittest discover -s bench -p 'test_*.py'
+	python3 -m unittest discover -s tools -p 'test_*.py'
 
 bench: build
 	./tests/bench.sh $(LPEFT)

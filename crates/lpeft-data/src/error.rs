@@ -82,12 +82,12 @@ pub enum DataError {
     },
     #[error("download of {url} failed: {message}")]
     Download { url: String, message: String },
-    #[error("dataset artifact {path}: {message}")]
-    Artifact { path: PathBuf, message: String },
     #[error("invalid data parameters: {0}")]
     Params(String),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Dataset(#[from] lpeft_artifacts::dataset::DatasetError),
 }
 
 impl DataError {
@@ -97,13 +97,6 @@ impl DataError {
             DataError::MissingFile { path }
         } else {
             DataError::Io { path, source }
-        }
-    }
-
-    pub(crate) fn artifact(path: impl Into<PathBuf>, message: impl Into<String>) -> DataError {
-        DataError::Artifact {
-            path: path.into(),
-            message: message.into(),
         }
     }
 }

@@ -41,8 +41,7 @@
 //! - Label ids follow the Hugging Face class-label order, whatever the source.
 //! - No dependency on burn: batches are plain vectors.
 
-pub mod artifact;
-pub mod batch;
+pub use lpeft_artifacts::dataset::{artifact, batch};
 pub mod build;
 pub mod encode;
 pub mod error;
@@ -50,7 +49,7 @@ pub mod example;
 pub mod glue;
 pub mod hub;
 pub mod registry;
-pub mod rng;
+pub use lpeft_artifacts::dataset::rng;
 pub mod squad;
 pub mod stage;
 pub mod superglue;

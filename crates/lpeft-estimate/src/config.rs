@@ -4,57 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use lpeft_schema::model::{AdapterSite, LoraTarget};
-
-/// PEFT modules trained during estimation (spec §3.1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PeftConfig {
-    /// LoRA `x·A·B·(alpha/rank)` beside each target matrix of every layer.
-    Lora {
-        #[serde(default = "d_rank")]
-        rank: usize,
-        #[serde(default = "d_alpha")]
-        alpha: f64,
-        #[serde(default = "d_lora_dropout")]
-        dropout: f64,
-        #[serde(default = "d_targets")]
-        targets: Vec<LoraTarget>,
-    },
-    /// Serial bottleneck adapters after the chosen sublayers of every layer.
-    Adapter {
-        #[serde(default = "d_rank")]
-        size: usize,
-        #[serde(default = "d_adapter_dropout")]
-        dropout: f64,
-        #[serde(default = "d_scale")]
-        scale: f64,
-        #[serde(default = "d_sites")]
-        sites: Vec<AdapterSite>,
-    },
-}
-
-fn d_rank() -> usize {
-    8
-}
-fn d_alpha() -> f64 {
-    16.0
-}
-fn d_lora_dropout() -> f64 {
-    0.05
-}
-fn d_adapter_dropout() -> f64 {
-    0.1
-}
-fn d_scale() -> f64 {
-    1.0
-}
-fn d_targets() -> Vec<LoraTarget> {
-    LoraTarget::ALL.to_vec()
-}
-fn d_sites() -> Vec<AdapterSite> {
-    vec![AdapterSite::Attention, AdapterSite::Ffn]
-}
+pub use lpeft_model::peft_config::{PaddingSpec, PeftConfig};
 
 /// Length of the estimation: a number of steps, a fraction of an epoch of the train split
 /// (800 steps, the reference's SST-2 value, is 0.38 epoch there but ≈100 epochs on CB), or a
@@ -78,16 +28,6 @@ impl StepsSpec {
             StepsSpec::FinetuneFraction { fraction, epochs } => of_epochs(fraction * epochs),
         }
     }
-}
-
-/// Padding of training batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum PaddingSpec {
-    /// Each batch to its longest row (fast; masked attention makes it equivalent).
-    Longest,
-    /// Every batch to this length (the reference pads to 128).
-    Fixed(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,12 +78,7 @@ pub struct EstimateConfig {
 }
 
 fn d_peft() -> PeftConfig {
-    PeftConfig::Lora {
-        rank: d_rank(),
-        alpha: d_alpha(),
-        dropout: d_lora_dropout(),
-        targets: d_targets(),
-    }
+    PeftConfig::default_lora()
 }
 fn d_steps() -> StepsSpec {
     StepsSpec::Steps(800)

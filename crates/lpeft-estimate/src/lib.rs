@@ -9,7 +9,7 @@
 //! Invariant: the run reads only the dataset artifact, the pretrained model's declared files
 //! and its parameters; every per-step capture crosses from the device in one transfer.
 
-pub mod artifact;
+pub use lpeft_artifacts::estimation as artifact;
 pub mod config;
 pub mod run;
 pub mod stage;

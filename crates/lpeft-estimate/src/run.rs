@@ -3,98 +3,13 @@
 
 use burn::tensor::Tensor;
 
-use lpeft_data::{Batch, Batcher};
+use lpeft_artifacts::dataset::{Batch, Batcher};
 use lpeft_model::Model;
-use lpeft_schema::dataset::TaskKind;
-use lpeft_schema::model::{
-    EncoderSpec, Family, HeadStyle, ModelSpec, PeftModuleId, PeftModuleSpec, PeftSite, TaskHeadSpec,
-};
+pub use lpeft_model::peft_config::{estimation_spec, head_for, peft_modules};
 use lpeft_train::{Capture, StepRecord, TrainConfig, TrainError, Trainer};
 
 use crate::artifact::{MaskTrajectory, ModuleEntry, ScoresIndex, StepScores};
-use crate::config::{EstimateConfig, PeftConfig};
-
-/// The task head for a dataset's task kind, in the encoder family's style.
-pub fn head_for(kind: &TaskKind, family: Family) -> TaskHeadSpec {
-    let style = match family {
-        Family::Bert => HeadStyle::BertPooler,
-        Family::Roberta => HeadStyle::RobertaDenseTanh,
-    };
-    match kind {
-        TaskKind::Classification { num_labels } => TaskHeadSpec::Classification {
-            num_labels: *num_labels as usize,
-            style,
-        },
-        TaskKind::Regression => TaskHeadSpec::Regression { style },
-        TaskKind::MultipleChoice { num_choices } => TaskHeadSpec::MultipleChoice {
-            choices: *num_choices as usize,
-            style,
-        },
-        TaskKind::Span => TaskHeadSpec::SpanExtraction,
-    }
-}
-
-/// PEFT modules on every layer as configured.
-pub fn peft_modules(peft: &PeftConfig, layers: usize) -> Vec<PeftModuleSpec> {
-    let mut out = Vec::new();
-    for layer in 0..layers {
-        match peft {
-            PeftConfig::Lora {
-                rank,
-                alpha,
-                dropout,
-                targets,
-            } => {
-                for t in targets {
-                    out.push(PeftModuleSpec {
-                        id: PeftModuleId {
-                            layer,
-                            site: PeftSite::Lora(*t),
-                        },
-                        rank: *rank,
-                        original_rank: *rank,
-                        scale: alpha / *rank as f64,
-                        dropout: *dropout,
-                    });
-                }
-            }
-            PeftConfig::Adapter {
-                size,
-                dropout,
-                scale,
-                sites,
-            } => {
-                for s in sites {
-                    out.push(PeftModuleSpec {
-                        id: PeftModuleId {
-                            layer,
-                            site: PeftSite::Adapter(*s),
-                        },
-                        rank: *size,
-                        original_rank: *size,
-                        scale: *scale,
-                        dropout: *dropout,
-                    });
-                }
-            }
-        }
-    }
-    out.sort_by_key(|m| m.id);
-    out.dedup_by_key(|m| m.id);
-    out
-}
-
-/// The estimation model's spec: the pretrained encoder with masks and PEFT on every layer.
-pub fn estimation_spec(encoder: EncoderSpec, kind: &TaskKind, peft: &PeftConfig) -> ModelSpec {
-    let head = head_for(kind, encoder.family);
-    let peft = peft_modules(peft, encoder.layers.len());
-    ModelSpec {
-        encoder,
-        head,
-        peft,
-        masks: true,
-    }
-}
+use crate::config::EstimateConfig;
 
 /// Current head and FFN mask values of every layer, `[L·H + L·I]` per layer in turn (heads,
 /// then neurons), left on the device.

@@ -1,9 +1,9 @@
 //! The estimation stage (`kind = "estimate"`): reads a dataset artifact and a pretrained model,
 //! writes the estimation artifact (see [`crate::artifact`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use lpeft_data::{BatchConfig, Batcher, Dataset, Padding};
+use lpeft_artifacts::dataset::{BatchConfig, Batcher, Dataset, Padding};
 use lpeft_model::Model;
 use lpeft_model::hf::{HfCheckpoint, load_spec};
 use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
@@ -28,7 +28,7 @@ fn failed(e: impl std::fmt::Display) -> StageError {
 /// The model's head outputs (eval mode) on every unit of `split`, in split order.
 pub fn teacher_outputs(
     model: &Model,
-    split: &lpeft_data::SplitTensors,
+    split: &lpeft_artifacts::dataset::SplitTensors,
     ds: &Dataset,
     plain: &burn::tensor::Device,
 ) -> Result<artifact::TeacherOutputs, String> {
@@ -59,24 +59,8 @@ pub fn parse(params: &Params) -> Result<EstimateConfig, StageError> {
     Ok(cfg)
 }
 
-/// The pretrained weights file of a Hugging Face model directory.
-pub fn weights_file(dir: &Path) -> Result<PathBuf, String> {
-    ["model.safetensors", "pytorch_model.bin"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "field `model`: {} has no model.safetensors or pytorch_model.bin",
-                dir.display()
-            )
-        })
-}
-
-/// blake3 of a file's content, hex.
-pub fn file_blake3(file: &Path) -> Result<String, std::io::Error> {
-    Ok(blake3::hash(&std::fs::read(file)?).to_hex().to_string())
-}
+pub use lpeft_artifacts::file_blake3;
+pub use lpeft_model::hf::weights_file;
 
 /// Writes every file of the estimation artifact into `dir`; returns the summary and the
 /// default (second-half) aggregate.
@@ -101,7 +85,13 @@ pub fn write_artifact(
         &out.model.spec,
     )?;
     let state = lpeft_model::checkpoint::trainable_tensors(&out.model);
-    lpeft_model::checkpoint::write_safetensors(&dir.join(artifact::PEFT_STATE_FILE), &state)?;
+    let state_file = dir.join(artifact::PEFT_STATE_FILE);
+    lpeft_model::checkpoint::write_safetensors(&state_file, &state).map_err(|e| {
+        ArtifactError::Bad {
+            file: state_file.clone(),
+            message: e.to_string(),
+        }
+    })?;
     artifact::write_json(&dir.join(artifact::CURVE_FILE), &out.curve)?;
     let steps = out.curve.len();
     let summary = EstimateSummary {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use lpeft_estimate::config::{PaddingSpec, PeftConfig};
+pub use lpeft_model::peft_config::{PaddingSpec, PeftConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

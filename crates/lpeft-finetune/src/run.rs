@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 
-use lpeft_data::encode::Labels as SplitLabels;
-use lpeft_data::{BatchConfig, Batcher, Padding, SplitTensors};
+use lpeft_artifacts::dataset::Labels as SplitLabels;
+use lpeft_artifacts::dataset::{BatchConfig, Batcher, Padding, SplitTensors};
 use lpeft_eval::{Outputs, evaluate_task};
 use lpeft_model::Model;
 use lpeft_model::checkpoint::trainable_tensors;
@@ -23,7 +23,7 @@ pub enum FinetuneError {
     #[error(transparent)]
     Train(#[from] lpeft_train::TrainError),
     #[error(transparent)]
-    Data(#[from] lpeft_data::DataError),
+    Data(#[from] lpeft_artifacts::dataset::DatasetError),
     #[error("evaluating epoch {epoch}: {source}")]
     Eval {
         epoch: usize,

@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lpeft_data::Dataset;
-use lpeft_estimate::run::estimation_spec;
-use lpeft_estimate::stage::weights_file;
+use lpeft_artifacts::dataset::Dataset;
 use lpeft_model::Model;
 use lpeft_model::checkpoint;
+use lpeft_model::hf::weights_file;
 use lpeft_model::hf::{HfCheckpoint, load_spec};
+use lpeft_model::peft_config::estimation_spec;
 use lpeft_pipeline::stage::{
     InputArtifact, Params, Prepared, RunContext, RunSummary, Stage, StageError,
 };
@@ -73,7 +73,7 @@ fn original_backbone(init: &InputArtifact) -> Result<u64, StageError> {
 fn teacher_targets(
     cfg: &FinetuneConfig,
     teacher: Option<&InputArtifact>,
-    train: &lpeft_data::SplitTensors,
+    train: &lpeft_artifacts::dataset::SplitTensors,
     kind: &lpeft_schema::dataset::TaskKind,
 ) -> Result<Option<lpeft_train::Distill>, StageError> {
     let (d, teacher) = match (cfg.distill, teacher) {
@@ -91,15 +91,15 @@ fn teacher_targets(
             ));
         }
     };
-    let file = teacher.dir.join(lpeft_estimate::artifact::TEACHER_FILE);
+    let file = teacher.dir.join(lpeft_artifacts::estimation::TEACHER_FILE);
     if !file.is_file() {
         return Err(failed(format!(
             "input `teacher` ({}) has no {}: estimate with `teacher_outputs: true`",
             teacher.key,
-            lpeft_estimate::artifact::TEACHER_FILE
+            lpeft_artifacts::estimation::TEACHER_FILE
         )));
     }
-    let t = lpeft_estimate::artifact::read_teacher(&file).map_err(failed)?;
+    let t = lpeft_artifacts::estimation::read_teacher(&file).map_err(failed)?;
     // Units as the batcher makes them: questions for multiple choice, rows otherwise.
     let units = match kind {
         lpeft_schema::dataset::TaskKind::MultipleChoice { .. } => train.num_groups(),

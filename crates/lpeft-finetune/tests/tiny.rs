@@ -4,12 +4,11 @@
 use burn::tensor::Device;
 
 use lpeft_data::encode::{Labels as DataLabels, SplitTensors};
-use lpeft_estimate::config::PeftConfig;
-use lpeft_estimate::run::estimation_spec;
 use lpeft_finetune::FinetuneConfig;
 use lpeft_finetune::run::{finetune, param_counts, total_steps};
 use lpeft_model::checkpoint;
 use lpeft_model::model::Model;
+use lpeft_model::peft_config::{PeftConfig, estimation_spec};
 use lpeft_model::rng::SeededRng;
 use lpeft_model::source::RandomSource;
 use lpeft_model::testing::tiny_encoder;

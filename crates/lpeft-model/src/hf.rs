@@ -491,3 +491,17 @@ pub fn unused_keys(ckpt: &HfCheckpoint, used: &[String]) -> Vec<String> {
 
 #[allow(dead_code)]
 fn _assert_map_type(_: &HashMap<String, (Vec<usize>, Vec<f32>)>) {}
+
+/// The pretrained weights file of a Hugging Face model directory.
+pub fn weights_file(dir: &Path) -> Result<PathBuf, String> {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "field `model`: {} has no model.safetensors or pytorch_model.bin",
+                dir.display()
+            )
+        })
+}

@@ -19,6 +19,7 @@ pub mod merge;
 pub mod model;
 pub mod optim;
 pub mod peft;
+pub mod peft_config;
 pub mod rng;
 pub mod source;
 pub mod testing;

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use lpeft_estimate::artifact::{EstimateArtifact, Window, aggregate};
-use lpeft_estimate::stage::{file_blake3, weights_file};
+use lpeft_artifacts::{EstimateArtifact, Window, aggregate, file_blake3};
 use lpeft_model::Model;
 use lpeft_model::checkpoint;
 use lpeft_model::hf::HfCheckpoint;
+use lpeft_model::hf::weights_file;
 use lpeft_model::source::{MapSource, TensorMap};
 use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
 

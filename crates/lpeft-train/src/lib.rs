@@ -1,6 +1,6 @@
 //! lpeft-train: the pieces every training loop shares (estimation now, pruned fine-tuning next).
 //!
-//! - [`to_input`] / [`to_labels`] turn an `lpeft_data::Batch` into tensors on a device;
+//! - [`to_input`] / [`to_labels`] turn an `lpeft_artifacts::dataset::Batch` into tensors on a device;
 //! - [`Trainer::step`] runs one step: forward (optionally recording PEFT norm ratios), task
 //!   loss + λ·Σ|masks|, backward, first-order rank scores, NaN guard, AdamW with global-norm
 //!   clipping on a linear schedule; every capture of a step is read back in **one** transfer;
@@ -17,7 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use lpeft_data::{Batch, BatchLabels};
+use lpeft_artifacts::dataset::{Batch, BatchLabels};
 use lpeft_model::head::{HeadOutput, Labels, distill_loss, task_loss};
 use lpeft_model::importance::{RankScoreParts, rank_taylor_parts};
 use lpeft_model::optim::{AdamW, AdamWConfig, linear_schedule};

@@ -19,8 +19,8 @@ use lpeft_schema::dataset::{
 };
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::encode::{Labels, SplitTensors, Texts};
-use crate::error::DataError;
+use super::error::DatasetError as DataError;
+use super::{Labels, SplitTensors, Texts};
 
 pub const META_FILE: &str = "dataset.json";
 

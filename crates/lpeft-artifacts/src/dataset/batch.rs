@@ -4,9 +4,9 @@
 
 use lpeft_schema::dataset::TaskKind;
 
-use crate::encode::{Labels, SplitTensors};
-use crate::error::DataError;
-use crate::rng::SplitMix64;
+use super::error::DatasetError as DataError;
+use super::rng::SplitMix64;
+use super::{Labels, SplitTensors};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {

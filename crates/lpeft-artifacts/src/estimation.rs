@@ -27,6 +27,8 @@ pub const PEFT_STATE_FILE: &str = "peft_state.safetensors";
 pub const CURVE_FILE: &str = "curve.json";
 pub const SUMMARY_FILE: &str = "estimate.json";
 pub const CONFIG_FILE: &str = "config.json";
+/// The estimation model's spec (`lpeft_model::checkpoint::SPEC_FILE`: the same name).
+pub const SPEC_FILE: &str = "model.json";
 /// The estimation model's head outputs on its whole training split (`teacher_outputs`).
 pub const TEACHER_FILE: &str = "teacher.safetensors";
 
@@ -39,8 +41,6 @@ pub enum ArtifactError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Model(#[from] lpeft_model::ModelError),
 }
 
 fn bad(file: &Path, message: impl Into<String>) -> ArtifactError {
@@ -456,13 +456,17 @@ pub struct EstimateArtifact {
 
 impl EstimateArtifact {
     pub fn open(dir: &Path) -> Result<Self, ArtifactError> {
-        let spec = lpeft_model::checkpoint::read_spec(dir)?;
+        let spec = read_json(&dir.join(SPEC_FILE))?;
         let masks = read_masks(&dir.join(MASKS_FILE))?;
         let scores = read_scores(dir)?;
-        let warm = lpeft_model::hf::read_safetensors(&dir.join(PEFT_STATE_FILE))?
-            .tensors
+        let state = dir.join(PEFT_STATE_FILE);
+        let warm = read_arrays(&state)?
             .into_iter()
-            .collect();
+            .map(|(name, a)| match a {
+                Array::F32(shape, values) => Ok((name, (shape, values))),
+                Array::I64(..) => Err(bad(&state, format!("`{name}` must be f32"))),
+            })
+            .collect::<Result<_, _>>()?;
         let summary = read_json(&dir.join(SUMMARY_FILE))?;
         Ok(Self {
             spec,

@@ -1,6 +1,9 @@
 //! Resolution: expanded stages + registry + store -> a [`Plan`] of keyed nodes, each a HIT or a
 //! RUN with typed reasons. Resolving reads only stage parameters, external file stamps (hashing
 //! a file only when its stamp is not cached) and store metadata; it writes nothing.
+//!
+//! Here the plan's types and the resolution; `graph.rs` orders the stages, `decide.rs` gives
+//! each node its status and reasons, `diff.rs` says how two parameter sets differ.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,6 +17,16 @@ use crate::error::{Location, PipelineError};
 use crate::file::{Pipeline, StageSpec, select};
 use crate::registry::Registry;
 use crate::stage::Stage;
+
+mod decide;
+mod diff;
+mod graph;
+#[cfg(test)]
+mod tests;
+
+use decide::decide;
+pub use diff::diff_values;
+use graph::topological_order;
 
 /// Why a stage has to run. Shown by `plan` and `run`.
 #[derive(Debug, Clone, PartialEq)]
@@ -340,279 +353,6 @@ pub fn resolve_node(
     })
 }
 
-/// Topological order (stable: file order among independent stages); checks kinds, slots,
-/// input names and cycles.
-fn topological_order(
-    stages: &[StageSpec],
-    registry: &Registry,
-) -> Result<Vec<usize>, PipelineError> {
-    let by_name: BTreeMap<&str, usize> = stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    for s in stages {
-        let Some((_, stage)) = registry.get(&s.kind) else {
-            return Err(PipelineError::invalid(
-                &s.origin,
-                format!(
-                    "stage `{}`: unknown kind `{}` (known: {})",
-                    s.name,
-                    s.kind,
-                    registry.kinds().join(", ")
-                ),
-            ));
-        };
-        let slots = stage.input_slots();
-        for (slot, from) in &s.inputs {
-            if !slots.contains(&slot.as_str()) {
-                return Err(PipelineError::invalid(
-                    &s.origin,
-                    format!(
-                        "stage `{}`: kind `{}` has no input slot `{slot}` (slots: {})",
-                        s.name,
-                        s.kind,
-                        if slots.is_empty() {
-                            "none".to_string()
-                        } else {
-                            slots.join(", ")
-                        }
-                    ),
-                ));
-            }
-            if !by_name.contains_key(from.as_str()) {
-                return Err(PipelineError::invalid(
-                    &s.origin,
-                    format!(
-                        "stage `{}`: input `{slot}` refers to unknown stage `{from}`",
-                        s.name
-                    ),
-                ));
-            }
-        }
-        for slot in slots
-            .iter()
-            .filter(|slot| !stage.optional_slots().contains(slot))
-        {
-            if !s.inputs.contains_key(*slot) {
-                return Err(PipelineError::invalid(
-                    &s.origin,
-                    format!("stage `{}`: input slot `{slot}` is not wired", s.name),
-                ));
-            }
-        }
-    }
-    // Kahn's algorithm, always taking the lowest-index ready stage.
-    let mut indegree: Vec<usize> = stages.iter().map(|s| s.inputs.len()).collect();
-    let mut users: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
-    for (i, s) in stages.iter().enumerate() {
-        for from in s.inputs.values() {
-            users[by_name[from.as_str()]].push(i);
-        }
-    }
-    let mut ready: BTreeSet<usize> = (0..stages.len()).filter(|&i| indegree[i] == 0).collect();
-    let mut order = Vec::with_capacity(stages.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &u in &users[i] {
-            indegree[u] -= 1;
-            if indegree[u] == 0 {
-                ready.insert(u);
-            }
-        }
-    }
-    if order.len() < stages.len() {
-        let stuck: Vec<&str> = (0..stages.len())
-            .filter(|i| indegree[*i] > 0)
-            .map(|i| stages[i].name.as_str())
-            .collect();
-        let first = stages
-            .iter()
-            .find(|s| s.name == stuck[0])
-            .expect("stuck stage exists");
-        return Err(PipelineError::invalid(
-            &first.origin,
-            format!(
-                "stages depend on each other in a cycle: {}",
-                stuck.join(", ")
-            ),
-        ));
-    }
-    Ok(order)
-}
-
-/// Set each node's status from the store, the index and the options.
-fn decide(plan: &mut Plan, store: &Store, opts: &PlanOptions) -> Result<(), PipelineError> {
-    let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
-    let mut forced = select(&opts.force, &names).map_err(PipelineError::Usage)?;
-    let mut only = select(&opts.only, &names).map_err(PipelineError::Usage)?;
-    if opts.downstream {
-        if opts.force.is_empty() && opts.only.is_empty() {
-            return Err(PipelineError::Usage(
-                "--downstream needs --force or --only".into(),
-            ));
-        }
-        forced = downstream_of(plan, &forced);
-        only = downstream_of(plan, &only);
-    }
-    let restrict = !opts.only.is_empty();
-    let mut unavailable: BTreeSet<String> = BTreeSet::new();
-    for node in &mut plan.nodes {
-        node.forced = forced.contains(&node.name);
-        let published = store.contains(&node.key);
-        let selected = !restrict || only.contains(&node.name);
-        node.status = if published && !node.forced {
-            match store.open_artifact(&node.key) {
-                Ok(_) => Status::Hit,
-                Err(e) => Status::Corrupt(e.to_string()),
-            }
-        } else {
-            let reasons = reasons(node, store, &plan.pipeline, published);
-            let blocked: Vec<String> = node
-                .inputs
-                .values()
-                .filter_map(|i| i.from.clone())
-                .filter(|f| unavailable.contains(f))
-                .collect();
-            if !selected {
-                Status::Skip(reasons)
-            } else if !blocked.is_empty() {
-                Status::Blocked { inputs: blocked }
-            } else {
-                Status::Run(reasons)
-            }
-        };
-        if matches!(
-            node.status,
-            Status::Skip(_) | Status::Blocked { .. } | Status::Corrupt(_)
-        ) {
-            unavailable.insert(node.name.clone());
-        }
-    }
-    Ok(())
-}
-
-fn downstream_of(plan: &Plan, roots: &BTreeSet<String>) -> BTreeSet<String> {
-    let mut out = roots.clone();
-    for node in &plan.nodes {
-        if node
-            .inputs
-            .values()
-            .any(|i| i.from.as_ref().is_some_and(|f| out.contains(f)))
-        {
-            out.insert(node.name.clone());
-        }
-    }
-    out
-}
-
-fn reasons(node: &PlanNode, store: &Store, pipeline: &str, published: bool) -> Vec<RerunReason> {
-    if node.forced && published {
-        return vec![RerunReason::Forced];
-    }
-    let mut out = Vec::new();
-    if node.forced {
-        out.push(RerunReason::Forced);
-    }
-    let Some(rec) = store.read_index(pipeline, &node.name) else {
-        out.push(RerunReason::Missing);
-        return out;
-    };
-    if rec.key == node.key {
-        out.push(RerunReason::Missing);
-        return out;
-    }
-    if rec.kind == node.kind && rec.code_version != node.code_version {
-        out.push(RerunReason::StageCodeChanged {
-            kind: node.kind.clone(),
-            old: rec.code_version,
-            new: node.code_version,
-        });
-    }
-    let mut changes = Vec::new();
-    diff_values(
-        "",
-        Some(&rec.params),
-        Some(&node.canonical_params),
-        &mut changes,
-    );
-    if !changes.is_empty() {
-        out.push(RerunReason::ParamsChanged { changes });
-    }
-    for (slot, input) in &node.inputs {
-        if rec.inputs.get(slot) != Some(&input.key) {
-            out.push(RerunReason::InputChanged {
-                slot: slot.clone(),
-                from: input.from.clone(),
-            });
-        }
-    }
-    let old_hashes: BTreeSet<&String> = rec.external_files.values().collect();
-    for e in &node.external {
-        if !old_hashes.contains(&e.blake3) {
-            out.push(RerunReason::ExternalChanged {
-                path: e.path.display().to_string(),
-            });
-        }
-    }
-    if rec.external_files.len() != node.external.len()
-        && !out
-            .iter()
-            .any(|r| matches!(r, RerunReason::ExternalChanged { .. }))
-    {
-        out.push(RerunReason::ExternalChanged {
-            path: "(set of files)".into(),
-        });
-    }
-    if rec.backend_class != node.backend_class {
-        out.push(RerunReason::BackendChanged {
-            old: rec.backend_class,
-            new: node.backend_class.clone(),
-        });
-    }
-    if out.is_empty() || (node.forced && out.len() == 1) {
-        out.push(RerunReason::Missing);
-    }
-    out
-}
-
-/// Differences between two JSON values, as (path, old, new).
-pub fn diff_values(
-    path: &str,
-    old: Option<&Value>,
-    new: Option<&Value>,
-    out: &mut Vec<ParamChange>,
-) {
-    match (old, new) {
-        (Some(Value::Object(a)), Some(Value::Object(b))) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for k in keys {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                diff_values(&p, a.get(k), b.get(k), out);
-            }
-        }
-        (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff_values(&format!("{path}[{i}]"), Some(x), Some(y), out);
-            }
-        }
-        (a, b) if a != b => out.push(ParamChange {
-            path: if path.is_empty() {
-                "(params)".into()
-            } else {
-                path.to_string()
-            },
-            old: a.cloned(),
-            new: b.cloned(),
-        }),
-        _ => {}
-    }
-}
-
 /// A one-node plan for running a single stage outside a pipeline (`lpeft stage KIND`), with
 /// inputs given as artifact keys.
 pub fn single(
@@ -684,18 +424,4 @@ pub fn single(
         nodes: vec![node],
         backend: backend.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backend_class;
-
-    #[test]
-    fn backend_classes_drop_the_device_index_and_mark_fused_libtorch() {
-        assert_eq!(backend_class("flex"), "flex");
-        assert_eq!(backend_class("cuda:1"), "cuda");
-        assert_eq!(backend_class("tch"), "tch+fused3");
-        assert_eq!(backend_class("tch-cuda:0"), backend_class("TCH-CUDA:1"));
-        assert_eq!(backend_class("tch-cuda:0"), "tch-cuda+fused3");
-    }
 }

@@ -5,11 +5,13 @@
 //! - [`dataset`]: the tokenized dataset artifact and batching (written by the data stage).
 //! - [`estimation`]: the estimation artifact (mask trajectories, per-step importance, the
 //!   estimation model's trained state, teacher outputs) and the aggregation of its scores.
+//! - [`surgery`]: the surgery artifact's parameter report (`plan.json`).
 
 use std::path::Path;
 
 pub mod dataset;
 pub mod estimation;
+pub mod surgery;
 
 pub use estimation::{EstimateArtifact, Window, aggregate};
 

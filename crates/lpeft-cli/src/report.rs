@@ -15,9 +15,8 @@ use crate::cli::{CompareArgs, GlobalArgs, PipelineArgs, ReportArgs};
 use crate::commands::make_plan;
 use crate::output::{Reporter, short};
 
-/// Stage kind whose artifacts hold a run's `result.json` (`lpeft-finetune`).
-pub const FINETUNE_KIND: &str = "finetune";
-pub const RESULT_FILE: &str = "result.json";
+/// Stage kind whose artifacts hold a run's `result.json`, and that file: the fine-tune stage's own.
+pub use lpeft_finetune::stage::{KIND as FINETUNE_KIND, RESULT_FILE};
 
 /// What the plan's artifacts hold.
 #[derive(Debug, Default)]

@@ -55,17 +55,9 @@ fn write_json(file: &Path, value: &impl serde::Serialize) -> Result<(), StageErr
 
 /// Backbone size before pruning, from the surgery artifact's plan.
 fn original_backbone(init: &InputArtifact) -> Result<u64, StageError> {
-    let file = init.dir.join("plan.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
-        .map_err(|e| failed(format!("{}: {e}", file.display())))?;
-    v.pointer("/report/backbone_before")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| {
-            failed(format!(
-                "{}: no report.backbone_before (is `init` a surgery artifact?)",
-                file.display()
-            ))
-        })
+    lpeft_artifacts::surgery::read_report(&init.dir)
+        .map(|r| r.backbone_before as u64)
+        .map_err(|e| failed(format!("{e} (is `init` a surgery artifact?)")))
 }
 
 /// The distillation targets: the `teacher` input's outputs on the training split, which must

@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use lpeft_schema::model::{
     AdapterSite, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
 };
@@ -419,32 +417,7 @@ pub fn masked_equivalent(
     Ok(out)
 }
 
-/// Parameter counts before and after surgery (spec §2.8 style; masks are not counted).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParamReport {
-    /// Embeddings + encoder layers.
-    pub backbone_before: usize,
-    pub backbone_after: usize,
-    pub backbone_pruned_pct: f64,
-    /// Encoder layers only (what head and FFN pruning can touch).
-    pub encoder_layers_before: usize,
-    pub encoder_layers_after: usize,
-    pub encoder_layers_pruned_pct: f64,
-    pub peft_before: usize,
-    pub peft_after: usize,
-    pub peft_kept_pct: f64,
-    pub peft_modules_before: usize,
-    pub peft_modules_after: usize,
-    pub rank_slots_before: usize,
-    pub rank_slots_after: usize,
-    /// Task head (pooler/dense + classifier), all of it and its trainable part.
-    pub head_params: usize,
-    pub head_trainable: usize,
-    /// PEFT + trainable head after surgery: what fine-tuning trains.
-    pub trainable_after: usize,
-    pub kept_heads_per_layer: Vec<usize>,
-    pub kept_neurons_per_layer: Vec<usize>,
-}
+pub use lpeft_artifacts::surgery::ParamReport;
 
 fn count(t: &Tensors, pred: impl Fn(&str) -> bool) -> usize {
     t.iter()

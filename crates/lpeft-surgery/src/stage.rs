@@ -18,7 +18,7 @@ use crate::apply::{ParamReport, Tensors, fold_masks, param_report, prune};
 use crate::plan::{ModuleScores, Plan, PlanSettings, Scope, Scores, make_plan};
 
 pub const KIND: &str = "surgery";
-pub const PLAN_FILE: &str = "plan.json";
+pub use lpeft_artifacts::surgery::PLAN_FILE;
 
 /// Which mask record to draw the backbone decision from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

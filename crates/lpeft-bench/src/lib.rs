@@ -127,14 +127,16 @@ where
 {
     // clap's own exit on --help or a bad flag, as a binary would.
     let args = Args::try_parse_from(argv).unwrap_or_else(|e| e.exit());
-    lpeft_model::fused::set_enabled(args.fused == "on");
     let align = match args.ffn_align.as_str() {
         "auto" => None,
         n => Some(n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
             anyhow::anyhow!("--ffn-align {n:?}: expected auto or a positive number")
         })?),
     };
-    lpeft_model::fused::set_ffn_alignment(align);
+    let policy = lpeft_model::fused::FusedPolicy {
+        enabled: args.fused == "on",
+        align,
+    };
     let mut enc = encoder(&args.shape)?;
     let n_layers = enc.layers.len();
     if args.peft == "light-lora" || args.peft == "light-r2" {
@@ -184,9 +186,10 @@ where
         other => bail!("unknown dtype {other:?} (expected f32 or bf16)"),
     }
     device.seed(0);
-    let fused = lpeft_model::fused::applies(&device);
+    let fused = policy.on(&device).is_some();
     let ad = device.clone().autodiff();
     let mut model = Model::build(&spec, &mut RandomSource { seed: 0 }, &ad)?;
+    model.encoder.fused = policy;
     // Full-length rows: the peer pads to max_length too.
     let full = |dev: &burn::tensor::Device| {
         let mut input = random_input(&spec.encoder, args.batch, args.seq, 1, dev);

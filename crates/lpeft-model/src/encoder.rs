@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use lpeft_schema::model::{Activation, AdapterSite, Family, LoraTarget, PeftModuleId, PeftSite};
 
-use crate::fused::{self, Act, Island};
+use crate::fused::{self, Act, FusedPolicy, Fusing, Island};
 use crate::layers::{Dense, Norm};
 use crate::peft::{Adapter, Lora, NormRatioRecorder};
 
@@ -70,13 +70,14 @@ fn project(
     dims: (usize, usize, &Device),
     id: PeftModuleId,
     rec: &mut Option<&mut NormRatioRecorder>,
-    fused: bool,
+    fused: Option<Fusing>,
 ) -> Tensor<3> {
     let (b, t, device) = dims;
-    if fused {
+    if let Some(f) = fused {
         let fused_call = FusedCall {
             act: None,
             padding: (0, 0),
+            rank_align: f.align,
             id,
         };
         if let Some(y) = project_fused(dense, lora, x.clone(), fused_call, rec, device) {
@@ -101,6 +102,7 @@ fn project(
 struct FusedCall {
     act: Option<Act>,
     padding: (usize, usize),
+    rank_align: usize,
     id: PeftModuleId,
 }
 
@@ -131,6 +133,7 @@ fn project_fused(
             act: call.act,
             pad_in: call.padding.0,
             pad_out: call.padding.1,
+            rank_align: call.rank_align,
             record,
         },
     );
@@ -186,7 +189,7 @@ impl Attention {
         x: Tensor<3>,
         score_bias: &Tensor<4>,
         rec: &mut Option<&mut NormRatioRecorder>,
-        fused: bool,
+        fused: Option<Fusing>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
@@ -212,7 +215,7 @@ impl Attention {
                 let q = proj(q, &self.lora_query, LoraTarget::Query);
                 let k = proj(k, &self.lora_key, LoraTarget::Key);
                 let v = proj(v, &self.lora_value, LoraTarget::Value);
-                if fused {
+                if fused.is_some() {
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
                     let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout);
                     // The head mask on the merged context: each head's d columns by its value.
@@ -257,7 +260,7 @@ impl Attention {
             site: PeftSite::Adapter(AdapterSite::Attention),
         };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
-        if fused {
+        if fused.is_some() {
             let p = fused::effective_dropout(&self.hidden_dropout, &device);
             return self.norm.forward_fused(out, x, p);
         }
@@ -288,7 +291,7 @@ impl Ffn {
         &self,
         x: Tensor<3>,
         rec: &mut Option<&mut NormRatioRecorder>,
-        fused: bool,
+        fused: Option<Fusing>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
@@ -298,19 +301,20 @@ impl Ffn {
         };
         let hidden = match &self.input {
             Some(fc1) if self.width > 0 => {
-                if fused {
+                if let Some(f) = fused {
                     let lora = self.lora_input.as_ref();
                     // Padded hidden units only where FC2 runs fused too and takes them back,
                     // and never under a neuron mask (estimation runs the full, aligned widths).
                     let fc2_fused = self.output.weight.is_some() && self.output.bias.is_some();
                     let pad = if fc2_fused && self.neuron_mask.is_none() {
-                        fused::ffn_padding(self.width, &device)
+                        f.padding(self.width)
                     } else {
                         0
                     };
                     let call = FusedCall {
                         act: Some(Act::from(self.activation)),
                         padding: (0, pad),
+                        rank_align: f.align,
                         id: id(LoraTarget::FfnIn),
                     };
                     let z = project_fused(fc1, lora, Some(x.clone()), call, rec, &device);
@@ -353,7 +357,7 @@ impl Ffn {
         hidden: Option<Tensor<3>>,
         x: Tensor<3>,
         rec: &mut Option<&mut NormRatioRecorder>,
-        fused: bool,
+        fused: Option<Fusing>,
         padding: usize,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -363,10 +367,11 @@ impl Ffn {
             layer: self.layer,
             site: PeftSite::Lora(LoraTarget::FfnOut),
         };
-        let out = if padding > 0 {
+        let out = if let Some(f) = fused.filter(|_| padding > 0) {
             let call = FusedCall {
                 act: None,
                 padding: (padding, 0),
+                rank_align: f.align,
                 id,
             };
             project_fused(&self.output, lora, hidden, call, rec, &device)
@@ -379,7 +384,7 @@ impl Ffn {
             site: PeftSite::Adapter(AdapterSite::Ffn),
         };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
-        if fused {
+        if fused.is_some() {
             let p = fused::effective_dropout(&self.dropout, &device);
             return self.norm.forward_fused(out, x, p);
         }
@@ -397,6 +402,9 @@ pub struct Layer {
 pub struct Encoder {
     pub embeddings: Embeddings,
     pub layers: Vec<Layer>,
+    /// Whether and how the fused libtorch nodes run (default: wherever libtorch runs).
+    #[module(skip)]
+    pub fused: FusedPolicy,
 }
 
 impl Encoder {
@@ -417,8 +425,8 @@ impl Encoder {
             .mul_scalar(MASKED_SCORE)
             .reshape([b, 1, 1, t]);
         // Fused libtorch nodes wherever libtorch runs; they record ratios themselves.
-        let fused = fused::applies(&x.device());
-        if fused && rec.is_some() {
+        let fused = self.fused.on(&x.device());
+        if fused.is_some() && rec.is_some() {
             fused::discard_recorded_ratios();
         }
         for layer in &self.layers {

@@ -195,7 +195,11 @@ impl Model {
         }
         let head = build_head(&mut bld, spec)?;
         Ok(Model {
-            encoder: Encoder { embeddings, layers },
+            encoder: Encoder {
+                embeddings,
+                layers,
+                fused: crate::fused::FusedPolicy::default(),
+            },
             head,
             spec: spec.clone(),
         })

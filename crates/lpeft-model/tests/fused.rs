@@ -12,7 +12,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor};
 use common::{max_diff, values};
-use lpeft_model::fused;
+use lpeft_model::fused::{self, FusedPolicy};
 use lpeft_model::head::{HeadOutput, Labels, task_loss};
 use lpeft_model::model::Model;
 use lpeft_model::source::RandomSource;
@@ -73,8 +73,8 @@ fn logits(out: HeadOutput) -> Tensor<2> {
 type Step = (f32, Vec<f32>, Vec<(String, Vec<f32>)>);
 
 /// With `all`, the backbone trains too (its weight, bias and LayerNorm gradients are checked).
-fn train_step(spec: &ModelSpec, device: &Device, all: bool) -> Step {
-    let (model, ad) = seeded_model(spec, device, all);
+fn train_step(spec: &ModelSpec, device: &Device, all: bool, policy: FusedPolicy) -> Step {
+    let (model, ad) = seeded_model(spec, device, all, policy);
     let (head, loss) = forward_loss(&model, spec, &ad);
     let l = logits(head);
     let loss_v = loss.clone().into_scalar::<f32>();
@@ -89,10 +89,16 @@ fn train_step(spec: &ModelSpec, device: &Device, all: bool) -> Step {
 
 /// Every run's model (seed 3; with `all` the backbone trains too) on an autodiff device whose
 /// random stream (dropout) is seeded.
-fn seeded_model(spec: &ModelSpec, device: &Device, all: bool) -> (Model, Device) {
+fn seeded_model(
+    spec: &ModelSpec,
+    device: &Device,
+    all: bool,
+    policy: FusedPolicy,
+) -> (Model, Device) {
     let ad = device.clone().autodiff();
     ad.seed(5);
-    let model = Model::build(spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+    let mut model = Model::build(spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+    model.encoder.fused = policy;
     // LoRA B starts at zero; give it values so gradients reach A.
     let model = perturb_lora_b(model);
     let model = if all { train_everything(model) } else { model };
@@ -139,21 +145,27 @@ fn train_everything(model: Model) -> Model {
 }
 
 /// Logits of a forward without autodiff (the inference nodes).
-fn inference_logits(spec: &ModelSpec, device: &Device) -> Vec<f32> {
-    let m = Model::build(spec, &mut RandomSource { seed: 3 }, device).unwrap();
+fn inference_logits(spec: &ModelSpec, device: &Device, policy: FusedPolicy) -> Vec<f32> {
+    let mut m = Model::build(spec, &mut RandomSource { seed: 3 }, device).unwrap();
+    m.encoder.fused = policy;
     values(logits(
         m.forward(&random_input(&spec.encoder, 4, 9, 2, device))
             .head,
     ))
 }
 
-/// One test: `fused::set_enabled` is process-wide, so on/off runs must not interleave.
+/// Each run carries its own [`FusedPolicy`]: plain (`enabled: false`) against fused, at the
+/// given GEMM alignment.
 #[test]
 fn fused_nodes_match_the_plain_operations() {
     // LPEFT_TEST_DEVICE=tch-cuda runs it on a GPU (the CUDA attention kernels).
     let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
     let device = lpeft_model::device::device(&name).unwrap();
     assert!(fused::applies(&device));
+    // The plain runs really are plain, and the fused ones fused, at the alignment asked for.
+    assert_eq!(policy(false, 8).on(&device), None);
+    assert_eq!(policy(true, 8).on(&device).map(|f| f.padding(12)), Some(4));
+    assert_eq!(policy(true, 1).on(&device).map(|f| f.padding(12)), Some(0));
     // FFN alignment 8 pads the 12-wide FFN to 16 inside the fused nodes (as on CUDA); 1 never.
     for (family, act, all, align) in [
         (Family::Bert, Activation::Gelu, false, 8),
@@ -163,14 +175,12 @@ fn fused_nodes_match_the_plain_operations() {
         (Family::Roberta, Activation::Gelu, true, 8),
         (Family::Roberta, Activation::Gelu, true, 1),
     ] {
-        fused::set_ffn_alignment(Some(align));
         let spec = spec(family, act, 0.0);
-        fused::set_enabled(false);
-        let (loss_p, logits_p, grads_p) = train_step(&spec, &device, all);
-        let plain_inference = inference_logits(&spec, &device);
-        fused::set_enabled(true);
-        let (loss_f, logits_f, grads_f) = train_step(&spec, &device, all);
-        let fused_inference = inference_logits(&spec, &device);
+        let (plain, on) = (policy(false, align), policy(true, align));
+        let (loss_p, logits_p, grads_p) = train_step(&spec, &device, all, plain);
+        let plain_inference = inference_logits(&spec, &device, plain);
+        let (loss_f, logits_f, grads_f) = train_step(&spec, &device, all, on);
+        let fused_inference = inference_logits(&spec, &device, on);
         assert!(
             (loss_p - loss_f).abs() < 1e-5,
             "{family:?}: loss {loss_p} vs {loss_f}"
@@ -220,15 +230,16 @@ fn fused_nodes_match_the_plain_operations() {
     masks_and_recording_match(&device);
 
     // With dropout the stream differs from burn's, but a seed fixes it and dropout acts.
-    fused::set_ffn_alignment(Some(8));
+    let on = policy(true, 8);
     let spec = spec(Family::Bert, Activation::Gelu, 0.3);
-    let (a, la, _) = train_step(&spec, &device, false);
-    let (b, lb, gb) = train_step(&spec, &device, false);
+    let (a, la, _) = train_step(&spec, &device, false, on);
+    let (b, lb, gb) = train_step(&spec, &device, false, on);
     assert_eq!((a, &la), (b, &lb), "same seed, same dropout masks");
     let (c, _, _) = train_step(
         &self::spec(Family::Bert, Activation::Gelu, 0.0),
         &device,
         false,
+        on,
     );
     assert_ne!(a, c, "dropout changed nothing");
     assert!(gb.iter().all(|(_, g)| g.iter().all(|v| v.is_finite())));
@@ -238,7 +249,7 @@ fn fused_nodes_match_the_plain_operations() {
     // derivative along one tensor's gradient direction u is that gradient's norm (central
     // differences; the absolute floor covers f32 rounding of tiny gradients).
     for all in [false, true] {
-        let (_, _, grads) = train_step(&spec, &device, all);
+        let (_, _, grads) = train_step(&spec, &device, all, on);
         let flat: Vec<Vec<f32>> = grads.iter().map(|(_, g)| g.clone()).collect();
         for (k, (name, g)) in grads.iter().enumerate() {
             let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -252,8 +263,8 @@ fn fused_nodes_match_the_plain_operations() {
                 })
                 .collect();
             let h = 1e-2;
-            let up = loss_shifted(&spec, &device, all, &dir, h);
-            let down = loss_shifted(&spec, &device, all, &dir, -h);
+            let up = loss_shifted(&spec, &device, all, &dir, h, on);
+            let down = loss_shifted(&spec, &device, all, &dir, -h, on);
             let slope = (up - down) / (2.0 * h);
             assert!(
                 (slope - norm).abs() < 0.02 * norm + 2e-4,
@@ -265,7 +276,14 @@ fn fused_nodes_match_the_plain_operations() {
 
 /// The loss of `train_step`'s model and batch with `t · dir` added to the trainable tensors
 /// (module order, as `Collect` lists their gradients).
-fn loss_shifted(spec: &ModelSpec, device: &Device, all: bool, dir: &[Vec<f32>], t: f32) -> f32 {
+fn loss_shifted(
+    spec: &ModelSpec,
+    device: &Device,
+    all: bool,
+    dir: &[Vec<f32>],
+    t: f32,
+    policy: FusedPolicy,
+) -> f32 {
     struct Shift<'a> {
         dir: &'a [Vec<f32>],
         t: f32,
@@ -288,7 +306,7 @@ fn loss_shifted(spec: &ModelSpec, device: &Device, all: bool, dir: &[Vec<f32>], 
             Param::from_mapped_value(id, moved.require_grad(), mapper)
         }
     }
-    let (model, ad) = seeded_model(spec, device, all);
+    let (model, ad) = seeded_model(spec, device, all, policy);
     let mut shift = Shift { dir, t, next: 0 };
     let model = model.map(&mut shift);
     assert_eq!(shift.next, dir.len(), "one direction per trainable tensor");
@@ -299,12 +317,10 @@ fn loss_shifted(spec: &ModelSpec, device: &Device, all: bool, dir: &[Vec<f32>], 
 /// against the plain path: loss, every gradient (the masks' too) and every recorded ratio.
 fn masks_and_recording_match(device: &Device) {
     use lpeft_model::peft::NormRatioRecorder;
-    fused::set_ffn_alignment(Some(8));
     let mut spec = spec(Family::Bert, Activation::Gelu, 0.0);
     spec.masks = true;
     let run = |on: bool| {
-        fused::set_enabled(on);
-        let (model, ad) = seeded_model(&spec, device, false);
+        let (model, ad) = seeded_model(&spec, device, false, policy(on, 8));
         let model = spread_masks(model);
         let input = random_input(&spec.encoder, 4, 9, 2, &ad);
         let mut rec = NormRatioRecorder::new(&input.attention_mask);
@@ -327,7 +343,6 @@ fn masks_and_recording_match(device: &Device) {
     };
     let (loss_p, grads_p, mut ratios_p) = run(false);
     let (loss_f, grads_f, mut ratios_f) = run(true);
-    fused::set_enabled(true);
     assert!(
         (loss_p - loss_f).abs() < 1e-5,
         "masked loss {loss_p} vs {loss_f}"
@@ -384,4 +399,11 @@ fn spread_masks(model: Model) -> Model {
         }
     }
     model.map(&mut Spread)
+}
+
+fn policy(enabled: bool, align: usize) -> FusedPolicy {
+    FusedPolicy {
+        enabled,
+        align: Some(align),
+    }
 }

@@ -22,8 +22,6 @@
 //! shared by all islands; `torch/{linear,attention,add_norm}.rs` hold each island's forward,
 //! what it saves, its backward, and its named input slots.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
 use burn::tensor::{Device, Tensor};
 
 /// Activation applied at the end of a fused projection.
@@ -51,7 +49,7 @@ pub enum Island {
     /// `[x, w, bias]` or `[x, w, bias, a, b]` with `x: [B, T, I]`, `w: [I, O]`, `a: [I, r]`,
     /// `b: [r, O]`: `act(x·W + bias + scale·drop(x)·A·B)`.
     ///
-    /// The LoRA rank is padded inside the node as FFN widths are ([`ffn_padding`]: zero columns
+    /// The LoRA rank is padded inside the node as FFN widths are ([`Fusing::padding`]: zero columns
     /// of A, zero rows of B): a rank of 2 or 4 gives GEMMs whose leading dimension is under 16
     /// bytes, which cuBLAS may run on unaligned kernels. On the H200 it took the pruned
     /// roberta-base shape's TF32 step from 17.6 to 12.4 ms; it costs two pad operations per
@@ -73,6 +71,8 @@ pub enum Island {
         act: Option<Act>,
         pad_out: usize,
         pad_in: usize,
+        /// The multiple the LoRA rank is padded to ([`Fusing::padding`]).
+        rank_align: usize,
         record: bool,
     },
     /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
@@ -82,42 +82,63 @@ pub enum Island {
     AddNorm { eps: f64, dropout: f64 },
 }
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-/// FFN width alignment; 0 = automatic ([`ffn_padding`]).
-static FFN_ALIGN: AtomicUsize = AtomicUsize::new(0);
-
-/// Sets the multiple that fused FFN widths and LoRA ranks are padded to (`None`: automatic, 8
-/// on CUDA and none elsewhere; `Some(1)`: never). For benchmarks and tests.
-pub fn set_ffn_alignment(align: Option<usize>) {
-    FFN_ALIGN.store(align.unwrap_or(0), Ordering::Relaxed);
+/// How a model uses the fused nodes, carried with the model (`Encoder::fused`) rather than
+/// in process-wide state, so that two models in one process (a test's fused and plain runs, a
+/// benchmark's rows) never disturb each other. Stages always run the default; the backend
+/// class in artifact keys (`+fused3`) stands for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FusedPolicy {
+    /// Off: the plain burn operations everywhere (for comparison).
+    pub enabled: bool,
+    /// The multiple FFN widths and LoRA ranks are padded to inside the nodes; `None`: 8 on
+    /// CUDA, none elsewhere (see [`Fusing::padding`]); `Some(1)`: never.
+    pub align: Option<usize>,
 }
 
-/// The multiple GEMM dimensions are padded to on a device (see [`ffn_padding`]).
-fn alignment(cuda: bool) -> usize {
-    match FFN_ALIGN.load(Ordering::Relaxed) {
-        0 if cuda => 8,
-        0 => 1,
-        n => n,
+impl Default for FusedPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            align: None,
+        }
     }
 }
 
-/// Zero columns to append to an FFN of `width` neurons on `device`: tensor-core GEMM kernels
-/// want every leading dimension a multiple of 16 bytes (8 bf16, 4 f32 values); an odd width
-/// such as 2731 sends cuBLAS to kernels that ran 4–5× slower on the H200 (profiled with
-/// `bench/profile_step.py`). CPU kernels do not care, so the default pads on CUDA only.
-pub fn ffn_padding(width: usize, device: &Device) -> usize {
-    let align = alignment(libtorch_cuda(device) == Some(true));
-    width.next_multiple_of(align) - width
+impl FusedPolicy {
+    /// The settings on `device`, or `None` where the plain path runs (policy off, or not a
+    /// libtorch device).
+    pub fn on(&self, device: &Device) -> Option<Fusing> {
+        let cuda = libtorch_cuda(device)?;
+        self.enabled.then(|| Fusing {
+            align: match self.align {
+                Some(n) => n.max(1),
+                None if cuda => 8,
+                None => 1,
+            },
+        })
+    }
 }
 
-/// Turns the fused path on or off for the whole process (benchmarks compare both).
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+/// A [`FusedPolicy`] resolved for one device: the fused nodes run, with this GEMM alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fusing {
+    pub align: usize,
 }
 
-/// Whether islands run for tensors on `device`: libtorch (CPU or CUDA) builds only.
+impl Fusing {
+    /// Zero columns to append to a width of `width` (an FFN's neurons, a LoRA rank):
+    /// tensor-core GEMM kernels want every leading dimension a multiple of 16 bytes (8 bf16, 4
+    /// f32 values); an odd width such as 2731 sends cuBLAS to kernels that ran 4–5× slower on
+    /// the H200 (profiled with `bench/profile_step.py`). CPU kernels do not care, so the
+    /// default pads on CUDA only.
+    pub fn padding(&self, width: usize) -> usize {
+        width.next_multiple_of(self.align) - width
+    }
+}
+
+/// Whether islands can run for tensors on `device`: libtorch (CPU or CUDA) builds only.
 pub fn applies(device: &Device) -> bool {
-    ENABLED.load(Ordering::Relaxed) && libtorch_cuda(device).is_some()
+    libtorch_cuda(device).is_some()
 }
 
 /// For a libtorch device, whether it is a CUDA one; `None` for other backends (and always in
@@ -230,3 +251,20 @@ pub fn effective_dropout(dropout: &burn::nn::Dropout, device: &Device) -> f64 {
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
 mod torch;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_resolves_per_device() {
+        // Not a libtorch device (or no libtorch in this build): never fused.
+        let flex = Device::default();
+        if libtorch_cuda(&flex).is_none() {
+            assert_eq!(FusedPolicy::default().on(&flex), None);
+        }
+        let f = Fusing { align: 8 };
+        assert_eq!((f.padding(2731), f.padding(2048), f.padding(2)), (5, 0, 6));
+        assert_eq!(Fusing { align: 1 }.padding(2731), 0);
+    }
+}

@@ -52,6 +52,7 @@ pub(super) fn forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) 
         act,
         pad_out,
         pad_in,
+        rank_align,
         record,
     } = *island
     else {
@@ -71,7 +72,7 @@ pub(super) fn forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) 
     let mut y = bias.addmm(&x2, &w);
     let lora = (x.len() == 5).then(|| {
         let r = x[A].size()[1] as usize;
-        let pr = (r.next_multiple_of(crate::fused::alignment(x[X].device().is_cuda())) - r) as i64;
+        let pr = (r.next_multiple_of(rank_align.max(1)) - r) as i64;
         let (a, b) = (pad2(&x[A], pi, pr), pad2(&x[B], pr, po));
         let (xd, mask) = dropout_with_mask(&x2, lora_dropout);
         let h = xd.mm(&a);

@@ -129,6 +129,10 @@ impl Stage for EstimateStage {
         "Light-PEFT estimation: train masks + PEFT + head on the frozen backbone with L1 on the masks; record mask trajectories and importance"
     }
 
+    fn backend_tag(&self, class: &str) -> Option<&'static str> {
+        lpeft_model::fused::key_tag(class)
+    }
+
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
         let cfg = parse(params)?;
         let mut files = vec![

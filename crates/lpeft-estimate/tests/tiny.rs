@@ -231,3 +231,12 @@ fn estimation_length_resolves_against_the_epoch() {
     assert_eq!(f(0.1, 3.0).resolve(2105), 632);
     assert_eq!(f(0.01, 1.0).resolve(3), 1, "at least one step");
 }
+
+#[test]
+fn keys_on_libtorch_carry_the_fused_nodes_version() {
+    use lpeft_pipeline::plan::stage_backend_class;
+    let stage = lpeft_estimate::EstimateStage;
+    assert_eq!(stage_backend_class(&stage, "tch-cuda:1"), "tch-cuda+fused3");
+    assert_eq!(stage_backend_class(&stage, "tch"), "tch+fused3");
+    assert_eq!(stage_backend_class(&stage, "flex"), "flex");
+}

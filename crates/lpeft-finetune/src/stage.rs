@@ -136,6 +136,10 @@ impl Stage for FinetuneStage {
         "Fine-tune PEFT (vanilla from a pretrained model, or Light-PEFT from a surgery artifact) and evaluate on dev every epoch"
     }
 
+    fn backend_tag(&self, class: &str) -> Option<&'static str> {
+        lpeft_model::fused::key_tag(class)
+    }
+
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
         let cfg = parse(params)?;
         let mut external_files: Vec<PathBuf> = Vec::new();

@@ -101,6 +101,12 @@ pub trait Stage: Send + Sync {
     fn optional_slots(&self) -> &'static [&'static str] {
         &[]
     }
+    /// A tag added to the backend class in this stage's keys when it is backend-sensitive
+    /// (`class+tag`): what makes artifacts of one class differ between code versions that the
+    /// stage's own version does not cover (the model crate's fused nodes).
+    fn backend_tag(&self, _class: &str) -> Option<&'static str> {
+        None
+    }
     /// Validate and canonicalize the parameters; no heavy work, no writes.
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError>;
     /// Do the work, writing files into `ctx.out_dir`.

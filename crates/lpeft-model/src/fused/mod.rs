@@ -136,6 +136,17 @@ impl Fusing {
     }
 }
 
+/// The tag of the fused nodes' version in artifact keys, for a backend class (`tch`,
+/// `tch-cuda`; none elsewhere): training there runs these nodes, whose dropout stream differs
+/// from the elementary operations'. Version 2 (layer-norm backward kernels, the LoRA scale inside
+/// the GEMMs, FFN widths padded on CUDA, which draws LoRA dropout over the padded width) changed
+/// the last bits, and version 3 runs estimation (masks, recorded norm ratios) on them too, pads
+/// LoRA ranks on CUDA and computes the LoRA GEMMs with `mm`/`addmm`: so `+fused` and `+fused2`
+/// artifacts are not reused. Bump it whenever the nodes' results change.
+pub fn key_tag(backend_class: &str) -> Option<&'static str> {
+    backend_class.starts_with("tch").then_some("fused3")
+}
+
 /// Whether islands can run for tensors on `device`: libtorch (CPU or CUDA) builds only.
 pub fn applies(device: &Device) -> bool {
     libtorch_cuda(device).is_some()
@@ -263,6 +274,11 @@ mod tests {
         if libtorch_cuda(&flex).is_none() {
             assert_eq!(FusedPolicy::default().on(&flex), None);
         }
+        assert_eq!(key_tag("tch-cuda"), Some("fused3"));
+        assert_eq!(
+            (key_tag("tch"), key_tag("flex"), key_tag("cuda")),
+            (Some("fused3"), None, None)
+        );
         let f = Fusing { align: 8 };
         assert_eq!((f.padding(2731), f.padding(2048), f.padding(2)), (5, 0, 6));
         assert_eq!(Fusing { align: 1 }.padding(2731), 0);

@@ -231,25 +231,23 @@ impl PlanOptions {
 }
 
 /// The backend class that enters keys: the backend string without a device index, so
-/// `tch-cuda:0` and `tch-cuda:1` share artifacts but `flex` and `tch-cuda` do not. libtorch
-/// classes carry `+fused3`: training there runs fused nodes (`lpeft_model::fused`) whose
-/// dropout stream differs from the earlier elementary operations, so their artifacts differ;
-/// version 2 of the nodes (layer-norm backward kernels, the LoRA scale inside the GEMMs, FFN
-/// widths padded on CUDA, which draws LoRA dropout over the padded width) changed the last
-/// bits again, and version 3 runs estimation (masks, recorded norm ratios) on them too, pads
-/// LoRA ranks on CUDA and computes the LoRA GEMMs with `mm`/`addmm` (the scale on the small
-/// factor), so `+fused` and `+fused2` artifacts are not reused.
+/// `tch-cuda:0` and `tch-cuda:1` share artifacts but `flex` and `tch-cuda` do not. A stage may
+/// add a tag to it ([`Stage::backend_tag`]: the model crate's fused-node version on libtorch).
 pub fn backend_class(backend: &str) -> String {
-    let class = backend
+    backend
         .split(':')
         .next()
         .unwrap_or(backend)
         .trim()
-        .to_ascii_lowercase();
-    if class.starts_with("tch") {
-        format!("{class}+fused3")
-    } else {
-        class
+        .to_ascii_lowercase()
+}
+
+/// [`backend_class`] with `stage`'s tag for it, if any: `class+tag`.
+pub fn stage_backend_class(stage: &dyn Stage, backend: &str) -> String {
+    let class = backend_class(backend);
+    match stage.backend_tag(&class) {
+        Some(tag) => format!("{class}+{tag}"),
+        None => class,
     }
 }
 
@@ -321,7 +319,9 @@ pub fn resolve_node(
             blake3,
         });
     }
-    let backend_class = prepared.backend_sensitive.then(|| backend_class(backend));
+    let backend_class = prepared
+        .backend_sensitive
+        .then(|| stage_backend_class(stage, backend));
     let input_keys: BTreeMap<String, String> = inputs
         .iter()
         .map(|(s, i): (&String, &InputRef)| (s.clone(), i.key.clone()))

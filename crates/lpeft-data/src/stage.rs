@@ -56,7 +56,10 @@ fn failed(e: DataError) -> StageError {
         DataError::Params(_) | DataError::UnknownTask { .. } | DataError::UnknownSplit { .. } => {
             params_error(e)
         }
-        other => StageError::Failed(other.to_string()),
+        other => StageError::Failed {
+            message: other.to_string(),
+            source: Some(Box::new(other)),
+        },
     }
 }
 

@@ -21,8 +21,14 @@ fn params_error(message: impl std::fmt::Display) -> StageError {
     StageError::params(KIND, message)
 }
 
-fn failed(e: impl std::fmt::Display) -> StageError {
-    StageError::failed(KIND, e)
+/// The stage failed because of `e` (kept as the error's source).
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StageError {
+    StageError::failed_by(KIND, e)
+}
+
+/// The stage failed, for a message.
+fn fail(message: impl std::fmt::Display) -> StageError {
+    StageError::failed(KIND, message)
 }
 
 /// The model's head outputs (eval mode) on every unit of `split`, in split order.
@@ -203,7 +209,7 @@ impl Stage for EstimateStage {
         let (summary, agg) =
             write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).map_err(failed)?;
         if cfg.teacher_outputs {
-            let teacher = teacher_outputs(&out.model, &split, &ds, &plain).map_err(failed)?;
+            let teacher = teacher_outputs(&out.model, &split, &ds, &plain).map_err(fail)?;
             artifact::write_teacher(&ctx.out_dir.join(artifact::TEACHER_FILE), &teacher)
                 .map_err(failed)?;
         }

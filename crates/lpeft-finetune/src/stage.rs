@@ -30,8 +30,14 @@ fn params_error(message: impl std::fmt::Display) -> StageError {
     StageError::params(KIND, message)
 }
 
-fn failed(e: impl std::fmt::Display) -> StageError {
-    StageError::failed(KIND, e)
+/// The stage failed because of `e` (kept as the error's source).
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StageError {
+    StageError::failed_by(KIND, e)
+}
+
+/// The stage failed, for a message.
+fn fail(message: impl std::fmt::Display) -> StageError {
+    StageError::failed(KIND, message)
 }
 
 pub fn parse(params: &Params) -> Result<FinetuneConfig, StageError> {
@@ -57,7 +63,7 @@ fn write_json(file: &Path, value: &impl serde::Serialize) -> Result<(), StageErr
 fn original_backbone(init: &InputArtifact) -> Result<u64, StageError> {
     lpeft_artifacts::surgery::read_report(&init.dir)
         .map(|r| r.backbone_before as u64)
-        .map_err(|e| failed(format!("{e} (is `init` a surgery artifact?)")))
+        .map_err(|e| fail(format!("{e} (is `init` a surgery artifact?)")))
 }
 
 /// The distillation targets: the `teacher` input's outputs on the training split, which must
@@ -85,7 +91,7 @@ fn teacher_targets(
     };
     let file = teacher.dir.join(lpeft_artifacts::estimation::TEACHER_FILE);
     if !file.is_file() {
-        return Err(failed(format!(
+        return Err(fail(format!(
             "input `teacher` ({}) has no {}: estimate with `teacher_outputs: true`",
             teacher.key,
             lpeft_artifacts::estimation::TEACHER_FILE
@@ -98,7 +104,7 @@ fn teacher_targets(
         _ => train.num_rows(),
     };
     if t.units != units {
-        return Err(failed(format!(
+        return Err(fail(format!(
             "{}: the teacher has outputs for {} units, the training split has {units}",
             file.display(),
             t.units

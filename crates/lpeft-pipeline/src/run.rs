@@ -260,7 +260,10 @@ fn panicked(node: &PlanNode, panic: &Box<dyn std::any::Any + Send>) -> PipelineE
         .unwrap_or_else(|| "unknown panic".to_string());
     PipelineError::StageFailed {
         stage: node.name.clone(),
-        source: StageError::Failed(format!("panicked: {message}")),
+        source: StageError::Failed {
+            message: format!("panicked: {message}"),
+            source: None,
+        },
     }
 }
 

@@ -69,8 +69,14 @@ pub enum StageError {
     Params { stage: String, message: String },
     #[error("stage `{stage}` needs input `{slot}`, which is not wired")]
     MissingInput { stage: String, slot: String },
-    #[error("{0}")]
-    Failed(String),
+    /// The work failed: the message names the stage kind; `source` keeps the error it came
+    /// from, so that error chains print it (the CLI leaves out a cause the message already holds).
+    #[error("{message}")]
+    Failed {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -84,9 +90,20 @@ impl StageError {
         }
     }
 
-    /// The work of a stage of kind `stage` failed: `"{stage}: {error}"`.
+    /// The work of a stage of kind `stage` failed: `"{stage}: {error}"`, for a message.
     pub fn failed(stage: &str, error: impl std::fmt::Display) -> Self {
-        Self::Failed(format!("{stage}: {error}"))
+        Self::Failed {
+            message: format!("{stage}: {error}"),
+            source: None,
+        }
+    }
+
+    /// [`StageError::failed`] for an error, kept as the source.
+    pub fn failed_by(stage: &str, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Failed {
+            message: format!("{stage}: {error}"),
+            source: Some(Box::new(error)),
+        }
     }
 }
 
@@ -114,5 +131,25 @@ pub trait Stage: Send + Sync {
     /// One line for `lpeft --help` and `lpeft KIND --help`.
     fn about(&self) -> &'static str {
         ""
+    }
+}
+
+#[cfg(test)]
+mod failed_tests {
+    use super::StageError;
+    use std::error::Error;
+
+    #[test]
+    fn a_failure_from_an_error_keeps_it_as_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file: x.json");
+        let e = StageError::failed_by("estimate", io);
+        assert_eq!(e.to_string(), "estimate: no such file: x.json");
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("no such file: x.json")
+        );
+        let m = StageError::failed("estimate", "the split has no batches");
+        assert_eq!(m.to_string(), "estimate: the split has no batches");
+        assert!(m.source().is_none());
     }
 }

@@ -149,8 +149,14 @@ fn params_error(message: impl std::fmt::Display) -> StageError {
     StageError::params(KIND, message)
 }
 
-fn failed(e: impl std::fmt::Display) -> StageError {
-    StageError::failed(KIND, e)
+/// The stage failed because of `e` (kept as the error's source).
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StageError {
+    StageError::failed_by(KIND, e)
+}
+
+/// The stage failed, for a message.
+fn fail(message: impl std::fmt::Display) -> StageError {
+    StageError::failed(KIND, message)
 }
 
 pub fn parse(params: &Params) -> Result<SurgeryConfig, StageError> {
@@ -313,12 +319,12 @@ impl Stage for SurgeryStage {
 
         let device = lpeft_model::device::device(ctx.backend).map_err(failed)?;
         let ckpt = HfCheckpoint::open(&cfg.model).map_err(failed)?;
-        let mut tensors = warm_tensors(&art, &ckpt, &device).map_err(failed)?;
+        let mut tensors = warm_tensors(&art, &ckpt, &device).map_err(fail)?;
         if cfg.fold_masks {
             tensors = fold_masks(&art.spec, &tensors).map_err(failed)?;
         }
         let (spec, pruned) = prune(&art.spec, &tensors, &plan).map_err(failed)?;
-        let model = build_model(&spec, &pruned, &device).map_err(failed)?;
+        let model = build_model(&spec, &pruned, &device).map_err(fail)?;
         checkpoint::save(&model, ctx.out_dir).map_err(failed)?;
         let report = param_report(&art.spec, &tensors, &spec, &pruned);
         let file = PlanFile {

@@ -1,9 +1,7 @@
-//! Evaluation of lightpeft runs: task metrics, efficiency measurement, and result reports.
+//! Evaluation of lightpeft runs: task metrics and result reports.
 //!
 //! - [`evaluate_task`] scores a task's dev predictions ([`Outputs`]) with the metrics and main
 //!   score its [`TaskSpec`](lpeft_schema::dataset::TaskSpec) names. Scores are fractions.
-//! - [`efficiency`]: peak RSS, host description and the arithmetic behind
-//!   [`Efficiency`](lpeft_schema::results::Efficiency).
 //! - [`report`]: runs aggregated per (task, method) over seeds, as markdown, CSV and JSON;
 //!   [`report::compare`] diffs two result sets. [`svg`] draws the plots, [`masks`] reads an
 //!   estimation artifact's masks. [`write_report`] writes all of it into a directory.
@@ -23,7 +21,6 @@
 //! assert!((e.main_score - 0.775).abs() < 1e-12);
 //! ```
 
-pub mod efficiency;
 mod error;
 mod evaluate;
 pub mod masks;

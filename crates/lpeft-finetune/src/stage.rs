@@ -194,8 +194,8 @@ impl Stage for FinetuneStage {
         let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
         plain.seed(cfg.seed);
         // On a GPU the peak is device memory (NVML); elsewhere the process's peak RSS.
-        let gpu_memory = lpeft_eval::efficiency::cuda_index(ctx.backend).and_then(|i| {
-            lpeft_eval::efficiency::DeviceMemoryMonitor::start(i)
+        let gpu_memory = lpeft_train::efficiency::cuda_index(ctx.backend).and_then(|i| {
+            lpeft_train::efficiency::DeviceMemoryMonitor::start(i)
                 .map_err(|why| tracing::warn!("peak GPU memory not measured: {why}"))
                 .ok()
         });
@@ -235,13 +235,13 @@ impl Stage for FinetuneStage {
         .map_err(failed)?;
 
         let secs =
-            lpeft_eval::efficiency::mean_step_seconds(&outcome.step_seconds, 2).unwrap_or(0.0);
+            lpeft_train::efficiency::mean_step_seconds(&outcome.step_seconds, 2).unwrap_or(0.0);
         let train_time: f64 = outcome.step_seconds.iter().sum();
         let memory = match gpu_memory {
             Some(monitor) => monitor.finish(),
             None => (
-                lpeft_eval::efficiency::peak_rss_bytes().unwrap_or(0),
-                lpeft_eval::efficiency::MEMORY_PROCESS_RSS,
+                lpeft_train::efficiency::peak_rss_bytes().unwrap_or(0),
+                lpeft_train::efficiency::MEMORY_PROCESS_RSS,
             ),
         };
         let efficiency = Efficiency {
@@ -249,12 +249,12 @@ impl Stage for FinetuneStage {
             trainable_params: counts.trainable,
             backbone_params: counts.backbone,
             backbone_params_original: original,
-            backbone_pruned_pct: lpeft_eval::efficiency::backbone_pruned_pct(
+            backbone_pruned_pct: lpeft_train::efficiency::backbone_pruned_pct(
                 counts.backbone,
                 original,
             ),
             train_seconds_per_step: secs,
-            train_examples_per_second: lpeft_eval::efficiency::throughput(
+            train_examples_per_second: lpeft_train::efficiency::throughput(
                 outcome.train_examples,
                 train_time,
             ),
@@ -262,7 +262,7 @@ impl Stage for FinetuneStage {
             peak_memory_bytes: memory.0,
             memory_kind: memory.1.into(),
             backend: ctx.backend.to_string(),
-            host: lpeft_eval::efficiency::host_description(),
+            host: lpeft_train::efficiency::host_description(),
         };
         let best = &outcome.epochs[outcome.best_epoch];
         let result = RunResult {

@@ -5,10 +5,14 @@
 //!   loss + λ·Σ|masks|, backward, first-order rank scores, NaN guard, AdamW with global-norm
 //!   clipping on a linear schedule; every capture of a step is read back in **one** transfer;
 //! - [`evaluate`] runs a split in eval mode (no dropout) and returns predictions and loss;
-//! - [`Timing`] accumulates step time and throughput.
+//! - [`Timing`] accumulates step time and throughput; [`efficiency`] measures peak memory
+//!   (device memory through NVML on a GPU, process RSS elsewhere), describes the host and holds
+//!   the arithmetic behind `lpeft_schema::results::Efficiency`.
 //!
 //! A fine-tuning loop is `for batch in batcher.epoch(e) { (model, rec) = trainer.step(model,
 //! &batch, Capture::NONE)? }` plus `evaluate` at epoch ends.
+
+pub mod efficiency;
 
 use std::time::Instant;
 

@@ -41,16 +41,6 @@ fn split_masks(model: &Model, values: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (heads, ffn)
 }
 
-/// Current head and FFN mask values, `[L·H]` and `[L·I]`, read in one transfer.
-pub fn read_masks(model: &Model) -> Result<(Vec<f32>, Vec<f32>), String> {
-    let values = mask_values(model)?
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 masks");
-    Ok(split_masks(model, &values))
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum EstimateError {
     #[error(transparent)]

@@ -34,12 +34,6 @@ pub const KNOWN: &[&str] = &[
     "flex", "tch", "tch-cpu", "tch-cuda", "cuda", "vulkan", "wgpu", "ndarray",
 ];
 
-/// Whether a backend name runs on a GPU (stages on it share one device queue).
-pub fn is_gpu(name: &str) -> bool {
-    let base = name.split(':').next().unwrap_or(name);
-    matches!(base, "tch-cuda" | "cuda" | "vulkan" | "wgpu")
-}
-
 /// Checks that `name` is a backend this tool knows (`tch-cuda:1` included), without creating
 /// a device or needing it compiled in: enough to compute artifact keys, as `plan` and
 /// `report` do. Running a stage needs it compiled in ([`device`]).

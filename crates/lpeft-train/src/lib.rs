@@ -374,7 +374,7 @@ impl Trainer {
         };
         let norm = norm.unwrap_or_else(|| Tensor::full([1], none, &device));
         parts.insert(2, norm);
-        let parts = parts.into_iter().map(|t| t.cast(FloatDType::F32)).collect();
+        let parts = parts.into_iter().map(to_f32).collect();
         self.pending.push(Pending {
             step: self.step,
             lr,
@@ -451,6 +451,16 @@ impl Trainer {
             });
         }
         Ok(records)
+    }
+}
+
+/// `t` in f32 for reading back; the tensor itself when it already is (no operation on the
+/// step's path).
+fn to_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if t.dtype() == burn::tensor::DType::F32 {
+        t
+    } else {
+        t.cast(FloatDType::F32)
     }
 }
 
@@ -543,12 +553,12 @@ pub fn evaluate(
         let labels = to_labels(&batch, device)?;
         check_labels(&model, &labels)?;
         let out = model.forward(&input);
-        let loss = task_loss(&out.head, &labels).cast(FloatDType::F32);
+        let loss = to_f32(task_loss(&out.head, &labels));
         losses.push(loss);
         sizes.push(batch.batch_size as f64);
         examples += batch.batch_size;
         match out.head {
-            HeadOutput::Logits(l) => logits.push(l.cast(FloatDType::F32)),
+            HeadOutput::Logits(l) => logits.push(to_f32(l)),
             HeadOutput::Span { start, end } => {
                 span = true;
                 let (c, s) = read(start);

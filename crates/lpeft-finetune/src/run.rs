@@ -11,6 +11,7 @@ use lpeft_artifacts::dataset::{BatchConfig, Batcher, Padding, SplitTensors};
 use lpeft_eval::{Outputs, evaluate_task};
 use lpeft_model::Model;
 use lpeft_model::checkpoint::trainable_tensors;
+use lpeft_model::names::{TensorKind, TensorName};
 use lpeft_pipeline::stage::Progress;
 use lpeft_schema::dataset::{TaskKind, TaskSpec};
 use lpeft_schema::results::EpochMetrics;
@@ -65,8 +66,8 @@ impl ModuleVisitor for Count {
         if param.val().is_require_grad() {
             self.counts.trainable += n;
         }
-        let peft = path.contains(".lora_") || path.contains(".adapter.") || path.ends_with("_mask");
-        if path.starts_with("encoder.") && !peft {
+        let kind = TensorName::parse(&path).map(TensorName::kind);
+        if kind == Some(TensorKind::Backbone) {
             self.counts.backbone += n;
         }
     }

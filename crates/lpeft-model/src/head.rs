@@ -5,9 +5,14 @@ use burn::nn::Dropout;
 use burn::tensor::activation::{log_softmax, softmax, tanh};
 use burn::tensor::{Int, Tensor};
 
-use lpeft_schema::model::{HeadStyle, TaskHeadSpec};
+use lpeft_schema::model::{HeadStyle, ModelSpec, TaskHeadSpec};
 
-use crate::layers::Dense;
+use crate::error::ModelError;
+use crate::layers::{Builder, Dense};
+use crate::model::INIT_STD;
+use crate::names::{DenseModule, HeadDense};
+use crate::peft::dropout;
+use crate::source::Role;
 
 #[derive(Module, Debug)]
 pub struct TaskHead {
@@ -44,6 +49,36 @@ pub enum Labels {
 }
 
 impl TaskHead {
+    pub fn build(bld: &mut Builder, spec: &ModelSpec) -> Result<TaskHead, ModelError> {
+        let e = &spec.encoder;
+        let h = e.hidden_size;
+        let (pooler_style, out_dim) = match spec.head {
+            TaskHeadSpec::SpanExtraction => (None, 2),
+            TaskHeadSpec::Classification { num_labels, style } => (Some(style), num_labels),
+            TaskHeadSpec::Regression { style } => (Some(style), 1),
+            TaskHeadSpec::MultipleChoice { .. } => (Some(HeadStyle::BertPooler), 1),
+        };
+        let pooler_module = DenseModule::Head(HeadDense::Pooler);
+        let pooler = match pooler_style {
+            // The BERT pooler is part of the pretrained model and stays frozen (HF PEFT trains
+            // only `classifier`); RoBERTa's head dense is new and trained.
+            Some(HeadStyle::BertPooler) => {
+                Some(bld.dense(pooler_module, h, h, INIT_STD, Role::Backbone, false)?)
+            }
+            Some(HeadStyle::RobertaDenseTanh) => {
+                Some(bld.dense(pooler_module, h, h, INIT_STD, Role::Head, true)?)
+            }
+            None => None,
+        };
+        let out_module = DenseModule::Head(HeadDense::Out);
+        Ok(TaskHead {
+            pooler,
+            out: bld.dense(out_module, h, out_dim, INIT_STD, Role::Head, true)?,
+            dropout: dropout(e.hidden_dropout),
+            spec: spec.head,
+        })
+    }
+
     pub fn forward(&self, hidden: Tensor<3>) -> HeadOutput {
         let [b, t, h] = hidden.dims();
         if let TaskHeadSpec::SpanExtraction = self.spec {

@@ -11,6 +11,9 @@ use serde_json::Value;
 use lpeft_schema::model::{Activation, EncoderSpec, Family, HeadStyle, LayerShape, TaskHeadSpec};
 
 use crate::error::ModelError;
+use crate::names::{
+    DenseParam, DenseSite, EmbeddingTensor, HeadDense, LayerTensor, NormParam, Sublayer, TensorName,
+};
 use crate::rng::SeededRng;
 use crate::source::{Init, Role, TensorMap, WeightSource, init_values};
 
@@ -291,7 +294,8 @@ impl HfCheckpoint {
             .collect()
     }
 
-    /// The HF key for one of our tensor names, and whether it needs a transpose.
+    /// The HF keys (candidates, first found wins) for one of our tensor names, and whether it
+    /// needs a transpose. `None` for masks, PEFT tensors and unknown names.
     fn hf_name(
         &self,
         ours: &str,
@@ -299,80 +303,76 @@ impl HfCheckpoint {
         family: Family,
     ) -> Option<(Vec<String>, bool)> {
         let p = &self.prefix;
-        let (stem, leaf) = ours.rsplit_once('.')?;
-        let linear_leaf = match leaf {
-            "weight" => Some(("weight", true)),
-            "bias" => Some(("bias", false)),
-            _ => None,
-        };
-        let norm_leaf = match leaf {
-            "gamma" => vec!["weight", "gamma"],
-            "beta" => vec!["bias", "beta"],
-            _ => vec![],
-        };
-        let norm = |hf: String| {
-            Some((
-                norm_leaf
-                    .iter()
-                    .map(|l| format!("{hf}.{l}"))
-                    .collect::<Vec<_>>(),
-                false,
-            ))
-        };
-        let lin = |hf: String| linear_leaf.map(|(l, t)| (vec![format!("{hf}.{l}")], t));
-        match ours {
-            "encoder.embeddings.word" => {
-                return Some((vec![format!("{p}embeddings.word_embeddings.weight")], false));
-            }
-            "encoder.embeddings.position" => {
-                return Some((
-                    vec![format!("{p}embeddings.position_embeddings.weight")],
-                    false,
-                ));
-            }
-            "encoder.embeddings.token_type" => {
-                return Some((
-                    vec![format!("{p}embeddings.token_type_embeddings.weight")],
-                    false,
-                ));
-            }
-            _ => {}
-        }
-        if stem == "encoder.embeddings.norm" {
-            return norm(format!("{p}embeddings.LayerNorm"));
-        }
-        if let Some(rest) = stem.strip_prefix("encoder.layers.") {
-            let (i, sub) = rest.split_once('.')?;
-            let l = format!("{p}encoder.layer.{i}");
-            return match sub {
-                "attention.query" => lin(format!("{l}.attention.self.query")),
-                "attention.key" => lin(format!("{l}.attention.self.key")),
-                "attention.value" => lin(format!("{l}.attention.self.value")),
-                "attention.output" => lin(format!("{l}.attention.output.dense")),
-                "attention.norm" => norm(format!("{l}.attention.output.LayerNorm")),
-                "ffn.input" => lin(format!("{l}.intermediate.dense")),
-                "ffn.output" => lin(format!("{l}.output.dense")),
-                "ffn.norm" => norm(format!("{l}.output.LayerNorm")),
-                _ => None,
+        // Old checkpoints name LayerNorm parameters gamma/beta.
+        let norm = |hf: String, param: NormParam| {
+            let leaves = match param {
+                NormParam::Gamma => ["weight", "gamma"],
+                NormParam::Beta => ["bias", "beta"],
             };
-        }
-        let roberta_cls = family == Family::Roberta
-            && matches!(
-                head,
-                TaskHeadSpec::Classification {
-                    style: HeadStyle::RobertaDenseTanh,
-                    ..
-                } | TaskHeadSpec::Regression {
-                    style: HeadStyle::RobertaDenseTanh
+            Some((leaves.map(|l| format!("{hf}.{l}")).to_vec(), false))
+        };
+        let lin = |hf: String, param: DenseParam| {
+            Some(match param {
+                DenseParam::Weight => (vec![format!("{hf}.weight")], true),
+                DenseParam::Bias => (vec![format!("{hf}.bias")], false),
+            })
+        };
+        let table = |hf: &str| Some((vec![format!("{p}embeddings.{hf}.weight")], false));
+        match TensorName::parse(ours)? {
+            TensorName::Embedding(t) => match t {
+                EmbeddingTensor::Word => table("word_embeddings"),
+                EmbeddingTensor::Position => table("position_embeddings"),
+                EmbeddingTensor::TokenType => table("token_type_embeddings"),
+                EmbeddingTensor::Norm(param) => norm(format!("{p}embeddings.LayerNorm"), param),
+            },
+            TensorName::Layer { layer, part } => {
+                let l = format!("{p}encoder.layer.{layer}");
+                match part {
+                    LayerTensor::Dense { site, param } => {
+                        let module = match site {
+                            DenseSite::Query => "attention.self.query",
+                            DenseSite::Key => "attention.self.key",
+                            DenseSite::Value => "attention.self.value",
+                            DenseSite::AttnOut => "attention.output.dense",
+                            DenseSite::FfnIn => "intermediate.dense",
+                            DenseSite::FfnOut => "output.dense",
+                        };
+                        lin(format!("{l}.{module}"), param)
+                    }
+                    LayerTensor::Norm { sublayer, param } => {
+                        let module = match sublayer {
+                            Sublayer::Attention => "attention.output.LayerNorm",
+                            Sublayer::Ffn => "output.LayerNorm",
+                        };
+                        norm(format!("{l}.{module}"), param)
+                    }
+                    LayerTensor::HeadMask | LayerTensor::NeuronMask | LayerTensor::Peft { .. } => {
+                        None
+                    }
                 }
-            );
-        match stem {
-            "head.pooler" if roberta_cls => lin("classifier.dense".into()),
-            "head.pooler" => lin(format!("{p}pooler.dense")),
-            "head.out" if roberta_cls => lin("classifier.out_proj".into()),
-            "head.out" if head == TaskHeadSpec::SpanExtraction => lin("qa_outputs".into()),
-            "head.out" => lin("classifier".into()),
-            _ => None,
+            }
+            TensorName::Head { dense, param } => {
+                let roberta_cls = family == Family::Roberta
+                    && matches!(
+                        head,
+                        TaskHeadSpec::Classification {
+                            style: HeadStyle::RobertaDenseTanh,
+                            ..
+                        } | TaskHeadSpec::Regression {
+                            style: HeadStyle::RobertaDenseTanh
+                        }
+                    );
+                let module = match dense {
+                    HeadDense::Pooler if roberta_cls => "classifier.dense".to_string(),
+                    HeadDense::Pooler => format!("{p}pooler.dense"),
+                    HeadDense::Out if roberta_cls => "classifier.out_proj".to_string(),
+                    HeadDense::Out if head == TaskHeadSpec::SpanExtraction => {
+                        "qa_outputs".to_string()
+                    }
+                    HeadDense::Out => "classifier".to_string(),
+                };
+                lin(module, param)
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use burn::tensor::module::{layer_norm, linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::ModelError;
+use crate::names::{DenseModule, DenseParam, NormModule, NormParam, TensorName};
 use crate::source::{Init, Role, WeightSource};
 
 /// `y = x W + b` with `W: [d_in, d_out]` (burn layout). The weight is absent when `d_in == 0`
@@ -89,12 +90,13 @@ pub struct Builder<'a> {
 impl Builder<'_> {
     fn values(
         &mut self,
-        name: &str,
+        name: TensorName,
         shape: &[usize],
         init: Init,
         role: Role,
     ) -> Result<Vec<f32>, ModelError> {
-        let v = self.source.fetch(name, shape, init, role)?;
+        let name = name.to_string();
+        let v = self.source.fetch(&name, shape, init, role)?;
         let n: usize = shape.iter().product();
         if v.len() != n {
             return Err(ModelError::BadSpec(format!(
@@ -107,7 +109,7 @@ impl Builder<'_> {
 
     pub fn param1(
         &mut self,
-        name: &str,
+        name: TensorName,
         len: usize,
         init: Init,
         role: Role,
@@ -120,7 +122,7 @@ impl Builder<'_> {
 
     pub fn param2(
         &mut self,
-        name: &str,
+        name: TensorName,
         shape: [usize; 2],
         init: Init,
         role: Role,
@@ -131,10 +133,25 @@ impl Builder<'_> {
         Ok(Param::from_tensor(t).set_require_grad(trainable))
     }
 
-    /// A dense layer named `{prefix}.weight` / `{prefix}.bias`; `d_out` must be > 0.
+    /// A one-scalar-per-unit mask initialised to 1, or `None` when `enabled` is off or there are
+    /// no units.
+    pub fn mask(
+        &mut self,
+        name: TensorName,
+        len: usize,
+        enabled: bool,
+    ) -> Result<Option<Param<Tensor<1>>>, ModelError> {
+        if !enabled || len == 0 {
+            return Ok(None);
+        }
+        self.param1(name, len, Init::Ones, Role::Peft, true)
+            .map(Some)
+    }
+
+    /// A dense layer (its `weight` and `bias`); `d_out` must be > 0.
     pub fn dense(
         &mut self,
-        prefix: &str,
+        module: DenseModule,
         d_in: usize,
         d_out: usize,
         std: f64,
@@ -143,7 +160,7 @@ impl Builder<'_> {
     ) -> Result<Dense, ModelError> {
         let weight = if d_in > 0 {
             Some(self.param2(
-                &format!("{prefix}.weight"),
+                module.tensor(DenseParam::Weight),
                 [d_in, d_out],
                 Init::Normal { std },
                 role,
@@ -153,7 +170,7 @@ impl Builder<'_> {
             None
         };
         let bias = Some(self.param1(
-            &format!("{prefix}.bias"),
+            module.tensor(DenseParam::Bias),
             d_out,
             Init::Zeros,
             role,
@@ -169,15 +186,27 @@ impl Builder<'_> {
 
     pub fn norm(
         &mut self,
-        prefix: &str,
+        module: NormModule,
         d: usize,
         eps: f64,
         role: Role,
         trainable: bool,
     ) -> Result<Norm, ModelError> {
         Ok(Norm {
-            gamma: self.param1(&format!("{prefix}.gamma"), d, Init::Ones, role, trainable)?,
-            beta: self.param1(&format!("{prefix}.beta"), d, Init::Zeros, role, trainable)?,
+            gamma: self.param1(
+                module.tensor(NormParam::Gamma),
+                d,
+                Init::Ones,
+                role,
+                trainable,
+            )?,
+            beta: self.param1(
+                module.tensor(NormParam::Beta),
+                d,
+                Init::Zeros,
+                role,
+                trainable,
+            )?,
             eps,
         })
     }

@@ -17,6 +17,7 @@ pub mod importance;
 pub mod layers;
 pub mod merge;
 pub mod model;
+pub mod names;
 pub mod optim;
 pub mod peft;
 pub mod peft_config;

@@ -4,14 +4,17 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
 use lpeft_schema::model::{
-    AdapterSite, EncoderSpec, HeadStyle, LoraTarget, ModelSpec, PeftModuleId, PeftModuleSpec,
-    PeftSite, TaskHeadSpec,
+    AdapterSite, EncoderSpec, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
 };
 
 use crate::encoder::{Attention, Embeddings, Encoder, EncoderInput, Ffn, Layer};
 use crate::error::ModelError;
+use crate::fused::FusedPolicy;
 use crate::head::{HeadOutput, TaskHead};
-use crate::layers::{Builder, Dense};
+use crate::layers::{Builder, Dense, Norm};
+use crate::names::{
+    DenseModule, DenseSite, EmbeddingTensor, LayerTensor, NormModule, Sublayer, TensorName,
+};
 use crate::peft::{Adapter, Lora, NormRatioRecorder, dropout};
 use crate::source::{Init, Role, WeightSource};
 
@@ -34,7 +37,8 @@ pub struct ModelOutput {
 }
 
 impl Model {
-    /// Builds the model described by `spec`, asking `source` for every tensor.
+    /// Builds the model described by `spec`, asking `source` for every tensor: the encoder, then
+    /// the head, each module's fields in declaration order (the order [`Module::visit`] walks).
     pub fn build(
         spec: &ModelSpec,
         source: &mut dyn WeightSource,
@@ -45,161 +49,10 @@ impl Model {
             source,
             device: device.clone(),
         };
-        let e = &spec.encoder;
-        let h = e.hidden_size;
-        let bb = Role::Backbone;
-        let embeddings = Embeddings {
-            word: bld.param2(
-                "encoder.embeddings.word",
-                [e.vocab_size, h],
-                Init::Normal { std: INIT_STD },
-                bb,
-                false,
-            )?,
-            position: bld.param2(
-                "encoder.embeddings.position",
-                [e.max_position_embeddings, h],
-                Init::Normal { std: INIT_STD },
-                bb,
-                false,
-            )?,
-            token_type: bld.param2(
-                "encoder.embeddings.token_type",
-                [e.type_vocab_size, h],
-                Init::Normal { std: INIT_STD },
-                bb,
-                false,
-            )?,
-            norm: bld.norm("encoder.embeddings.norm", h, e.layer_norm_eps, bb, false)?,
-            dropout: dropout(e.hidden_dropout),
-            family: e.family,
-            pad_token_id: e.pad_token_id,
-        };
-        let mut layers = Vec::with_capacity(e.layers.len());
-        for (i, shape) in e.layers.iter().enumerate() {
-            let p = format!("encoder.layers.{i}");
-            let inner = shape.heads * e.head_dim;
-            let qkv = |bld: &mut Builder, name: &str| -> Result<Option<Dense>, ModelError> {
-                if inner == 0 {
-                    return Ok(None);
-                }
-                bld.dense(
-                    &format!("{p}.attention.{name}"),
-                    h,
-                    inner,
-                    INIT_STD,
-                    bb,
-                    false,
-                )
-                .map(Some)
-            };
-            let lora =
-                |bld: &mut Builder, target: LoraTarget, field: &str, d_in: usize, d_out: usize| {
-                    build_lora(
-                        bld,
-                        spec,
-                        PeftModuleId {
-                            layer: i,
-                            site: PeftSite::Lora(target),
-                        },
-                        &format!("{p}.{field}"),
-                        d_in,
-                        d_out,
-                    )
-                };
-            let adapter = |bld: &mut Builder, site: AdapterSite, field: &str| {
-                build_adapter(
-                    bld,
-                    spec,
-                    PeftModuleId {
-                        layer: i,
-                        site: PeftSite::Adapter(site),
-                    },
-                    &format!("{p}.{field}"),
-                    h,
-                )
-            };
-            let attention = Attention {
-                query: qkv(&mut bld, "query")?,
-                key: qkv(&mut bld, "key")?,
-                value: qkv(&mut bld, "value")?,
-                output: bld.dense(
-                    &format!("{p}.attention.output"),
-                    inner,
-                    h,
-                    INIT_STD,
-                    bb,
-                    false,
-                )?,
-                norm: bld.norm(
-                    &format!("{p}.attention.norm"),
-                    h,
-                    e.layer_norm_eps,
-                    bb,
-                    false,
-                )?,
-                head_mask: mask(
-                    &mut bld,
-                    spec,
-                    &format!("{p}.attention.head_mask"),
-                    shape.heads,
-                )?,
-                lora_query: lora(
-                    &mut bld,
-                    LoraTarget::Query,
-                    "attention.lora_query",
-                    h,
-                    inner,
-                )?,
-                lora_key: lora(&mut bld, LoraTarget::Key, "attention.lora_key", h, inner)?,
-                lora_value: lora(
-                    &mut bld,
-                    LoraTarget::Value,
-                    "attention.lora_value",
-                    h,
-                    inner,
-                )?,
-                lora_output: lora(
-                    &mut bld,
-                    LoraTarget::AttnOut,
-                    "attention.lora_output",
-                    inner,
-                    h,
-                )?,
-                adapter: adapter(&mut bld, AdapterSite::Attention, "attention.adapter")?,
-                attention_dropout: dropout(e.attention_dropout),
-                hidden_dropout: dropout(e.hidden_dropout),
-                heads: shape.heads,
-                head_dim: e.head_dim,
-                layer: i,
-            };
-            let width = shape.ffn;
-            let ffn = Ffn {
-                input: if width > 0 {
-                    Some(bld.dense(&format!("{p}.ffn.input"), h, width, INIT_STD, bb, false)?)
-                } else {
-                    None
-                },
-                output: bld.dense(&format!("{p}.ffn.output"), width, h, INIT_STD, bb, false)?,
-                norm: bld.norm(&format!("{p}.ffn.norm"), h, e.layer_norm_eps, bb, false)?,
-                neuron_mask: mask(&mut bld, spec, &format!("{p}.ffn.neuron_mask"), width)?,
-                lora_input: lora(&mut bld, LoraTarget::FfnIn, "ffn.lora_input", h, width)?,
-                lora_output: lora(&mut bld, LoraTarget::FfnOut, "ffn.lora_output", width, h)?,
-                adapter: adapter(&mut bld, AdapterSite::Ffn, "ffn.adapter")?,
-                dropout: dropout(e.hidden_dropout),
-                activation: e.hidden_act,
-                width,
-                layer: i,
-            };
-            layers.push(Layer { attention, ffn });
-        }
-        let head = build_head(&mut bld, spec)?;
+        let encoder = Encoder::build(&mut bld, spec)?;
+        let head = TaskHead::build(&mut bld, spec)?;
         Ok(Model {
-            encoder: Encoder {
-                embeddings,
-                layers,
-                fused: crate::fused::FusedPolicy::default(),
-            },
+            encoder,
             head,
             spec: spec.clone(),
         })
@@ -292,116 +145,183 @@ pub struct PeftFactors<'a> {
     pub b: &'a Param<Tensor<2>>,
 }
 
-fn peft_spec(spec: &ModelSpec, id: PeftModuleId) -> Option<&PeftModuleSpec> {
-    spec.peft.iter().find(|m| m.id == id)
+// Each encoder module builds itself from the spec (as candle's per-module `load`); the head
+// and the PEFT modules build beside their structs. Fields are built in declaration order, so
+// the source is asked for tensors in the order a visit of the model lists them.
+
+impl Encoder {
+    /// Embeddings, then the layers in order; fused nodes on by default.
+    pub fn build(bld: &mut Builder, spec: &ModelSpec) -> Result<Encoder, ModelError> {
+        Ok(Encoder {
+            embeddings: Embeddings::build(bld, &spec.encoder)?,
+            layers: (0..spec.encoder.layers.len())
+                .map(|layer| Layer::build(bld, spec, layer))
+                .collect::<Result<_, _>>()?,
+            fused: FusedPolicy::default(),
+        })
+    }
 }
 
-fn build_lora(
+impl Embeddings {
+    pub fn build(bld: &mut Builder, e: &EncoderSpec) -> Result<Embeddings, ModelError> {
+        let mut table = |tensor, rows| {
+            bld.param2(
+                TensorName::Embedding(tensor),
+                [rows, e.hidden_size],
+                Init::Normal { std: INIT_STD },
+                Role::Backbone,
+                false,
+            )
+        };
+        Ok(Embeddings {
+            word: table(EmbeddingTensor::Word, e.vocab_size)?,
+            position: table(EmbeddingTensor::Position, e.max_position_embeddings)?,
+            token_type: table(EmbeddingTensor::TokenType, e.type_vocab_size)?,
+            norm: bld.norm(
+                NormModule::Embeddings,
+                e.hidden_size,
+                e.layer_norm_eps,
+                Role::Backbone,
+                false,
+            )?,
+            dropout: dropout(e.hidden_dropout),
+            family: e.family,
+            pad_token_id: e.pad_token_id,
+        })
+    }
+}
+
+impl Layer {
+    pub fn build(bld: &mut Builder, spec: &ModelSpec, layer: usize) -> Result<Layer, ModelError> {
+        Ok(Layer {
+            attention: Attention::build(bld, spec, layer)?,
+            ffn: Ffn::build(bld, spec, layer)?,
+        })
+    }
+}
+
+impl Attention {
+    pub fn build(
+        bld: &mut Builder,
+        spec: &ModelSpec,
+        layer: usize,
+    ) -> Result<Attention, ModelError> {
+        let e = &spec.encoder;
+        let (h, heads) = (e.hidden_size, e.layers[layer].heads);
+        let inner = heads * e.head_dim;
+        // Q, K and V exist only while the layer keeps a head.
+        let qkv = |bld: &mut Builder, site| {
+            (inner > 0)
+                .then(|| backbone_dense(bld, layer, site, h, inner))
+                .transpose()
+        };
+        Ok(Attention {
+            query: qkv(bld, DenseSite::Query)?,
+            key: qkv(bld, DenseSite::Key)?,
+            value: qkv(bld, DenseSite::Value)?,
+            output: backbone_dense(bld, layer, DenseSite::AttnOut, inner, h)?,
+            norm: sublayer_norm(bld, e, layer, Sublayer::Attention)?,
+            head_mask: bld.mask(
+                TensorName::layer(layer, LayerTensor::HeadMask),
+                heads,
+                spec.masks,
+            )?,
+            lora_query: lora_on(bld, spec, layer, LoraTarget::Query, (h, inner))?,
+            lora_key: lora_on(bld, spec, layer, LoraTarget::Key, (h, inner))?,
+            lora_value: lora_on(bld, spec, layer, LoraTarget::Value, (h, inner))?,
+            lora_output: lora_on(bld, spec, layer, LoraTarget::AttnOut, (inner, h))?,
+            adapter: adapter_after(bld, spec, layer, AdapterSite::Attention)?,
+            attention_dropout: dropout(e.attention_dropout),
+            hidden_dropout: dropout(e.hidden_dropout),
+            heads,
+            head_dim: e.head_dim,
+            layer,
+        })
+    }
+}
+
+impl Ffn {
+    pub fn build(bld: &mut Builder, spec: &ModelSpec, layer: usize) -> Result<Ffn, ModelError> {
+        let e = &spec.encoder;
+        let (h, width) = (e.hidden_size, e.layers[layer].ffn);
+        Ok(Ffn {
+            // FC1 exists only while the layer keeps a neuron.
+            input: (width > 0)
+                .then(|| backbone_dense(bld, layer, DenseSite::FfnIn, h, width))
+                .transpose()?,
+            output: backbone_dense(bld, layer, DenseSite::FfnOut, width, h)?,
+            norm: sublayer_norm(bld, e, layer, Sublayer::Ffn)?,
+            neuron_mask: bld.mask(
+                TensorName::layer(layer, LayerTensor::NeuronMask),
+                width,
+                spec.masks,
+            )?,
+            lora_input: lora_on(bld, spec, layer, LoraTarget::FfnIn, (h, width))?,
+            lora_output: lora_on(bld, spec, layer, LoraTarget::FfnOut, (width, h))?,
+            adapter: adapter_after(bld, spec, layer, AdapterSite::Ffn)?,
+            dropout: dropout(e.hidden_dropout),
+            activation: e.hidden_act,
+            width,
+            layer,
+        })
+    }
+}
+
+/// A frozen backbone projection `[d_in, d_out]` of layer `layer`.
+fn backbone_dense(
     bld: &mut Builder,
-    spec: &ModelSpec,
-    id: PeftModuleId,
-    prefix: &str,
+    layer: usize,
+    site: DenseSite,
     d_in: usize,
     d_out: usize,
+) -> Result<Dense, ModelError> {
+    let module = DenseModule::Layer { layer, site };
+    bld.dense(module, d_in, d_out, INIT_STD, Role::Backbone, false)
+}
+
+fn sublayer_norm(
+    bld: &mut Builder,
+    e: &EncoderSpec,
+    layer: usize,
+    sublayer: Sublayer,
+) -> Result<Norm, ModelError> {
+    let module = NormModule::Layer { layer, sublayer };
+    bld.norm(
+        module,
+        e.hidden_size,
+        e.layer_norm_eps,
+        Role::Backbone,
+        false,
+    )
+}
+
+/// LoRA on a `(d_in, d_out)` projection of layer `layer`, where the spec puts one.
+fn lora_on(
+    bld: &mut Builder,
+    spec: &ModelSpec,
+    layer: usize,
+    target: LoraTarget,
+    (d_in, d_out): (usize, usize),
 ) -> Result<Option<Lora>, ModelError> {
-    let Some(m) = peft_spec(spec, id) else {
-        return Ok(None);
+    let id = PeftModuleId {
+        layer,
+        site: PeftSite::Lora(target),
     };
-    if m.rank == 0 || d_in == 0 || d_out == 0 {
-        return Ok(None);
-    }
-    Ok(Some(Lora {
-        a: bld.param2(
-            &format!("{prefix}.a"),
-            [d_in, m.rank],
-            Init::KaimingUniform { fan_in: d_in },
-            Role::Peft,
-            true,
-        )?,
-        b: bld.param2(
-            &format!("{prefix}.b"),
-            [m.rank, d_out],
-            Init::Zeros,
-            Role::Peft,
-            true,
-        )?,
-        dropout: dropout(m.dropout),
-        scale: m.scale,
-    }))
+    Lora::build(bld, spec, id, d_in, d_out)
 }
 
-fn build_adapter(
+/// The adapter after a sublayer of layer `layer`, where the spec puts one.
+fn adapter_after(
     bld: &mut Builder,
     spec: &ModelSpec,
-    id: PeftModuleId,
-    prefix: &str,
-    hidden: usize,
+    layer: usize,
+    site: AdapterSite,
 ) -> Result<Option<Adapter>, ModelError> {
-    let Some(m) = peft_spec(spec, id) else {
-        return Ok(None);
+    let id = PeftModuleId {
+        layer,
+        site: PeftSite::Adapter(site),
     };
-    if m.rank == 0 {
-        return Ok(None);
-    }
-    Ok(Some(Adapter {
-        a: bld.param2(
-            &format!("{prefix}.a"),
-            [hidden, m.rank],
-            Init::Normal { std: INIT_STD },
-            Role::Peft,
-            true,
-        )?,
-        b: bld.param2(
-            &format!("{prefix}.b"),
-            [m.rank, hidden],
-            Init::Normal { std: INIT_STD },
-            Role::Peft,
-            true,
-        )?,
-        dropout: dropout(m.dropout),
-        scale: m.scale,
-    }))
-}
-
-fn mask(
-    bld: &mut Builder,
-    spec: &ModelSpec,
-    name: &str,
-    len: usize,
-) -> Result<Option<Param<Tensor<1>>>, ModelError> {
-    if !spec.masks || len == 0 {
-        return Ok(None);
-    }
-    bld.param1(name, len, Init::Ones, Role::Peft, true)
-        .map(Some)
-}
-
-fn build_head(bld: &mut Builder, spec: &ModelSpec) -> Result<TaskHead, ModelError> {
-    let e = &spec.encoder;
-    let h = e.hidden_size;
-    let (pooler, out_dim) = match spec.head {
-        TaskHeadSpec::SpanExtraction => (None, 2),
-        TaskHeadSpec::Classification { num_labels, style } => (Some(style), num_labels),
-        TaskHeadSpec::Regression { style } => (Some(style), 1),
-        TaskHeadSpec::MultipleChoice { .. } => (Some(HeadStyle::BertPooler), 1),
-    };
-    let pooler = match pooler {
-        // The BERT pooler is part of the pretrained model and stays frozen (HF PEFT trains
-        // only `classifier`); RoBERTa's head dense is new and trained.
-        Some(HeadStyle::BertPooler) => {
-            Some(bld.dense("head.pooler", h, h, INIT_STD, Role::Backbone, false)?)
-        }
-        Some(HeadStyle::RobertaDenseTanh) => {
-            Some(bld.dense("head.pooler", h, h, INIT_STD, Role::Head, true)?)
-        }
-        None => None,
-    };
-    Ok(TaskHead {
-        pooler,
-        out: bld.dense("head.out", h, out_dim, INIT_STD, Role::Head, true)?,
-        dropout: dropout(e.hidden_dropout),
-        spec: spec.head,
-    })
+    Adapter::build(bld, spec, id, spec.encoder.hidden_size)
 }
 
 /// Rejects specs that cannot describe a model.

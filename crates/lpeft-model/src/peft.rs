@@ -9,7 +9,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::linear;
 use burn::tensor::{Bool, Tensor};
 
-use lpeft_schema::model::PeftModuleId;
+use lpeft_schema::model::{ModelSpec, PeftModuleId, PeftModuleSpec};
+
+use crate::error::ModelError;
+use crate::layers::Builder;
+use crate::model::INIT_STD;
+use crate::names::{PeftFactor, TensorName};
+use crate::source::{Init, Role};
 
 /// LoRA on one projection: `Δ(x) = dropout(x) · A · B · scale`.
 #[derive(Module, Debug)]
@@ -24,6 +30,41 @@ pub struct Lora {
 }
 
 impl Lora {
+    /// LoRA `id` on a `[d_in, d_out]` projection, or `None` when the spec has none there, its
+    /// rank is 0 or the projection is zero-width.
+    pub fn build(
+        bld: &mut Builder,
+        spec: &ModelSpec,
+        id: PeftModuleId,
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Option<Lora>, ModelError> {
+        let Some(m) = module_spec(spec, id) else {
+            return Ok(None);
+        };
+        if m.rank == 0 || d_in == 0 || d_out == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Lora {
+            a: bld.param2(
+                TensorName::peft(id, PeftFactor::A),
+                [d_in, m.rank],
+                Init::KaimingUniform { fan_in: d_in },
+                Role::Peft,
+                true,
+            )?,
+            b: bld.param2(
+                TensorName::peft(id, PeftFactor::B),
+                [m.rank, d_out],
+                Init::Zeros,
+                Role::Peft,
+                true,
+            )?,
+            dropout: dropout(m.dropout),
+            scale: m.scale,
+        }))
+    }
+
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = linear(self.dropout.forward(x), self.a.val(), None);
         linear(h, self.b.val(), None).mul_scalar(self.scale)
@@ -42,10 +83,48 @@ pub struct Adapter {
 }
 
 impl Adapter {
+    /// Adapter `id` on a `hidden`-wide residual stream, or `None` when the spec has none there
+    /// or its size is 0.
+    pub fn build(
+        bld: &mut Builder,
+        spec: &ModelSpec,
+        id: PeftModuleId,
+        hidden: usize,
+    ) -> Result<Option<Adapter>, ModelError> {
+        let Some(m) = module_spec(spec, id) else {
+            return Ok(None);
+        };
+        if m.rank == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Adapter {
+            a: bld.param2(
+                TensorName::peft(id, PeftFactor::A),
+                [hidden, m.rank],
+                Init::Normal { std: INIT_STD },
+                Role::Peft,
+                true,
+            )?,
+            b: bld.param2(
+                TensorName::peft(id, PeftFactor::B),
+                [m.rank, hidden],
+                Init::Normal { std: INIT_STD },
+                Role::Peft,
+                true,
+            )?,
+            dropout: dropout(m.dropout),
+            scale: m.scale,
+        }))
+    }
+
     pub fn forward(&self, h: Tensor<3>) -> Tensor<3> {
         let z = relu(linear(self.dropout.forward(h), self.a.val(), None));
         linear(z, self.b.val(), None).mul_scalar(self.scale)
     }
+}
+
+fn module_spec(spec: &ModelSpec, id: PeftModuleId) -> Option<&PeftModuleSpec> {
+    spec.peft.iter().find(|m| m.id == id)
 }
 
 pub fn dropout(prob: f64) -> Dropout {

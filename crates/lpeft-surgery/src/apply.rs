@@ -8,8 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lpeft_model::names::{
+    DenseModule, DenseParam, DenseSite, HeadDense, LayerTensor, PeftFactor, Sublayer, TensorKind,
+    TensorName,
+};
 use lpeft_schema::model::{
-    AdapterSite, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
+    HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
 };
 
 use crate::plan::Plan;
@@ -139,60 +143,6 @@ pub fn surviving_modules(spec: &ModelSpec, plan: &Plan) -> BTreeMap<PeftModuleId
         .collect()
 }
 
-/// What a tensor name refers to inside layer `l`.
-enum Part {
-    QkvWeight,
-    QkvBias,
-    AttnOutWeight,
-    HeadMask,
-    FfnInWeight,
-    FfnInBias,
-    FfnOutWeight,
-    NeuronMask,
-    PeftA(PeftModuleId),
-    PeftB(PeftModuleId),
-    Other,
-}
-
-fn classify(name: &str) -> Option<(usize, Part)> {
-    let rest = name.strip_prefix("encoder.layers.")?;
-    let (l, sub) = rest.split_once('.')?;
-    let layer: usize = l.parse().ok()?;
-    let id = |site| PeftModuleId { layer, site };
-    let part = match sub {
-        "attention.query.weight" | "attention.key.weight" | "attention.value.weight" => {
-            Part::QkvWeight
-        }
-        "attention.query.bias" | "attention.key.bias" | "attention.value.bias" => Part::QkvBias,
-        "attention.output.weight" => Part::AttnOutWeight,
-        "attention.head_mask" => Part::HeadMask,
-        "ffn.input.weight" => Part::FfnInWeight,
-        "ffn.input.bias" => Part::FfnInBias,
-        "ffn.output.weight" => Part::FfnOutWeight,
-        "ffn.neuron_mask" => Part::NeuronMask,
-        _ => {
-            let (module, leaf) = sub.rsplit_once('.')?;
-            let site = match module {
-                "attention.lora_query" => PeftSite::Lora(LoraTarget::Query),
-                "attention.lora_key" => PeftSite::Lora(LoraTarget::Key),
-                "attention.lora_value" => PeftSite::Lora(LoraTarget::Value),
-                "attention.lora_output" => PeftSite::Lora(LoraTarget::AttnOut),
-                "ffn.lora_input" => PeftSite::Lora(LoraTarget::FfnIn),
-                "ffn.lora_output" => PeftSite::Lora(LoraTarget::FfnOut),
-                "attention.adapter" => PeftSite::Adapter(AdapterSite::Attention),
-                "ffn.adapter" => PeftSite::Adapter(AdapterSite::Ffn),
-                _ => return Some((layer, Part::Other)),
-            };
-            match leaf {
-                "a" => Part::PeftA(id(site)),
-                "b" => Part::PeftB(id(site)),
-                _ => Part::Other,
-            }
-        }
-    };
-    Some((layer, part))
-}
-
 fn select_cols(shape: &[usize], v: &[f32], cols: &[usize]) -> (Vec<usize>, Vec<f32>) {
     let (rows, c) = (shape[0], shape[1]);
     let mut out = Vec::with_capacity(rows * cols.len());
@@ -236,18 +186,50 @@ fn dimension_units(plan: &Plan, id: PeftModuleId, head_dim: usize) -> Option<Vec
     }
 }
 
-/// B's columns follow the output units of q/k/v/fc1; A's rows follow the input units of o/fc2.
-fn b_follows_units(id: PeftModuleId) -> bool {
+/// Whether a projection's pruned units are its outputs (q/k/v/fc1: columns and bias entries)
+/// rather than its inputs (o/fc2: rows).
+fn prunes_outputs(site: DenseSite) -> bool {
     matches!(
-        id.site,
-        PeftSite::Lora(LoraTarget::Query | LoraTarget::Key | LoraTarget::Value | LoraTarget::FfnIn)
+        site,
+        DenseSite::Query | DenseSite::Key | DenseSite::Value | DenseSite::FfnIn
     )
 }
+
+/// B's columns follow the output units of q/k/v/fc1; A's rows follow the input units of o/fc2.
+fn b_follows_units(id: PeftModuleId) -> bool {
+    matches!(id.site, PeftSite::Lora(t) if prunes_outputs(t.into()))
+}
 fn a_follows_units(id: PeftModuleId) -> bool {
-    matches!(
-        id.site,
-        PeftSite::Lora(LoraTarget::AttnOut | LoraTarget::FfnOut)
-    )
+    matches!(id.site, PeftSite::Lora(t) if !prunes_outputs(t.into()))
+}
+
+/// A surviving PEFT factor cut to its kept ranks (A's columns, B's rows), and to the kept units
+/// where it follows them (A's rows for o/fc2, B's columns for q/k/v/fc1).
+fn prune_factor(
+    plan: &Plan,
+    id: PeftModuleId,
+    factor: PeftFactor,
+    head_dim: usize,
+    (shape, v): (&[usize], &[f32]),
+    ranks: &[usize],
+) -> (Vec<usize>, Vec<f32>) {
+    let units = dimension_units(plan, id, head_dim);
+    match factor {
+        PeftFactor::A => {
+            let (s, v) = match units {
+                Some(units) if a_follows_units(id) => select_rows(shape, v, &units),
+                _ => (shape.to_vec(), v.to_vec()),
+            };
+            select_cols(&s, &v, ranks)
+        }
+        PeftFactor::B => {
+            let (s, v) = match units {
+                Some(units) if b_follows_units(id) => select_cols(shape, v, &units),
+                _ => (shape.to_vec(), v.to_vec()),
+            };
+            select_rows(&s, &v, ranks)
+        }
+    }
 }
 
 fn need_2d(name: &str, shape: &[usize]) -> Result<(), SurgeryError> {
@@ -274,7 +256,7 @@ pub fn prune(
     let survivors = surviving_modules(spec, plan);
     let mut out = Tensors::new();
     for (name, (shape, v)) in tensors {
-        let Some((l, part)) = classify(name) else {
+        let Some(TensorName::Layer { layer: l, part }) = TensorName::parse(name) else {
             out.insert(name.clone(), (shape.clone(), v.clone()));
             continue;
         };
@@ -287,48 +269,39 @@ pub fn prune(
         let heads = head_units(&plan.kept_heads[l], d);
         let neurons = &plan.kept_neurons[l];
         let new = match part {
-            Part::HeadMask | Part::NeuronMask => None,
-            Part::QkvWeight => {
-                need_2d(name, shape)?;
-                (!heads.is_empty()).then(|| select_cols(shape, v, &heads))
-            }
-            Part::QkvBias => (!heads.is_empty()).then(|| select_1d(v, &heads)),
-            Part::AttnOutWeight => {
-                need_2d(name, shape)?;
-                (!heads.is_empty()).then(|| select_rows(shape, v, &heads))
-            }
-            Part::FfnInWeight => {
-                need_2d(name, shape)?;
-                (!neurons.is_empty()).then(|| select_cols(shape, v, neurons))
-            }
-            Part::FfnInBias => (!neurons.is_empty()).then(|| select_1d(v, neurons)),
-            Part::FfnOutWeight => {
-                need_2d(name, shape)?;
-                (!neurons.is_empty()).then(|| select_rows(shape, v, neurons))
-            }
-            Part::PeftA(id) => match survivors.get(&id) {
-                None => None,
-                Some(ranks) => {
-                    need_2d(name, shape)?;
-                    let (s, v) = match dimension_units(plan, id, d) {
-                        Some(units) if a_follows_units(id) => select_rows(shape, v, &units),
-                        _ => (shape.clone(), v.clone()),
-                    };
-                    Some(select_cols(&s, &v, ranks))
+            LayerTensor::HeadMask | LayerTensor::NeuronMask => None,
+            LayerTensor::Dense { site, param } => {
+                let units = match site.sublayer() {
+                    Sublayer::Attention => &heads,
+                    Sublayer::Ffn => neurons,
+                };
+                // A projection without units is gone; o's and fc2's biases stay whole.
+                match (param, prunes_outputs(site)) {
+                    (DenseParam::Weight, outputs) => {
+                        need_2d(name, shape)?;
+                        (!units.is_empty()).then(|| {
+                            if outputs {
+                                select_cols(shape, v, units)
+                            } else {
+                                select_rows(shape, v, units)
+                            }
+                        })
+                    }
+                    (DenseParam::Bias, true) => (!units.is_empty()).then(|| select_1d(v, units)),
+                    (DenseParam::Bias, false) => Some((shape.clone(), v.clone())),
                 }
-            },
-            Part::PeftB(id) => match survivors.get(&id) {
-                None => None,
-                Some(ranks) => {
-                    need_2d(name, shape)?;
-                    let (s, v) = match dimension_units(plan, id, d) {
-                        Some(units) if b_follows_units(id) => select_cols(shape, v, &units),
-                        _ => (shape.clone(), v.clone()),
-                    };
-                    Some(select_rows(&s, &v, ranks))
+            }
+            LayerTensor::Peft { site, factor } => {
+                let id = PeftModuleId { layer: l, site };
+                match survivors.get(&id) {
+                    None => None,
+                    Some(ranks) => {
+                        need_2d(name, shape)?;
+                        Some(prune_factor(plan, id, factor, d, (shape, v), ranks))
+                    }
                 }
-            },
-            Part::Other => Some((shape.clone(), v.clone())),
+            }
+            LayerTensor::Norm { .. } => Some((shape.clone(), v.clone())),
         };
         if let Some(t) = new {
             out.insert(name.clone(), t);
@@ -374,7 +347,7 @@ pub fn masked_equivalent(
     let survivors = surviving_modules(spec, plan);
     let mut out = tensors.clone();
     for (name, (shape, v)) in out.iter_mut() {
-        let Some((l, part)) = classify(name) else {
+        let Some(TensorName::Layer { layer: l, part }) = TensorName::parse(name) else {
             continue;
         };
         let indicator = |keep: &[usize], v: &mut Vec<f32>| {
@@ -384,34 +357,26 @@ pub fn masked_equivalent(
             }
         };
         match part {
-            Part::HeadMask => indicator(&plan.kept_heads[l], v),
-            Part::NeuronMask => indicator(&plan.kept_neurons[l], v),
+            LayerTensor::HeadMask => indicator(&plan.kept_heads[l], v),
+            LayerTensor::NeuronMask => indicator(&plan.kept_neurons[l], v),
             // Zero A's columns / B's rows of dropped ranks; a dropped module loses all of B.
-            Part::PeftA(id) => {
+            LayerTensor::Peft { site, factor } => {
                 let keep: BTreeSet<usize> = survivors
-                    .get(&id)
+                    .get(&PeftModuleId { layer: l, site })
                     .map(|r| r.iter().copied().collect())
                     .unwrap_or_default();
                 let c = shape[1];
+                let rank_of = |i: usize| match factor {
+                    PeftFactor::A => i % c,
+                    PeftFactor::B => i / c,
+                };
                 for (i, x) in v.iter_mut().enumerate() {
-                    if !keep.contains(&(i % c)) {
+                    if !keep.contains(&rank_of(i)) {
                         *x = 0.0;
                     }
                 }
             }
-            Part::PeftB(id) => {
-                let keep: BTreeSet<usize> = survivors
-                    .get(&id)
-                    .map(|r| r.iter().copied().collect())
-                    .unwrap_or_default();
-                let c = shape[1];
-                for (i, x) in v.iter_mut().enumerate() {
-                    if !keep.contains(&(i / c)) {
-                        *x = 0.0;
-                    }
-                }
-            }
-            _ => {}
+            LayerTensor::Dense { .. } | LayerTensor::Norm { .. } => {}
         }
     }
     Ok(out)
@@ -419,24 +384,16 @@ pub fn masked_equivalent(
 
 pub use lpeft_artifacts::surgery::ParamReport;
 
-fn count(t: &Tensors, pred: impl Fn(&str) -> bool) -> usize {
+/// Elements of the tensors whose names satisfy `pred` (names outside the grammar count nowhere).
+fn count(t: &Tensors, pred: impl Fn(TensorName) -> bool) -> usize {
     t.iter()
-        .filter(|(k, _)| pred(k))
+        .filter(|(k, _)| TensorName::parse(k).is_some_and(&pred))
         .map(|(_, (s, _))| s.iter().product::<usize>())
         .sum()
 }
 
-fn is_peft(name: &str) -> bool {
-    name.contains(".lora_") || name.contains(".adapter.")
-}
-fn is_mask(name: &str) -> bool {
-    name.ends_with("_mask")
-}
-fn is_head(name: &str) -> bool {
-    name.starts_with("head.")
-}
-fn is_backbone(name: &str) -> bool {
-    !is_peft(name) && !is_mask(name) && !is_head(name)
+fn of_kind(kind: TensorKind) -> impl Fn(TensorName) -> bool {
+    move |name| name.kind() == kind
 }
 
 fn pct(part: usize, whole: usize) -> f64 {
@@ -453,19 +410,28 @@ pub fn param_report(
     after_spec: &ModelSpec,
     after: &Tensors,
 ) -> ParamReport {
-    let layers = |n: &str| is_backbone(n) && n.starts_with("encoder.layers.");
-    let (bb0, bb1) = (count(before, is_backbone), count(after, is_backbone));
+    let backbone = of_kind(TensorKind::Backbone);
+    let layers = |n: TensorName| backbone(n) && n.layer_index().is_some();
+    let (bb0, bb1) = (count(before, &backbone), count(after, &backbone));
     let (el0, el1) = (count(before, layers), count(after, layers));
-    let (p0, p1) = (count(before, is_peft), count(after, is_peft));
-    let head_trainable_pred = |n: &str| match after_spec.head {
+    let peft = of_kind(TensorKind::Peft);
+    let (p0, p1) = (count(before, &peft), count(after, &peft));
+    let head = of_kind(TensorKind::Head);
+    let head_trainable_pred = |n: TensorName| match after_spec.head {
         TaskHeadSpec::Classification {
             style: HeadStyle::RobertaDenseTanh,
             ..
         }
         | TaskHeadSpec::Regression {
             style: HeadStyle::RobertaDenseTanh,
-        } => is_head(n),
-        _ => n.starts_with("head.out."),
+        } => head(n),
+        _ => matches!(
+            n,
+            TensorName::Head {
+                dense: HeadDense::Out,
+                ..
+            }
+        ),
     };
     let head_trainable = count(after, head_trainable_pred);
     ParamReport {
@@ -482,7 +448,7 @@ pub fn param_report(
         peft_modules_after: after_spec.peft.len(),
         rank_slots_before: before_spec.peft.iter().map(|m| m.rank).sum(),
         rank_slots_after: after_spec.peft.iter().map(|m| m.rank).sum(),
-        head_params: count(after, is_head),
+        head_params: count(after, &head),
         head_trainable,
         trainable_after: p1 + head_trainable,
         kept_heads_per_layer: after_spec.encoder.layers.iter().map(|l| l.heads).collect(),
@@ -507,21 +473,30 @@ pub fn fold_masks(spec: &ModelSpec, tensors: &Tensors) -> Result<Tensors, Surger
     };
     let mut out = tensors.clone();
     for (l, shape) in spec.encoder.layers.iter().enumerate() {
-        let p = format!("encoder.layers.{l}");
-        let heads = mask(format!("{p}.attention.head_mask"))?;
-        let neurons = mask(format!("{p}.ffn.neuron_mask"))?;
+        let head_mask = TensorName::layer(l, LayerTensor::HeadMask);
+        let neuron_mask = TensorName::layer(l, LayerTensor::NeuronMask);
+        let heads = mask(head_mask.to_string())?;
+        let neurons = mask(neuron_mask.to_string())?;
         let per_head_unit: Vec<f32> = heads
             .iter()
             .flat_map(|&m| std::iter::repeat_n(m, d))
             .collect();
+        let weight = |site| DenseModule::Layer { layer: l, site }.tensor(DenseParam::Weight);
+        let lora_a = |target| {
+            let id = PeftModuleId {
+                layer: l,
+                site: PeftSite::Lora(target),
+            };
+            TensorName::peft(id, PeftFactor::A)
+        };
         let scaled = [
-            ("attention.output.weight", &per_head_unit, shape.heads * d),
-            ("attention.lora_output.a", &per_head_unit, shape.heads * d),
-            ("ffn.output.weight", &neurons, shape.ffn),
-            ("ffn.lora_output.a", &neurons, shape.ffn),
+            (weight(DenseSite::AttnOut), &per_head_unit, shape.heads * d),
+            (lora_a(LoraTarget::AttnOut), &per_head_unit, shape.heads * d),
+            (weight(DenseSite::FfnOut), &neurons, shape.ffn),
+            (lora_a(LoraTarget::FfnOut), &neurons, shape.ffn),
         ];
-        for (leaf, factors, rows) in scaled {
-            let name = format!("{p}.{leaf}");
+        for (name, factors, rows) in scaled {
+            let name = name.to_string();
             let Some((s, v)) = out.get_mut(&name) else {
                 continue; // no LoRA there, or a zero-width layer
             };
@@ -537,8 +512,8 @@ pub fn fold_masks(spec: &ModelSpec, tensors: &Tensors) -> Result<Tensors, Surger
                 v[r * c..(r + 1) * c].iter_mut().for_each(|x| *x *= f);
             }
         }
-        for leaf in ["attention.head_mask", "ffn.neuron_mask"] {
-            if let Some((_, v)) = out.get_mut(&format!("{p}.{leaf}")) {
+        for name in [head_mask, neuron_mask] {
+            if let Some((_, v)) = out.get_mut(&name.to_string()) {
                 v.iter_mut().for_each(|x| *x = 1.0);
             }
         }

@@ -291,26 +291,18 @@ fn rank_pruning_keeps_the_lora_scale_and_drops_empty_modules() {
         .collect();
     for k in dropped {
         assert!(!pspec.peft.iter().any(|m| m.id == k.id));
-        assert!(!pruned.keys().any(
-            |n| n.starts_with(&format!("encoder.layers.{}.", k.id.layer))
-                && n.contains("lora")
-                && tensors_of(n, k.id)
-        ));
+        assert!(!pruned.keys().any(|n| tensor_of(n, k.id)));
     }
 }
 
-fn tensors_of(name: &str, id: lpeft_schema::model::PeftModuleId) -> bool {
-    use lpeft_schema::model::{LoraTarget as T, PeftSite};
-    let field = match id.site {
-        PeftSite::Lora(T::Query) => "attention.lora_query",
-        PeftSite::Lora(T::Key) => "attention.lora_key",
-        PeftSite::Lora(T::Value) => "attention.lora_value",
-        PeftSite::Lora(T::AttnOut) => "attention.lora_output",
-        PeftSite::Lora(T::FfnIn) => "ffn.lora_input",
-        PeftSite::Lora(T::FfnOut) => "ffn.lora_output",
-        PeftSite::Adapter(_) => "adapter",
-    };
-    name.contains(field)
+/// Whether `name` is a factor of PEFT module `id`.
+fn tensor_of(name: &str, id: lpeft_schema::model::PeftModuleId) -> bool {
+    use lpeft_model::names::{LayerTensor, TensorName};
+    matches!(
+        TensorName::parse(name),
+        Some(TensorName::Layer { layer, part: LayerTensor::Peft { site, .. } })
+            if layer == id.layer && site == id.site
+    )
 }
 
 #[test]

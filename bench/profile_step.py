@@ -49,6 +49,7 @@ def parse():
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before the profiled ones (>= 2)")
     ap.add_argument("--steps", type=int, default=5, help="profiled steps")
     ap.add_argument("--fused", default="on", choices=["on", "off"], help="ours: fused libtorch nodes")
+    ap.add_argument("--ffn-align", default="auto", help="ours: lpeft-bench's --ffn-align (auto, or 1: no padding)")
     ap.add_argument("--out", help="folder for the per-kernel tables and the Chrome trace")
     a = ap.parse_args()
     if a.table:
@@ -60,6 +61,12 @@ def parse():
     if a.side == "ours" and not a.lib:
         ap.error("--side ours needs --lib")
     return a
+
+
+def setting(a):
+    """The file stem of one run: every argument that changes what is profiled."""
+    align = f"-align{a.ffn_align}" if a.side == "ours" and a.ffn_align != "auto" else ""
+    return f"{a.side}-{a.shape}-{a.peft}-{a.precision}-b{a.batch}-s{a.seq}{align}"
 
 
 def intervals_union(spans):
@@ -156,7 +163,8 @@ def main():
         dtype = "bf16" if a.precision == "bf16" else "f32"
         os.environ["LPEFT_BENCH_ARGS"] = " ".join([
             "--backend", backend, "--dtype", dtype, "--shape", a.shape, "--peft", a.peft, "--batch", str(a.batch),
-            "--seq", str(a.seq), "--iters", str(a.steps), "--warmup", str(a.warmup), "--fused", a.fused])
+            "--seq", str(a.seq), "--iters", str(a.steps), "--warmup", str(a.warmup), "--fused", a.fused,
+            "--ffn-align", a.ffn_align])
         lib = ctypes.CDLL(os.path.abspath(a.lib))
         hook_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
         hook = hook_type(lambda i: prof.step())
@@ -178,7 +186,7 @@ def main():
                 t.step()
                 prof.step()
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(a.out or tmp, f"{a.side}-{a.shape}-{a.peft}-{a.precision}.trace.json")
+        path = os.path.join(a.out or tmp, f"{setting(a)}.trace.json")
         if a.out:
             os.makedirs(a.out, exist_ok=True)
         prof.export_chrome_trace(path)
@@ -186,11 +194,12 @@ def main():
             trace = json.load(f)
     summary, tables = summarize(trace, a.steps)
     rec = {"side": a.side, "device": a.device, "shape": a.shape, "peft": a.peft, "precision": a.precision,
-           "batch": a.batch, "seq": a.seq, "fused": a.fused if a.side == "ours" else None, **summary}
+           "batch": a.batch, "seq": a.seq, "fused": a.fused if a.side == "ours" else None,
+           "ffn_align": a.ffn_align if a.side == "ours" else None, **summary}
     print(json.dumps(rec), flush=True)
     if a.out:
-        with open(os.path.join(a.out, f"{a.side}-{a.shape}-{a.peft}-{a.precision}.md"), "w") as f:
-            f.write(f"# {a.side} {a.shape} {a.peft} {a.precision}: per step\n\n```\n{json.dumps(rec, indent=1)}\n```\n")
+        with open(os.path.join(a.out, f"{setting(a)}.md"), "w") as f:
+            f.write(f"# {setting(a)}: per step\n\n```\n{json.dumps(rec, indent=1)}\n```\n")
             for title, rows in tables.items():
                 f.write(f"\n## {title} (per step)\n\n| name | count | ms |\n|---|---|---|\n")
                 for name, c, ms in rows[:40]:

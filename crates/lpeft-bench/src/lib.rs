@@ -69,6 +69,11 @@ struct Args {
     /// sync after each, so the total is slower than the plain step).
     #[arg(long)]
     breakdown: bool,
+    /// `on`: steps through the pipeline's trainer with CUDA graphs (the first step runs, the
+    /// second is captured, the rest replayed: at least two warm-up steps are run); `off`, the
+    /// default: the plain loop below (forward, backward, AdamW).
+    #[arg(long, default_value = "off", value_parser = ["on", "off"])]
+    graphs: String,
 }
 
 /// Heads and FFN neurons kept when a third is removed (the Light-PEFT shape).
@@ -201,6 +206,13 @@ where
         TensorData::new(vec![1i64; args.batch], [args.batch]),
         &ad,
     ));
+    if args.graphs == "on" {
+        let (times, trained) = graphed_steps(&args, model, &ad, &device, after_step)?;
+        let params =
+            serde_json::json!({ "total": trained.0, "breakdown": null, "graphs": trained.1 });
+        report(&args, "train", &times, trained.2, &params, fused);
+        return Ok(());
+    }
     let mut opt = AdamW::new(AdamWConfig::reference(0.0));
     let mut times = Vec::new();
     let mut phases: [Vec<f64>; 3] = Default::default();
@@ -260,6 +272,73 @@ where
         report(&args, "inference", &times, 0, &params, fused);
     }
     Ok(())
+}
+
+/// What [`graphed_steps`] measured: the timed steps' seconds, the parameter count, the steps
+/// (captured, replayed) and the trainable tensor count (0: the trainer does not say).
+type GraphedRun = (Vec<f64>, (usize, (usize, usize), usize));
+
+/// Steps through `lpeft_train::Trainer` with CUDA graphs on full-length random rows.
+fn graphed_steps(
+    args: &Args,
+    mut model: Model,
+    ad: &burn::tensor::Device,
+    device: &burn::tensor::Device,
+    after_step: &mut dyn FnMut(usize),
+) -> Result<GraphedRun> {
+    use lpeft_artifacts::dataset::batch::{Batch, BatchLabels};
+    use lpeft_train::{Capture, TrainConfig, Trainer};
+    let (rows, seq) = (args.batch, args.seq);
+    let vocab = model.spec.encoder.vocab_size as u64;
+    // Token ids from a fixed LCG: values do not change the speed.
+    let mut x = 12345u64;
+    let ids = (0..rows * seq)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % vocab) as i64
+        })
+        .collect();
+    let batch = Batch {
+        input_ids: ids,
+        type_ids: vec![0; rows * seq],
+        attention_mask: vec![1; rows * seq],
+        labels: BatchLabels::Class(vec![1; rows]),
+        batch_size: rows,
+        rows,
+        seq_len: seq,
+        num_choices: None,
+        row_indices: (0..rows).collect(),
+        group_indices: (0..rows).collect(),
+    };
+    let warmup = args.warmup.max(2);
+    let config = TrainConfig {
+        lr: 1e-4,
+        total_steps: warmup + args.iters + 1,
+        warmup_steps: 0,
+        weight_decay: 0.0,
+        max_grad_norm: Some(1.0),
+        l1: 0.0,
+        head_mask_lr_coef: 1.0,
+        neuron_mask_lr_coef: 1.0,
+    };
+    let mut trainer = Trainer::new(config, ad.clone())
+        .with_read_every(usize::MAX)
+        .with_cuda_graphs(true);
+    let mut times = Vec::new();
+    for i in 0..warmup + args.iters {
+        let t0 = Instant::now();
+        model = trainer.step(model, &batch, Capture::NONE)?.0;
+        device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        after_step(i);
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    trainer.finish()?;
+    // The trainer does not expose its optimizer's tensor count; the row says 0.
+    Ok((times, (model.num_params(), trainer.graph_counts(), 0)))
 }
 
 fn report(

@@ -139,7 +139,10 @@ pub fn estimate(
         head_mask_lr_coef: cfg.attn_mask_lr_coef,
         neuron_mask_lr_coef: cfg.ffn_mask_lr_coef,
     };
-    let mut trainer = Trainer::new(train, device.clone()).with_read_every(READ_EVERY);
+    // On a libtorch GPU, steps are captured and replayed as CUDA graphs (the key says so).
+    let mut trainer = Trainer::new(train, device.clone())
+        .with_read_every(READ_EVERY)
+        .with_cuda_graphs(true);
 
     // Mask snapshots stay on the device until the end (one transfer for all of them).
     let mut snapshots: Vec<(usize, Tensor<1>)> = Vec::new();

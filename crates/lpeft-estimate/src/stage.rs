@@ -176,6 +176,8 @@ impl Stage for EstimateStage {
             PaddingSpec::Longest => Padding::Longest,
             PaddingSpec::Fixed(n) => Padding::Fixed(n),
         };
+        let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
+        let padding = lpeft_train::training_padding(padding, &plain);
         let bcfg = BatchConfig {
             batch_size: cfg.batch_size,
             shuffle: true,
@@ -188,7 +190,6 @@ impl Stage for EstimateStage {
         let per_epoch = batcher.num_batches();
         let steps = cfg.steps.resolve(per_epoch);
 
-        let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
         let device = plain.clone().autodiff();
         device.seed(cfg.seed);
         let ckpt = HfCheckpoint::open(&cfg.model).map_err(failed)?;

@@ -181,7 +181,7 @@ pub fn finetune(
         shuffle: true,
         seed: cfg.seed,
         drop_last: false,
-        padding: padding(cfg.padding),
+        padding: lpeft_train::training_padding(padding(cfg.padding), device),
         pad_id,
     };
     let dev_cfg = BatchConfig {
@@ -217,6 +217,8 @@ pub fn finetune(
     if let Some(d) = distill {
         trainer = trainer.with_distill(d);
     }
+    // On a libtorch GPU, steps are captured and replayed as CUDA graphs (the key says so).
+    trainer = trainer.with_cuda_graphs(true);
     progress.start("fine-tune", total as u64);
     let (mut epochs, mut curve, mut step_seconds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut best_epoch, mut best_score, mut best_state) =

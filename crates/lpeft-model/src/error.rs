@@ -33,6 +33,9 @@ pub enum ModelError {
     },
     #[error("invalid model spec: {0}")]
     BadSpec(String),
+    /// Capturing or replaying a CUDA graph failed, or this build has none.
+    #[error("{0}")]
+    CudaGraph(String),
     #[error("unknown backend `{name}`; this build supports: {available}")]
     UnknownBackend { name: String, available: String },
     #[error("{path}: {source}")]

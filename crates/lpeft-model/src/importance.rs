@@ -12,6 +12,7 @@ use crate::model::Model;
 /// The rank scores of every PEFT module as a few device tensors (factors sharing their
 /// non-rank dimension are scored in one go: a handful of operations for all of them instead of
 /// a handful per module) and, per module, where its terms lie in their concatenation.
+#[derive(Clone)]
 pub struct RankScoreParts {
     pub tensors: Vec<Tensor<1>>,
     /// In [`Model::peft_modules`] order.
@@ -20,6 +21,7 @@ pub struct RankScoreParts {
 
 /// Where one module's score terms (A's side, then B's) start in the concatenated tensors; each
 /// term is `rank` values, and the module's score is their sum.
+#[derive(Clone)]
 pub struct ModuleTerms {
     pub id: PeftModuleId,
     pub rank: usize,

@@ -11,6 +11,7 @@ pub mod encode;
 pub mod encoder;
 pub mod error;
 pub mod fused;
+pub mod graph;
 pub mod head;
 pub mod hf;
 pub mod importance;

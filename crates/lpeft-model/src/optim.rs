@@ -55,6 +55,8 @@ pub struct AdamW {
     parked: HashMap<ParamId, (Tensor<1>, Tensor<1>)>,
     /// Per-element multipliers and the slots and weight decay they were built for.
     mults: Option<Multipliers>,
+    /// Graph mode ([`AdamW::use_device_scalars`]): `[lr/(1−β₁ᵗ), 1/√(1−β₂ᵗ), lr]` on the device.
+    scalars: Option<Tensor<1>>,
 }
 
 /// Whether decay applies to the tensor at this module path.
@@ -235,7 +237,40 @@ impl AdamW {
             moments: None,
             parked: HashMap::new(),
             mults: None,
+            scalars: None,
         }
+    }
+
+    /// Graph mode: the step's learning rate and bias corrections are read from `scalars`
+    /// (`[3]` on the device, written by the caller before each step with
+    /// [`AdamW::step_scalars`]) instead of being constants of the kernels, so that one
+    /// captured step can be replayed at every learning rate and step count. Results differ from
+    /// the constant form in the last bits (products formed in f32 on the device).
+    pub fn use_device_scalars(&mut self, scalars: Tensor<1>) {
+        self.scalars = Some(scalars);
+    }
+
+    /// The values graph mode reads for the next step at learning rate `lr`.
+    pub fn step_scalars(&self, lr: f64) -> [f32; 3] {
+        let t = self.step + 1;
+        let c = self.config;
+        let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        [(lr / bias1) as f32, (1.0 / bias2.sqrt()) as f32, lr as f32]
+    }
+
+    /// Counts a step that ran without this code (a replayed graph of it).
+    pub fn count_replayed_step(&mut self) {
+        self.step += 1;
+    }
+
+    /// The flat first and second moments (`None` before the first update), sharing storage.
+    pub fn moments(&self) -> Option<(Tensor<1>, Tensor<1>)> {
+        self.moments.clone()
+    }
+
+    /// Replaces the flat moments (same layout): a graph's step wrote them back there.
+    pub fn set_moments(&mut self, m: Tensor<1>, v: Tensor<1>) {
+        self.moments = Some((m, v));
     }
 
     /// Number of tensors with optimizer state (== trainable tensors that received a gradient;
@@ -339,20 +374,42 @@ impl AdamW {
         let bias2 = 1.0 - c.beta2.powi(t);
         let m = m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
         let v = v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
-        let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
-        let update = m.clone().div(denom);
-        // lr·lr_scale/bias1 · m/denom
-        let update = match lr_mult {
-            Mult::Uniform(s) => update.mul_scalar(lr * s / bias1),
-            Mult::PerElement(s) => update.mul(s.mul_scalar(lr / bias1)),
+        let p = match &self.scalars {
+            None => {
+                let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
+                let update = m.clone().div(denom);
+                // lr·lr_scale/bias1 · m/denom
+                let update = match lr_mult {
+                    Mult::Uniform(s) => update.mul_scalar(lr * s / bias1),
+                    Mult::PerElement(s) => update.mul(s.mul_scalar(lr / bias1)),
+                };
+                // p·(1 - lr·lr_scale·wd), wd = 0 where decay does not apply
+                let p = match decay_mult {
+                    Mult::Uniform(0.0) => p,
+                    Mult::Uniform(d) => p.mul_scalar(1.0 - lr * d),
+                    Mult::PerElement(d) => p.mul(d.mul_scalar(-lr).add_scalar(1.0)),
+                };
+                p - update
+            }
+            Some(k) => {
+                // The same update with lr/bias1, 1/√bias2 and lr read from the device.
+                let k = to_dtype(k.clone(), dtype);
+                let (lr_bias1, inv_bias2, lr_t) =
+                    (k.clone().slice(0..1), k.clone().slice(1..2), k.slice(2..3));
+                let denom = v.clone().sqrt().mul(inv_bias2).add_scalar(c.eps);
+                let update = m.clone().div(denom);
+                let update = match lr_mult {
+                    Mult::Uniform(s) => update.mul(lr_bias1.mul_scalar(s)),
+                    Mult::PerElement(s) => update.mul(s.mul(lr_bias1)),
+                };
+                let p = match decay_mult {
+                    Mult::Uniform(0.0) => p,
+                    Mult::Uniform(d) => p.mul(lr_t.mul_scalar(-d).add_scalar(1.0)),
+                    Mult::PerElement(d) => p.mul(d.mul(lr_t.neg()).add_scalar(1.0)),
+                };
+                p - update
+            }
         };
-        // p·(1 - lr·lr_scale·wd), wd = 0 where decay does not apply
-        let p = match decay_mult {
-            Mult::Uniform(0.0) => p,
-            Mult::Uniform(d) => p.mul_scalar(1.0 - lr * d),
-            Mult::PerElement(d) => p.mul(d.mul_scalar(-lr).add_scalar(1.0)),
-        };
-        let p = p - update;
         self.moments = Some((m, v));
 
         let sizes = slots.iter().map(|s| s.numel).collect();

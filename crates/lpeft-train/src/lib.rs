@@ -13,6 +13,7 @@
 //! &batch, Capture::NONE)? }` plus `evaluate` at epoch ends.
 
 pub mod efficiency;
+mod graphs;
 
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use lpeft_artifacts::dataset::{Batch, BatchLabels};
+use lpeft_artifacts::dataset::{Batch, BatchLabels, Padding};
 use lpeft_model::head::{HeadOutput, Labels, distill_loss, task_loss};
 use lpeft_model::importance::{RankScoreParts, rank_taylor_parts};
 use lpeft_model::optim::{AdamW, AdamWConfig, linear_schedule};
@@ -47,6 +48,19 @@ pub enum TrainError {
     Teacher(String),
     #[error("batch labels ({found}) do not fit the model's head ({head})")]
     LabelMismatch { found: &'static str, head: String },
+    #[error("{0} (set LPEFT_CUDA_GRAPHS=off to train without CUDA graphs)")]
+    Graph(String),
+}
+
+/// The padding of training batches on `device`: where steps are CUDA graphs
+/// ([`Trainer::with_cuda_graphs`]), each batch's longest row rounded up to a multiple of 8, so
+/// that a task's batches come in a few shapes, each captured once (a shape's first two steps
+/// are not replayed). Elsewhere `padding` itself.
+pub fn training_padding(padding: Padding, device: &Device) -> Padding {
+    match padding {
+        Padding::Longest if lpeft_model::graph::on_for(device) => Padding::LongestRoundedTo(8),
+        other => other,
+    }
 }
 
 /// Turns a batch's row-major token arrays into an [`EncoderInput`] on `device`.
@@ -204,6 +218,7 @@ struct Pending {
 }
 
 /// Where a step's captures lie in its values.
+#[derive(Clone)]
 struct CaptureLayout {
     /// In [`Model::peft_modules`] order.
     ids: Vec<PeftModuleId>,
@@ -235,6 +250,8 @@ pub struct Trainer {
     pending_tokens: usize,
     /// When the first pending step started (the wall time of a read window).
     window_start: Option<Instant>,
+    /// CUDA graphs of the steps ([`Trainer::with_cuda_graphs`]).
+    graphs: Option<graphs::StepGraphs>,
 }
 
 impl Trainer {
@@ -256,6 +273,7 @@ impl Trainer {
             pending_examples: 0,
             pending_tokens: 0,
             window_start: None,
+            graphs: None,
         }
     }
 
@@ -283,6 +301,22 @@ impl Trainer {
             * linear_schedule(self.step, self.config.total_steps, self.config.warmup_steps)
     }
 
+    /// Captures and replays the steps as CUDA graphs (see [`graphs`]) when `on` and the device
+    /// is a libtorch CUDA one in a build with graphs, without distillation (its teacher rows are
+    /// uploaded inside the step). The model returned by a step must be passed to the next.
+    pub fn with_cuda_graphs(mut self, on: bool) -> Self {
+        self.graphs = (on && self.distill.is_none() && lpeft_model::graph::on_for(&self.device))
+            .then(|| graphs::StepGraphs::new(&self.device, &mut self.opt));
+        self
+    }
+
+    /// Steps captured as graphs and steps replayed from them, so far.
+    pub fn graph_counts(&self) -> (usize, usize) {
+        self.graphs
+            .as_ref()
+            .map_or((0, 0), |g| (g.captured, g.replayed))
+    }
+
     /// One training step on `batch`; returns the records of the steps read back by this call
     /// (every [`Trainer::with_read_every`] steps; empty in between).
     pub fn step(
@@ -295,90 +329,21 @@ impl Trainer {
         let input = to_input(batch, &self.device);
         let labels = to_labels(batch, &self.device)?;
         check_labels(&model, &labels)?;
-        let mut rec = capture
-            .importance
-            .then(|| NormRatioRecorder::new(&input.attention_mask));
-        let out = match rec.as_mut() {
-            Some(r) => model.forward_recording(&input, r),
-            None => model.forward(&input),
-        };
-        let task = task_loss(&out.head, &labels);
-        let objective = match &self.distill {
-            None => task.clone(),
-            Some(d) => {
-                let rows = d.rows(batch)?;
-                let teacher = Tensor::<2>::from_data(
-                    TensorData::new(rows, [batch.batch_size, d.width]),
-                    &self.device,
-                );
-                let regression = matches!(labels, Labels::Score(_));
-                let kd = distill_loss(&out.head, teacher, d.temperature, regression)
-                    .ok_or_else(|| TrainError::Teacher("span heads cannot be distilled".into()))?;
-                task.clone().mul_scalar(1.0 - d.weight) + kd.mul_scalar(d.weight)
-            }
-        };
-        let loss = match model.mask_l1() {
-            Some(l1) if self.config.l1 != 0.0 => objective + l1.mul_scalar(self.config.l1),
-            _ => objective,
-        };
-        let grads = loss.backward();
-
-        // Everything this step reports, stacked so that it crosses from the device once; the
-        // gradient norm joins it after the update. Captures go in as the few tensors they were
-        // computed in; the host puts their values in module order after the read.
-        let mut parts: Vec<Tensor<1>> = vec![loss.inner(), task.inner()];
-        let mut layout: Option<CaptureLayout> = None;
-        if let Some(rec) = rec.take() {
-            let taylor = rank_taylor_parts(&model, &grads);
-            let ids: Vec<PeftModuleId> = taylor.modules.iter().map(|m| m.id).collect();
-            // Offsets after loss, task loss and gradient norm.
-            let mut at = 3;
-            let mut p2_at: Vec<Option<usize>> = vec![None; ids.len()];
-            for (recorded, t) in rec.parts() {
-                for (k, id) in recorded.iter().enumerate() {
-                    if let Some(i) = ids.iter().position(|m| m == id) {
-                        p2_at[i] = Some(at + k);
-                    }
-                }
-                at += t.dims()[0];
-                parts.push(t.clone());
-            }
-            let taylor_at = at;
-            parts.extend(taylor.tensors.iter().cloned());
-            layout = Some(CaptureLayout {
-                ids,
-                p2_at,
-                taylor_at,
-                taylor,
-            });
-        }
-
         let lr = self.lr();
-        let gp = GradientsParams::from_grads(grads, &model);
-        let (head_coef, neuron_coef) = (
-            self.config.head_mask_lr_coef,
-            self.config.neuron_mask_lr_coef,
-        );
-        let group = move |path: &[String]| match path.last().map(String::as_str) {
-            Some("head_mask") => head_coef,
-            Some("neuron_mask") => neuron_coef,
-            _ => 1.0,
+        let (config, distill) = (&self.config, self.distill.as_ref());
+        let run = |opt: &mut AdamW, model: Model, input: &EncoderInput, labels: &Labels| {
+            device_step(
+                opt, config, distill, batch, model, input, labels, capture, lr,
+            )
         };
-        let (model, norm) = self.opt.step_grouped_lazy(model, gp, lr, &group);
-        let device = parts[0].device();
-        // No trainable tensor received a gradient: nothing to clip, the norm is 0.
-        let none = if self.config.max_grad_norm.is_some() {
-            0.0
-        } else {
-            f32::NAN
+        let (model, values, layout) = match self.graphs.as_mut() {
+            Some(g) => g.step(&mut self.opt, model, input, labels, capture, lr, run)?,
+            None => run(&mut self.opt, model, &input, &labels)?,
         };
-        let norm = norm.unwrap_or_else(|| Tensor::full([1], none, &device));
-        parts.insert(2, norm);
-        let parts = parts.into_iter().map(to_f32).collect();
         self.pending.push(Pending {
             step: self.step,
             lr,
-            values: Tensor::cat(parts, 0),
+            values,
             layout,
         });
         self.pending_examples += batch.batch_size;
@@ -452,6 +417,99 @@ impl Trainer {
         }
         Ok(records)
     }
+}
+
+/// The device work of one step: forward, loss, backward, captures, update; nothing is read
+/// back (the values to read are stacked in the returned tensor).
+#[allow(clippy::too_many_arguments)]
+fn device_step(
+    opt: &mut AdamW,
+    config: &TrainConfig,
+    distill: Option<&Distill>,
+    batch: &Batch,
+    model: Model,
+    input: &EncoderInput,
+    labels: &Labels,
+    capture: Capture,
+    lr: f64,
+) -> Result<graphs::DeviceStep, TrainError> {
+    let mut rec = capture
+        .importance
+        .then(|| NormRatioRecorder::new(&input.attention_mask));
+    let out = match rec.as_mut() {
+        Some(r) => model.forward_recording(input, r),
+        None => model.forward(input),
+    };
+    let task = task_loss(&out.head, labels);
+    let objective = match distill {
+        None => task.clone(),
+        Some(d) => {
+            let rows = d.rows(batch)?;
+            let teacher = Tensor::<2>::from_data(
+                TensorData::new(rows, [batch.batch_size, d.width]),
+                &task.device(),
+            );
+            let regression = matches!(labels, Labels::Score(_));
+            let kd = distill_loss(&out.head, teacher, d.temperature, regression)
+                .ok_or_else(|| TrainError::Teacher("span heads cannot be distilled".into()))?;
+            task.clone().mul_scalar(1.0 - d.weight) + kd.mul_scalar(d.weight)
+        }
+    };
+    let loss = match model.mask_l1() {
+        Some(l1) if config.l1 != 0.0 => objective + l1.mul_scalar(config.l1),
+        _ => objective,
+    };
+    let grads = loss.backward();
+
+    // Everything this step reports, stacked so that it crosses from the device once; the
+    // gradient norm joins it after the update. Captures go in as the few tensors they were
+    // computed in; the host puts their values in module order after the read.
+    let mut parts: Vec<Tensor<1>> = vec![loss.inner(), task.inner()];
+    let mut layout: Option<CaptureLayout> = None;
+    if let Some(rec) = rec.take() {
+        let taylor = rank_taylor_parts(&model, &grads);
+        let ids: Vec<PeftModuleId> = taylor.modules.iter().map(|m| m.id).collect();
+        // Offsets after loss, task loss and gradient norm.
+        let mut at = 3;
+        let mut p2_at: Vec<Option<usize>> = vec![None; ids.len()];
+        for (recorded, t) in rec.parts() {
+            for (k, id) in recorded.iter().enumerate() {
+                if let Some(i) = ids.iter().position(|m| m == id) {
+                    p2_at[i] = Some(at + k);
+                }
+            }
+            at += t.dims()[0];
+            parts.push(t.clone());
+        }
+        let taylor_at = at;
+        parts.extend(taylor.tensors.iter().cloned());
+        layout = Some(CaptureLayout {
+            ids,
+            p2_at,
+            taylor_at,
+            taylor,
+        });
+    }
+
+    let gp = GradientsParams::from_grads(grads, &model);
+    let (head_coef, neuron_coef) = (config.head_mask_lr_coef, config.neuron_mask_lr_coef);
+    let group = move |path: &[String]| match path.last().map(String::as_str) {
+        Some("head_mask") => head_coef,
+        Some("neuron_mask") => neuron_coef,
+        _ => 1.0,
+    };
+    let (model, norm) = opt.step_grouped_lazy(model, gp, lr, &group);
+    let device = parts[0].device();
+    // No trainable tensor received a gradient: nothing to clip, the norm is 0.
+    let none = if config.max_grad_norm.is_some() {
+        0.0
+    } else {
+        f32::NAN
+    };
+    let norm = norm.unwrap_or_else(|| Tensor::full([1], none, &device));
+    parts.insert(2, norm);
+    let parts = parts.into_iter().map(to_f32).collect();
+    Ok((model, Tensor::cat(parts, 0), layout))
 }
 
 /// `t` in f32 for reading back; the tensor itself when it already is (no operation on the

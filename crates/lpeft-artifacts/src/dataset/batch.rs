@@ -14,6 +14,9 @@ pub enum Padding {
     Longest,
     /// Pad every batch to this length (rows must not be longer).
     Fixed(usize),
+    /// Pad each batch to its longest row rounded up to a multiple of this (at least 1): a few
+    /// batch shapes, for training steps replayed as one CUDA graph per shape.
+    LongestRoundedTo(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,11 +173,17 @@ impl<'a> Batcher<'a> {
             .collect();
         let seq_len = match self.cfg.padding {
             Padding::Fixed(n) => n,
-            Padding::Longest => row_indices
-                .iter()
-                .map(|&r| s.row(r).len())
-                .max()
-                .unwrap_or(0),
+            Padding::Longest | Padding::LongestRoundedTo(_) => {
+                let longest = row_indices
+                    .iter()
+                    .map(|&r| s.row(r).len())
+                    .max()
+                    .unwrap_or(0);
+                match self.cfg.padding {
+                    Padding::LongestRoundedTo(n) => longest.next_multiple_of(n.max(1)),
+                    _ => longest,
+                }
+            }
         };
         let cells = row_indices.len() * seq_len;
         let mut input_ids = vec![self.cfg.pad_id as i64; cells];

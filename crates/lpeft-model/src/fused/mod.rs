@@ -143,7 +143,14 @@ impl Fusing {
 /// the last bits, and version 3 runs estimation (masks, recorded norm ratios) on them too, pads
 /// LoRA ranks on CUDA and computes the LoRA GEMMs with `mm`/`addmm`: so `+fused` and `+fused2`
 /// artifacts are not reused. Bump it whenever the nodes' results change.
+///
+/// On a libtorch CUDA device with CUDA graphs ([`crate::graph::on_for_class`]) the tag is
+/// `fused3-graph1`: the graphed step reads its learning rate and bias corrections from the
+/// device, which changes the last bits.
 pub fn key_tag(backend_class: &str) -> Option<&'static str> {
+    if crate::graph::on_for_class(backend_class) {
+        return Some("fused3-graph1");
+    }
     backend_class.starts_with("tch").then_some("fused3")
 }
 
@@ -156,7 +163,7 @@ pub fn applies(device: &Device) -> bool {
 /// builds without libtorch).
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
-fn libtorch_cuda(device: &Device) -> Option<bool> {
+pub(crate) fn libtorch_cuda(device: &Device) -> Option<bool> {
     use burn::backend::DispatchDevice;
     use burn::backend::libtorch::LibTorchDevice;
     match device.clone().inner().as_dispatch() {
@@ -166,7 +173,7 @@ fn libtorch_cuda(device: &Device) -> Option<bool> {
 }
 
 #[cfg(not(feature = "tch"))]
-fn libtorch_cuda(_device: &Device) -> Option<bool> {
+pub(crate) fn libtorch_cuda(_device: &Device) -> Option<bool> {
     None
 }
 
@@ -274,7 +281,9 @@ mod tests {
         if libtorch_cuda(&flex).is_none() {
             assert_eq!(FusedPolicy::default().on(&flex), None);
         }
-        assert_eq!(key_tag("tch-cuda"), Some("fused3"));
+        let graphed = crate::graph::on_for_class("tch-cuda");
+        let cuda_tag = if graphed { "fused3-graph1" } else { "fused3" };
+        assert_eq!(key_tag("tch-cuda"), Some(cuda_tag));
         assert_eq!(
             (key_tag("tch"), key_tag("flex"), key_tag("cuda")),
             (Some("fused3"), None, None)

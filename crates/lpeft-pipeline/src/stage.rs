@@ -107,6 +107,62 @@ impl StageError {
     }
 }
 
+/// A wiring of input slots that does not fit a stage ([`check_slots`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotError {
+    /// A wired slot the stage does not declare.
+    Unknown {
+        kind: &'static str,
+        slot: String,
+        slots: &'static [&'static str],
+    },
+    /// A slot the stage needs (not one of its optional slots) that is not wired.
+    Unwired { slot: &'static str },
+}
+
+impl std::fmt::Display for SlotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotError::Unknown { kind, slot, slots } => write!(
+                f,
+                "kind `{kind}` has no input slot `{slot}` (slots: {})",
+                if slots.is_empty() {
+                    "none".to_string()
+                } else {
+                    slots.join(", ")
+                }
+            ),
+            SlotError::Unwired { slot } => write!(f, "input slot `{slot}` is not wired"),
+        }
+    }
+}
+
+/// The one check of a stage's wiring, for pipelines and single stages alike: every wired slot
+/// is one of `stage`'s input slots (the first that is not, in `wired`'s order, is reported),
+/// then every slot that is not optional is wired (the first missing, in declaration order).
+pub fn check_slots<'a>(
+    stage: &dyn Stage,
+    wired: impl IntoIterator<Item = &'a str>,
+) -> Result<(), SlotError> {
+    let slots = stage.input_slots();
+    let wired: Vec<&str> = wired.into_iter().collect();
+    if let Some(slot) = wired.iter().find(|slot| !slots.contains(slot)) {
+        return Err(SlotError::Unknown {
+            kind: stage.kind(),
+            slot: (*slot).to_string(),
+            slots,
+        });
+    }
+    match slots
+        .iter()
+        .filter(|slot| !stage.optional_slots().contains(slot))
+        .find(|slot| !wired.contains(slot))
+    {
+        Some(slot) => Err(SlotError::Unwired { slot }),
+        None => Ok(()),
+    }
+}
+
 pub trait Stage: Send + Sync {
     /// Stable name used in pipeline files and on the command line ("data", "estimate", ...).
     fn kind(&self) -> &'static str;

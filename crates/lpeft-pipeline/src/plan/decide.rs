@@ -1,5 +1,5 @@
-//! Each node's status (HIT, RUN, SKIP, BLOCKED) and its typed rerun reasons, and what lies
-//! downstream of forced stages.
+//! Each node's status (HIT, RUN, SKIP, BLOCKED, CORRUPT) and its typed rerun reasons, and what
+//! lies downstream of forced stages.
 
 use super::*;
 
@@ -25,29 +25,16 @@ pub(super) fn decide(
     let mut unavailable: BTreeSet<String> = BTreeSet::new();
     for node in &mut plan.nodes {
         node.forced = forced.contains(&node.name);
-        let published = store.contains(&node.key);
         let selected = !restrict || only.contains(&node.name);
-        node.status = if published && !node.forced {
-            match store.open_artifact(&node.key) {
-                Ok(_) => Status::Hit,
-                Err(e) => Status::Corrupt(e.to_string()),
-            }
-        } else {
-            let reasons = reasons(node, store, &plan.pipeline, published);
-            let blocked: Vec<String> = node
-                .inputs
-                .values()
-                .filter_map(|i| i.from.clone())
-                .filter(|f| unavailable.contains(f))
-                .collect();
-            if !selected {
-                Status::Skip(reasons)
-            } else if !blocked.is_empty() {
-                Status::Blocked { inputs: blocked }
-            } else {
-                Status::Run(reasons)
-            }
-        };
+        let blocked: Vec<String> = node
+            .inputs
+            .values()
+            .filter_map(|i| i.from.clone())
+            .filter(|f| unavailable.contains(f))
+            .collect();
+        node.status = status(node, store, selected, blocked, |node, published| {
+            reasons(node, store, &plan.pipeline, published)
+        });
         if matches!(
             node.status,
             Status::Skip(_) | Status::Blocked { .. } | Status::Corrupt(_)
@@ -56,6 +43,34 @@ pub(super) fn decide(
         }
     }
     Ok(())
+}
+
+/// The one status decision, for pipelines and single stages alike: a published artifact that
+/// is not forced is a HIT (CORRUPT when it does not verify); any other node would run for the
+/// `reasons` given whether its key is published, unless it is outside the selection (SKIP) or
+/// an input will not exist (BLOCKED, naming the inputs' stages).
+pub(super) fn status(
+    node: &PlanNode,
+    store: &Store,
+    selected: bool,
+    blocked: Vec<String>,
+    reasons: impl FnOnce(&PlanNode, bool) -> Vec<RerunReason>,
+) -> Status {
+    let published = store.contains(&node.key);
+    if published && !node.forced {
+        return match store.open_artifact(&node.key) {
+            Ok(_) => Status::Hit,
+            Err(e) => Status::Corrupt(e.to_string()),
+        };
+    }
+    let reasons = reasons(node, published);
+    if !selected {
+        Status::Skip(reasons)
+    } else if !blocked.is_empty() {
+        Status::Blocked { inputs: blocked }
+    } else {
+        Status::Run(reasons)
+    }
 }
 
 fn downstream_of(plan: &Plan, roots: &BTreeSet<String>) -> BTreeSet<String> {

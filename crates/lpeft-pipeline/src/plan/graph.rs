@@ -1,6 +1,7 @@
 //! The stages' dependency order, checking kinds, slots, input names and cycles.
 
 use super::*;
+use crate::stage::{SlotError, check_slots};
 
 /// Topological order (stable: file order among independent stages); checks kinds, slots,
 /// input names and cycles.
@@ -25,22 +26,16 @@ pub(super) fn topological_order(
                 ),
             ));
         };
-        let slots = stage.input_slots();
+        let slots = check_slots(stage, s.inputs.keys().map(String::as_str));
+        let wiring =
+            |e: &SlotError| PipelineError::invalid(&s.origin, format!("stage `{}`: {e}", s.name));
         for (slot, from) in &s.inputs {
-            if !slots.contains(&slot.as_str()) {
-                return Err(PipelineError::invalid(
-                    &s.origin,
-                    format!(
-                        "stage `{}`: kind `{}` has no input slot `{slot}` (slots: {})",
-                        s.name,
-                        s.kind,
-                        if slots.is_empty() {
-                            "none".to_string()
-                        } else {
-                            slots.join(", ")
-                        }
-                    ),
-                ));
+            // An unknown slot is reported where the walk over the inputs reaches it, so an
+            // earlier input's unknown stage still comes first.
+            if let Err(e @ SlotError::Unknown { slot: unknown, .. }) = &slots
+                && unknown == slot
+            {
+                return Err(wiring(e));
             }
             if !by_name.contains_key(from.as_str()) {
                 return Err(PipelineError::invalid(
@@ -52,16 +47,8 @@ pub(super) fn topological_order(
                 ));
             }
         }
-        for slot in slots
-            .iter()
-            .filter(|slot| !stage.optional_slots().contains(slot))
-        {
-            if !s.inputs.contains_key(*slot) {
-                return Err(PipelineError::invalid(
-                    &s.origin,
-                    format!("stage `{}`: input slot `{slot}` is not wired", s.name),
-                ));
-            }
+        if let Err(e) = &slots {
+            return Err(wiring(e));
         }
     }
     // Kahn's algorithm, always taking the lowest-index ready stage.

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::error::{Location, PipelineError};
 use crate::file::{Pipeline, StageSpec, select};
 use crate::registry::Registry;
-use crate::stage::Stage;
+use crate::stage::{SlotError, Stage, check_slots};
 
 mod decide;
 mod diff;
@@ -373,30 +373,14 @@ pub fn single(
             ),
         ));
     };
-    let slots = stage.input_slots();
-    for slot in inputs.keys() {
-        if !slots.contains(&slot.as_str()) {
-            return Err(PipelineError::Usage(format!(
-                "kind `{}` has no input slot `{slot}` (slots: {})",
-                spec.kind,
-                if slots.is_empty() {
-                    "none".to_string()
-                } else {
-                    slots.join(", ")
-                }
-            )));
-        }
-    }
-    if let Some(missing) = slots
-        .iter()
-        .filter(|s| !stage.optional_slots().contains(s))
-        .find(|s| !inputs.contains_key(**s))
-    {
-        return Err(PipelineError::Usage(format!(
-            "kind `{}` needs `--input {missing}=KEY`",
-            spec.kind
-        )));
-    }
+    check_slots(stage, inputs.keys().map(String::as_str)).map_err(|e| {
+        PipelineError::Usage(match e {
+            SlotError::Unknown { .. } => e.to_string(),
+            SlotError::Unwired { slot } => {
+                format!("kind `{}` needs `--input {slot}=KEY`", spec.kind)
+            }
+        })
+    })?;
     let mut resolved = BTreeMap::new();
     for (slot, key) in inputs {
         resolved.insert(
@@ -409,16 +393,14 @@ pub fn single(
     }
     let mut node = resolve_node(spec, stage_index, stage, resolved, store, backend)?;
     node.forced = force;
-    node.status = if store.contains(&node.key) && !force {
-        match store.open_artifact(&node.key) {
-            Ok(_) => Status::Hit,
-            Err(e) => Status::Corrupt(e.to_string()),
-        }
-    } else if force && store.contains(&node.key) {
-        Status::Run(vec![RerunReason::Forced])
-    } else {
-        Status::Run(vec![RerunReason::Missing])
-    };
+    // No index record: a single stage runs because it is missing, or because it is forced.
+    node.status = decide::status(&node, store, true, vec![], |node, published| {
+        vec![if node.forced && published {
+            RerunReason::Forced
+        } else {
+            RerunReason::Missing
+        }]
+    });
     Ok(Plan {
         pipeline: String::new(),
         nodes: vec![node],

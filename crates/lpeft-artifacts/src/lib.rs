@@ -6,11 +6,13 @@
 //! - [`estimation`]: the estimation artifact (mask trajectories, per-step importance, the
 //!   estimation model's trained state, teacher outputs) and the aggregation of its scores.
 //! - [`surgery`]: the surgery artifact's parameter report (`plan.json`).
+//! - [`finetune`]: the fine-tune artifact's layout, settings and result (the trained model).
 
 use std::path::Path;
 
 pub mod dataset;
 pub mod estimation;
+pub mod finetune;
 pub mod surgery;
 
 pub use estimation::{EstimateArtifact, Window, aggregate};

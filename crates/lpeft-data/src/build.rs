@@ -12,7 +12,7 @@ use lpeft_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{write_meta, write_split};
-use crate::encode::{EncodeConfig, encode_split};
+use crate::encode::{EncodeConfig, encode_split_with};
 use crate::error::DataError;
 use crate::example::{RawSplit, Source};
 use crate::registry::{Benchmark, TaskDef, task};
@@ -181,7 +181,7 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
         tokenizer_file = tokenizer_file.join("tokenizer.json");
     }
     if !tokenizer_file.is_file() {
-        return Err(DataError::MissingFile {
+        return Err(DataError::MissingModel {
             path: tokenizer_file,
         });
     }
@@ -245,7 +245,22 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
                     let file = task.local_file(split);
                     let path = task_dir.join(&file);
                     if !path.is_file() {
-                        return Err(DataError::MissingFile { path });
+                        // Name the file where the official layout puts it (`<root>/<TASK>/`),
+                        // unless `root` is the task directory itself.
+                        let path = if task_dir == root && !task.dir.is_empty() {
+                            root.join(task.dir).join(&file)
+                        } else {
+                            path
+                        };
+                        return Err(DataError::MissingTaskFile {
+                            path,
+                            task: task.name.to_owned(),
+                            split: split.clone(),
+                            layout: match task.dir {
+                                "" => file.clone(),
+                                dir => format!("{dir}/{file}"),
+                            },
+                        });
                     }
                     let name = if task_dir == root {
                         file
@@ -278,11 +293,9 @@ fn env_dir(task: &TaskDef) -> Result<PathBuf, DataError> {
     std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .ok_or_else(|| {
-            DataError::Params(format!(
-                "no data source for {}: give data_dir (--data-dir), set {var}, or use the hub",
-                task.name
-            ))
+        .ok_or_else(|| DataError::NoDataSource {
+            task: task.name.to_owned(),
+            var: var.to_owned(),
         })
 }
 
@@ -322,11 +335,39 @@ pub struct BuildReport {
     pub tokenize_seconds: f64,
 }
 
+/// What a build reports while it works.
+pub trait BuildProgress {
+    /// One line per step (a split read, a split tokenized).
+    fn line(&self, line: &str);
+    /// Tokenizing `split`: `done` of its `total` examples (at 0, then every
+    /// [`crate::encode::PROGRESS_CHUNK`]).
+    fn tokenized(&self, split: &str, done: usize, total: usize);
+}
+
+/// Lines only.
+struct Lines<'a>(&'a dyn Fn(&str));
+
+impl BuildProgress for Lines<'_> {
+    fn line(&self, line: &str) {
+        (self.0)(line)
+    }
+    fn tokenized(&self, _: &str, _: usize, _: usize) {}
+}
+
 /// Build the artifact into `out_dir` (which must exist). `progress` receives one line per step.
 pub fn build(
     resolved: &Resolved,
     out_dir: &Path,
     progress: &dyn Fn(&str),
+) -> Result<BuildReport, DataError> {
+    build_reporting(resolved, out_dir, &Lines(progress))
+}
+
+/// [`build`], reporting tokenization progress too.
+pub fn build_reporting(
+    resolved: &Resolved,
+    out_dir: &Path,
+    progress: &dyn BuildProgress,
 ) -> Result<BuildReport, DataError> {
     let cfg = &resolved.config;
     let task = resolved.task;
@@ -350,14 +391,18 @@ pub fn build(
             raw.select(&keep);
         }
         read_s += t0.elapsed().as_secs_f64();
-        progress(&format!(
+        progress.line(&format!(
             "{}: read {} examples from {}",
             src.split,
             raw.examples.len(),
             src.source.name
         ));
         let t1 = Instant::now();
-        let (tensors, texts) = encode_split(&raw, &tokenizer, enc)?;
+        let total = raw.examples.len();
+        progress.tokenized(&src.split, 0, total);
+        let (tensors, texts) = encode_split_with(&raw, &tokenizer, enc, &|done| {
+            progress.tokenized(&src.split, done, total)
+        })?;
         tok_s += t1.elapsed().as_secs_f64();
         if let TaskKind::Classification { num_labels } = task.spec().kind
             && let crate::encode::Labels::Class(ls) = &tensors.labels
@@ -385,7 +430,7 @@ pub fn build(
             arrays,
             texts_file,
         });
-        progress(&format!(
+        progress.line(&format!(
             "{}: {} rows, {} tokens, {} truncated, tokenized in {:.2} s",
             src.split,
             tensors.num_rows(),

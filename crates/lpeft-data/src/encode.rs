@@ -19,17 +19,32 @@ pub struct EncodeConfig {
     pub max_query_length: usize,
 }
 
+/// Examples tokenized between two progress reports of [`encode_split_with`].
+pub const PROGRESS_CHUNK: usize = 4096;
+
 pub fn encode_split(
     split: &RawSplit,
     tokenizer: &Tokenizer,
     cfg: EncodeConfig,
+) -> Result<(SplitTensors, Option<Texts>), DataError> {
+    encode_split_with(split, tokenizer, cfg, &|_| {})
+}
+
+/// [`encode_split`], calling `progress` with the number of examples tokenized so far after
+/// every [`PROGRESS_CHUNK`] of them (each example is tokenized on its own, so the chunks change
+/// nothing in the output).
+pub fn encode_split_with(
+    split: &RawSplit,
+    tokenizer: &Tokenizer,
+    cfg: EncodeConfig,
+    progress: &dyn Fn(usize),
 ) -> Result<(SplitTensors, Option<Texts>), DataError> {
     let is_span = split
         .examples
         .first()
         .is_some_and(|e| matches!(e.inputs, Inputs::Span { .. }));
     if is_span {
-        return encode_span(split, tokenizer, cfg);
+        return encode_span(split, tokenizer, cfg, progress);
     }
     let mut pairs: Vec<(&str, Option<&str>)> = Vec::new();
     let mut group_ids = Vec::new();
@@ -42,7 +57,21 @@ pub fn encode_split(
             group_ids.push(g as u32);
         }
     }
-    let encoded = tokenizer.encode_batch(&pairs, Some(cfg.max_length))?;
+    // Chunks of examples (an example's rows stay in one chunk), so progress counts examples.
+    let mut encoded = Vec::with_capacity(pairs.len());
+    let mut start = 0;
+    for (i, chunk) in split.examples.chunks(PROGRESS_CHUNK).enumerate() {
+        let rows: usize = chunk
+            .iter()
+            .map(|e| match &e.inputs {
+                Inputs::Rows(r) => r.len(),
+                Inputs::Span { .. } => 0,
+            })
+            .sum();
+        encoded.extend(tokenizer.encode_batch(&pairs[start..start + rows], Some(cfg.max_length))?);
+        start += rows;
+        progress(i * PROGRESS_CHUNK + chunk.len());
+    }
     let mut t = SplitTensors {
         input_ids: Vec::new(),
         type_ids: Vec::new(),
@@ -103,24 +132,29 @@ fn encode_span(
     split: &RawSplit,
     tokenizer: &Tokenizer,
     cfg: EncodeConfig,
+    progress: &dyn Fn(usize),
 ) -> Result<(SplitTensors, Option<Texts>), DataError> {
     let wcfg = WindowConfig {
         max_len: cfg.max_length,
         stride: cfg.doc_stride,
         max_first_len: cfg.max_query_length,
     };
-    let windows: Vec<Vec<lpeft_tokenizer::Encoded>> = split
-        .examples
-        .par_iter()
-        .map(|e| match &e.inputs {
-            Inputs::Span {
-                question, context, ..
-            } => tokenizer
-                .encode_windows(question, &split.contexts[*context], wcfg)
-                .map_err(DataError::from),
-            Inputs::Rows(_) => Err(DataError::Params("mixed span and row examples".to_owned())),
-        })
-        .collect::<Result<_, _>>()?;
+    let mut windows: Vec<Vec<lpeft_tokenizer::Encoded>> = Vec::with_capacity(split.examples.len());
+    for (i, chunk) in split.examples.chunks(PROGRESS_CHUNK).enumerate() {
+        let encoded: Vec<Vec<lpeft_tokenizer::Encoded>> = chunk
+            .par_iter()
+            .map(|e| match &e.inputs {
+                Inputs::Span {
+                    question, context, ..
+                } => tokenizer
+                    .encode_windows(question, &split.contexts[*context], wcfg)
+                    .map_err(DataError::from),
+                Inputs::Rows(_) => Err(DataError::Params("mixed span and row examples".to_owned())),
+            })
+            .collect::<Result<_, _>>()?;
+        windows.extend(encoded);
+        progress(i * PROGRESS_CHUNK + chunk.len());
+    }
     let labeled = split.labeled();
     let mut t = SplitTensors {
         input_ids: Vec::new(),

@@ -16,6 +16,27 @@ pub enum DataError {
     },
     #[error("missing file {path}")]
     MissingFile { path: PathBuf },
+    /// The `model` parameter names no tokenizer (a fresh clone without the shared model, say).
+    #[error(
+        "missing file {path} (parameter `model`: a model directory holding tokenizer.json, or the file itself)"
+    )]
+    MissingModel { path: PathBuf },
+    /// A task's split file is not where the official layout puts it under `data_dir`.
+    #[error(
+        "missing file {path} ({task} split `{split}`: `data_dir` holds the official layout, <data_dir>/{layout})"
+    )]
+    MissingTaskFile {
+        path: PathBuf,
+        task: String,
+        split: String,
+        /// `<TASK>/<file>` relative to the data directory.
+        layout: String,
+    },
+    /// No data directory given and the benchmark's variable unset.
+    #[error(
+        "no data source for {task}: give `data_dir` (--data-dir), set {var}, or read the hub with `hub: {{}}`"
+    )]
+    NoDataSource { task: String, var: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

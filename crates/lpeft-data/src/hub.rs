@@ -141,7 +141,7 @@ pub fn read_hub_split(
     }
 }
 
-fn glue_rows(
+pub(crate) fn glue_rows(
     task: &TaskDef,
     rows: &[Map<String, Value>],
     path: &Path,

@@ -48,6 +48,8 @@ pub mod error;
 pub mod example;
 pub mod glue;
 pub mod hub;
+pub mod ids;
+pub mod mirror;
 pub mod registry;
 pub use lpeft_artifacts::dataset::rng;
 pub mod squad;

@@ -1,8 +1,10 @@
 //! The data-prep stage (`kind = "data"`) for the pipeline runner.
 
-use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
+use lpeft_pipeline::stage::{
+    Params, Prepared, Progress, RunContext, RunSummary, Stage, StageError,
+};
 
-use crate::build::{DataConfig, Resolved, build, resolve};
+use crate::build::{BuildProgress, DataConfig, Resolved, build_reporting, resolve};
 use crate::error::DataError;
 
 /// Turns a task's official files into a tokenized dataset artifact.
@@ -53,13 +55,36 @@ fn params_error(e: impl std::fmt::Display) -> StageError {
 
 fn failed(e: DataError) -> StageError {
     match e {
-        DataError::Params(_) | DataError::UnknownTask { .. } | DataError::UnknownSplit { .. } => {
-            params_error(e)
-        }
+        DataError::Params(_)
+        | DataError::UnknownTask { .. }
+        | DataError::UnknownSplit { .. }
+        | DataError::NoDataSource { .. } => params_error(e),
         other => StageError::Failed {
             message: other.to_string(),
             source: Some(Box::new(other)),
         },
+    }
+}
+
+/// A build's progress on the stage's bar: one bar per split's tokenization, counted in
+/// examples (so it shows a rate and an ETA), with the build's last line as its message.
+struct StageProgress<'a> {
+    bar: &'a dyn Progress,
+    done: std::cell::Cell<usize>,
+    line: std::cell::RefCell<String>,
+}
+
+impl BuildProgress for StageProgress<'_> {
+    fn line(&self, line: &str) {
+        line.clone_into(&mut self.line.borrow_mut());
+        self.bar.advance(0, line);
+    }
+    fn tokenized(&self, split: &str, done: usize, total: usize) {
+        if done == 0 {
+            self.bar.start(&format!("tokenize {split}"), total as u64);
+        }
+        let step = done.saturating_sub(self.done.replace(done));
+        self.bar.advance(step as u64, &self.line.borrow());
     }
 }
 
@@ -98,11 +123,12 @@ impl Stage for DataStage {
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let resolved = Self::resolve(ctx.params)?;
-        let n = resolved.splits.len() as u64;
-        ctx.progress.start("data", n * 2);
-        let report = build(&resolved, ctx.out_dir, &|line| {
-            ctx.progress.advance(1, line)
-        });
+        let progress = StageProgress {
+            bar: ctx.progress,
+            done: Default::default(),
+            line: Default::default(),
+        };
+        let report = build_reporting(&resolved, ctx.out_dir, &progress);
         ctx.progress.finish();
         let report = report.map_err(failed)?;
         let splits: serde_json::Map<String, serde_json::Value> = report

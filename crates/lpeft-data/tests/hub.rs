@@ -389,3 +389,107 @@ fn squad_from_hub_shares_contexts_and_maps_answers() {
         "Corine Mauch"
     );
 }
+
+/// `lpeft fetch-data`'s work: the hub's parquet files written in the official layout read back
+/// as the examples the hub route reads (same tokens and labels), test files keep their `idx`
+/// as `index`, and a second run keeps the files without a request.
+#[test]
+fn mirrored_glue_files_read_back_as_the_hubs_examples() {
+    let rte_schema = "message schema { REQUIRED BYTE_ARRAY sentence1 (UTF8); REQUIRED BYTE_ARRAY sentence2 (UTF8); REQUIRED INT64 label; REQUIRED INT32 idx; }";
+    let rte = |labels: Vec<i64>, idx: Vec<i32>| {
+        parquet_bytes(
+            rte_schema,
+            vec![
+                Col::Str(vec!["Dana Reeve died.", "A cat \"sat\" here."]),
+                Col::Str(vec!["Christopher Reeve had an accident.", "A cat sat."]),
+                Col::I64(labels),
+                Col::I32(idx),
+            ],
+        )
+    };
+    let cola = |labels: Vec<i64>| {
+        parquet_bytes(
+            SST2_SCHEMA,
+            vec![
+                Col::Str(vec![
+                    "Our friends won't buy this analysis.",
+                    "They drank the pub.",
+                ]),
+                Col::I64(labels),
+                Col::I32(vec![0, 1]),
+            ],
+        )
+    };
+    let base = "/datasets/nyu-mll/glue/resolve/main";
+    let mut files = HashMap::new();
+    files.insert(
+        format!("{base}/rte/train-00000-of-00001.parquet"),
+        rte(vec![1, 0], vec![0, 1]),
+    );
+    files.insert(
+        format!("{base}/rte/validation-00000-of-00001.parquet"),
+        rte(vec![0, 1], vec![0, 1]),
+    );
+    files.insert(
+        format!("{base}/rte/test-00000-of-00001.parquet"),
+        rte(vec![-1, -1], vec![5, 6]),
+    );
+    for (split, labels) in [
+        ("train", vec![1, 0]),
+        ("validation", vec![0, 1]),
+        ("test", vec![-1, -1]),
+    ] {
+        files.insert(
+            format!("{base}/cola/{split}-00000-of-00001.parquet"),
+            cola(labels),
+        );
+    }
+    let (endpoint, hits) = serve(files);
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let hub = lpeft_data::mirror::HubSource {
+        endpoint: endpoint.clone(),
+        repo: None,
+        revision: "main".to_owned(),
+        cache: cache.path().to_owned(),
+    };
+    for name in ["glue/rte", "glue/cola"] {
+        let task = lpeft_data::registry::task(name).unwrap();
+        for split in ["train", "dev", "test"] {
+            let m = lpeft_data::mirror::mirror_split(task, split, &hub, out.path(), false).unwrap();
+            assert_eq!(m.rows, Some(2), "{name} {split}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("RTE/test.tsv")).unwrap(),
+        "index\tsentence1\tsentence2\n5\tDana Reeve died.\tChristopher Reeve had an accident.\n6\tA cat \"sat\" here.\tA cat sat.\n"
+    );
+    for name in ["glue/rte", "glue/cola"] {
+        let mut local = common::config(name, out.path().to_owned());
+        local.splits = Some(vec!["train".into(), "dev".into(), "test".into()]);
+        let mut remote = hub_config(name, &endpoint, cache.path().to_owned());
+        remote.splits = local.splits.clone();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        build(&resolve(&local).unwrap(), a.path(), &|_| {}).unwrap();
+        build(&resolve(&remote).unwrap(), b.path(), &|_| {}).unwrap();
+        let (a, b) = (
+            Dataset::open(a.path()).unwrap(),
+            Dataset::open(b.path()).unwrap(),
+        );
+        for split in ["train", "dev", "test"] {
+            let (x, y) = (a.split(split).unwrap(), b.split(split).unwrap());
+            assert_eq!(x.input_ids, y.input_ids, "{name} {split}");
+            assert_eq!(x.type_ids, y.type_ids, "{name} {split}");
+            assert_eq!(x.labels, y.labels, "{name} {split}");
+        }
+    }
+    let before = hits.load(Ordering::SeqCst);
+    let task = lpeft_data::registry::task("glue/rte").unwrap();
+    let again = lpeft_data::mirror::mirror_split(task, "train", &hub, out.path(), false).unwrap();
+    assert_eq!(again.rows, None, "kept");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "no request for a kept file"
+    );
+}

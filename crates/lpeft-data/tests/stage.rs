@@ -134,5 +134,9 @@ fn prepare_fills_defaults_and_rejects_unknown_params() {
     let mut missing = params;
     missing["data_dir"] = "/nonexistent".into();
     let msg = stage.prepare(&missing).unwrap_err().to_string();
-    assert!(msg.contains("missing file /nonexistent/train.tsv"), "{msg}");
+    // Named where the official layout puts it, with the task and split.
+    assert!(
+        msg.contains("missing file /nonexistent/RTE/train.tsv (glue/rte split `train`"),
+        "{msg}"
+    );
 }

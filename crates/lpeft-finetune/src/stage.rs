@@ -20,8 +20,10 @@ use lpeft_schema::results::{Efficiency, RunResult};
 use crate::config::FinetuneConfig;
 use crate::run::{finetune, param_counts};
 
-pub const KIND: &str = "finetune";
-pub const RESULT_FILE: &str = "result.json";
+use lpeft_artifacts::finetune as layout;
+
+pub const KIND: &str = layout::KIND;
+pub const RESULT_FILE: &str = layout::RESULT_FILE;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FinetuneStage;
@@ -172,14 +174,14 @@ impl Stage for FinetuneStage {
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let started = Instant::now();
         let cfg = parse(ctx.params)?;
-        let data = ctx
-            .inputs
-            .get("dataset")
-            .ok_or_else(|| StageError::MissingInput {
-                stage: KIND.into(),
-                slot: "dataset".into(),
-            })?;
-        let init = ctx.inputs.get("init");
+        let data =
+            ctx.inputs
+                .get(layout::DATASET_SLOT)
+                .ok_or_else(|| StageError::MissingInput {
+                    stage: KIND.into(),
+                    slot: layout::DATASET_SLOT.into(),
+                })?;
+        let init = ctx.inputs.get(layout::INIT_SLOT);
         if cfg.model.is_none() && init.is_none() {
             return Err(StageError::MissingInput {
                 stage: KIND.into(),
@@ -277,12 +279,12 @@ impl Stage for FinetuneStage {
             wall_seconds: started.elapsed().as_secs_f64(),
         };
         write_json(&ctx.out_dir.join(RESULT_FILE), &result)?;
-        write_json(&ctx.out_dir.join("config.json"), &cfg)?;
-        write_json(&ctx.out_dir.join("curve.json"), &outcome.curve)?;
-        let best_dir = ctx.out_dir.join("best");
+        write_json(&ctx.out_dir.join(layout::CONFIG_FILE), &cfg)?;
+        write_json(&ctx.out_dir.join(layout::CURVE_FILE), &outcome.curve)?;
+        let best_dir = ctx.out_dir.join(layout::BEST_DIR);
         std::fs::create_dir_all(&best_dir)?;
-        write_json(&best_dir.join(checkpoint::SPEC_FILE), &spec)?;
-        checkpoint::write_safetensors(&best_dir.join("trainable.safetensors"), &outcome.best_state)
+        write_json(&best_dir.join(layout::SPEC_FILE), &spec)?;
+        checkpoint::write_safetensors(&best_dir.join(layout::TRAINABLE_FILE), &outcome.best_state)
             .map_err(failed)?;
         Ok(RunSummary {
             figures: serde_json::json!({

@@ -29,6 +29,48 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
+/// What each compiled-in backend can run on here, for `lpeft doctor`: (backend, devices). Only
+/// libtorch is asked (CUDA devices through its own runtime); the others open a device at first
+/// use, which may fail later.
+pub fn probe() -> Vec<(&'static str, String)> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut v = Vec::new();
+    if cfg!(feature = "flex") {
+        v.push(("flex", format!("CPU ({threads} threads)")));
+    }
+    #[cfg(feature = "tch")]
+    {
+        let cuda = if tch::Cuda::is_available() {
+            let n = tch::Cuda::device_count();
+            format!(
+                "CUDA: {n} device(s), --backend tch-cuda[:0..{}]",
+                (n - 1).max(0)
+            )
+        } else {
+            "CUDA: none visible (libtorch CPU only)".to_owned()
+        };
+        v.push(("tch", format!("CPU; {cuda}")));
+    }
+    if cfg!(feature = "cuda") {
+        v.push((
+            "cuda",
+            "burn's CUDA runtime: the device opens at first use".to_owned(),
+        ));
+    }
+    for (on, name) in [
+        (cfg!(feature = "vulkan"), "vulkan"),
+        (cfg!(feature = "wgpu"), "wgpu"),
+    ] {
+        if on {
+            v.push((name, "the default adapter opens at first use".to_owned()));
+        }
+    }
+    if cfg!(feature = "ndarray") {
+        v.push(("ndarray", format!("CPU ({threads} threads)")));
+    }
+    v
+}
+
 /// Every backend name this tool knows, compiled in or not (`tch-cpu` is `tch`).
 pub const KNOWN: &[&str] = &[
     "flex", "tch", "tch-cpu", "tch-cuda", "cuda", "vulkan", "wgpu", "ndarray",

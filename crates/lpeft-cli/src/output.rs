@@ -6,12 +6,14 @@ use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use lpeft_pipeline::plan::{Plan, PlanNode, Status};
 use lpeft_pipeline::run::{Observer, Outcome, RunReport};
 use lpeft_pipeline::stage::Progress;
 use lpeft_schema::manifest::Manifest;
 use lpeft_store::{GcReport, Store, VerifyIssue};
+
+use crate::progress::{Bar, bar_style};
 
 /// Width of the stage-name column.
 const NAME_W: usize = 28;
@@ -386,44 +388,26 @@ impl Observer for RunView<'_> {
     }
 
     fn progress(&self, node: &PlanNode) -> Box<dyn Progress + '_> {
-        let bar = self.reporter.multi.add(ProgressBar::new(0));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:.bold} {bar:30} {pos}/{len} {elapsed} {wide_msg}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_prefix(node.name.clone());
+        Box::new(self.reporter.bar(&node.name))
+    }
+}
+
+impl Reporter {
+    /// A progress bar named `name` (hidden when stderr is no terminal, or with `--quiet` or
+    /// `--no-progress`): a stage's, or a command's own (`lpeft predict`).
+    pub fn bar(&self, name: &str) -> Bar {
+        // No length until a task starts (an empty bar, not a full one).
+        let bar = self.multi.add(ProgressBar::no_length());
+        bar.set_style(bar_style());
+        bar.set_prefix(name.to_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
-        Box::new(Bar {
-            bar,
-            name: node.name.clone(),
-        })
+        Bar::new(bar, name)
     }
-}
 
-struct Bar {
-    bar: ProgressBar,
-    name: String,
-}
-
-impl Progress for Bar {
-    fn start(&self, label: &str, total: u64) {
-        self.bar.set_prefix(format!("{} {label}", self.name));
-        self.bar.set_length(total);
-        self.bar.set_position(0);
-    }
-    fn advance(&self, n: u64, message: &str) {
-        self.bar.inc(n);
-        self.bar.set_message(message.to_string());
-    }
-    fn finish(&self) {
-        self.bar.set_message("");
-    }
-}
-
-impl Drop for Bar {
-    fn drop(&mut self) {
-        self.bar.finish_and_clear();
+    /// A line that says how to fix the error just printed (stderr).
+    #[allow(clippy::print_stderr)]
+    pub fn hint(&self, message: &str) {
+        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        self.multi.suspend(|| eprintln!("hint: {message}"));
     }
 }

@@ -1,0 +1,427 @@
+//! `lpeft predict` against the fine-tune stage's own dev evaluation, on a tiny random BERT in
+//! Hugging Face layout, a tiny WordPiece tokenizer and generated (learnable) RTE, STS-B and
+//! BoolQ files: the real stages run (vanilla LoRA for each task, and Light-PEFT for RTE through
+//! estimate and surgery), then the dev files with their labels removed are predicted and the
+//! submission files scored against the dev labels: the score must be the fine-tune's recorded
+//! best dev score exactly. Also: exported directories, `--text`, refusals.
+#![allow(clippy::print_stderr)] // the scores compared go to the test log
+
+mod tiny;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lpeft_schema::dataset::TaskSpec;
+
+use tiny::{LPEFT, Setup, lpeft, ok, setup, text, write};
+
+/// The fine-tune's recorded best dev score, and its task.
+fn recorded(s: &Setup, stage: &str) -> (f64, TaskSpec) {
+    let dir = s.path().join("store/objects").join(&s.keys[stage]);
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    let task = lpeft_data::registry::task(result["task"].as_str().unwrap())
+        .unwrap()
+        .spec();
+    (result["best_main_score"].as_f64().unwrap(), task)
+}
+
+/// The dev file of `rel` with its label column (TSV) or field (JSONL) removed.
+fn without_labels(root: &Path, rel: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root.join(rel)).unwrap();
+    let out: String = if rel.ends_with(".jsonl") {
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("label");
+                v.to_string() + "\n"
+            })
+            .collect()
+    } else {
+        text.lines()
+            .map(|l| l.rsplit_once('\t').unwrap().0.to_owned() + "\n")
+            .collect()
+    };
+    write(root, &format!("unlabeled/{rel}"), &out)
+}
+
+/// Scores a submission file against the dev file's labels with the task's metrics.
+fn score_submission(task: &TaskSpec, submission: &Path, dev: &Path) -> f64 {
+    let def = lpeft_data::registry::task(&task.name).unwrap();
+    let sub = std::fs::read_to_string(submission).unwrap();
+    let gold = std::fs::read_to_string(dev).unwrap();
+    let (pred, gold): (Vec<String>, Vec<String>) = if task.name.starts_with("superglue") {
+        let p = sub.lines().map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
+        let g = gold
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["label"].to_string());
+        (p.collect(), g.collect())
+    } else {
+        let mut lines = sub.lines();
+        assert_eq!(lines.next(), Some("index\tprediction"));
+        let p = lines.map(|l| l.split('\t').nth(1).unwrap().to_owned());
+        let g = gold
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit('\t').next().unwrap().to_owned());
+        (p.collect(), g.collect())
+    };
+    assert_eq!(pred.len(), gold.len());
+    let class = |v: &String| def.raw_labels.iter().position(|l| l == v).unwrap() as i64;
+    let e = if def.raw_labels.is_empty() {
+        let p: Vec<f64> = pred
+            .iter()
+            .map(|v| f64::from(v.parse::<f32>().unwrap()))
+            .collect();
+        let y: Vec<f64> = gold
+            .iter()
+            .map(|v| f64::from(v.parse::<f32>().unwrap()))
+            .collect();
+        lpeft_eval::evaluate_task(
+            task,
+            &lpeft_eval::Outputs::Scores {
+                predicted: &p,
+                labels: &y,
+            },
+        )
+    } else {
+        let p: Vec<i64> = pred.iter().map(class).collect();
+        let y: Vec<i64> = gold.iter().map(class).collect();
+        let groups: Vec<u32> = (0..p.len() as u32).collect();
+        lpeft_eval::evaluate_task(
+            task,
+            &lpeft_eval::Outputs::Classes {
+                predicted: &p,
+                labels: &y,
+                groups: Some(&groups),
+            },
+        )
+    };
+    e.unwrap().main_score
+}
+
+#[test]
+fn predictions_on_unlabeled_dev_files_reproduce_the_fine_tunes_dev_score() {
+    let s = setup();
+    let root = s.path();
+    let cases = [
+        ("ft-rte", "glue/RTE/dev.tsv", "RTE.tsv"),
+        ("light-rte", "glue/RTE/dev.tsv", "RTE.tsv"),
+        ("ft-stsb", "glue/STS-B/dev.tsv", "STS-B.tsv"),
+        ("ft-boolq", "superglue/BoolQ/val.jsonl", "BoolQ.jsonl"),
+    ];
+    for (stage, dev, file) in cases {
+        let (best, task) = recorded(&s, stage);
+        let input = without_labels(root, dev);
+        let out_dir = root.join("sub").join(stage);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let key = &s.keys[stage][..10];
+        let stdout = ok(
+            root,
+            &[
+                "predict",
+                "--model",
+                key,
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out_dir.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            stdout.contains(&format!("wrote {}", out_dir.join(file).display())),
+            "{stdout}"
+        );
+        let got = score_submission(&task, &out_dir.join(file), &root.join(dev));
+        assert_eq!(
+            got, best,
+            "{stage}: the submission's dev score against the fine-tune's"
+        );
+        eprintln!("{stage}: {} = {got} (recorded {best})", task.name);
+
+        // With the labels left in, predict scores them itself, and says it matches.
+        let again = ok(
+            root,
+            &[
+                "predict", "--model", key, "--input", dev, "--output", "again/", "--force",
+            ],
+        );
+        assert!(again.contains(&format!("(main {best})")), "{again}");
+        assert!(again.contains("(the same;"), "{again}");
+    }
+    // The vanilla runs learned something: their predictions are not one constant, so the
+    // scores above compare real predictions.
+    for f in [
+        "sub/ft-rte/RTE.tsv",
+        "sub/ft-stsb/STS-B.tsv",
+        "sub/ft-boolq/BoolQ.jsonl",
+    ] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        let distinct: std::collections::BTreeSet<String> = text
+            .lines()
+            .skip(usize::from(f.ends_with(".tsv")))
+            .map(|l| l.rsplit(['\t', ':']).next().unwrap().to_owned())
+            .collect();
+        assert!(distinct.len() > 1, "{f}: {text}");
+    }
+}
+
+#[test]
+fn an_exported_directory_predicts_what_its_artifact_predicts() {
+    let s = setup();
+    let root = s.path();
+    let store = lpeft_store::Store::open(root.join("store")).unwrap();
+    for (stage, dev, file) in [
+        ("ft-stsb", "glue/STS-B/dev.tsv", "STS-B.tsv"),
+        ("light-rte", "glue/RTE/dev.tsv", "RTE.tsv"),
+    ] {
+        // The run recorded `model` relative to its directory, which this process is not in.
+        let at = lpeft_predict::load::Locations {
+            model_dirs: vec![root.join("model")],
+            tokenizer: None,
+        };
+        let reference = lpeft_predict::ModelRef::Artifact(s.keys[stage].clone());
+        let trained = lpeft_predict::TrainedModel::open(&store, &reference, &at).unwrap();
+        let device = lpeft_model::device::device("flex").unwrap();
+        let model = trained.build(&device).unwrap();
+        let exported = root.join("exported").join(stage);
+        std::fs::create_dir_all(exported.parent().unwrap()).unwrap();
+        lpeft_predict::bundle::write(&trained, &model, &exported).unwrap();
+        assert!(
+            lpeft_predict::bundle::write(&trained, &model, &exported).is_err(),
+            "an existing directory is refused"
+        );
+        let input = without_labels(root, dev);
+        let input = input.to_str().unwrap();
+        ok(
+            root,
+            &[
+                "predict",
+                "--model",
+                &s.keys[stage],
+                "--input",
+                input,
+                "--output",
+                "a/",
+            ],
+        );
+        let from_dir = ok(
+            root,
+            &[
+                "predict",
+                "--model",
+                exported.to_str().unwrap(),
+                "--input",
+                input,
+                "--output",
+                "b/",
+            ],
+        );
+        assert!(from_dir.contains(&format!("wrote b/{file}")), "{from_dir}");
+        let a = std::fs::read_to_string(root.join("a").join(file)).unwrap();
+        assert_eq!(
+            a,
+            std::fs::read_to_string(root.join("b").join(file)).unwrap(),
+            "{stage}"
+        );
+        std::fs::remove_dir_all(root.join("a")).unwrap();
+        std::fs::remove_dir_all(root.join("b")).unwrap();
+    }
+}
+
+#[test]
+fn one_text_refusals_and_moved_files_say_what_to_do() {
+    let s = setup();
+    let root = s.path();
+    let rte = &s.keys["ft-rte"][..12];
+
+    let one = ok(
+        root,
+        &[
+            "predict",
+            "--model",
+            rte,
+            "--text",
+            "the cat sat .",
+            "--pair",
+            "yes it was .",
+        ],
+    );
+    assert!(one.starts_with("prediction: "), "{one}");
+    assert!(
+        one.contains("entailment 0.") && one.contains("not_entailment 0."),
+        "{one}"
+    );
+    let stsb = ok(
+        root,
+        &[
+            "predict",
+            "--model",
+            &s.keys["ft-stsb"],
+            "--text",
+            "a dog .",
+            "--pair",
+            "a cat .",
+        ],
+    );
+    assert!(
+        stsb.trim()
+            .strip_prefix("prediction: ")
+            .unwrap()
+            .parse::<f32>()
+            .is_ok(),
+        "{stsb}"
+    );
+    let out = lpeft(
+        root,
+        &["predict", "--model", rte, "--text", "the cat sat ."],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("glue/rte takes a pair") && text(&out).contains("--pair"),
+        "{}",
+        text(&out)
+    );
+
+    // Output files: written once, then refused unless --force; nothing printed on stderr
+    // (progress bars stay off when stderr is no terminal).
+    let input = without_labels(root, "glue/RTE/dev.tsv");
+    let input = input.to_str().unwrap();
+    let out = lpeft(
+        root,
+        &[
+            "predict", "--model", rte, "--input", input, "--output", "mine.tsv",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(root.join("mine.tsv"), "my notes\n").unwrap();
+    let out = lpeft(
+        root,
+        &[
+            "predict", "--model", rte, "--input", input, "--output", "mine.tsv",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("mine.tsv exists: give --force"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("mine.tsv")).unwrap(),
+        "my notes\n"
+    );
+    ok(
+        root,
+        &[
+            "predict", "--model", rte, "--input", input, "--output", "mine.tsv", "--force",
+        ],
+    );
+    assert!(
+        std::fs::read_to_string(root.join("mine.tsv"))
+            .unwrap()
+            .starts_with("index\tprediction\n")
+    );
+    let out = lpeft(root, &["predict", "--model", rte, "--input", input]);
+    assert!(
+        text(&out).contains("--output is required") && text(&out).contains("RTE.tsv"),
+        "{}",
+        text(&out)
+    );
+
+    // A file of another layout names the file, the line, the column and what was expected.
+    let bad = write(root, "bad.tsv", "index\tsentence1\thypothesis\n0\ta\tb\n");
+    let out = lpeft(
+        root,
+        &[
+            "predict",
+            "--model",
+            rte,
+            "--input",
+            bad.to_str().unwrap(),
+            "--output",
+            "x/",
+        ],
+    );
+    let msg = text(&out);
+    assert!(!out.status.success());
+    for needle in [
+        "bad.tsv:1",
+        "missing column 'sentence2'",
+        "header naming `sentence1` and `sentence2`",
+    ] {
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+    let out = lpeft(
+        root,
+        &["predict", "--model", "no/such/dir", "--text", "a ."],
+    );
+    assert!(
+        text(&out).contains("no/such/dir: no such directory"),
+        "{}",
+        text(&out)
+    );
+    // A key of another stage is named as such.
+    let out = lpeft(
+        root,
+        &["predict", "--model", &s.keys["data-rte"], "--text", "a ."],
+    );
+    assert!(
+        text(&out).contains("`data` artifact, not a fine-tune"),
+        "{}",
+        text(&out)
+    );
+
+    // The pretrained model moved: named with what was tried, then found through MODEL_DIR.
+    std::fs::rename(root.join("model"), root.join("moved")).unwrap();
+    let out = lpeft(
+        root,
+        &[
+            "predict",
+            "--model",
+            rte,
+            "--input",
+            input,
+            "--output",
+            "moved.tsv",
+        ],
+    );
+    let msg = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        msg.contains("the pretrained model the fine-tune started from")
+            && msg.contains("MODEL_DIR"),
+        "{msg}"
+    );
+    let out = Command::new(LPEFT)
+        .current_dir(root)
+        .args([
+            "--store",
+            "store",
+            "predict",
+            "--model",
+            rte,
+            "--input",
+            input,
+            "--output",
+            "moved.tsv",
+        ])
+        .env("MODEL_DIR", root.join("moved"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(root.join("moved.tsv")).unwrap(),
+        std::fs::read_to_string(root.join("mine.tsv")).unwrap()
+    );
+}

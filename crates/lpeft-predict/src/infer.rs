@@ -1,0 +1,168 @@
+//! Batched predictions in eval mode, and their scores when the input has labels.
+//!
+//! Batches are made as the fine-tune's dev evaluation makes them (source order, padded to the
+//! longest row of each batch, the same units per batch), so the logits of a dev file are the
+//! ones the fine-tune scored, bit for bit on the same backend.
+
+use burn::module::Module;
+use burn::tensor::Device;
+
+use lpeft_artifacts::dataset::{BatchConfig, Batcher, Labels, Padding, SplitTensors};
+use lpeft_eval::{Evaluation, Outputs, evaluate_task};
+use lpeft_model::Model;
+use lpeft_model::head::HeadOutput;
+use lpeft_schema::dataset::{TaskKind, TaskSpec};
+use lpeft_schema::model::TaskHeadSpec;
+
+use crate::PredictError;
+
+/// One prediction per unit: an example (a row), or a question for multiple choice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicted {
+    /// The arg-max class (classification) or choice (multiple choice).
+    Class(Vec<i64>),
+    /// The regression output (STS-B).
+    Score(Vec<f32>),
+}
+
+impl Predicted {
+    pub fn len(&self) -> usize {
+        match self {
+            Predicted::Class(v) => v.len(),
+            Predicted::Score(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    pub predicted: Predicted,
+    /// The head's outputs per unit (class logits, choice logits, or the score).
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// First index of the largest value (as the trainer's evaluation picks it).
+fn argmax(row: &[f32]) -> i64 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as i64
+}
+
+/// Runs `model` over `split` in batches of `batch_size` units on `device` (a plain device).
+/// `progress(done, total)` follows the units.
+pub fn predict(
+    model: &Model,
+    split: &SplitTensors,
+    kind: &TaskKind,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Predictions, PredictError> {
+    if matches!(kind, TaskKind::Span) {
+        return Err(PredictError::Unsupported(
+            "span extraction (SQuAD) has no predictions yet: it is not fine-tunable".into(),
+        ));
+    }
+    let cfg = BatchConfig {
+        batch_size,
+        shuffle: false,
+        seed: 0,
+        drop_last: false,
+        padding: Padding::Longest,
+        pad_id,
+    };
+    let batcher = Batcher::new(split, kind, cfg)?;
+    let total = batcher.num_units();
+    let regression = matches!(model.spec.head, TaskHeadSpec::Regression { .. });
+    let model = model.valid();
+    let mut logits = Vec::with_capacity(total);
+    progress(0, total);
+    for batch in batcher.epoch(0) {
+        let input = lpeft_train::to_input(&batch, device);
+        let HeadOutput::Logits(out) = model.forward(&input).head else {
+            return Err(PredictError::Unsupported(
+                "a span head gives no per-example predictions".into(),
+            ));
+        };
+        let [_, width] = out.dims();
+        let values = out
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| PredictError::Unsupported(format!("reading logits: {e:?}")))?;
+        logits.extend(values.chunks(width.max(1)).map(<[f32]>::to_vec));
+        progress(logits.len(), total);
+    }
+    let predicted = if regression {
+        Predicted::Score(logits.iter().map(|r| r[0]).collect())
+    } else {
+        Predicted::Class(logits.iter().map(|r| argmax(r)).collect())
+    };
+    Ok(Predictions { predicted, logits })
+}
+
+/// The task's metrics of `predicted` against the labels of `split`, computed as the
+/// fine-tune's dev evaluation computes them; `None` for an unlabeled split.
+pub fn score(
+    task: &TaskSpec,
+    split: &SplitTensors,
+    predicted: &Predicted,
+) -> Result<Option<Evaluation>, PredictError> {
+    let e = match (&task.kind, predicted, &split.labels) {
+        (_, _, Labels::None) => return Ok(None),
+        (TaskKind::MultipleChoice { .. }, Predicted::Class(p), Labels::Class(y)) => evaluate_task(
+            task,
+            &Outputs::Choices {
+                predicted: p,
+                labels: y,
+            },
+        ),
+        (_, Predicted::Class(p), Labels::Class(y)) => evaluate_task(
+            task,
+            &Outputs::Classes {
+                predicted: p,
+                labels: y,
+                groups: Some(&split.group_ids),
+            },
+        ),
+        (_, Predicted::Score(p), Labels::Float(y)) => {
+            let p: Vec<f64> = p.iter().map(|v| f64::from(*v)).collect();
+            let y: Vec<f64> = y.iter().map(|v| f64::from(*v)).collect();
+            evaluate_task(
+                task,
+                &Outputs::Scores {
+                    predicted: &p,
+                    labels: &y,
+                },
+            )
+        }
+        _ => {
+            return Err(PredictError::Unsupported(format!(
+                "{}: the labels of the input do not fit the model's predictions",
+                task.name
+            )));
+        }
+    };
+    Ok(Some(e?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_go_to_the_first_class() {
+        assert_eq!(argmax(&[0.5, 0.5]), 0);
+        assert_eq!(argmax(&[0.1, 0.7, 0.7]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0]), 0, "as the trainer's evaluation");
+    }
+}

@@ -1,7 +1,7 @@
 //! The data-prep stage (`kind = "data"`) for the pipeline runner.
 
 use lpeft_pipeline::stage::{
-    Params, Prepared, Progress, RunContext, RunSummary, Stage, StageError,
+    Params, Prepared, Progress, RunContext, RunSummary, Stage, StageError, parse_params,
 };
 
 use crate::build::{BuildProgress, DataConfig, Resolved, build_reporting, resolve};
@@ -49,16 +49,14 @@ pub const CLI_FLAGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn params_error(e: impl std::fmt::Display) -> StageError {
-    StageError::params(KIND, e)
-}
-
-fn failed(e: DataError) -> StageError {
+/// A data error as the stage's: the ones about parameters as such, the others as failures
+/// (their messages say what failed, so they are not prefixed with the stage's kind).
+fn stage_error(e: DataError) -> StageError {
     match e {
         DataError::Params(_)
         | DataError::UnknownTask { .. }
         | DataError::UnknownSplit { .. }
-        | DataError::NoDataSource { .. } => params_error(e),
+        | DataError::NoDataSource { .. } => StageError::params(KIND, e),
         other => StageError::Failed {
             message: other.to_string(),
             source: Some(Box::new(other)),
@@ -90,8 +88,8 @@ impl BuildProgress for StageProgress<'_> {
 
 impl DataStage {
     fn resolve(params: &Params) -> Result<Resolved, StageError> {
-        let config: DataConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
-        resolve(&config).map_err(failed)
+        let config: DataConfig = parse_params(KIND, params)?;
+        resolve(&config).map_err(stage_error)
     }
 }
 
@@ -130,7 +128,7 @@ impl Stage for DataStage {
         };
         let report = build_reporting(&resolved, ctx.out_dir, &progress);
         ctx.progress.finish();
-        let report = report.map_err(failed)?;
+        let report = report.map_err(stage_error)?;
         let splits: serde_json::Map<String, serde_json::Value> = report
             .meta
             .splits

@@ -6,7 +6,9 @@ use std::path::Path;
 use lpeft_artifacts::dataset::{BatchConfig, Batcher, Dataset, Padding};
 use lpeft_model::Model;
 use lpeft_model::hf::{HfCheckpoint, load_spec};
-use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
+use lpeft_pipeline::stage::{
+    Params, Prepared, RunContext, RunSummary, Stage, StageError, StageResultExt, parse_params,
+};
 
 use crate::artifact::{self, AggregateScores, ArtifactError, EstimateSummary, ModuleScore, Window};
 use crate::config::{EstimateConfig, PaddingSpec};
@@ -16,20 +18,6 @@ pub const KIND: &str = "estimate";
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EstimateStage;
-
-fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::params(KIND, message)
-}
-
-/// The stage failed because of `e` (kept as the error's source).
-fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StageError {
-    StageError::failed_by(KIND, e)
-}
-
-/// The stage failed, for a message.
-fn fail(message: impl std::fmt::Display) -> StageError {
-    StageError::failed(KIND, message)
-}
 
 /// The model's head outputs (eval mode) on every unit of `split`, in split order.
 pub fn teacher_outputs(
@@ -60,8 +48,8 @@ pub fn teacher_outputs(
 }
 
 pub fn parse(params: &Params) -> Result<EstimateConfig, StageError> {
-    let cfg: EstimateConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
-    cfg.validate().map_err(params_error)?;
+    let cfg: EstimateConfig = parse_params(KIND, params)?;
+    cfg.validate().invalid_params(KIND)?;
     Ok(cfg)
 }
 
@@ -143,7 +131,7 @@ impl Stage for EstimateStage {
         let cfg = parse(params)?;
         let mut files = vec![
             cfg.model.join("config.json"),
-            weights_file(&cfg.model).map_err(params_error)?,
+            weights_file(&cfg.model).invalid_params(KIND)?,
         ];
         let tokenizer = cfg.model.join("tokenizer.json");
         if tokenizer.is_file() {
@@ -161,22 +149,16 @@ impl Stage for EstimateStage {
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let cfg = parse(ctx.params)?;
-        let input = ctx
-            .inputs
-            .get("dataset")
-            .ok_or_else(|| StageError::MissingInput {
-                stage: KIND.into(),
-                slot: "dataset".into(),
-            })?;
-        let ds = Dataset::open(&input.dir).map_err(failed)?;
+        let input = ctx.input("dataset")?;
+        let ds = Dataset::open(&input.dir).failed_by(KIND)?;
         let split = ds
             .split(&cfg.split)
-            .map_err(|e| params_error(format!("field `split`: {e}")))?;
+            .map_err(|e| StageError::params(KIND, format!("field `split`: {e}")))?;
         let padding = match cfg.padding {
             PaddingSpec::Longest => Padding::Longest,
             PaddingSpec::Fixed(n) => Padding::Fixed(n),
         };
-        let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
+        let plain = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
         let padding = lpeft_train::training_padding(padding, &plain);
         let bcfg = BatchConfig {
             batch_size: cfg.batch_size,
@@ -186,18 +168,18 @@ impl Stage for EstimateStage {
             padding,
             pad_id: ds.meta.tokenizer.pad_id,
         };
-        let batcher = Batcher::new(&split, &ds.meta.task.kind, bcfg).map_err(failed)?;
+        let batcher = Batcher::new(&split, &ds.meta.task.kind, bcfg).failed_by(KIND)?;
         let per_epoch = batcher.num_batches();
         let steps = cfg.steps.resolve(per_epoch);
 
         let device = plain.clone().autodiff();
         device.seed(cfg.seed);
-        let ckpt = HfCheckpoint::open(&cfg.model).map_err(failed)?;
-        let encoder = load_spec(&cfg.model, &ckpt).map_err(failed)?;
+        let ckpt = HfCheckpoint::open(&cfg.model).failed_by(KIND)?;
+        let encoder = load_spec(&cfg.model, &ckpt).failed_by(KIND)?;
         let spec = estimation_spec(encoder, &ds.meta.task.kind, &cfg.peft);
         let mut src = ckpt.source(spec.encoder.family, spec.head, cfg.seed);
-        let model = Model::build(&spec, &mut src, &device).map_err(failed)?;
-        let backbone_blake3 = file_blake3(&weights_file(&cfg.model).map_err(params_error)?)?;
+        let model = Model::build(&spec, &mut src, &device).failed_by(KIND)?;
+        let backbone_blake3 = file_blake3(&weights_file(&cfg.model).invalid_params(KIND)?)?;
 
         ctx.progress.start(KIND, steps as u64);
         let out = estimate(model, &batcher, &cfg, steps, &device, &mut |r| {
@@ -205,14 +187,14 @@ impl Stage for EstimateStage {
                 .advance(1, &format!("loss {:.4} lr {:.2e}", r.loss, r.lr));
         });
         ctx.progress.finish();
-        let out = out.map_err(failed)?;
+        let out = out.failed_by(KIND)?;
 
         let (summary, agg) =
-            write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).map_err(failed)?;
+            write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).failed_by(KIND)?;
         if cfg.teacher_outputs {
-            let teacher = teacher_outputs(&out.model, &split, &ds, &plain).map_err(fail)?;
+            let teacher = teacher_outputs(&out.model, &split, &ds, &plain).failed(KIND)?;
             artifact::write_teacher(&ctx.out_dir.join(artifact::TEACHER_FILE), &teacher)
-                .map_err(failed)?;
+                .failed_by(KIND)?;
         }
         let last = summary.masks.last().cloned();
         let top: Vec<&ModuleScore> = {

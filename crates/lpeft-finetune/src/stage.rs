@@ -13,7 +13,8 @@ use lpeft_model::hf::weights_file;
 use lpeft_model::hf::{HfCheckpoint, load_spec};
 use lpeft_model::peft_config::estimation_spec;
 use lpeft_pipeline::stage::{
-    InputArtifact, Params, Prepared, RunContext, RunSummary, Stage, StageError,
+    InputArtifact, Params, Prepared, RunContext, RunSummary, Stage, StageError, StageResultExt,
+    parse_params,
 };
 use lpeft_schema::results::{Efficiency, RunResult};
 
@@ -28,28 +29,15 @@ pub const RESULT_FILE: &str = layout::RESULT_FILE;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FinetuneStage;
 
-fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::params(KIND, message)
-}
-
-/// The stage failed because of `e` (kept as the error's source).
-fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StageError {
-    StageError::failed_by(KIND, e)
-}
-
-/// The stage failed, for a message.
-fn fail(message: impl std::fmt::Display) -> StageError {
-    StageError::failed(KIND, message)
-}
-
 pub fn parse(params: &Params) -> Result<FinetuneConfig, StageError> {
-    let cfg: FinetuneConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
+    let cfg: FinetuneConfig = parse_params(KIND, params)?;
     if cfg.model.is_some() != cfg.peft.is_some() {
-        return Err(params_error(
+        return Err(StageError::params(
+            KIND,
             "give `model` and `peft` together (vanilla PEFT), or neither (Light-PEFT from an `init` input)",
         ));
     }
-    cfg.validate(cfg.model.is_none()).map_err(params_error)?;
+    cfg.validate(cfg.model.is_none()).invalid_params(KIND)?;
     Ok(cfg)
 }
 
@@ -65,7 +53,7 @@ fn write_json(file: &Path, value: &impl serde::Serialize) -> Result<(), StageErr
 fn original_backbone(init: &InputArtifact) -> Result<u64, StageError> {
     lpeft_artifacts::surgery::read_report(&init.dir)
         .map(|r| r.backbone_before as u64)
-        .map_err(|e| fail(format!("{e} (is `init` a surgery artifact?)")))
+        .map_err(|e| StageError::failed(KIND, format!("{e} (is `init` a surgery artifact?)")))
 }
 
 /// The distillation targets: the `teacher` input's outputs on the training split, which must
@@ -79,38 +67,40 @@ fn teacher_targets(
     let (d, teacher) = match (cfg.distill, teacher) {
         (None, None) => return Ok(None),
         (Some(d), Some(t)) => (d, t),
-        (Some(_), None) => {
-            return Err(StageError::MissingInput {
-                stage: KIND.into(),
-                slot: "teacher".into(),
-            });
-        }
+        (Some(_), None) => return Err(StageError::missing_input(KIND, "teacher")),
         (None, Some(_)) => {
-            return Err(params_error(
+            return Err(StageError::params(
+                KIND,
                 "field `distill`: required with a `teacher` input (its weight and temperature)",
             ));
         }
     };
     let file = teacher.dir.join(lpeft_artifacts::estimation::TEACHER_FILE);
     if !file.is_file() {
-        return Err(fail(format!(
-            "input `teacher` ({}) has no {}: estimate with `teacher_outputs: true`",
-            teacher.key,
-            lpeft_artifacts::estimation::TEACHER_FILE
-        )));
+        return Err(StageError::failed(
+            KIND,
+            format!(
+                "input `teacher` ({}) has no {}: estimate with `teacher_outputs: true`",
+                teacher.key,
+                lpeft_artifacts::estimation::TEACHER_FILE
+            ),
+        ));
     }
-    let t = lpeft_artifacts::estimation::read_teacher(&file).map_err(failed)?;
+    let t = lpeft_artifacts::estimation::read_teacher(&file).failed_by(KIND)?;
     // Units as the batcher makes them: questions for multiple choice, rows otherwise.
     let units = match kind {
         lpeft_schema::dataset::TaskKind::MultipleChoice { .. } => train.num_groups(),
         _ => train.num_rows(),
     };
     if t.units != units {
-        return Err(fail(format!(
-            "{}: the teacher has outputs for {} units, the training split has {units}",
-            file.display(),
-            t.units
-        )));
+        return Err(StageError::failed(
+            KIND,
+            format!(
+                "{}: the teacher has outputs for {} units, the training split has {units}",
+                file.display(),
+                t.units
+            ),
+        ));
     }
     Ok(Some(lpeft_train::Distill {
         weight: d.weight,
@@ -153,7 +143,7 @@ impl Stage for FinetuneStage {
         let mut external_files: Vec<PathBuf> = Vec::new();
         if let Some(model) = &cfg.model {
             external_files.push(model.join("config.json"));
-            external_files.push(weights_file(model).map_err(params_error)?);
+            external_files.push(weights_file(model).invalid_params(KIND)?);
         }
         let mut canonical = serde_json::to_value(&cfg).expect("config serializes");
         // The model's content enters the key through its files; its path must not.
@@ -174,26 +164,17 @@ impl Stage for FinetuneStage {
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let started = Instant::now();
         let cfg = parse(ctx.params)?;
-        let data =
-            ctx.inputs
-                .get(layout::DATASET_SLOT)
-                .ok_or_else(|| StageError::MissingInput {
-                    stage: KIND.into(),
-                    slot: layout::DATASET_SLOT.into(),
-                })?;
+        let data = ctx.input(layout::DATASET_SLOT)?;
         let init = ctx.inputs.get(layout::INIT_SLOT);
         if cfg.model.is_none() && init.is_none() {
-            return Err(StageError::MissingInput {
-                stage: KIND.into(),
-                slot: "init".into(),
-            });
+            return Err(StageError::missing_input(KIND, "init"));
         }
-        let ds = Dataset::open(&data.dir).map_err(failed)?;
+        let ds = Dataset::open(&data.dir).failed_by(KIND)?;
         let task = ds.meta.task.clone();
-        let train = ds.split(&cfg.train_split).map_err(failed)?;
-        let dev = ds.split(&cfg.eval_split).map_err(failed)?;
+        let train = ds.split(&cfg.train_split).failed_by(KIND)?;
+        let dev = ds.split(&cfg.eval_split).failed_by(KIND)?;
 
-        let plain = lpeft_model::device::device(ctx.backend).map_err(failed)?;
+        let plain = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
         plain.seed(cfg.seed);
         // On a GPU the peak is device memory (NVML); elsewhere the process's peak RSS.
         let gpu_memory = lpeft_train::efficiency::cuda_index(ctx.backend).and_then(|i| {
@@ -204,17 +185,17 @@ impl Stage for FinetuneStage {
         let device = plain.clone().autodiff();
         let (model, original) = match (&cfg.model, &cfg.peft, init) {
             (Some(dir), Some(peft), _) => {
-                let ckpt = HfCheckpoint::open(dir).map_err(failed)?;
-                let encoder = load_spec(dir, &ckpt).map_err(failed)?;
+                let ckpt = HfCheckpoint::open(dir).failed_by(KIND)?;
+                let encoder = load_spec(dir, &ckpt).failed_by(KIND)?;
                 let mut spec = estimation_spec(encoder, &task.kind, peft);
                 spec.masks = false;
                 let mut src = ckpt.source(spec.encoder.family, spec.head, cfg.seed);
-                let model = Model::build(&spec, &mut src, &device).map_err(failed)?;
+                let model = Model::build(&spec, &mut src, &device).failed_by(KIND)?;
                 let original = param_counts(&model).backbone;
                 (model, original)
             }
             (_, _, Some(init)) => (
-                checkpoint::load(&init.dir, &device).map_err(failed)?,
+                checkpoint::load(&init.dir, &device).failed_by(KIND)?,
                 original_backbone(init)?,
             ),
             _ => unreachable!("checked above"),
@@ -234,7 +215,7 @@ impl Stage for FinetuneStage {
             ctx.progress,
             distill,
         )
-        .map_err(failed)?;
+        .failed_by(KIND)?;
 
         let secs =
             lpeft_train::efficiency::mean_step_seconds(&outcome.step_seconds, 2).unwrap_or(0.0);
@@ -285,7 +266,7 @@ impl Stage for FinetuneStage {
         std::fs::create_dir_all(&best_dir)?;
         write_json(&best_dir.join(layout::SPEC_FILE), &spec)?;
         checkpoint::write_safetensors(&best_dir.join(layout::TRAINABLE_FILE), &outcome.best_state)
-            .map_err(failed)?;
+            .failed_by(KIND)?;
         Ok(RunSummary {
             figures: serde_json::json!({
                 "task": result.task,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
+use crate::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError, parse_params};
 
 /// `snapshot`: copy files (or every file under a directory) into the artifact.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,10 +24,7 @@ struct SnapshotConfig {
 
 /// Files named by the config, with the name each gets inside the artifact.
 fn snapshot_files(config: &SnapshotConfig) -> Result<Vec<(PathBuf, String)>, StageError> {
-    let err = |m: String| StageError::Params {
-        stage: "snapshot".into(),
-        message: m,
-    };
+    let err = |m: String| StageError::params("snapshot", m);
     if config.paths.is_empty() {
         return Err(err("`paths` is empty".into()));
     }
@@ -70,13 +67,6 @@ fn collect_files(dir: &Path, rel: &str, out: &mut Vec<(PathBuf, String)>) -> std
     Ok(())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(stage: &str, params: &Params) -> Result<T, StageError> {
-    serde_json::from_value(params.clone()).map_err(|e| StageError::Params {
-        stage: stage.into(),
-        message: e.to_string(),
-    })
-}
-
 impl Stage for SnapshotStage {
     fn kind(&self) -> &'static str {
         "snapshot"
@@ -91,7 +81,7 @@ impl Stage for SnapshotStage {
         "Copy files or directories into an artifact, pinned by content"
     }
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
-        let config: SnapshotConfig = parse("snapshot", params)?;
+        let config: SnapshotConfig = parse_params("snapshot", params)?;
         let files = snapshot_files(&config)?;
         // Only contents and the names inside the artifact matter, not where files were.
         let names: Vec<&str> = files.iter().map(|(_, n)| n.as_str()).collect();
@@ -102,7 +92,7 @@ impl Stage for SnapshotStage {
         })
     }
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
-        let config: SnapshotConfig = parse("snapshot", ctx.params)?;
+        let config: SnapshotConfig = parse_params("snapshot", ctx.params)?;
         let files = snapshot_files(&config)?;
         ctx.progress.start("copy", files.len() as u64);
         let mut bytes = 0;
@@ -151,12 +141,9 @@ impl Stage for DigestStage {
         "Summarize an artifact's files: size, lines, iterated BLAKE3"
     }
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {
-        let config: DigestConfig = parse("digest", params)?;
+        let config: DigestConfig = parse_params("digest", params)?;
         if config.rounds == 0 {
-            return Err(StageError::Params {
-                stage: "digest".into(),
-                message: "`rounds` must be at least 1".into(),
-            });
+            return Err(StageError::params("digest", "`rounds` must be at least 1"));
         }
         Ok(Prepared {
             canonical_params: serde_json::to_value(&config).expect("config serializes"),
@@ -165,14 +152,8 @@ impl Stage for DigestStage {
         })
     }
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
-        let config: DigestConfig = parse("digest", ctx.params)?;
-        let src = ctx
-            .inputs
-            .get("src")
-            .ok_or_else(|| StageError::MissingInput {
-                stage: "digest".into(),
-                slot: "src".into(),
-            })?;
+        let config: DigestConfig = parse_params("digest", ctx.params)?;
+        let src = ctx.input("src")?;
         let mut files = Vec::new();
         collect_files(&src.dir, "", &mut files)?;
         files.retain(|(_, n)| n != "/manifest.json" && n != "/manifest.blake3");

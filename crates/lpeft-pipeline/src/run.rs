@@ -318,6 +318,7 @@ fn run_node(
     let t0 = Instant::now();
     let progress = observer.progress(node);
     let ctx = RunContext {
+        kind: &node.kind,
         params: &node.params,
         inputs: &inputs,
         out_dir: staging.dir(),

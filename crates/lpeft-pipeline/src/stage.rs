@@ -35,6 +35,8 @@ pub struct InputArtifact {
 
 /// Everything a running stage may touch.
 pub struct RunContext<'a> {
+    /// The running stage's kind, which its errors name (`StageError::MissingInput`).
+    pub kind: &'a str,
     /// Parameters as written in the pipeline (after expansion), not the canonical form; the
     /// stage canonicalizes them again exactly as in `prepare`.
     pub params: &'a serde_json::Value,
@@ -46,6 +48,24 @@ pub struct RunContext<'a> {
     pub backend: &'a str,
     /// Progress and log sink.
     pub progress: &'a dyn Progress,
+}
+
+impl RunContext<'_> {
+    /// The input wired to `slot`, or [`StageError::MissingInput`] naming the stage and slot.
+    pub fn input(&self, slot: &str) -> Result<&InputArtifact, StageError> {
+        self.inputs
+            .get(slot)
+            .ok_or_else(|| StageError::missing_input(self.kind, slot))
+    }
+}
+
+/// A stage's parameters as its typed config `T` (with `deny_unknown_fields`, it names a field
+/// it does not know), or [`StageError::Params`] with serde's message.
+pub fn parse_params<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    params: &Params,
+) -> Result<T, StageError> {
+    serde_json::from_value(params.clone()).map_err(|e| StageError::params(kind, e))
 }
 
 /// Progress reporting, implemented by the CLI (progress bars) and by tests (silent).
@@ -90,6 +110,14 @@ impl StageError {
         }
     }
 
+    /// A stage of kind `stage` needs input `slot`, which is not wired.
+    pub fn missing_input(stage: &str, slot: &str) -> Self {
+        Self::MissingInput {
+            stage: stage.to_owned(),
+            slot: slot.to_owned(),
+        }
+    }
+
     /// The work of a stage of kind `stage` failed: `"{stage}: {error}"`, for a message.
     pub fn failed(stage: &str, error: impl std::fmt::Display) -> Self {
         Self::Failed {
@@ -104,6 +132,44 @@ impl StageError {
             message: format!("{stage}: {error}"),
             source: Some(Box::new(error)),
         }
+    }
+}
+
+/// A stage's own errors as [`StageError`]s naming its kind, so a stage needs no helpers of its
+/// own: `Dataset::open(dir).failed_by(KIND)?`, `cfg.validate().invalid_params(KIND)?`.
+pub trait StageResultExt<T, E> {
+    /// The work failed because of the error, kept as the source ([`StageError::failed_by`]).
+    fn failed_by(self, kind: &str) -> Result<T, StageError>
+    where
+        E: std::error::Error + Send + Sync + 'static;
+    /// The work failed, for the error's message ([`StageError::failed`]).
+    fn failed(self, kind: &str) -> Result<T, StageError>
+    where
+        E: std::fmt::Display;
+    /// The parameters are invalid, for the error's message ([`StageError::params`]).
+    fn invalid_params(self, kind: &str) -> Result<T, StageError>
+    where
+        E: std::fmt::Display;
+}
+
+impl<T, E> StageResultExt<T, E> for Result<T, E> {
+    fn failed_by(self, kind: &str) -> Result<T, StageError>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.map_err(|e| StageError::failed_by(kind, e))
+    }
+    fn failed(self, kind: &str) -> Result<T, StageError>
+    where
+        E: std::fmt::Display,
+    {
+        self.map_err(|e| StageError::failed(kind, e))
+    }
+    fn invalid_params(self, kind: &str) -> Result<T, StageError>
+    where
+        E: std::fmt::Display,
+    {
+        self.map_err(|e| StageError::params(kind, e))
     }
 }
 
@@ -192,8 +258,57 @@ pub trait Stage: Send + Sync {
 
 #[cfg(test)]
 mod failed_tests {
-    use super::StageError;
+    use super::{RunContext, StageError, StageResultExt, parse_params};
     use std::error::Error;
+
+    #[test]
+    fn the_helpers_build_the_errors_stages_built_themselves() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Config {
+            rounds: u32,
+        }
+        let e = parse_params::<Config>("digest", &serde_json::json!({ "roundz": 1 })).unwrap_err();
+        assert!(matches!(e, StageError::Params { .. }));
+        assert_eq!(
+            e.to_string(),
+            "invalid parameters for stage `digest`: unknown field `roundz`, expected `rounds`"
+        );
+        let inputs = Default::default();
+        let ctx = RunContext {
+            kind: "digest",
+            params: &serde_json::Value::Null,
+            inputs: &inputs,
+            out_dir: std::path::Path::new("/nonexistent"),
+            backend: "flex",
+            progress: &crate::run::NoProgress,
+        };
+        let e = ctx.input("src").unwrap_err();
+        assert!(
+            matches!(&e, StageError::MissingInput { stage, slot } if stage == "digest" && slot == "src")
+        );
+        assert_eq!(
+            e.to_string(),
+            "stage `digest` needs input `src`, which is not wired"
+        );
+
+        let io = || Err::<(), _>(std::io::Error::other("no such file: x.json"));
+        let e = io().failed_by("estimate").unwrap_err();
+        assert_eq!(e.to_string(), "estimate: no such file: x.json");
+        assert!(e.source().is_some());
+        let e = Err::<(), _>("no batches").failed("estimate").unwrap_err();
+        assert_eq!(e.to_string(), "estimate: no batches");
+        assert!(e.source().is_none());
+        let e = Err::<(), _>("field `lr`: must be positive")
+            .invalid_params("estimate")
+            .unwrap_err();
+        assert!(matches!(e, StageError::Params { .. }));
+        assert_eq!(
+            e.to_string(),
+            "invalid parameters for stage `estimate`: field `lr`: must be positive"
+        );
+    }
 
     #[test]
     fn a_failure_from_an_error_keeps_it_as_its_source() {

@@ -12,7 +12,9 @@ use lpeft_model::checkpoint;
 use lpeft_model::hf::HfCheckpoint;
 use lpeft_model::hf::weights_file;
 use lpeft_model::source::{MapSource, TensorMap};
-use lpeft_pipeline::stage::{Params, Prepared, RunContext, RunSummary, Stage, StageError};
+use lpeft_pipeline::stage::{
+    Params, Prepared, RunContext, RunSummary, Stage, StageError, StageResultExt, parse_params,
+};
 
 use crate::apply::{ParamReport, Tensors, fold_masks, param_report, prune};
 use crate::plan::{ModuleScores, Plan, PlanSettings, Scope, Scores, make_plan};
@@ -145,23 +147,9 @@ pub struct PlanFile {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SurgeryStage;
 
-fn params_error(message: impl std::fmt::Display) -> StageError {
-    StageError::params(KIND, message)
-}
-
-/// The stage failed because of `e` (kept as the error's source).
-fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StageError {
-    StageError::failed_by(KIND, e)
-}
-
-/// The stage failed, for a message.
-fn fail(message: impl std::fmt::Display) -> StageError {
-    StageError::failed(KIND, message)
-}
-
 pub fn parse(params: &Params) -> Result<SurgeryConfig, StageError> {
-    let cfg: SurgeryConfig = serde_json::from_value(params.clone()).map_err(params_error)?;
-    cfg.validate().map_err(params_error)?;
+    let cfg: SurgeryConfig = parse_params(KIND, params)?;
+    cfg.validate().invalid_params(KIND)?;
     Ok(cfg)
 }
 
@@ -280,7 +268,7 @@ impl Stage for SurgeryStage {
         let cfg = parse(params)?;
         let files = vec![
             cfg.model.join("config.json"),
-            weights_file(&cfg.model).map_err(params_error)?,
+            weights_file(&cfg.model).invalid_params(KIND)?,
         ];
         let mut canonical = serde_json::to_value(&cfg).expect("config serializes");
         canonical.as_object_mut().expect("object").remove("model");
@@ -294,38 +282,35 @@ impl Stage for SurgeryStage {
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
         let cfg = parse(ctx.params)?;
-        let input = ctx
-            .inputs
-            .get("estimate")
-            .ok_or_else(|| StageError::MissingInput {
-                stage: KIND.into(),
-                slot: "estimate".into(),
-            })?;
-        let art = EstimateArtifact::open(&input.dir).map_err(failed)?;
-        let wfile = weights_file(&cfg.model).map_err(params_error)?;
+        let input = ctx.input("estimate")?;
+        let art = EstimateArtifact::open(&input.dir).failed_by(KIND)?;
+        let wfile = weights_file(&cfg.model).invalid_params(KIND)?;
         if file_blake3(&wfile)? != art.summary.backbone_blake3 {
-            return Err(params_error(format!(
-                "field `model`: {} is not the backbone the estimation froze (its blake3 differs)",
-                wfile.display()
-            )));
+            return Err(StageError::params(
+                KIND,
+                format!(
+                    "field `model`: {} is not the backbone the estimation froze (its blake3 differs)",
+                    wfile.display()
+                ),
+            ));
         }
-        let (record, draw_step) = resolve_draw(&art, cfg.draw_step).map_err(params_error)?;
+        let (record, draw_step) = resolve_draw(&art, cfg.draw_step).invalid_params(KIND)?;
         let (mut scores, window) =
-            estimated_scores(&art, record, cfg.window).map_err(params_error)?;
+            estimated_scores(&art, record, cfg.window).invalid_params(KIND)?;
         if let ImportanceSource::Random { seed } = cfg.importance {
             scores = scores.random_like(seed);
         }
         let plan = make_plan(&scores, &cfg.settings());
 
-        let device = lpeft_model::device::device(ctx.backend).map_err(failed)?;
-        let ckpt = HfCheckpoint::open(&cfg.model).map_err(failed)?;
-        let mut tensors = warm_tensors(&art, &ckpt, &device).map_err(fail)?;
+        let device = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
+        let ckpt = HfCheckpoint::open(&cfg.model).failed_by(KIND)?;
+        let mut tensors = warm_tensors(&art, &ckpt, &device).failed(KIND)?;
         if cfg.fold_masks {
-            tensors = fold_masks(&art.spec, &tensors).map_err(failed)?;
+            tensors = fold_masks(&art.spec, &tensors).failed_by(KIND)?;
         }
-        let (spec, pruned) = prune(&art.spec, &tensors, &plan).map_err(failed)?;
-        let model = build_model(&spec, &pruned, &device).map_err(fail)?;
-        checkpoint::save(&model, ctx.out_dir).map_err(failed)?;
+        let (spec, pruned) = prune(&art.spec, &tensors, &plan).failed_by(KIND)?;
+        let model = build_model(&spec, &pruned, &device).failed(KIND)?;
+        checkpoint::save(&model, ctx.out_dir).failed_by(KIND)?;
         let report = param_report(&art.spec, &tensors, &spec, &pruned);
         let file = PlanFile {
             plan,

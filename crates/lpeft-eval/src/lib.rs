@@ -2,6 +2,8 @@
 //!
 //! - [`evaluate_task`] scores a task's dev predictions ([`Outputs`]) with the metrics and main
 //!   score its [`TaskSpec`](lpeft_schema::dataset::TaskSpec) names. Scores are fractions.
+//! - [`span`] decodes span logits into answer texts (SQuAD); [`squad`] is the official SQuAD
+//!   v1.1 evaluation on the official dataset and predictions files (percentages, as it prints).
 //! - [`report`]: runs aggregated per (task, method) over seeds, as markdown, CSV and JSON;
 //!   [`report::compare`] diffs two result sets. [`svg`] draws the plots, [`masks`] reads an
 //!   estimation artifact's masks. [`write_report`] writes all of it into a directory.
@@ -26,6 +28,8 @@ mod evaluate;
 pub mod masks;
 pub mod metrics;
 pub mod report;
+pub mod span;
+pub mod squad;
 pub mod svg;
 
 use std::path::{Path, PathBuf};

@@ -170,16 +170,16 @@ pub fn group_exact_match(
     Ok(right as f64 / all_right.len() as f64)
 }
 
-/// SQuAD v1.1 answer normalisation: lowercase, drop ASCII punctuation, drop the words
-/// `a`, `an`, `the`, and collapse whitespace to single spaces.
+/// SQuAD v1.1 answer normalisation, as the official script's `normalize_answer`: lowercase,
+/// drop ASCII punctuation (Python's `string.punctuation`), replace the words `a`, `an`, `the`
+/// by a space, and join the whitespace-separated tokens with single spaces.
 pub fn normalize_answer(text: &str) -> String {
     let lowered = text.to_lowercase();
     let no_punct: String = lowered
         .chars()
         .filter(|c| !c.is_ascii_punctuation())
         .collect();
-    // Articles are whole words: maximal runs of word characters (as Python's `\w`).
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    // `\b(a|an|the)\b` matches exactly the maximal runs of word characters equal to an article.
     let mut no_articles = String::with_capacity(no_punct.len());
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
@@ -191,7 +191,7 @@ pub fn normalize_answer(text: &str) -> String {
         word.clear();
     };
     for c in no_punct.chars() {
-        if is_word(c) {
+        if is_python_word_char(c) {
             word.push(c);
         } else {
             flush(&mut word, &mut no_articles);
@@ -199,7 +199,22 @@ pub fn normalize_answer(text: &str) -> String {
         }
     }
     flush(&mut word, &mut no_articles);
-    no_articles.split_whitespace().collect::<Vec<_>>().join(" ")
+    python_split(&no_articles).collect::<Vec<_>>().join(" ")
+}
+
+/// Python's `\w` on `str`: letters (L*), numbers (N*) and `_`. Rust's `is_alphanumeric` also
+/// counts Other_Alphabetic marks and symbols (Devanagari vowel signs, circled letters), which
+/// Python does not. (A character newer than `unicode_categories`' tables keeps Rust's answer.)
+fn is_python_word_char(c: char) -> bool {
+    use unicode_categories::UnicodeCategories;
+    c == '_' || (c.is_alphanumeric() && !c.is_mark() && !c.is_symbol())
+}
+
+/// Python's `str.split()`: Unicode whitespace plus the separators U+001C..U+001F, which Python
+/// counts as space and Rust does not.
+fn python_split(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+        .filter(|t| !t.is_empty())
 }
 
 /// 1 if the normalised texts are equal, else 0.
@@ -214,8 +229,8 @@ pub fn answer_exact_match(predicted: &str, gold: &str) -> f64 {
 pub fn answer_f1(predicted: &str, gold: &str) -> f64 {
     let p = normalize_answer(predicted);
     let g = normalize_answer(gold);
-    let p: Vec<&str> = p.split_whitespace().collect();
-    let g: Vec<&str> = g.split_whitespace().collect();
+    let p: Vec<&str> = python_split(&p).collect();
+    let g: Vec<&str> = python_split(&g).collect();
     let mut gold_counts: HashMap<&str, usize> = HashMap::new();
     for t in &g {
         *gold_counts.entry(t).or_default() += 1;

@@ -142,7 +142,7 @@ impl Collected {
             .collect();
         for qa in qas {
             let mut answers = Vec::with_capacity(qa.answers.len());
-            for a in qa.answers {
+            for (i, a) in qa.answers.into_iter().enumerate() {
                 let Some(&byte_start) = char_starts.get(a.answer_start) else {
                     return Err(DataError::BadValue {
                         path: path.to_owned(),
@@ -155,6 +155,24 @@ impl Collected {
                         ),
                     });
                 };
+                // The span target and the scoring both trust the offset; a shifted one would
+                // train on the wrong tokens without a word.
+                if context.get(byte_start..byte_start + a.text.len()) != Some(a.text.as_str()) {
+                    let found: String = context[byte_start..]
+                        .chars()
+                        .take(a.text.chars().count())
+                        .collect();
+                    return Err(DataError::BadValue {
+                        path: path.to_owned(),
+                        line: line_of(&qa.id),
+                        field: format!("answers[{i}].answer_start of question {}", qa.id),
+                        value: a.answer_start.to_string(),
+                        expected: format!(
+                            "the offset of the answer text {:?} in the context, which reads {found:?} there",
+                            a.text
+                        ),
+                    });
+                }
                 answers.push(SpanAnswer {
                     text: a.text,
                     byte_start,

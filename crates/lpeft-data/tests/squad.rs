@@ -123,6 +123,48 @@ fn answer_start_outside_context_is_an_error() {
     );
 }
 
+fn dev_error(text: &str) -> String {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "dev-v1.1.json", text);
+    let mut cfg = common::config("squad/v1.1", d.path().to_owned());
+    cfg.splits = Some(vec!["dev".to_owned()]);
+    let r = resolve(&cfg).unwrap();
+    lpeft_data::build::read_split(r.task, &r.splits[0])
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn answer_start_not_at_the_answer_text_is_an_error() {
+    // Character offset 5 is "Keller" in "Café Keller"; the first answer claims "Café" there.
+    let msg = dev_error(
+        r#"{"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Café Keller",
+  "qas": [{"id": "ok-q", "question": "q?", "answers": [{"answer_start": 5, "text": "Keller"}]},
+{"id": "shifted-q", "question": "q?", "answers": [{"answer_start": 5, "text": "Keller"},
+  {"answer_start": 5, "text": "Café"}]}]}]}]}"#,
+    );
+    assert!(
+        msg.contains("dev-v1.1.json:3:")
+            && msg.contains("answers[1].answer_start of question shifted-q")
+            && msg.contains("\"Café\"")
+            && msg.contains("reads \"Kell\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn answer_without_text_names_the_field_and_line() {
+    let msg = dev_error(
+        r#"{"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Café Keller",
+  "qas": [{"id": "q", "question": "q?",
+  "answers": [{"answer_start": 5}]}]}]}]}"#,
+    );
+    assert!(
+        msg.contains("dev-v1.1.json:3:") && msg.contains("missing field `text`"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn sampling_keeps_only_the_contexts_in_use() {
     let d = tempfile::tempdir().unwrap();

@@ -14,6 +14,8 @@
 
 #include <cstring>
 #include <exception>
+#include <map>
+#include <mutex>
 #include <optional>
 
 namespace {
@@ -46,6 +48,23 @@ int guarded(char* err, size_t len, F f) {
   }
 }
 
+// One side stream per device for every capture: the caching allocator reuses a freed block
+// only on the stream it was allocated on, so graphs that share a pool (replayed one at a time)
+// share its memory only if they were captured on the same stream. With a fresh pool stream
+// per capture, device memory grew with the number of batch shapes (MiniLM on STS-B: 21.9 GB
+// against 1.2 GB without graphs).
+c10::cuda::CUDAStream capture_stream() {
+  static std::mutex lock;
+  static std::map<c10::DeviceIndex, c10::cuda::CUDAStream> streams;
+  std::lock_guard<std::mutex> guard(lock);
+  auto device = c10::cuda::current_device();
+  auto it = streams.find(device);
+  if (it == streams.end()) {
+    it = streams.emplace(device, c10::cuda::getStreamFromPool(false, device)).first;
+  }
+  return it->second;
+}
+
 }  // namespace
 
 extern "C" {
@@ -66,7 +85,7 @@ int lpeft_graph_begin(void* g, void* share, char* err, size_t len) {
     // What the current stream queued (the inputs' copies) lands before the capture reads it.
     c10::cuda::device_synchronize();
     graph->previous.emplace(c10::cuda::getCurrentCUDAStream());
-    c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool());
+    c10::cuda::setCurrentCUDAStream(capture_stream());
     at::cuda::MempoolId_t pool = {0, 0};
     if (share != nullptr) {
       pool = static_cast<Graph*>(share)->graph.pool();

@@ -7,13 +7,14 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 
 use lpeft_artifacts::dataset::Labels as SplitLabels;
-use lpeft_artifacts::dataset::{BatchConfig, Batcher, Padding, SplitTensors};
+use lpeft_artifacts::dataset::{BatchConfig, Batcher, Padding, SplitTensors, Texts};
+use lpeft_eval::span::{SpanDecoding, SpanPrediction, WindowLogits, decode_spans, span_answers};
 use lpeft_eval::{Outputs, evaluate_task};
 use lpeft_model::Model;
 use lpeft_model::checkpoint::trainable_tensors;
 use lpeft_model::names::{TensorKind, TensorName};
 use lpeft_pipeline::stage::Progress;
-use lpeft_schema::dataset::{TaskKind, TaskSpec};
+use lpeft_schema::dataset::{SpanTexts, TaskKind, TaskSpec};
 use lpeft_schema::results::EpochMetrics;
 use lpeft_train::{Capture, Distill, Predictions, StepRecord, TrainConfig, Trainer, evaluate};
 
@@ -114,13 +115,39 @@ pub fn total_steps(cfg: &FinetuneConfig, batches_per_epoch: usize) -> usize {
     cfg.max_steps.map_or(full, |m| m.min(full)).max(1)
 }
 
-/// Scores predictions on `split` with the task's metrics.
+/// Scores predictions on `split` with the task's metrics. Span tasks need the split's texts
+/// (contexts and gold answers), to decode the logits into answer texts.
 pub fn score(
     task: &TaskSpec,
     split: &SplitTensors,
+    texts: Option<&Texts>,
     predictions: &Predictions,
 ) -> Result<lpeft_eval::Evaluation, lpeft_eval::EvalError> {
     match (&task.kind, predictions, &split.labels) {
+        (
+            TaskKind::Span,
+            Predictions::Span {
+                start_logits,
+                end_logits,
+            },
+            _,
+        ) => {
+            let Some(Texts::Span(texts)) = texts else {
+                return Err(lpeft_eval::EvalError::Inconsistent(format!(
+                    "task {}: span predictions need the split's span texts (`<split>.texts.json`)",
+                    task.name
+                )));
+            };
+            let decoded = decode_windows(split, texts, start_logits, end_logits)?;
+            let (predicted, gold) = span_answers(texts, &decoded);
+            evaluate_task(
+                task,
+                &Outputs::Answers {
+                    predicted: &predicted,
+                    gold: &gold,
+                },
+            )
+        }
         (TaskKind::MultipleChoice { .. }, Predictions::Class(p), SplitLabels::Class(y)) => {
             evaluate_task(
                 task,
@@ -155,6 +182,42 @@ pub fn score(
     }
 }
 
+/// The best answer per question of a span split, from its rows' logits, with HF's n-best
+/// search (`SpanDecoding::HF_DEFAULTS`: 20 candidates, answers of at most 30 tokens).
+pub fn decode_windows(
+    split: &SplitTensors,
+    texts: &SpanTexts,
+    start_logits: &[Vec<f32>],
+    end_logits: &[Vec<f32>],
+) -> Result<Vec<SpanPrediction>, lpeft_eval::EvalError> {
+    let rows = split.num_rows();
+    let spans = split.token_spans.as_deref().unwrap_or_default();
+    if start_logits.len() != rows
+        || end_logits.len() != rows
+        || spans.len() != 2 * split.input_ids.len()
+    {
+        return Err(lpeft_eval::EvalError::Inconsistent(format!(
+            "span split: {rows} rows and {} token-span entries for {} tokens, but logits for {} and {} rows",
+            spans.len(),
+            split.input_ids.len(),
+            start_logits.len(),
+            end_logits.len()
+        )));
+    }
+    let windows: Vec<WindowLogits<'_>> = (0..rows)
+        .map(|r| {
+            let tokens = split.row(r);
+            WindowLogits {
+                question: split.group_ids[r] as usize,
+                start_logits: &start_logits[r],
+                end_logits: &end_logits[r],
+                token_spans: &spans[2 * tokens.start..2 * tokens.end],
+            }
+        })
+        .collect();
+    decode_spans(texts, &windows, &SpanDecoding::HF_DEFAULTS)
+}
+
 /// Fine-tunes `model` (on the autodiff device) and evaluates on `dev` with `plain` (same
 /// backend, no autodiff); with `distill`, towards its teacher outputs on `train` too.
 #[allow(clippy::too_many_arguments)]
@@ -164,18 +227,13 @@ pub fn finetune(
     task: &TaskSpec,
     train: &SplitTensors,
     dev: &SplitTensors,
+    dev_texts: Option<&Texts>,
     pad_id: u32,
     device: &Device,
     plain: &Device,
     progress: &dyn Progress,
     distill: Option<Distill>,
 ) -> Result<Outcome, FinetuneError> {
-    if matches!(task.kind, TaskKind::Span) {
-        return Err(FinetuneError::Unsupported(format!(
-            "task {}: span extraction is not fine-tunable yet (its answer-text scoring is not wired into this stage)",
-            task.name
-        )));
-    }
     let train_cfg = BatchConfig {
         batch_size: cfg.batch_size,
         shuffle: true,
@@ -256,9 +314,11 @@ pub fn finetune(
         take(trainer.finish()?, &mut curve);
         let eval = evaluate(&model, dev_batcher.epoch(0), plain)?;
         inference = eval.examples as f64 / eval.seconds.max(1e-9);
-        let scored = score(task, dev, &eval.predictions).map_err(|source| FinetuneError::Eval {
-            epoch: epoch + 1,
-            source,
+        let scored = score(task, dev, dev_texts, &eval.predictions).map_err(|source| {
+            FinetuneError::Eval {
+                epoch: epoch + 1,
+                source,
+            }
         })?;
         let main = if scored.main_score.is_nan() {
             f64::NEG_INFINITY

@@ -173,6 +173,8 @@ impl Stage for FinetuneStage {
         let task = ds.meta.task.clone();
         let train = ds.split(&cfg.train_split).failed_by(KIND)?;
         let dev = ds.split(&cfg.eval_split).failed_by(KIND)?;
+        // Span tasks score answer texts: contexts and gold answers are kept beside the split.
+        let dev_texts = ds.texts(&cfg.eval_split).failed_by(KIND)?;
 
         let plain = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
         plain.seed(cfg.seed);
@@ -209,6 +211,7 @@ impl Stage for FinetuneStage {
             &task,
             &train,
             &dev,
+            dev_texts.as_ref(),
             ds.meta.tokenizer.pad_id,
             &device,
             &plain,

@@ -88,6 +88,7 @@ fn vanilla_run_evaluates_every_epoch_and_keeps_the_best() {
         &task,
         &train,
         &dev,
+        None,
         0,
         &device,
         &Device::flex(),
@@ -152,6 +153,7 @@ fn a_step_cap_ends_the_run_with_an_evaluation() {
         &task,
         &train,
         &dev,
+        None,
         0,
         &device,
         &Device::flex(),
@@ -200,6 +202,7 @@ fn training_from_a_saved_checkpoint_keeps_its_shapes_and_trains_its_peft() {
         &task,
         &train,
         &dev,
+        None,
         0,
         &device,
         &Device::flex(),
@@ -255,6 +258,7 @@ fn an_empty_training_split_is_an_error_not_zero_steps() {
         &task,
         &split(0, 1),
         &split(4, 2),
+        None,
         0,
         &device,
         &Device::flex(),
@@ -266,4 +270,150 @@ fn an_empty_training_split_is_an_error_not_zero_steps() {
         e.to_string().contains("the training split has no examples"),
         "{e}"
     );
+}
+
+/// A span split: per question one window `[CLS] q [SEP] w.. [SEP]` whose context words are
+/// "w<id>"; the answer is the word of token 5 (planted once in every context).
+fn span_split(n: usize, seed: u64) -> (SplitTensors, lpeft_data::Texts) {
+    use lpeft_schema::dataset::{SpanAnswer, SpanQuestion, SpanTexts};
+    let mut rng = SeededRng::new(seed);
+    let (mut ids, mut types, mut offsets, mut spans, mut labels) =
+        (vec![], vec![], vec![0u64], vec![], vec![]);
+    let (mut contexts, mut questions) = (vec![], vec![]);
+    for q in 0..n {
+        let len = 3 + (rng.next_u64() % 5) as usize;
+        let answer_at = (rng.next_u64() % len as u64) as usize;
+        let words: Vec<u32> = (0..len)
+            .map(|i| {
+                if i == answer_at {
+                    5
+                } else {
+                    6 + (rng.next_u64() % 20) as u32
+                }
+            })
+            .collect();
+        let (mut context, mut byte_start) = (String::new(), 0);
+        ids.extend([1, 2 + (rng.next_u64() % 3) as u32, 3]);
+        types.extend([0u8, 0, 0]);
+        spans.extend([u32::MAX; 6]);
+        for (i, w) in words.iter().enumerate() {
+            if i > 0 {
+                context.push(' ');
+            }
+            if i == answer_at {
+                byte_start = context.len();
+            }
+            let start = context.len() as u32;
+            context.push_str(&format!("w{w}"));
+            spans.extend([start, context.len() as u32]);
+            ids.push(*w);
+            types.push(1);
+        }
+        ids.push(3);
+        types.push(1);
+        spans.extend([u32::MAX; 2]);
+        offsets.push(ids.len() as u64);
+        let pos = (3 + answer_at) as i64;
+        labels.extend([pos, pos]);
+        contexts.push(context);
+        questions.push(SpanQuestion {
+            id: format!("q{q}"),
+            context: q,
+            answers: vec![SpanAnswer {
+                text: "w5".into(),
+                byte_start,
+            }],
+        });
+    }
+    let split = SplitTensors {
+        input_ids: ids,
+        type_ids: types,
+        offsets,
+        group_ids: (0..n as u32).collect(),
+        example_ids: (0..n as u32).collect(),
+        labels: DataLabels::Span(labels),
+        token_spans: Some(spans),
+        num_truncated: 0,
+    };
+    (
+        split,
+        lpeft_data::Texts::Span(SpanTexts {
+            contexts,
+            questions,
+        }),
+    )
+}
+
+#[test]
+fn span_logits_are_decoded_and_scored_against_the_gold_texts() {
+    let task = lpeft_data::registry::task("squad/v1.1").unwrap().spec();
+    let (dev, texts) = span_split(4, 3);
+    let DataLabels::Span(gold) = &dev.labels else {
+        unreachable!()
+    };
+    // Logits peaking at the gold token for questions 0 and 1, at the [SEP]-adjacent first
+    // context token for the others (right only if the answer is there).
+    let (mut starts, mut ends) = (vec![], vec![]);
+    for r in 0..dev.num_rows() {
+        let mut l = vec![0.0f32; dev.row(r).len() + 2]; // batch padding past the row
+        let at = if r < 2 { gold[2 * r] as usize } else { 3 };
+        l[at] = 5.0;
+        starts.push(l.clone());
+        ends.push(l);
+    }
+    let first_is_gold = (2..4).filter(|&r| gold[2 * r] == 3).count() as f64;
+    let predictions = lpeft_train::Predictions::Span {
+        start_logits: starts,
+        end_logits: ends,
+    };
+    let e = lpeft_finetune::run::score(&task, &dev, Some(&texts), &predictions).unwrap();
+    let want = (2.0 + first_is_gold) / 4.0;
+    assert_eq!(e.metrics["exact_match"], want);
+    assert_eq!(e.metrics["squad_f1"], want, "one-word answers: F1 is EM");
+    assert_eq!(e.main_score, want);
+    let e = lpeft_finetune::run::score(&task, &dev, None, &predictions).unwrap_err();
+    assert!(e.to_string().contains("span texts"), "{e}");
+}
+
+#[test]
+fn span_extraction_fine_tunes_and_reports_exact_match_and_f1() {
+    let task = lpeft_data::registry::task("squad/v1.1").unwrap().spec();
+    let ((train, _), (dev, dev_texts)) = (span_split(32, 1), span_split(12, 2));
+    let mut cfg = config();
+    cfg.epochs = 2;
+    let device = Device::flex().autodiff();
+    device.seed(1);
+    let spec = lpeft_schema::model::ModelSpec {
+        masks: false,
+        ..estimation_spec(
+            tiny_encoder(Family::Bert, &[(4, 8), (4, 8)]),
+            &task.kind,
+            cfg.peft.as_ref().unwrap(),
+        )
+    };
+    let model = Model::build(&spec, &mut RandomSource { seed: 2 }, &device).unwrap();
+    let out = finetune(
+        &cfg,
+        model,
+        &task,
+        &train,
+        &dev,
+        Some(&dev_texts),
+        0,
+        &device,
+        &Device::flex(),
+        &Silent,
+        None,
+    )
+    .unwrap();
+    assert_eq!(out.epochs.len(), 2);
+    for e in &out.epochs {
+        let (em, f1) = (e.metrics["exact_match"], e.metrics["squad_f1"]);
+        assert!(
+            (0.0..=1.0).contains(&em) && (0.0..=1.0).contains(&f1),
+            "{e:?}"
+        );
+        assert!((e.main_score - (em + f1) / 2.0).abs() < 1e-12);
+    }
+    assert!(out.best_state.keys().any(|k| k.starts_with("head.")));
 }

@@ -552,10 +552,12 @@ pub enum Predictions {
     /// Arg-max class (classification, multiple choice).
     Class(Vec<i64>),
     Score(Vec<f32>),
-    /// Arg-max start and end token per row.
+    /// Start and end logits per row (window), each as wide as the row's batch; positions past
+    /// the row's tokens are padding. Span decoding (`lpeft_eval::span`) needs them all, not
+    /// the arg-max: the best span is searched under constraints.
     Span {
-        start: Vec<i64>,
-        end: Vec<i64>,
+        start_logits: Vec<Vec<f32>>,
+        end_logits: Vec<Vec<f32>>,
     },
 }
 
@@ -621,8 +623,8 @@ pub fn evaluate(
                 span = true;
                 let (c, s) = read(start);
                 let (_, e) = read(end);
-                starts.extend(s.chunks(c).map(argmax));
-                ends.extend(e.chunks(c).map(argmax));
+                starts.extend(s.chunks(c).map(<[f32]>::to_vec));
+                ends.extend(e.chunks(c).map(<[f32]>::to_vec));
             }
         }
     }
@@ -662,8 +664,8 @@ pub fn evaluate(
     }
     let predictions = if span {
         Predictions::Span {
-            start: starts,
-            end: ends,
+            start_logits: starts,
+            end_logits: ends,
         }
     } else if regression {
         Predictions::Score(scores)

@@ -7,7 +7,9 @@
 //! - `best/model.json` + `best/trainable.safetensors`: the trained model's spec and the best
 //!   epoch's trainable tensors (PEFT and head) under their module paths. The frozen rest comes
 //!   from the pretrained model of `config.json` (vanilla PEFT) or from the `init` input's
-//!   checkpoint (Light-PEFT: a surgery artifact).
+//!   checkpoint (Light-PEFT: a surgery artifact);
+//! - `best/predictions.json`, span tasks only: the best epoch's dev answers in the official
+//!   SQuAD format (`{"<question id>": "<answer text>"}`), for the official evaluation script.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,8 @@ pub const BEST_DIR: &str = "best";
 pub const SPEC_FILE: &str = "model.json";
 /// The best epoch's trainable tensors inside [`BEST_DIR`].
 pub const TRAINABLE_FILE: &str = "trainable.safetensors";
+/// Span tasks: the best epoch's dev answers inside [`BEST_DIR`], in the official SQuAD format.
+pub const PREDICTIONS_FILE: &str = "predictions.json";
 /// The input slot of the Light-PEFT starting point (a surgery artifact).
 pub const INIT_SLOT: &str = "init";
 /// The input slot of the dataset the run trained and evaluated on.

@@ -8,7 +8,10 @@ use burn::tensor::{Device, Tensor};
 
 use lpeft_artifacts::dataset::Labels as SplitLabels;
 use lpeft_artifacts::dataset::{BatchConfig, Batcher, Padding, SplitTensors, Texts};
-use lpeft_eval::span::{SpanDecoding, SpanPrediction, WindowLogits, decode_spans, span_answers};
+use lpeft_eval::span::{
+    SpanDecoding, SpanPrediction, WindowLogits, decode_spans, official_predictions, span_answers,
+};
+use lpeft_eval::squad::SquadPredictions;
 use lpeft_eval::{Outputs, evaluate_task};
 use lpeft_model::Model;
 use lpeft_model::checkpoint::trainable_tensors;
@@ -95,6 +98,8 @@ pub struct Outcome {
     pub best_epoch: usize,
     /// Trainable tensors (PEFT + head) of the best epoch.
     pub best_state: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Span tasks: the best epoch's dev answers by question id (the official predictions).
+    pub best_answers: Option<SquadPredictions>,
     pub curve: Vec<StepRecord>,
     pub step_seconds: Vec<f64>,
     pub train_examples: u64,
@@ -218,6 +223,26 @@ pub fn decode_windows(
     decode_spans(texts, &windows, &SpanDecoding::HF_DEFAULTS)
 }
 
+/// Span predictions as official answers by question id; `None` for other predictions.
+fn dev_answers(
+    dev: &SplitTensors,
+    texts: Option<&Texts>,
+    predictions: &Predictions,
+) -> Result<Option<SquadPredictions>, lpeft_eval::EvalError> {
+    let (
+        Predictions::Span {
+            start_logits,
+            end_logits,
+        },
+        Some(Texts::Span(texts)),
+    ) = (predictions, texts)
+    else {
+        return Ok(None);
+    };
+    let decoded = decode_windows(dev, texts, start_logits, end_logits)?;
+    Ok(Some(official_predictions(texts, &decoded)))
+}
+
 /// Fine-tunes `model` (on the autodiff device) and evaluates on `dev` with `plain` (same
 /// backend, no autodiff); with `distill`, towards its teacher outputs on `train` too.
 #[allow(clippy::too_many_arguments)]
@@ -281,6 +306,7 @@ pub fn finetune(
     let (mut epochs, mut curve, mut step_seconds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut best_epoch, mut best_score, mut best_state) =
         (0usize, f64::NEG_INFINITY, BTreeMap::new());
+    let mut best_answers = None;
     let mut train_examples = 0u64;
     let mut inference = 0.0;
     'epochs: for epoch in 0..cfg.epochs {
@@ -336,6 +362,12 @@ pub fn finetune(
             best_score = main;
             best_epoch = epochs.len() - 1;
             best_state = trainable_tensors(&model);
+            best_answers = dev_answers(dev, dev_texts, &eval.predictions).map_err(|source| {
+                FinetuneError::Eval {
+                    epoch: epoch + 1,
+                    source,
+                }
+            })?;
         }
         if trainer.steps_done() >= total {
             break 'epochs;
@@ -346,6 +378,7 @@ pub fn finetune(
         epochs,
         best_epoch,
         best_state,
+        best_answers,
         curve,
         step_seconds,
         train_examples,

@@ -270,6 +270,9 @@ impl Stage for FinetuneStage {
         write_json(&best_dir.join(layout::SPEC_FILE), &spec)?;
         checkpoint::write_safetensors(&best_dir.join(layout::TRAINABLE_FILE), &outcome.best_state)
             .failed_by(KIND)?;
+        if let Some(answers) = &outcome.best_answers {
+            write_json(&best_dir.join(layout::PREDICTIONS_FILE), answers)?;
+        }
         Ok(RunSummary {
             figures: serde_json::json!({
                 "task": result.task,

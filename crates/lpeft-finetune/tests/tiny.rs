@@ -416,4 +416,13 @@ fn span_extraction_fine_tunes_and_reports_exact_match_and_f1() {
         assert!((e.main_score - (em + f1) / 2.0).abs() < 1e-12);
     }
     assert!(out.best_state.keys().any(|k| k.starts_with("head.")));
+    // The best epoch's answers, one per dev question, each a piece of its context.
+    let answers = out.best_answers.expect("span answers");
+    let lpeft_data::Texts::Span(texts) = &dev_texts else {
+        unreachable!()
+    };
+    assert_eq!(answers.len(), texts.questions.len());
+    for q in &texts.questions {
+        assert!(texts.contexts[q.context].contains(answers[&q.id].as_str()));
+    }
 }

@@ -1,5 +1,5 @@
-//! Training steps as CUDA graphs (`lpeft_model::graph`): per input shape, the first step runs
-//! as usual, the second is captured and replayed, every later one is only replayed.
+//! Training steps as CUDA graphs (`lpeft_model::graph`): the run's first step runs as usual;
+//! after it, a shape's first step is captured and replayed, every later one only replayed.
 //!
 //! A graph reads the memory it saw at capture, so the state a step reads lives in fixed places:
 //! the model given to the first step keeps its parameter tensors for the whole run (each step's
@@ -72,6 +72,8 @@ pub(crate) struct StepGraphs {
     first: Option<Key>,
     /// [`anchor`] of the model the graphs were captured over.
     model_at: Option<usize>,
+    /// A step has run without capture (see [`StepGraphs::step`]).
+    warmed: bool,
     pub(crate) captured: usize,
     pub(crate) replayed: usize,
 }
@@ -86,6 +88,7 @@ impl StepGraphs {
             entries: HashMap::new(),
             first: None,
             model_at: None,
+            warmed: false,
             captured: 0,
             replayed: 0,
         }
@@ -130,7 +133,9 @@ impl StepGraphs {
                 // A copy: the next replay overwrites the graph's own.
                 Ok((model, c.values.clone().mul_scalar(1.0), c.layout.clone()))
             }
-            Some(Entry::Seen) => {
+            // The first step of the run builds what every step needs lazily (the optimizer's
+            // moments and multipliers); after it, a new shape is captured on first sight.
+            Some(Entry::Seen) | None if self.warmed => {
                 let share = self.first.and_then(|k| match self.entries.get(&k) {
                     Some(Entry::Captured(c)) => Some(&c.graph),
                     _ => None,
@@ -157,11 +162,12 @@ impl StepGraphs {
                 self.entries.insert(key, Entry::Captured(Box::new(c)));
                 Ok((model, first_values, layout))
             }
-            None => {
+            _ => {
                 let moments = opt.moments();
                 let (out, values, layout) = run(opt, model.clone(), &input, &labels)?;
                 write_back(&model, &out, moments, opt)?;
                 self.entries.insert(key, Entry::Seen);
+                self.warmed = true;
                 Ok((model, values, layout))
             }
         }

@@ -2,9 +2,10 @@
 //!
 //! On the default device (flex, or any device without graphs) `with_cuda_graphs` must change
 //! nothing at all. With `LPEFT_TEST_DEVICE=tch-cuda` (a build with `--features lpeft-model/tch`
-//! on a GPU) two batch shapes alternate, so each gets its first step run, its second captured
-//! and the rest replayed; losses, importance captures and the trained parameters must match
-//! the plain run's up to the last bits the device-side learning rate changes, dropout included.
+//! on a GPU) two batch shapes alternate, with and without importance captures: the very first
+//! step runs plainly, each of the four keys is captured on first sight and replayed after;
+//! losses, importance captures and the trained parameters must match the plain run's up to the
+//! last bits the device-side learning rate changes, dropout included.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
@@ -140,8 +141,8 @@ fn graphed_steps_train_the_same_model() {
         assert_eq!(plain_params, graphed_params);
         return;
     }
-    // Per shape: run (1), captured (2), replayed (3..): 2 captures, 14 - 4 replays. The
-    // importance steps are a third shape key each, so they add captures of their own.
+    // The first step runs plainly; then each key (shape, importance) is captured on first
+    // sight and replayed after: 4 keys here (2 shapes, with and without importance).
     let (captured, replayed) = counts;
     assert!(
         captured >= 2 && replayed >= 4,

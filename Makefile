@@ -65,15 +65,18 @@ fuzz:
 	  -p lpeft-model --test fuzz -- --nocapture
 
 # The libtorch backend's training-step test (flex is covered by `test`). Needs a venv with the
-# PyPI torch wheel (created here on first use: pip install torch==2.11.0, about 4.6 GB).
+# PyPI torch wheel (created here on first use: pip install torch==2.11.0, about 4.6 GB) and the
+# CUDA host-compiler headers the CUDA-graph shim includes (nvidia-cuda-crt for torch's CUDA 13;
+# without them the build says so and trains without graphs).
 TORCH_VENV ?= .venv-torch
 TCH_TARGET ?= target/tch
 test-tch:
-	test -x $(TORCH_VENV)/bin/python || (python3 -m venv $(TORCH_VENV) && $(TORCH_VENV)/bin/pip install -q torch==2.11.0)
+	test -x $(TORCH_VENV)/bin/python || (python3 -m venv $(TORCH_VENV) && $(TORCH_VENV)/bin/pip install -q torch==2.11.0 nvidia-cuda-crt==13.0.88)
 	VIRTUAL_ENV=$(abspath $(TORCH_VENV)) PATH=$(abspath $(TORCH_VENV))/bin:$$PATH \
 	LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 CARGO_TARGET_DIR=$(TCH_TARGET) \
 	LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib \
 	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused
+	$(CARGO) test -p lpeft-train --features lpeft-model/tch --test cuda_graphs
 
 fmt:
 	$(CARGO) fmt --all

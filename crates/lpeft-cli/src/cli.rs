@@ -70,6 +70,11 @@ pub enum Command {
     /// Predict with a fine-tuned model: a task's own file (GLUE TSV, SuperGLUE JSONL; labels
     /// optional) into the leaderboard's submission file, or one --text (and --pair).
     Predict(PredictArgs),
+    /// Export a fine-tuned model for the Hugging Face ecosystem: a PEFT adapter (`peft`), a
+    /// transformers model with LoRA merged (`merged`), or a pruned model with its modeling
+    /// file for `trust_remote_code=True` (`pruned`); or our own directory for `lpeft predict`
+    /// (`bundle`).
+    Export(ExportArgs),
     /// What this build and machine offer: backends and devices, where the data and the model
     /// are found (GLUE_DIR, MODEL_DIR), the store, and how to fix what is missing.
     Doctor,
@@ -107,6 +112,32 @@ pub struct PredictArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A fine-tune artifact: its key or a unique prefix, or an exported model directory.
+    #[arg(long)]
+    pub model: String,
+    /// `peft` (unpruned LoRA: adapter_config.json + adapter_model.safetensors), `merged`
+    /// (unpruned: config.json + model.safetensors + tokenizer) or `pruned` (any shape, with
+    /// modeling_lpeft.py through auto_map); `bundle`: our own checkpoint with its tokenizer
+    /// and task, for `lpeft predict --model DIR`.
+    #[arg(long, value_parser = ["peft", "merged", "pruned", "bundle"])]
+    pub format: String,
+    /// The directory to write (absent or empty unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write our logits on a few fixed inputs to this JSON file, for
+    /// tools/export_check.py to compare with transformers.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// The tokenizer.json to use when the one the data stage read has moved.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Replace a non-empty --out directory.
     #[arg(long)]
     pub force: bool,
 }

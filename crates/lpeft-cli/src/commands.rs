@@ -101,6 +101,9 @@ pub fn dispatch(
         Action::Builtin(Command::Predict(args)) => {
             crate::predict::predict(&args, global, store, out)?;
         }
+        Action::Builtin(Command::Export(args)) => {
+            crate::export::export(&args, global, store, out)?;
+        }
         Action::Builtin(Command::Doctor) => crate::setup::doctor(global, out),
         Action::Builtin(Command::FetchData(args)) => crate::setup::fetch_data(&args, out)?,
     }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod export;
 mod output;
 mod predict;
 mod progress;

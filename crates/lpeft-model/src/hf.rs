@@ -302,78 +302,7 @@ impl HfCheckpoint {
         head: TaskHeadSpec,
         family: Family,
     ) -> Option<(Vec<String>, bool)> {
-        let p = &self.prefix;
-        // Old checkpoints name LayerNorm parameters gamma/beta.
-        let norm = |hf: String, param: NormParam| {
-            let leaves = match param {
-                NormParam::Gamma => ["weight", "gamma"],
-                NormParam::Beta => ["bias", "beta"],
-            };
-            Some((leaves.map(|l| format!("{hf}.{l}")).to_vec(), false))
-        };
-        let lin = |hf: String, param: DenseParam| {
-            Some(match param {
-                DenseParam::Weight => (vec![format!("{hf}.weight")], true),
-                DenseParam::Bias => (vec![format!("{hf}.bias")], false),
-            })
-        };
-        let table = |hf: &str| Some((vec![format!("{p}embeddings.{hf}.weight")], false));
-        match TensorName::parse(ours)? {
-            TensorName::Embedding(t) => match t {
-                EmbeddingTensor::Word => table("word_embeddings"),
-                EmbeddingTensor::Position => table("position_embeddings"),
-                EmbeddingTensor::TokenType => table("token_type_embeddings"),
-                EmbeddingTensor::Norm(param) => norm(format!("{p}embeddings.LayerNorm"), param),
-            },
-            TensorName::Layer { layer, part } => {
-                let l = format!("{p}encoder.layer.{layer}");
-                match part {
-                    LayerTensor::Dense { site, param } => {
-                        let module = match site {
-                            DenseSite::Query => "attention.self.query",
-                            DenseSite::Key => "attention.self.key",
-                            DenseSite::Value => "attention.self.value",
-                            DenseSite::AttnOut => "attention.output.dense",
-                            DenseSite::FfnIn => "intermediate.dense",
-                            DenseSite::FfnOut => "output.dense",
-                        };
-                        lin(format!("{l}.{module}"), param)
-                    }
-                    LayerTensor::Norm { sublayer, param } => {
-                        let module = match sublayer {
-                            Sublayer::Attention => "attention.output.LayerNorm",
-                            Sublayer::Ffn => "output.LayerNorm",
-                        };
-                        norm(format!("{l}.{module}"), param)
-                    }
-                    LayerTensor::HeadMask | LayerTensor::NeuronMask | LayerTensor::Peft { .. } => {
-                        None
-                    }
-                }
-            }
-            TensorName::Head { dense, param } => {
-                let roberta_cls = family == Family::Roberta
-                    && matches!(
-                        head,
-                        TaskHeadSpec::Classification {
-                            style: HeadStyle::RobertaDenseTanh,
-                            ..
-                        } | TaskHeadSpec::Regression {
-                            style: HeadStyle::RobertaDenseTanh
-                        }
-                    );
-                let module = match dense {
-                    HeadDense::Pooler if roberta_cls => "classifier.dense".to_string(),
-                    HeadDense::Pooler => format!("{p}pooler.dense"),
-                    HeadDense::Out if roberta_cls => "classifier.out_proj".to_string(),
-                    HeadDense::Out if head == TaskHeadSpec::SpanExtraction => {
-                        "qa_outputs".to_string()
-                    }
-                    HeadDense::Out => "classifier".to_string(),
-                };
-                lin(module, param)
-            }
-        }
+        hf_names(&self.prefix, ours, head, family)
     }
 
     /// A weight source over this checkpoint for a model with `head` on top.
@@ -384,6 +313,85 @@ impl HfCheckpoint {
             head,
             seed,
             used: Vec::new(),
+        }
+    }
+}
+
+/// The Hugging Face keys (candidates, first found wins; the first is the canonical name) for
+/// one of our tensor names under the backbone prefix `p` (`""`, `"bert."`, `"roberta."`), and
+/// whether the weight needs a transpose (PyTorch `[out, in]` against our `[in, out]`). `None`
+/// for masks, PEFT tensors and unknown names.
+pub fn hf_names(
+    p: &str,
+    ours: &str,
+    head: TaskHeadSpec,
+    family: Family,
+) -> Option<(Vec<String>, bool)> {
+    // Old checkpoints name LayerNorm parameters gamma/beta.
+    let norm = |hf: String, param: NormParam| {
+        let leaves = match param {
+            NormParam::Gamma => ["weight", "gamma"],
+            NormParam::Beta => ["bias", "beta"],
+        };
+        Some((leaves.map(|l| format!("{hf}.{l}")).to_vec(), false))
+    };
+    let lin = |hf: String, param: DenseParam| {
+        Some(match param {
+            DenseParam::Weight => (vec![format!("{hf}.weight")], true),
+            DenseParam::Bias => (vec![format!("{hf}.bias")], false),
+        })
+    };
+    let table = |hf: &str| Some((vec![format!("{p}embeddings.{hf}.weight")], false));
+    match TensorName::parse(ours)? {
+        TensorName::Embedding(t) => match t {
+            EmbeddingTensor::Word => table("word_embeddings"),
+            EmbeddingTensor::Position => table("position_embeddings"),
+            EmbeddingTensor::TokenType => table("token_type_embeddings"),
+            EmbeddingTensor::Norm(param) => norm(format!("{p}embeddings.LayerNorm"), param),
+        },
+        TensorName::Layer { layer, part } => {
+            let l = format!("{p}encoder.layer.{layer}");
+            match part {
+                LayerTensor::Dense { site, param } => {
+                    let module = match site {
+                        DenseSite::Query => "attention.self.query",
+                        DenseSite::Key => "attention.self.key",
+                        DenseSite::Value => "attention.self.value",
+                        DenseSite::AttnOut => "attention.output.dense",
+                        DenseSite::FfnIn => "intermediate.dense",
+                        DenseSite::FfnOut => "output.dense",
+                    };
+                    lin(format!("{l}.{module}"), param)
+                }
+                LayerTensor::Norm { sublayer, param } => {
+                    let module = match sublayer {
+                        Sublayer::Attention => "attention.output.LayerNorm",
+                        Sublayer::Ffn => "output.LayerNorm",
+                    };
+                    norm(format!("{l}.{module}"), param)
+                }
+                LayerTensor::HeadMask | LayerTensor::NeuronMask | LayerTensor::Peft { .. } => None,
+            }
+        }
+        TensorName::Head { dense, param } => {
+            let roberta_cls = family == Family::Roberta
+                && matches!(
+                    head,
+                    TaskHeadSpec::Classification {
+                        style: HeadStyle::RobertaDenseTanh,
+                        ..
+                    } | TaskHeadSpec::Regression {
+                        style: HeadStyle::RobertaDenseTanh
+                    }
+                );
+            let module = match dense {
+                HeadDense::Pooler if roberta_cls => "classifier.dense".to_string(),
+                HeadDense::Pooler => format!("{p}pooler.dense"),
+                HeadDense::Out if roberta_cls => "classifier.out_proj".to_string(),
+                HeadDense::Out if head == TaskHeadSpec::SpanExtraction => "qa_outputs".to_string(),
+                HeadDense::Out => "classifier".to_string(),
+            };
+            lin(module, param)
         }
     }
 }

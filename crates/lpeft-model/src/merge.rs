@@ -12,7 +12,11 @@ use crate::model::Model;
 use crate::peft::Lora;
 
 fn fold(dense: &mut Dense, lora: Option<Lora>) {
-    let (Some(lora), Some(w)) = (lora, dense.weight.take()) else {
+    // Take the weight only when there is a LoRA to fold into it.
+    let Some(lora) = lora else {
+        return;
+    };
+    let Some(w) = dense.weight.take() else {
         return;
     };
     let delta: Tensor<2> = lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scale);

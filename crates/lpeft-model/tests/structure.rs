@@ -150,6 +150,30 @@ fn merged_lora_equals_unmerged() {
     );
 }
 
+/// LoRA on some projections only (q, v): merging keeps the other projections' weights (it
+/// once dropped every weight without a LoRA beside it).
+#[test]
+fn merging_keeps_the_weights_without_lora() {
+    use lpeft_schema::model::{LoraTarget, PeftSite};
+    let mut peft = lora_everywhere(2, 3, 0.0);
+    peft.retain(|m| {
+        matches!(
+            m.id.site,
+            PeftSite::Lora(LoraTarget::Query | LoraTarget::Value)
+        )
+    });
+    let spec = tiny_spec(Family::Bert, &[(4, 8), (2, 5)], CLS, peft, false);
+    let m = Model::build(&spec, &mut LiveLora(8), &device()).unwrap();
+    let input = random_input(&spec.encoder, 2, 7, 5, &device());
+    let before = logits(&m, &input);
+    let merged = merge_lora(m.clone());
+    let d = max_diff(&before, &logits(&merged, &input));
+    assert!(d < 1e-5, "merged vs unmerged {d}");
+    let names = lpeft_model::checkpoint::named_tensors(&merged);
+    assert!(names.contains_key("encoder.layers.0.attention.key.weight"));
+    assert!(names.contains_key("encoder.layers.1.ffn.input.weight"));
+}
+
 #[test]
 fn checkpoint_round_trip_is_exact() {
     let mut peft = lora_everywhere(2, 3, 0.0);

@@ -73,7 +73,11 @@ pub fn write(trained: &TrainedModel, model: &Model, dir: &Path) -> Result<(), Pr
     result
 }
 
-fn write_into(trained: &TrainedModel, model: &Model, dir: &Path) -> Result<(), PredictError> {
+pub(crate) fn write_into(
+    trained: &TrainedModel,
+    model: &Model,
+    dir: &Path,
+) -> Result<(), PredictError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| PredictError::Write { path, source }

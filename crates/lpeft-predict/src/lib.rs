@@ -9,6 +9,8 @@
 //! - [`infer`]: batched predictions in eval mode, batched as the fine-tune's dev evaluation
 //!   was, so a dev file gives back the fine-tune's dev score exactly; scores when the input
 //!   has labels.
+//! - [`export`]: `lpeft export`, the model in Hugging Face layouts: a PEFT adapter, a merged
+//!   transformers directory, or a pruned one with its remote-code modeling file.
 //! - [`submit`]: the leaderboards' test-submission files (GLUE `<Task>.tsv`, SuperGLUE
 //!   `<Task>.jsonl`), written atomically and never over an existing file unasked.
 //!
@@ -17,6 +19,7 @@
 //! model is rebuilt only from files whose hashes the store recorded.
 
 pub mod bundle;
+pub mod export;
 pub mod infer;
 pub mod input;
 pub mod load;

@@ -44,13 +44,19 @@ const WORDS: &[&str] = &[
 
 /// A WordPiece `tokenizer.json` over [`WORDS`] and "." (ids 5..), BERT's special tokens first.
 fn tokenizer_json() -> String {
+    tokenizer_json_for(false)
+}
+
+/// [`tokenizer_json`], or with RoBERTa's special tokens (`<s>` 0, `<pad>` 1, `</s>` 2, `<unk>`
+/// 3, `<mask>` 4) and post-processor.
+pub fn tokenizer_json_for(roberta: bool) -> String {
+    let specials = if roberta {
+        ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    } else {
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    };
     let mut vocab = serde_json::Map::new();
-    for (i, t) in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        .iter()
-        .chain(WORDS)
-        .chain(&["."])
-        .enumerate()
-    {
+    for (i, t) in specials.iter().chain(WORDS).chain(&["."]).enumerate() {
         vocab.insert((*t).to_owned(), i.into());
     }
     assert_eq!(vocab.len(), 50, "the fixture's vocabulary size");
@@ -58,6 +64,22 @@ fn tokenizer_json() -> String {
         serde_json::json!({ "id": id, "content": content, "single_word": false, "lstrip": false,
                              "rstrip": false, "normalized": false, "special": true })
     };
+    if roberta {
+        return serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [special(0, "<s>"), special(1, "<pad>"), special(2, "</s>"),
+                             special(3, "<unk>"), special(4, "<mask>")],
+            "normalizer": { "type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                            "strip_accents": null, "lowercase": true },
+            "pre_tokenizer": { "type": "BertPreTokenizer" },
+            "post_processor": { "type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0],
+                                "trim_offsets": true, "add_prefix_space": false },
+            "decoder": { "type": "WordPiece", "prefix": "##", "cleanup": true },
+            "model": { "type": "WordPiece", "unk_token": "<unk>", "continuing_subword_prefix": "##",
+                       "max_input_chars_per_word": 100, "vocab": vocab },
+        })
+        .to_string();
+    }
     serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null,
         "added_tokens": [special(0, "[PAD]"), special(1, "[UNK]"), special(2, "[CLS]"),
@@ -82,16 +104,30 @@ fn tokenizer_json() -> String {
 
 /// A random BERT in Hugging Face layout: 2 layers of 2 heads (head size 8), FFN 32, vocab 50.
 fn tiny_bert(dir: &Path, rng: &mut Rng) {
+    tiny_model(dir, rng, false);
+}
+
+/// A random RoBERTa of [`tiny_bert`]'s shape (pad id 1, positions from 2, one token type).
+pub fn tiny_roberta(dir: &Path, seed: u64) {
+    tiny_model(dir, &mut Rng(seed), true);
+}
+
+fn tiny_model(dir: &Path, rng: &mut Rng, roberta: bool) {
     let (h, ffn, layers) = (16usize, 32usize, 2usize);
+    let (kind, pad, positions, types) = if roberta {
+        ("roberta", 1, 42, 1)
+    } else {
+        ("bert", 0, 40, 2)
+    };
     let config = serde_json::json!({
-        "model_type": "bert", "hidden_size": h, "num_attention_heads": 2, "num_hidden_layers": layers,
-        "intermediate_size": ffn, "vocab_size": 50, "max_position_embeddings": 40, "type_vocab_size": 2,
-        "pad_token_id": 0, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+        "model_type": kind, "hidden_size": h, "num_attention_heads": 2, "num_hidden_layers": layers,
+        "intermediate_size": ffn, "vocab_size": 50, "max_position_embeddings": positions,
+        "type_vocab_size": types, "pad_token_id": pad, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
         "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
     });
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer_json_for(roberta)).unwrap();
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
     let mut random = |name: String, shape: Vec<usize>| {
         let n = shape.iter().product();
@@ -100,13 +136,16 @@ fn tiny_bert(dir: &Path, rng: &mut Rng) {
             .collect();
         tensors.insert(name, (shape, v));
     };
-    let e = "bert.embeddings";
+    let e = format!("{kind}.embeddings");
     random(format!("{e}.word_embeddings.weight"), vec![50, h]);
-    random(format!("{e}.position_embeddings.weight"), vec![40, h]);
-    random(format!("{e}.token_type_embeddings.weight"), vec![2, h]);
+    random(
+        format!("{e}.position_embeddings.weight"),
+        vec![positions, h],
+    );
+    random(format!("{e}.token_type_embeddings.weight"), vec![types, h]);
     let mut norms = vec![format!("{e}.LayerNorm")];
     for l in 0..layers {
-        let p = format!("bert.encoder.layer.{l}");
+        let p = format!("{kind}.encoder.layer.{l}");
         for (name, out, inp) in [
             ("attention.self.query", h, h),
             ("attention.self.key", h, h),
@@ -121,8 +160,10 @@ fn tiny_bert(dir: &Path, rng: &mut Rng) {
         norms.push(format!("{p}.attention.output.LayerNorm"));
         norms.push(format!("{p}.output.LayerNorm"));
     }
-    random("bert.pooler.dense.weight".into(), vec![h, h]);
-    random("bert.pooler.dense.bias".into(), vec![h]);
+    if !roberta {
+        random("bert.pooler.dense.weight".into(), vec![h, h]);
+        random("bert.pooler.dense.bias".into(), vec![h]);
+    }
     for n in norms {
         tensors.insert(format!("{n}.weight"), (vec![h], vec![1.0; h]));
         tensors.insert(format!("{n}.bias"), (vec![h], vec![0.0; h]));
@@ -175,6 +216,11 @@ impl Setup {
 }
 
 pub fn setup() -> Setup {
+    setup_with(PIPELINE)
+}
+
+/// [`setup`]'s files (and a tiny RoBERTa in `roberta/`), then `pipeline` run on them.
+pub fn setup_with(pipeline: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
@@ -219,7 +265,8 @@ pub fn setup() -> Setup {
         let file = if split == "dev" { "val" } else { split };
         write(root, &format!("superglue/BoolQ/{file}.jsonl"), &boolq);
     }
-    std::fs::write(root.join("p.ron"), PIPELINE).unwrap();
+    tiny_roberta(&root.join("roberta"), 0x5EED_4321_0000_0002);
+    std::fs::write(root.join("p.ron"), pipeline).unwrap();
     ok(root, &["--no-progress", "run", "p.ron"]);
     let plan: serde_json::Value =
         serde_json::from_str(&ok(root, &["plan", "p.ron", "--json"])).unwrap();

@@ -416,13 +416,13 @@ fn span_extraction_fine_tunes_and_reports_exact_match_and_f1() {
         assert!((e.main_score - (em + f1) / 2.0).abs() < 1e-12);
     }
     assert!(out.best_state.keys().any(|k| k.starts_with("head.")));
-    // The best epoch's answers, one per dev question, each a piece of its context.
+    // The planted token is easy to find: the best epoch answers every dev question right, and
+    // its answers (one per question) are what the scores were computed on.
+    assert_eq!(out.epochs[out.best_epoch].metrics["exact_match"], 1.0);
     let answers = out.best_answers.expect("span answers");
     let lpeft_data::Texts::Span(texts) = &dev_texts else {
         unreachable!()
     };
     assert_eq!(answers.len(), texts.questions.len());
-    for q in &texts.questions {
-        assert!(texts.contexts[q.context].contains(answers[&q.id].as_str()));
-    }
+    assert!(answers.values().all(|a| a == "w5"), "{answers:?}");
 }

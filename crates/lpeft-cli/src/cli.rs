@@ -134,6 +134,10 @@ pub struct ExportArgs {
     /// tools/export_check.py to compare with transformers.
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// With --format peft: the pretrained model the adapter applies to, for a Light-PEFT run
+    /// whose cut left the backbone whole, or a moved model (its weights must be the model's).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
     /// The tokenizer.json to use when the one the data stage read has moved.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,

@@ -45,7 +45,13 @@ pub fn export(
             file.display()
         ));
     }
-    let done = export::export(&trained, model, format, &args.out, args.force)?;
+    let target = export::Target {
+        format,
+        out: args.out.clone(),
+        force: args.force,
+        base: args.base.clone(),
+    };
+    let done = export::export(&trained, model, &target)?;
     out.line(format!(
         "wrote {} ({} format: {} tensors; {})",
         done.dir.display(),

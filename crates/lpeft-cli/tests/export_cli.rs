@@ -37,6 +37,11 @@ const PIPELINE: &str = r#"Pipeline(name: "tiny", vars: { "model": "model" }, sta
                "module_ratio": 0.25, "rank_ratio": 0.5 }),
     (name: "light0-model", kind: "finetune", inputs: { "dataset": "data-model", "init": "cut0-model" },
      params: { "method": "light", "epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 4 }),
+    (name: "cutr-model", kind: "surgery", inputs: { "estimate": "est-model" },
+     params: { "model": "model", "head_ratio": 0.0, "ffn_ratio": 0.0, "module_ratio": 0.25,
+               "rank_ratio": 0.5 }),
+    (name: "lightr-model", kind: "finetune", inputs: { "dataset": "data-model", "init": "cutr-model" },
+     params: { "method": "light", "epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 4 }),
     (name: "light-{m}", kind: "finetune", sweep: { "m": ["model", "roberta"] },
      inputs: { "dataset": "data-{m}", "init": "cut-{m}" },
      params: { "method": "light", "epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 4 }),
@@ -59,22 +64,24 @@ fn json(file: &Path) -> serde_json::Value {
 
 /// Exports `stage` as `format` into `out/<stage>-<format>`, with our reference logits.
 fn export(s: &Setup, stage: &str, format: &str) -> std::path::PathBuf {
+    export_with(s, stage, format, &[])
+}
+
+fn export_with(s: &Setup, stage: &str, format: &str, extra: &[&str]) -> std::path::PathBuf {
     let dir = format!("out/{stage}-{format}");
     let reference = format!("out/{stage}-{format}.json");
-    ok(
-        s.path(),
-        &[
-            "export",
-            "--model",
-            &s.keys[stage],
-            "--format",
-            format,
-            "--out",
-            &dir,
-            "--reference",
-            &reference,
-        ],
-    );
+    let args = [
+        "export",
+        "--model",
+        &s.keys[stage],
+        "--format",
+        format,
+        "--out",
+        &dir,
+        "--reference",
+        &reference,
+    ];
+    ok(s.path(), &[&args[..], extra].concat());
     if let Some(python) = std::env::var_os("LPEFT_EXPORT_PYTHON") {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/export_check.py");
         let out = std::process::Command::new(python)
@@ -258,6 +265,39 @@ fn export_formats() {
 
     // A layer left without heads: its output projection is `[16, 0]`, its bias alone remains.
     assert_eq!(check_pruned(&s, "light0-model", "bert"), 1);
+
+    // Modules and ranks cut, the backbone whole: an adapter over the pretrained model, with
+    // rank_pattern / alpha_pattern for the pruned ranks.
+    let dir = export_with(&s, "lightr-model", "peft", &["--base", "model"]);
+    let config = json(&dir.join("adapter_config.json"));
+    let ranks = config["rank_pattern"].as_object().unwrap();
+    assert!(!ranks.is_empty(), "{config}");
+    // The estimation's LoRA: rank 4, alpha 16 (the default): every module keeps scale 16/4.
+    assert_eq!(
+        config["lora_alpha"].as_f64().unwrap() / config["r"].as_f64().unwrap(),
+        4.0
+    );
+    let common = config["r"].as_f64().unwrap();
+    let mut pruned = common < 4.0;
+    for (k, r) in ranks {
+        let alpha = config["alpha_pattern"][k].as_f64().unwrap();
+        let r = r.as_f64().unwrap();
+        assert_ne!(r, common, "{k}: a pattern only where the rank differs");
+        assert_eq!(alpha / r, 4.0, "{k}: the scale alpha/r_original");
+        pruned |= r < 4.0;
+    }
+    assert!(pruned, "the cut pruned ranks: {config}");
+    // Without --base, or over a model whose backbone differs, it is refused.
+    let light = &s.keys["lightr-model"];
+    let out = lpeft(
+        s.path(),
+        &["export", "--model", light, "--format", "peft", "--out", "x"],
+    );
+    assert!(text(&out).contains("--base"), "{}", text(&out));
+    let args = [
+        "export", "--model", light, "--format", "peft", "--out", "x", "--base", "roberta",
+    ];
+    assert!(!lpeft(s.path(), &args).status.success());
 
     // Refusals: a pruned model has no PEFT or plain form; an existing directory stays.
     for format in ["peft", "merged"] {

@@ -65,15 +65,26 @@ pub struct Exported {
     pub tensors: usize,
 }
 
-/// Writes `trained` (built as `model`, on a plain device) in `format` into `out`, which must be
-/// absent or empty unless `force`.
+/// Where and how to export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub format: Format,
+    /// The directory to write: absent or empty unless `force`.
+    pub out: PathBuf,
+    pub force: bool,
+    /// The pretrained model a PEFT adapter applies to, when it is not the one the run started
+    /// from (a Light-PEFT run whose backbone was not cut, or a moved model): its backbone must
+    /// equal the model's.
+    pub base: Option<PathBuf>,
+}
+
+/// Writes `trained` (built as `model`, on a plain device) as `target` says.
 pub fn export(
     trained: &TrainedModel,
     model: Model,
-    format: Format,
-    out: &Path,
-    force: bool,
+    target: &Target,
 ) -> Result<Exported, PredictError> {
+    let (format, out, force) = (target.format, target.out.as_path(), target.force);
     check_exportable(&model.spec, format)?;
     if out.exists() && !force && !is_empty_dir(out) {
         return Err(PredictError::Exists {
@@ -92,7 +103,7 @@ pub fn export(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(write_err(&tmp))?;
     let written = match format {
-        Format::Peft => peft::write(trained, &model, &tmp),
+        Format::Peft => peft::write(trained, &model, target.base.as_deref(), &tmp),
         Format::Bundle => {
             crate::bundle::write_into(trained, &model, &tmp).map(|()| named_tensors(&model).len())
         }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use lpeft_model::Model;
 use lpeft_model::checkpoint::{named_tensors, write_safetensors};
-use lpeft_model::hf::hf_names;
+use lpeft_model::hf::{HfCheckpoint, hf_names};
 use lpeft_model::names::{DenseParam, LayerTensor, PeftFactor, TensorKind, TensorName};
 use lpeft_schema::model::PeftSite;
 
@@ -180,12 +180,25 @@ pub fn adapter_tensors(model: &Model) -> Result<Tensors, PredictError> {
     Ok(out)
 }
 
-/// Writes the adapter of `model` (unmerged, from a pretrained model) into `dir`.
-pub fn write(trained: &TrainedModel, model: &Model, dir: &Path) -> Result<usize, PredictError> {
-    let Base::Pretrained { dir: base, .. } = &trained.base else {
-        return Err(PredictError::Unsupported(
-            "a Light-PEFT run starts from a surgery checkpoint, not a pretrained model: use --format pruned".into(),
-        ));
+/// Writes the adapter of `model` (unmerged) into `dir`, over `base` or else the pretrained
+/// model the run started from.
+pub fn write(
+    trained: &TrainedModel,
+    model: &Model,
+    base: Option<&Path>,
+    dir: &Path,
+) -> Result<usize, PredictError> {
+    let base = match (base, &trained.base) {
+        (Some(b), _) => {
+            same_backbone(model, b)?;
+            b.to_path_buf()
+        }
+        (None, Base::Pretrained { dir, .. }) => dir.clone(),
+        (None, Base::Checkpoint { .. }) => {
+            return Err(PredictError::Unsupported(
+                "a Light-PEFT run starts from a surgery checkpoint: give --base DIR, the pretrained model (when the cut left the backbone whole), or use --format pruned".into(),
+            ));
+        }
     };
     let modules = modules(model);
     if modules.is_empty() {
@@ -193,13 +206,49 @@ pub fn write(trained: &TrainedModel, model: &Model, dir: &Path) -> Result<usize,
             "the model has no LoRA module: nothing to export as a PEFT adapter (use --format merged)".into(),
         ));
     }
-    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.clone());
+    let base = std::fs::canonicalize(&base).unwrap_or(base);
     let config = adapter_config(&modules, &base.to_string_lossy());
     write_json(&dir.join(CONFIG_FILE), &config)?;
     let tensors = adapter_tensors(model)?;
     write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
     write_tokenizer(trained, &model.spec, dir)?;
     Ok(tensors.len())
+}
+
+/// Checks that every tensor the adapter does not hold (backbone, BERT's pooler) is the one of
+/// the Hugging Face model in `base`, exactly.
+fn same_backbone(model: &Model, base: &Path) -> Result<(), PredictError> {
+    let spec = &model.spec;
+    let family = spec.encoder.family;
+    let ckpt = HfCheckpoint::open(base)?;
+    let adapter = adapter_tensors(model)?;
+    let differs = |what: String| {
+        Err(PredictError::Unsupported(format!(
+            "--base {}: {what}; the adapter would not give this model's outputs (use --format pruned)",
+            base.display()
+        )))
+    };
+    for (name, (shape, values)) in named_tensors(model) {
+        let Some((names, transpose)) = hf_names(&ckpt.prefix, &name, spec.head, family) else {
+            continue; // LoRA factors
+        };
+        let ours = names[0].trim_start_matches(&ckpt.prefix);
+        if adapter.contains_key(&format!("{KEY_PREFIX}{ours}")) {
+            continue; // the head, saved in the adapter
+        }
+        let Some((hf_shape, hf)) = names.iter().find_map(|n| ckpt.tensors.tensors.get(n)) else {
+            return differs(format!("it has no `{}`", names[0]));
+        };
+        let (shape, values) = if transpose {
+            transposed(&shape, &values)
+        } else {
+            (shape, values)
+        };
+        if hf_shape != &shape || hf != &values {
+            return differs(format!("its `{}` is not this model's", names[0]));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,13 +15,14 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
+.PHONY: test-export test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
 	@echo "make plan-glue      show what reproduce-glue would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
 	@echo "make test           the crate-graph rules, cargo test --workspace, the bench and tool scripts' arithmetic (python3)"
+	@echo "make test-export    lpeft export's directories loaded by transformers/peft, logits vs ours (EXPORT_PYTHON=python3 with torch, transformers, peft)"
 	@echo "make test-tch       training step on libtorch and ndarray, fused libtorch nodes vs plain (installs torch into .venv-torch)"
 	@echo "make bench          timing of a no-op pipeline rerun and of store hashing"
 	@echo "make fuzz           the readers' fuzz tests at FUZZ_CASES mutated inputs each (1,000,000; make test runs 2,000)"
@@ -52,6 +53,12 @@ test:
 	$(CARGO) test --workspace
 	python3 -m unittest discover -s bench -p 'test_*.py'
 	python3 -m unittest discover -s tools -p 'test_*.py'
+
+# Every export format on tiny BERT/RoBERTa runs, loaded by tools/export_check.py (needs torch,
+# transformers and peft in EXPORT_PYTHON); `make test` checks the same files without Python.
+EXPORT_PYTHON ?= python3
+test-export:
+	LPEFT_EXPORT_PYTHON=$(EXPORT_PYTHON) $(CARGO) test -p lpeft-cli --test export_cli -- --nocapture
 
 bench: build
 	./tests/bench.sh $(LPEFT)

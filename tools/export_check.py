@@ -18,9 +18,10 @@ import sys
 import torch
 
 
-def load(directory):
-    from transformers import AutoModelForSequenceClassification
+def load(directory, span):
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
+    auto = AutoModelForQuestionAnswering if span else AutoModelForSequenceClassification
     adapter = os.path.join(directory, "adapter_config.json")
     if os.path.exists(adapter):
         from peft import PeftModel
@@ -29,16 +30,13 @@ def load(directory):
         with open(adapter) as f:
             config = json.load(f)
         weights = load_file(os.path.join(directory, "adapter_model.safetensors"))
-        out = [v for k, v in weights.items() if k.endswith("classifier.weight")
-               or k.endswith("classifier.out_proj.weight")]
-        num_labels = out[0].shape[0]
-        base = AutoModelForSequenceClassification.from_pretrained(
-            config["base_model_name_or_path"], num_labels=num_labels)
+        out = [v for k, v in weights.items() if k.endswith(("classifier.weight",
+               "classifier.out_proj.weight", "qa_outputs.weight"))]
+        base = auto.from_pretrained(config["base_model_name_or_path"], num_labels=out[0].shape[0])
         return PeftModel.from_pretrained(base, directory), "peft"
     with open(os.path.join(directory, "config.json")) as f:
         remote = "auto_map" in json.load(f)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, trust_remote_code=remote)
+    model = auto.from_pretrained(directory, trust_remote_code=remote)
     return model, "pruned (remote code)" if remote else "merged"
 
 
@@ -50,13 +48,21 @@ def main():
     args = ap.parse_args()
     with open(args.reference) as f:
         ref = json.load(f)
-    model, kind = load(args.dir)
+    span = "start_logits" in ref
+    model, kind = load(args.dir, span)
     model.eval()
     t = lambda k: torch.tensor(ref[k], dtype=torch.long)
+    # peft 0.21's PeftModelForQuestionAnswering.forward drops token_type_ids (it takes them and
+    # does not pass them on); its base model, with the LoRA layers in place, does not.
+    run = model.get_base_model() if span and kind == "peft" else model
     with torch.no_grad():
-        logits = model(input_ids=t("input_ids"), token_type_ids=t("token_type_ids"),
-                       attention_mask=t("attention_mask")).logits
-    ours = torch.tensor(ref["logits"], dtype=torch.float32)
+        out = run(input_ids=t("input_ids"), token_type_ids=t("token_type_ids"),
+                  attention_mask=t("attention_mask"))
+    if span:  # start and end logits side by side: [B, T, 2]
+        logits = torch.stack([out.start_logits, out.end_logits], -1)
+        ours = torch.stack([torch.tensor(ref["start_logits"]), torch.tensor(ref["end_logits"])], -1)
+    else:
+        logits, ours = out.logits, torch.tensor(ref["logits"], dtype=torch.float32)
     if logits.shape != ours.shape:
         print(f"{args.dir}: logits shape {tuple(logits.shape)}, ours {tuple(ours.shape)}")
         return 1

@@ -360,3 +360,79 @@ fn export_formats() {
     );
     assert_eq!(from_store, from_dir);
 }
+
+/// SQuAD-format files over the tiny vocabulary: the answer is the word after "is".
+fn squad_files(root: &Path) {
+    let words = ["cat", "dog", "sun", "moon", "tree", "house", "car", "man"];
+    for (split, n) in [("train", 24), ("dev", 8)] {
+        let paragraphs: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                let answer = words[i % words.len()];
+                let context = format!(
+                    "the old {} ran . it is {answer} and it was good .",
+                    words[(i + 3) % words.len()]
+                );
+                let start = context.find(&format!("is {answer}")).unwrap() + 3;
+                serde_json::json!({ "context": context, "qas": [{
+                    "id": format!("{split}{i}"), "question": "what is it ?",
+                    "answers": [{ "text": answer, "answer_start": start }] }] })
+            })
+            .collect();
+        let file = serde_json::json!({ "version": "1.1",
+            "data": [{ "title": "tiny", "paragraphs": paragraphs }] });
+        tiny::write(root, &format!("squad/{split}-v1.1.json"), &file.to_string());
+    }
+}
+
+const SPAN_PIPELINE: &str = r#"Pipeline(name: "span", stages: [
+    (name: "data-squad-{m}", kind: "data", sweep: { "m": ["model", "roberta"] },
+     params: { "task": "squad/v1.1", "data_dir": "squad", "model": "{m}", "max_length": 24, "doc_stride": 8 }),
+    (name: "ft-squad-{m}", kind: "finetune", sweep: { "m": ["model", "roberta"] },
+     inputs: { "dataset": "data-squad-{m}" },
+     params: { "method": "lora", "model": "{m}", "peft": { "kind": "lora", "rank": 4, "alpha": 8.0 },
+               "epochs": 1, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 3 }),
+])"#;
+
+/// Span heads (SQuAD): `qa_outputs` under QUESTION_ANS / `*ForQuestionAnswering`.
+#[test]
+fn span_heads_export_as_question_answering() {
+    let mut s = setup_with(PIPELINE);
+    squad_files(s.path());
+    tiny::write(s.path(), "span.ron", SPAN_PIPELINE);
+    ok(s.path(), &["--no-progress", "run", "span.ron"]);
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(s.path(), &["plan", "span.ron", "--json"])).unwrap();
+    for stage in plan["stages"].as_array().unwrap() {
+        s.keys.insert(
+            stage["name"].as_str().unwrap().to_owned(),
+            stage["key"].as_str().unwrap().to_owned(),
+        );
+    }
+    for (m, family) in [("model", "bert"), ("roberta", "roberta")] {
+        let stage = format!("ft-squad-{m}");
+        let dir = export(&s, &stage, "peft");
+        let config = json(&dir.join("adapter_config.json"));
+        assert_eq!(config["task_type"], "QUESTION_ANS");
+        assert_eq!(config["modules_to_save"], serde_json::json!(["qa_outputs"]));
+        let st = shapes(&dir.join("adapter_model.safetensors"));
+        assert_eq!(st["base_model.model.qa_outputs.weight"], vec![2, 16]);
+        let dir = export(&s, &stage, "merged");
+        let config = json(&dir.join("config.json"));
+        let class = if family == "bert" { "Bert" } else { "Roberta" };
+        assert_eq!(
+            config["architectures"][0],
+            format!("{class}ForQuestionAnswering")
+        );
+        let st = shapes(&dir.join("model.safetensors"));
+        assert!(
+            !st.keys()
+                .any(|k| k.contains("pooler") || k.starts_with("classifier"))
+        );
+        let dir = export(&s, &stage, "pruned");
+        let config = json(&dir.join("config.json"));
+        assert_eq!(config["lpeft_head_style"], "span");
+        assert!(config["auto_map"]["AutoModelForQuestionAnswering"].is_string());
+        let reference = json(&s.path().join(format!("out/{stage}-pruned.json")));
+        assert_eq!(reference["start_logits"].as_array().unwrap().len(), 4);
+    }
+}

@@ -177,13 +177,8 @@ pub fn check_exportable(spec: &ModelSpec, format: Format) -> Result<(), PredictE
                 .into(),
         );
     }
-    match spec.head {
-        TaskHeadSpec::Classification { .. } | TaskHeadSpec::Regression { .. } => {}
-        other => {
-            return no(format!(
-                "head {other:?}: export supports sequence classification and regression heads so far"
-            ));
-        }
+    if let TaskHeadSpec::MultipleChoice { .. } = spec.head {
+        return no("a multiple-choice head: export supports sequence classification, regression and span (question answering) heads so far".into());
     }
     let unpruned = is_unpruned(spec);
     match format {
@@ -211,7 +206,15 @@ fn architecture(spec: &ModelSpec) -> String {
         Family::Bert => "Bert",
         Family::Roberta => "Roberta",
     };
-    format!("{family}ForSequenceClassification")
+    format!("{family}For{}", task_class(spec.head))
+}
+
+/// The transformers task a head is: `SequenceClassification` or `QuestionAnswering`.
+pub fn task_class(head: TaskHeadSpec) -> &'static str {
+    match head {
+        TaskHeadSpec::SpanExtraction => "QuestionAnswering",
+        _ => "SequenceClassification",
+    }
 }
 
 /// Every backbone and head tensor of a model without PEFT modules, under its transformers name
@@ -281,6 +284,7 @@ pub fn hf_config(spec: &ModelSpec) -> Value {
         (f, TaskHeadSpec::Classification { num_labels, .. }) => {
             (f, num_labels, "single_label_classification")
         }
+        (f, TaskHeadSpec::SpanExtraction) => (f, 2, "single_label_classification"),
         (f, _) => (f, 1, "single_label_classification"),
     };
     let model_type = match model_type {

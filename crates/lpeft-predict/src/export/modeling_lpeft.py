@@ -1,6 +1,7 @@
 """A BERT/RoBERTa encoder with a head count and an FFN width per layer (down to zero), as
 Light-PEFT's pruning leaves it: written by `lpeft export --format pruned`, loaded with
-`AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)`.
+`AutoModelForSequenceClassification` (or, for a span head, `AutoModelForQuestionAnswering`)
+`.from_pretrained(dir, trust_remote_code=True)`.
 
 Weights keep the transformers names (`bert.encoder.layer.0.attention.self.query.weight`, ...);
 `config.lpeft_layers` lists each layer's `heads` and `ffn`; a layer without heads (or neurons)
@@ -12,7 +13,7 @@ import math
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
 
 
 class LpeftConfig(PretrainedConfig):
@@ -184,7 +185,9 @@ class _Base(PreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         setattr(self, self.base_model_prefix, Backbone(config))
-        if config.lpeft_head_style == "bert_pooler":
+        if config.lpeft_head_style == "span":
+            self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        elif config.lpeft_head_style == "bert_pooler":
             self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         else:
             self.classifier = RobertaHead(config)
@@ -197,7 +200,11 @@ class _Base(PreTrainedModel):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         backbone = getattr(self, self.base_model_prefix)
-        first = backbone(input_ids, attention_mask, token_type_ids)[:, 0]
+        hidden = backbone(input_ids, attention_mask, token_type_ids)
+        if self.config.lpeft_head_style == "span":
+            start, end = self.qa_outputs(hidden).unbind(-1)
+            return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
+        first = hidden[:, 0]
         if self.config.lpeft_head_style == "bert_pooler":
             pooled = torch.tanh(backbone.pooler.dense(first))
             logits = self.classifier(self.dropout(pooled))
@@ -219,3 +226,8 @@ class LpeftBertForSequenceClassification(_Base):
 
 class LpeftRobertaForSequenceClassification(_Base):
     base_model_prefix = "roberta"
+
+
+# Span heads (`qa_outputs`): the same classes under the question-answering names.
+LpeftBertForQuestionAnswering = LpeftBertForSequenceClassification
+LpeftRobertaForQuestionAnswering = LpeftRobertaForSequenceClassification

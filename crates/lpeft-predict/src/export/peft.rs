@@ -18,7 +18,7 @@ use lpeft_model::Model;
 use lpeft_model::checkpoint::{named_tensors, write_safetensors};
 use lpeft_model::hf::{HfCheckpoint, hf_names};
 use lpeft_model::names::{DenseParam, LayerTensor, PeftFactor, TensorKind, TensorName};
-use lpeft_schema::model::PeftSite;
+use lpeft_schema::model::{PeftSite, TaskHeadSpec};
 
 use super::{Tensors, hf_module, prefix, transposed, write_json, write_tokenizer};
 use crate::PredictError;
@@ -74,8 +74,17 @@ fn escape(name: &str) -> String {
     name.replace('.', "\\.")
 }
 
-/// `adapter_config.json` for `modules` (non-empty) over the model at `base`.
-pub fn adapter_config(modules: &[Module], base: &str) -> Value {
+/// PEFT's task type and the head modules it saves, for a head.
+pub fn task(head: TaskHeadSpec) -> (&'static str, &'static str) {
+    match head {
+        TaskHeadSpec::SpanExtraction => ("QUESTION_ANS", "qa_outputs"),
+        _ => ("SEQ_CLS", "classifier"),
+    }
+}
+
+/// `adapter_config.json` for `modules` (non-empty) over the model at `base`, with `head`.
+pub fn adapter_config(modules: &[Module], base: &str, head: TaskHeadSpec) -> Value {
+    let (task_type, saved) = task(head);
     // The most common (rank, alpha) is the config's; the others are patterns.
     let mut counts: BTreeMap<(usize, u64), usize> = BTreeMap::new();
     for m in modules {
@@ -102,7 +111,7 @@ pub fn adapter_config(modules: &[Module], base: &str) -> Value {
         .join("|");
     json!({
         "peft_type": "LORA",
-        "task_type": "SEQ_CLS",
+        "task_type": task_type,
         "base_model_name_or_path": base,
         "r": r,
         "lora_alpha": alpha,
@@ -110,7 +119,7 @@ pub fn adapter_config(modules: &[Module], base: &str) -> Value {
         "target_modules": target,
         "rank_pattern": rank_pattern,
         "alpha_pattern": alpha_pattern,
-        "modules_to_save": ["classifier"],
+        "modules_to_save": [saved],
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,
@@ -157,7 +166,7 @@ pub fn adapter_tensors(model: &Model) -> Result<Tensors, PredictError> {
             Some(n) if n.kind() == TensorKind::Head => {
                 let (names, _) =
                     hf_names(prefix(family), &name, spec.head, family).expect("head names");
-                if !names[0].starts_with("classifier") {
+                if !names[0].starts_with(task(spec.head).1) {
                     continue;
                 }
                 names[0].clone()
@@ -207,7 +216,7 @@ pub fn write(
         ));
     }
     let base = std::fs::canonicalize(&base).unwrap_or(base);
-    let config = adapter_config(&modules, &base.to_string_lossy());
+    let config = adapter_config(&modules, &base.to_string_lossy(), model.spec.head);
     write_json(&dir.join(CONFIG_FILE), &config)?;
     let tensors = adapter_tensors(model)?;
     write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
@@ -275,6 +284,9 @@ mod tests {
         let c = adapter_config(
             &[module(q0, 8, 16.0), module(v0, 8, 16.0), module(q1, 3, 6.0)],
             "base",
+            TaskHeadSpec::Regression {
+                style: lpeft_schema::model::HeadStyle::BertPooler,
+            },
         );
         assert_eq!(c["r"], 8);
         assert_eq!(c["lora_alpha"], 16.0);

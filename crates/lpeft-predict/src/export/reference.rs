@@ -81,21 +81,23 @@ pub fn write(model: &Model, device: &Device, file: &Path) -> Result<(), PredictE
         token_type_ids: t(&types),
         attention_mask: t(&mask),
     };
-    let HeadOutput::Logits(logits) = model.forward(&input).head else {
-        return Err(PredictError::Unsupported(
-            "reference logits are for sequence heads".into(),
-        ));
+    let rows_of = |t: Tensor<2>| -> Vec<Vec<f32>> {
+        let [_, cols] = t.dims();
+        let values: Vec<f32> = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 logits");
+        values.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
     };
-    let [_, cols] = logits.dims();
-    let values: Vec<f32> = logits
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 logits");
-    let logits: Vec<&[f32]> = values.chunks(cols.max(1)).collect();
-    let v = json!({
-        "input_ids": ids, "token_type_ids": types, "attention_mask": mask, "logits": logits,
-    });
+    let mut v = json!({ "input_ids": ids, "token_type_ids": types, "attention_mask": mask });
+    match model.forward(&input).head {
+        HeadOutput::Logits(logits) => v["logits"] = json!(rows_of(logits)),
+        HeadOutput::Span { start, end } => {
+            v["start_logits"] = json!(rows_of(start));
+            v["end_logits"] = json!(rows_of(end));
+        }
+    }
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(super::write_err(parent))?;
     }

@@ -10,12 +10,13 @@ use lpeft_schema::model::{Family, HeadStyle, ModelSpec, TaskHeadSpec};
 pub const MODELING_FILE: &str = "modeling_lpeft.py";
 pub const MODELING_SOURCE: &str = include_str!("modeling_lpeft.py");
 
-/// The model class of `modeling_lpeft.py` for a family.
-pub fn class(family: Family) -> &'static str {
-    match family {
-        Family::Bert => "LpeftBertForSequenceClassification",
-        Family::Roberta => "LpeftRobertaForSequenceClassification",
-    }
+/// The model class of `modeling_lpeft.py` for a family and head.
+pub fn class(family: Family, head: TaskHeadSpec) -> String {
+    let family = match family {
+        Family::Bert => "Bert",
+        Family::Roberta => "Roberta",
+    };
+    format!("Lpeft{family}For{}", super::task_class(head))
 }
 
 /// Turns a transformers `config.json` into the remote-code model's: per-layer shapes, the head
@@ -27,12 +28,13 @@ pub fn extend_config(config: &mut Value, spec: &ModelSpec) {
         Family::Roberta => "roberta",
     };
     let style = match spec.head {
-        TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => style,
-        _ => HeadStyle::BertPooler,
-    };
-    let style = match style {
-        HeadStyle::BertPooler => "bert_pooler",
-        HeadStyle::RobertaDenseTanh => "roberta_dense_tanh",
+        TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => {
+            match style {
+                HeadStyle::BertPooler => "bert_pooler",
+                HeadStyle::RobertaDenseTanh => "roberta_dense_tanh",
+            }
+        }
+        _ => "span",
     };
     let layers: Vec<Value> = e
         .layers
@@ -40,17 +42,15 @@ pub fn extend_config(config: &mut Value, spec: &ModelSpec) {
         .map(|l| json!({ "heads": l.heads, "ffn": l.ffn }))
         .collect();
     let module = MODELING_FILE.trim_end_matches(".py");
-    let class = class(e.family);
+    let class = class(e.family, spec.head);
+    let auto = format!("AutoModelFor{}", super::task_class(spec.head));
     let c = config.as_object_mut().expect("a config is an object");
     c.insert("model_type".into(), json!("lpeft-encoder"));
     c.insert("architectures".into(), json!([class]));
-    c.insert(
-        "auto_map".into(),
-        json!({
-            "AutoConfig": format!("{module}.LpeftConfig"),
-            "AutoModelForSequenceClassification": format!("{module}.{class}"),
-        }),
-    );
+    let mut auto_map = serde_json::Map::new();
+    auto_map.insert("AutoConfig".into(), json!(format!("{module}.LpeftConfig")));
+    auto_map.insert(auto, json!(format!("{module}.{class}")));
+    c.insert("auto_map".into(), Value::Object(auto_map));
     c.insert("lpeft_family".into(), json!(family));
     c.insert("lpeft_head_style".into(), json!(style));
     c.insert("lpeft_layers".into(), json!(layers));

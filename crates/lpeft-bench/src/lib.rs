@@ -325,7 +325,7 @@ fn graphed_steps(
     };
     let mut trainer = Trainer::new(config, ad.clone())
         .with_read_every(usize::MAX)
-        .with_cuda_graphs(true);
+        .with_cuda_graphs(true)?;
     let mut times = Vec::new();
     for i in 0..warmup + args.iters {
         let t0 = Instant::now();

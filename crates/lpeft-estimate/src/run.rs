@@ -142,7 +142,7 @@ pub fn estimate(
     // On a libtorch GPU, steps are captured and replayed as CUDA graphs (the key says so).
     let mut trainer = Trainer::new(train, device.clone())
         .with_read_every(READ_EVERY)
-        .with_cuda_graphs(true);
+        .with_cuda_graphs(true)?;
 
     // Mask snapshots stay on the device until the end (one transfer for all of them).
     let mut snapshots: Vec<(usize, Tensor<1>)> = Vec::new();

@@ -301,7 +301,7 @@ pub fn finetune(
         trainer = trainer.with_distill(d);
     }
     // On a libtorch GPU, steps are captured and replayed as CUDA graphs (the key says so).
-    trainer = trainer.with_cuda_graphs(true);
+    trainer = trainer.with_cuda_graphs(true)?;
     progress.start("fine-tune", total as u64);
     let (mut epochs, mut curve, mut step_seconds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut best_epoch, mut best_score, mut best_state) =

@@ -24,17 +24,17 @@ pub const fn available() -> bool {
 /// plain one's in the last bits.
 pub const ENV: &str = "LPEFT_CUDA_GRAPHS";
 
-/// Whether training on a backend of this class captures its steps: a libtorch CUDA device, a
-/// build with graphs, and [`ENV`] not `off`.
+/// Whether training on a backend of this class captures its steps: a libtorch CUDA device and
+/// [`ENV`] not `off`. It does not depend on this build (a report planned by a CPU build must
+/// resolve the keys of GPU runs); a CUDA run in a build without graphs ([`available`] false)
+/// refuses to train rather than run plainly under this tag.
 pub fn on_for_class(backend_class: &str) -> bool {
-    available() && backend_class == "tch-cuda" && std::env::var(ENV).as_deref() != Ok("off")
+    backend_class == "tch-cuda" && std::env::var(ENV).as_deref() != Ok("off")
 }
 
 /// [`on_for_class`] for a device.
 pub fn on_for(device: &burn::tensor::Device) -> bool {
-    available()
-        && crate::fused::libtorch_cuda(device) == Some(true)
-        && std::env::var(ENV).as_deref() != Ok("off")
+    crate::fused::libtorch_cuda(device) == Some(true) && std::env::var(ENV).as_deref() != Ok("off")
 }
 
 /// A captured graph; dropped, it frees its memory pool (unless another graph shares it).

@@ -305,10 +305,18 @@ impl Trainer {
     /// Captures and replays the steps as CUDA graphs (see [`graphs`]) when `on` and the device
     /// is a libtorch CUDA one in a build with graphs, without distillation (its teacher rows are
     /// uploaded inside the step). The model returned by a step must be passed to the next.
-    pub fn with_cuda_graphs(mut self, on: bool) -> Self {
-        self.graphs = (on && self.distill.is_none() && lpeft_model::graph::on_for(&self.device))
-            .then(|| graphs::StepGraphs::new(&self.device, &mut self.opt));
-        self
+    /// A libtorch CUDA device in a build without graphs is refused (its keys say graphs).
+    pub fn with_cuda_graphs(mut self, on: bool) -> Result<Self, TrainError> {
+        let wanted = on && self.distill.is_none() && lpeft_model::graph::on_for(&self.device);
+        if wanted && !lpeft_model::graph::available() {
+            return Err(TrainError::Graph(
+                "this build has no CUDA graphs (libtorch without CUDA, or no CUDA headers at \
+                 build time: see crates/lpeft-model/build.rs)"
+                    .into(),
+            ));
+        }
+        self.graphs = wanted.then(|| graphs::StepGraphs::new(&self.device, &mut self.opt));
+        Ok(self)
     }
 
     /// Steps captured as graphs and steps replayed from them, so far.

@@ -89,7 +89,8 @@ fn train(graphs: bool) -> (Vec<StepRecord>, Vec<f32>, (usize, usize)) {
     };
     let mut trainer = Trainer::new(config, device)
         .with_read_every(5)
-        .with_cuda_graphs(graphs);
+        .with_cuda_graphs(graphs)
+        .unwrap();
     let mut records = Vec::new();
     for i in 0..14 {
         let b = if i % 2 == 0 {

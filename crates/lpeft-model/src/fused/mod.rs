@@ -144,9 +144,10 @@ impl Fusing {
 /// LoRA ranks on CUDA and computes the LoRA GEMMs with `mm`/`addmm`: so `+fused` and `+fused2`
 /// artifacts are not reused. Bump it whenever the nodes' results change.
 ///
-/// On a libtorch CUDA device with CUDA graphs ([`crate::graph::on_for_class`]) the tag is
-/// `fused3-graph1`: the graphed step reads its learning rate and bias corrections from the
-/// device, which changes the last bits.
+/// On a libtorch CUDA device, unless `LPEFT_CUDA_GRAPHS=off` ([`crate::graph::on_for_class`]),
+/// the tag is `fused3-graph1`: the graphed step reads its learning rate and bias corrections
+/// from the device, which changes the last bits (a fine-tune with distillation, whose teacher
+/// rows are uploaded inside the step, still runs plainly there).
 pub fn key_tag(backend_class: &str) -> Option<&'static str> {
     if crate::graph::on_for_class(backend_class) {
         return Some("fused3-graph1");

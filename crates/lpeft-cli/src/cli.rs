@@ -67,8 +67,9 @@ pub enum Command {
     /// (`last_hidden_state` f32 [1, T, H], `input_ids` i64 [1, T]), to compare with other
     /// implementations.
     Encode(EncodeArgs),
-    /// Predict with a fine-tuned model: a task's own file (GLUE TSV, SuperGLUE JSONL; labels
-    /// optional) into the leaderboard's submission file, or one --text (and --pair).
+    /// Predict with a fine-tuned model: a task's own file (GLUE TSV, SuperGLUE JSONL, SQuAD
+    /// JSON; labels optional) into the leaderboard's submission file (SQuAD: the official
+    /// predictions.json), or one --text (and --pair).
     Predict(PredictArgs),
     /// Export a fine-tuned model for the Hugging Face ecosystem: a PEFT adapter (`peft`), a
     /// transformers model with LoRA merged (`merged`), or a pruned model with its modeling
@@ -90,11 +91,13 @@ pub struct PredictArgs {
     #[arg(long)]
     pub model: String,
     /// Input in the task's own layout: a GLUE TSV file (test.tsv; a dev or train file's label
-    /// column is read for a score and otherwise ignored) or a SuperGLUE JSONL file.
+    /// column is read for a score and otherwise ignored), a SuperGLUE JSONL file, or a SQuAD
+    /// v1.1 JSON file (answers, if present, are scored).
     #[arg(long, required_unless_present = "text", conflicts_with = "text")]
     pub input: Option<PathBuf>,
     /// Submission file to write, or a directory to write the leaderboard's file name into
-    /// (GLUE `<Task>.tsv`, SuperGLUE `<Task>.jsonl`). Required with --input.
+    /// (GLUE `<Task>.tsv`, SuperGLUE `<Task>.jsonl`, SQuAD `predictions.json`). Required with
+    /// --input.
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// One example instead of a file: the task's first field.

@@ -59,10 +59,40 @@ pub fn predict(
         .build(&device)
         .context("cannot rebuild the trained model")?;
     let bar = out.bar("predict");
-    let tensors = input::tokenize(&examples, &trained.text, &|done, total| {
+    let (tensors, texts) = input::tokenize(&examples, &trained.text, &|done, total| {
         bar.follow("tokenize", done, total)
     })?;
     let batch = args.batch_size.map_or(trained.batch_size, |b| b as usize);
+    if matches!(trained.task.kind, lpeft_schema::dataset::TaskKind::Span) {
+        let answers = lpeft_predict::predict_answers(
+            &model,
+            &trained.task,
+            &tensors,
+            texts.as_ref(),
+            batch,
+            trained.text.pad_id,
+            &device,
+            &|done, total| bar.follow("windows", done, total),
+        )?;
+        drop(bar);
+        let path = output.context("span tasks are predicted from an --input file")?;
+        submit::write(
+            &path,
+            &submit::render_answers(&answers.official),
+            args.force,
+        )?;
+        out.line(format!(
+            "wrote {} ({} answers of {}, {})",
+            path.display(),
+            answers.official.len(),
+            trained.task.name,
+            origin(&trained),
+        ));
+        if let Some(e) = &answers.evaluation {
+            report_score(args, &trained, e, out);
+        }
+        return Ok(());
+    }
     let predictions = lpeft_predict::predict(
         &model,
         &tensors,
@@ -83,51 +113,73 @@ pub fn predict(
                 path.display(),
                 predictions.predicted.len(),
                 trained.task.name,
-                trained.origin.key.as_deref().map_or_else(
-                    || trained.origin.method.clone(),
-                    |k| format!("{} {}", trained.origin.method, crate::output::short(k))
-                ),
+                origin(&trained),
             ));
         }
         None => out.line(one_line(task, &predictions)?),
     }
     if let Some(e) = lpeft_predict::score(&trained.task, &tensors, &predictions.predicted)? {
-        let file = args
-            .input
-            .as_ref()
-            .map_or_else(String::new, |p| p.display().to_string());
-        let metrics: Vec<String> = e
-            .metrics
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.4}"))
-            .collect();
-        out.line(format!(
-            "score on the labels in {file}: {} (main {})",
-            metrics.join(", "),
-            e.main_score
-        ));
-        if let Some(dev) = &trained.origin.dev {
-            let same = if dev.main_score == e.main_score {
-                "the same"
-            } else {
-                "differs"
-            };
-            out.detail(format!(
-                "the fine-tune's best {} score: {} ({same}; {} of {} examples{}, backend {})",
-                dev.split,
-                dev.main_score,
-                dev.examples,
-                dev.source_examples,
-                if dev.examples < dev.source_examples {
-                    ", a max_examples sample"
-                } else {
-                    ""
-                },
-                trained.origin.backend
-            ));
-        }
+        report_score(args, &trained, &e, out);
     }
     Ok(())
+}
+
+/// The model's method and short key, for the result line.
+fn origin(trained: &TrainedModel) -> String {
+    trained.origin.key.as_deref().map_or_else(
+        || trained.origin.method.clone(),
+        |k| format!("{} {}", trained.origin.method, crate::output::short(k)),
+    )
+}
+
+/// The score on the input's labels (or answers), beside the fine-tune's recorded best one.
+fn report_score(
+    args: &PredictArgs,
+    trained: &TrainedModel,
+    e: &lpeft_eval::Evaluation,
+    out: &Reporter,
+) {
+    let file = args
+        .input
+        .as_ref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    let metrics: Vec<String> = e
+        .metrics
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect();
+    let what = if matches!(trained.task.kind, lpeft_schema::dataset::TaskKind::Span) {
+        "answers"
+    } else {
+        "labels"
+    };
+    out.line(format!(
+        "score on the {what} in {file}: {} (main {})",
+        metrics.join(", "),
+        e.main_score
+    ));
+    if let Some(dev) = &trained.origin.dev {
+        let same = if dev.main_score == e.main_score
+            && (dev.metrics.is_empty() || dev.metrics == e.metrics)
+        {
+            "the same"
+        } else {
+            "differs"
+        };
+        out.detail(format!(
+            "the fine-tune's best {} score: {} ({same}; {} of {} examples{}, backend {})",
+            dev.split,
+            dev.main_score,
+            dev.examples,
+            dev.source_examples,
+            if dev.examples < dev.source_examples {
+                ", a max_examples sample"
+            } else {
+                ""
+            },
+            trained.origin.backend
+        ));
+    }
 }
 
 /// One prediction as a line: the label and the class probabilities, or the score.

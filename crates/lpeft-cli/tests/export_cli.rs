@@ -361,44 +361,11 @@ fn export_formats() {
     assert_eq!(from_store, from_dir);
 }
 
-/// SQuAD-format files over the tiny vocabulary: the answer is the word after "is".
-fn squad_files(root: &Path) {
-    let words = ["cat", "dog", "sun", "moon", "tree", "house", "car", "man"];
-    for (split, n) in [("train", 24), ("dev", 8)] {
-        let paragraphs: Vec<serde_json::Value> = (0..n)
-            .map(|i| {
-                let answer = words[i % words.len()];
-                let context = format!(
-                    "the old {} ran . it is {answer} and it was good .",
-                    words[(i + 3) % words.len()]
-                );
-                let start = context.find(&format!("is {answer}")).unwrap() + 3;
-                serde_json::json!({ "context": context, "qas": [{
-                    "id": format!("{split}{i}"), "question": "what is it ?",
-                    "answers": [{ "text": answer, "answer_start": start }] }] })
-            })
-            .collect();
-        let file = serde_json::json!({ "version": "1.1",
-            "data": [{ "title": "tiny", "paragraphs": paragraphs }] });
-        tiny::write(root, &format!("squad/{split}-v1.1.json"), &file.to_string());
-    }
-}
-
-const SPAN_PIPELINE: &str = r#"Pipeline(name: "span", stages: [
-    (name: "data-squad-{m}", kind: "data", sweep: { "m": ["model", "roberta"] },
-     params: { "task": "squad/v1.1", "data_dir": "squad", "model": "{m}", "max_length": 24, "doc_stride": 8 }),
-    (name: "ft-squad-{m}", kind: "finetune", sweep: { "m": ["model", "roberta"] },
-     inputs: { "dataset": "data-squad-{m}" },
-     params: { "method": "lora", "model": "{m}", "peft": { "kind": "lora", "rank": 4, "alpha": 8.0 },
-               "epochs": 1, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 3 }),
-])"#;
-
 /// Span heads (SQuAD): `qa_outputs` under QUESTION_ANS / `*ForQuestionAnswering`.
 #[test]
 fn span_heads_export_as_question_answering() {
     let mut s = setup_with(PIPELINE);
-    squad_files(s.path());
-    tiny::write(s.path(), "span.ron", SPAN_PIPELINE);
+    tiny::write(s.path(), "span.ron", tiny::SPAN_PIPELINE);
     ok(s.path(), &["--no-progress", "run", "span.ron"]);
     let plan: serde_json::Value =
         serde_json::from_str(&ok(s.path(), &["plan", "span.ron", "--json"])).unwrap();

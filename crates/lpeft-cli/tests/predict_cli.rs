@@ -3,7 +3,9 @@
 //! BoolQ files: the real stages run (vanilla LoRA for each task, and Light-PEFT for RTE through
 //! estimate and surgery), then the dev files with their labels removed are predicted and the
 //! submission files scored against the dev labels: the score must be the fine-tune's recorded
-//! best dev score exactly. Also: exported directories, `--text`, refusals.
+//! best dev score exactly. SQuAD: the dev file's answers are the fine-tune's
+//! `best/predictions.json` and its recorded EM and F1. Also: exported directories, `--text`,
+//! refusals.
 #![allow(clippy::print_stderr)] // the scores compared go to the test log
 
 mod tiny;
@@ -423,5 +425,177 @@ fn one_text_refusals_and_moved_files_say_what_to_do() {
     assert_eq!(
         std::fs::read_to_string(root.join("moved.tsv")).unwrap(),
         std::fs::read_to_string(root.join("mine.tsv")).unwrap()
+    );
+}
+
+/// SQuAD: the dev file predicted gives back the fine-tune's best dev answers (its
+/// `best/predictions.json`, byte for byte) and its recorded EM and F1; without the answers the
+/// same file is written; an existing file is kept without --force; a bad file is named with
+/// the field at fault.
+#[test]
+fn squad_dev_answers_are_the_finetunes_best_answers() {
+    let s = tiny::setup_with(tiny::SPAN_PIPELINE);
+    let root = s.path();
+    let dev = "squad/dev-v1.1.json";
+    for m in ["model", "roberta"] {
+        let stage = format!("ft-squad-{m}");
+        let key = &s.keys[&stage];
+        let artifact = root.join("store/objects").join(key);
+        let result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(artifact.join("result.json")).unwrap())
+                .unwrap();
+        let best = result["best_main_score"].as_f64().unwrap();
+        let metrics = result["best_metrics"].as_object().unwrap();
+        let out_dir = format!("sub/{stage}/");
+        let stdout = ok(
+            root,
+            &[
+                "predict",
+                "--model",
+                &key[..10],
+                "--input",
+                dev,
+                "--output",
+                &out_dir,
+            ],
+        );
+        eprintln!("{stdout}");
+        let written = root.join(&out_dir).join("predictions.json");
+        assert!(
+            stdout.contains(&format!(
+                "wrote {}",
+                Path::new(&out_dir).join("predictions.json").display()
+            )),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("(main {best})")), "{stdout}");
+        assert!(stdout.contains("(the same;"), "{stdout}");
+        for (name, v) in metrics {
+            let v = v.as_f64().unwrap();
+            assert!(
+                stdout.contains(&format!("{name} {v:.4}")),
+                "{stage}: {name} {v} in {stdout}"
+            );
+        }
+        let recorded = std::fs::read_to_string(artifact.join("best/predictions.json")).unwrap();
+        let got = std::fs::read_to_string(&written).unwrap();
+        assert_eq!(
+            got, recorded,
+            "{stage}: predictions.json against the fine-tune's"
+        );
+        let answers: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&got).unwrap();
+        assert_eq!(answers.len(), 8, "one answer per dev question");
+        // The official evaluation of the written file is the recorded score.
+        let official = lpeft_eval::squad::evaluate_squad_files(&root.join(dev), &written).unwrap();
+        assert!(official.unanswered.is_empty());
+        for (name, pct) in [
+            ("exact_match", official.exact_match),
+            ("squad_f1", official.f1),
+        ] {
+            let v = metrics[name].as_f64().unwrap();
+            assert!(
+                (pct / 100.0 - v).abs() < 1e-9,
+                "{stage}: official {name} {pct} against {v}"
+            );
+        }
+        eprintln!(
+            "{stage}: recorded {metrics:?}, official EM {} F1 {}",
+            official.exact_match, official.f1
+        );
+
+        // Never over an existing file unasked.
+        let again = lpeft(
+            root,
+            &[
+                "predict", "--model", key, "--input", dev, "--output", &out_dir,
+            ],
+        );
+        assert!(!again.status.success());
+        assert!(text(&again).contains("--force"), "{}", text(&again));
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), recorded);
+
+        // Without answers (a test file): the same answers, no score.
+        let mut file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join(dev)).unwrap()).unwrap();
+        for p in file["data"][0]["paragraphs"].as_array_mut().unwrap() {
+            for q in p["qas"].as_array_mut().unwrap() {
+                q.as_object_mut().unwrap().remove("answers");
+            }
+        }
+        let unlabeled = write(root, "unlabeled/squad/test.json", &file.to_string());
+        let plain = ok(
+            root,
+            &[
+                "predict",
+                "--model",
+                key,
+                "--input",
+                unlabeled.to_str().unwrap(),
+                "--output",
+                "plain.json",
+                "--force",
+            ],
+        );
+        assert!(!plain.contains("score on"), "{plain}");
+        assert_eq!(
+            std::fs::read_to_string(root.join("plain.json")).unwrap(),
+            recorded
+        );
+
+        // An exported directory answers as its artifact.
+        let bundle = format!("bundle-{m}");
+        ok(
+            root,
+            &[
+                "export", "--model", key, "--format", "bundle", "--out", &bundle,
+            ],
+        );
+        ok(
+            root,
+            &[
+                "predict",
+                "--model",
+                &bundle,
+                "--input",
+                dev,
+                "--output",
+                "from-dir.json",
+                "--force",
+            ],
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("from-dir.json")).unwrap(),
+            recorded
+        );
+    }
+
+    // A bad file: named, with the field.
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(dev)).unwrap()).unwrap();
+    file["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 2.into();
+    let bad = write(root, "bad/dev-v1.1.json", &file.to_string());
+    let out = lpeft(
+        root,
+        &[
+            "predict",
+            "--model",
+            &s.keys["ft-squad-model"],
+            "--input",
+            bad.to_str().unwrap(),
+            "--output",
+            "bad-out/",
+        ],
+    );
+    assert!(!out.status.success());
+    let e = text(&out);
+    eprintln!("{e}");
+    assert!(
+        e.contains("bad/dev-v1.1.json") && e.contains("answer_start"),
+        "{e}"
+    );
+    assert!(
+        !root.join("bad-out").exists(),
+        "nothing written for a bad input"
     );
 }

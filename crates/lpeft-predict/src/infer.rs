@@ -7,7 +7,11 @@
 use burn::module::Module;
 use burn::tensor::Device;
 
-use lpeft_artifacts::dataset::{BatchConfig, Batcher, Labels, Padding, SplitTensors};
+use lpeft_artifacts::dataset::{BatchConfig, Batcher, Labels, Padding, SplitTensors, Texts};
+use lpeft_eval::span::{
+    SpanDecoding, SpanPrediction, WindowLogits, decode_spans, official_predictions, span_answers,
+};
+use lpeft_eval::squad::SquadPredictions;
 use lpeft_eval::{Evaluation, Outputs, evaluate_task};
 use lpeft_model::Model;
 use lpeft_model::head::HeadOutput;
@@ -69,7 +73,7 @@ pub fn predict(
 ) -> Result<Predictions, PredictError> {
     if matches!(kind, TaskKind::Span) {
         return Err(PredictError::Unsupported(
-            "span extraction (SQuAD) has no predictions yet: it is not fine-tunable".into(),
+            "span extraction (SQuAD) is predicted per question: use `predict_answers`".into(),
         ));
     }
     let cfg = BatchConfig {
@@ -108,6 +112,117 @@ pub fn predict(
         Predicted::Class(logits.iter().map(|r| argmax(r)).collect())
     };
     Ok(Predictions { predicted, logits })
+}
+
+/// The answers of a span task (SQuAD), one per question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answers {
+    /// Per question, in the input's order.
+    pub decoded: Vec<SpanPrediction>,
+    /// The official predictions file's content: question id → answer.
+    pub official: SquadPredictions,
+    /// Exact match and F1 against the input's answers, when it has them.
+    pub evaluation: Option<Evaluation>,
+}
+
+/// Runs a span model over the windows of `split` in batches of `batch_size` windows (as the
+/// fine-tune's dev evaluation batches them) and decodes every question's answer from its
+/// windows' start and end logits exactly as the fine-tune scores dev: HF's n-best search
+/// (`SpanDecoding::HF_DEFAULTS`), the best over the question's windows, cut from the context
+/// through the tokens' byte offsets. Scored when `split` has answers.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_answers(
+    model: &Model,
+    task: &TaskSpec,
+    split: &SplitTensors,
+    texts: Option<&Texts>,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Answers, PredictError> {
+    let Some(Texts::Span(texts)) = texts else {
+        return Err(PredictError::Unsupported(format!(
+            "{}: span predictions need the input's contexts and questions (a SQuAD file)",
+            task.name
+        )));
+    };
+    let cfg = BatchConfig {
+        batch_size,
+        shuffle: false,
+        seed: 0,
+        drop_last: false,
+        padding: Padding::Longest,
+        pad_id,
+    };
+    let batcher = Batcher::new(split, &task.kind, cfg)?;
+    let total = batcher.num_units();
+    let model = model.valid();
+    let (mut starts, mut ends) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    let read = |t: burn::tensor::Tensor<2>| -> Result<(usize, Vec<f32>), PredictError> {
+        let [_, width] = t.dims();
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| PredictError::Unsupported(format!("reading span logits: {e:?}")))?;
+        Ok((width.max(1), values))
+    };
+    progress(0, total);
+    for batch in batcher.epoch(0) {
+        let input = lpeft_train::to_input(&batch, device);
+        let HeadOutput::Span { start, end } = model.forward(&input).head else {
+            return Err(PredictError::Unsupported(format!(
+                "{}: the model has no span head",
+                task.name
+            )));
+        };
+        let (w, s) = read(start)?;
+        let (_, e) = read(end)?;
+        starts.extend(s.chunks(w).map(<[f32]>::to_vec));
+        ends.extend(e.chunks(w).map(<[f32]>::to_vec));
+        progress(starts.len(), total);
+    }
+    let rows = split.num_rows();
+    let spans = split.token_spans.as_deref().unwrap_or_default();
+    if starts.len() != rows || spans.len() != 2 * split.input_ids.len() {
+        return Err(PredictError::Unsupported(format!(
+            "span input: {rows} windows and {} token-span entries for {} tokens, but logits for {} windows",
+            spans.len(),
+            split.input_ids.len(),
+            starts.len()
+        )));
+    }
+    let windows: Vec<WindowLogits<'_>> = (0..rows)
+        .map(|r| {
+            let tokens = split.row(r);
+            WindowLogits {
+                question: split.group_ids[r] as usize,
+                start_logits: &starts[r],
+                end_logits: &ends[r],
+                token_spans: &spans[2 * tokens.start..2 * tokens.end],
+            }
+        })
+        .collect();
+    let decoded = decode_spans(texts, &windows, &SpanDecoding::HF_DEFAULTS)?;
+    let evaluation = match split.labels {
+        Labels::None => None,
+        _ => {
+            let (predicted, gold) = span_answers(texts, &decoded);
+            Some(evaluate_task(
+                task,
+                &Outputs::Answers {
+                    predicted: &predicted,
+                    gold: &gold,
+                },
+            )?)
+        }
+    };
+    Ok(Answers {
+        official: official_predictions(texts, &decoded),
+        decoded,
+        evaluation,
+    })
 }
 
 /// The task's metrics of `predicted` against the labels of `split`, computed as the

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lpeft_artifacts::dataset::SplitTensors;
+use lpeft_artifacts::dataset::{SplitTensors, Texts};
 use lpeft_data::build::{Format, SplitSource, read_split};
 use lpeft_data::encode::{EncodeConfig, encode_split_with};
 use lpeft_data::example::{Example, Inputs, Label, RawSplit, Source};
@@ -50,6 +50,7 @@ pub fn expected_layout(task: &TaskDef) -> String {
             task.inputs.join(", "),
             task.dir
         ),
+        (Benchmark::Squad, _) => "SQuAD v1.1 JSON as the official dev-v1.1.json: `{\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [{\"id\", \"question\", \"answers\" optional}]}]}]}`".into(),
         _ => "a file of a task that predict does not read yet".into(),
     }
 }
@@ -59,12 +60,7 @@ pub fn read_file(task: &TaskDef, path: &Path) -> Result<Input, PredictError> {
     let format = match task.benchmark {
         Benchmark::Glue => Format::Tsv,
         Benchmark::SuperGlue => Format::Jsonl,
-        Benchmark::Squad => {
-            return Err(PredictError::Unsupported(format!(
-                "{}: span tasks have no predictions yet (they are not fine-tunable)",
-                task.name
-            )));
-        }
+        Benchmark::Squad => Format::SquadJson,
     };
     if matches!(task.shape, Shape::AnswerOptions | Shape::Candidates) {
         return Err(PredictError::Unsupported(format!(
@@ -102,7 +98,18 @@ pub fn read_file(task: &TaskDef, path: &Path) -> Result<Input, PredictError> {
         format,
     };
     let raw = read_split(task, &src).map_err(wrong)?;
-    let ids = lpeft_data::ids::example_ids(task, path, format).map_err(wrong)?;
+    let ids = match format {
+        // The question ids, as the official predictions file keys its answers.
+        Format::SquadJson => raw
+            .examples
+            .iter()
+            .map(|e| match &e.inputs {
+                Inputs::Span { id, .. } => id.clone(),
+                Inputs::Rows(_) => e.source_row.to_string(),
+            })
+            .collect(),
+        _ => lpeft_data::ids::example_ids(task, path, format).map_err(wrong)?,
+    };
     if ids.len() != raw.examples.len() {
         return Err(PredictError::Bad {
             file: path.to_owned(),
@@ -174,13 +181,14 @@ pub fn one(task: &TaskDef, text: &str, pair: Option<&str>) -> Result<Input, Pred
     })
 }
 
-/// Tokenizes `input` as the data stage tokenized the model's training data. `progress(done,
-/// total)` follows the examples.
+/// Tokenizes `input` as the data stage tokenized the model's training data (span tasks: the
+/// same doc-stride windows, with their contexts and answers as [`Texts::Span`]).
+/// `progress(done, total)` follows the examples.
 pub fn tokenize(
     input: &Input,
     text: &TextSettings,
     progress: &dyn Fn(usize, usize),
-) -> Result<SplitTensors, PredictError> {
+) -> Result<(SplitTensors, Option<Texts>), PredictError> {
     let tokenizer = Tokenizer::from_file(&text.tokenizer)?;
     if tokenizer.content_hash() != text.tokenizer_blake3 {
         return Err(PredictError::Bad {
@@ -192,14 +200,29 @@ pub fn tokenize(
             ),
         });
     }
+    let span = input
+        .raw
+        .examples
+        .first()
+        .is_some_and(|e| matches!(e.inputs, Inputs::Span { .. }));
+    let (doc_stride, max_query_length) = match (text.doc_stride, text.max_query_length) {
+        (Some(s), Some(q)) => (s, q),
+        _ if span => {
+            return Err(PredictError::Unsupported(
+                "span input, but the model's dataset recorded no doc_stride and max_query_length (was it trained on a span task?)".into(),
+            ));
+        }
+        // Unused outside span tasks.
+        (s, q) => (s.unwrap_or(128), q.unwrap_or(64)),
+    };
     let cfg = EncodeConfig {
         max_length: text.max_length,
-        doc_stride: text.doc_stride.unwrap_or(128),
-        max_query_length: text.max_query_length.unwrap_or(64),
+        doc_stride,
+        max_query_length,
     };
     let total = input.raw.examples.len();
     progress(0, total);
-    let (tensors, _) =
-        encode_split_with(&input.raw, &tokenizer, cfg, &|done| progress(done, total))?;
-    Ok(tensors)
+    Ok(encode_split_with(&input.raw, &tokenizer, cfg, &|done| {
+        progress(done, total)
+    })?)
 }

@@ -4,15 +4,17 @@
 //!   [`TrainedModel`]: its spec, where its frozen weights and its trained tensors are, the task,
 //!   and the tokenizer settings of the dataset it was trained on; [`TrainedModel::build`] puts
 //!   the model on a device. Export reuses the same loading.
-//! - [`input`]: a task's own files (GLUE TSV, SuperGLUE JSONL, labels optional) or one text,
-//!   read and tokenized by the data stage's own readers and tokenization.
+//! - [`input`]: a task's own files (GLUE TSV, SuperGLUE JSONL, SQuAD v1.1 JSON; labels or
+//!   answers optional) or one text, read and tokenized by the data stage's own readers and
+//!   tokenization (SQuAD: the same doc-stride windows).
 //! - [`infer`]: batched predictions in eval mode, batched as the fine-tune's dev evaluation
 //!   was, so a dev file gives back the fine-tune's dev score exactly; scores when the input
-//!   has labels.
+//!   has labels. Span tasks: answers per question decoded as the fine-tune decodes dev.
 //! - [`export`]: `lpeft export`, the model in Hugging Face layouts: a PEFT adapter, a merged
 //!   transformers directory, or a pruned one with its remote-code modeling file.
 //! - [`submit`]: the leaderboards' test-submission files (GLUE `<Task>.tsv`, SuperGLUE
-//!   `<Task>.jsonl`), written atomically and never over an existing file unasked.
+//!   `<Task>.jsonl`, SQuAD's official `predictions.json`), written atomically and never over
+//!   an existing file unasked.
 //!
 //! Invariant: the tokens of an input are the ones the data stage would make of it (same
 //! reader, tokenizer file checked by hash, `max_length`, truncation and pair handling), and a
@@ -27,7 +29,7 @@ pub mod submit;
 
 use std::path::PathBuf;
 
-pub use infer::{Predicted, Predictions, predict, score};
+pub use infer::{Answers, Predicted, Predictions, predict, predict_answers, score};
 pub use input::Input;
 pub use load::{Base, ModelRef, Origin, TextSettings, TrainedModel};
 

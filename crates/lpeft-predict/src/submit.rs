@@ -7,6 +7,8 @@
 //! - SuperGLUE (super.gluebenchmark.com): `<Task>.jsonl`, one `{"idx": N, "label": ...}` per
 //!   line: BoolQ and WiC `"true"`/`"false"`, WSC `"True"`/`"False"`, CB and RTE the class
 //!   names, COPA the choice (0 or 1).
+//! - SQuAD v1.1: `predictions.json`, the official evaluation script's input: one JSON object
+//!   of question id → answer text (keys sorted, as the fine-tune's `best/predictions.json`).
 //!
 //! Files are written to a temporary file beside the target and renamed into place, and an
 //! existing file is replaced only when asked.
@@ -33,8 +35,9 @@ pub fn file_name(task: &TaskDef, input: Option<&Path>) -> Result<String, Predict
         (Benchmark::Glue, "glue/mnli") if stem.contains("diagnostic") || stem == "ax" => "AX",
         (Benchmark::Glue, "glue/mnli") => "MNLI-m",
         (Benchmark::Glue, _) => task.dir,
-        (Benchmark::SuperGlue, "superglue/multirc" | "superglue/record")
-        | (Benchmark::Squad, _) => {
+        // The official evaluation script's predictions file.
+        (Benchmark::Squad, _) => return Ok(SQUAD_FILE.to_owned()),
+        (Benchmark::SuperGlue, "superglue/multirc" | "superglue/record") => {
             return Err(PredictError::Unsupported(format!(
                 "{}: no submission format is written for it yet",
                 task.name
@@ -62,6 +65,15 @@ pub fn output_path(
     } else {
         Ok(output.to_path_buf())
     }
+}
+
+/// SQuAD's predictions file name (the fine-tune's `best/predictions.json` too).
+pub const SQUAD_FILE: &str = "predictions.json";
+
+/// The official SQuAD predictions file's content: `{id: answer}`, keys sorted, as the
+/// fine-tune stage writes `best/predictions.json`.
+pub fn render_answers(answers: &lpeft_eval::squad::SquadPredictions) -> String {
+    serde_json::to_string_pretty(answers).expect("a map of strings serializes")
 }
 
 /// The label a submission writes for class `id`.
@@ -244,6 +256,10 @@ mod tests {
         assert_eq!(name("glue/mnli", "diagnostic.tsv").unwrap(), "AX.tsv");
         assert_eq!(name("superglue/wic", "test.jsonl").unwrap(), "WiC.jsonl");
         assert!(name("superglue/multirc", "test.jsonl").is_err());
+        assert_eq!(
+            name("squad/v1.1", "dev-v1.1.json").unwrap(),
+            "predictions.json"
+        );
     }
 
     #[test]

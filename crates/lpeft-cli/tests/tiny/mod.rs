@@ -1,6 +1,6 @@
 //! The tiny world of `predict_cli.rs`: a random BERT in Hugging Face layout, a WordPiece
-//! tokenizer over a few dozen words, learnable RTE, STS-B and BoolQ files, and the pipeline
-//! that runs the real stages on them.
+//! tokenizer over a few dozen words, learnable RTE, STS-B, BoolQ and SQuAD files, and the
+//! pipelines that run the real stages on them.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -266,6 +266,7 @@ pub fn setup_with(pipeline: &str) -> Setup {
         write(root, &format!("superglue/BoolQ/{file}.jsonl"), &boolq);
     }
     tiny_roberta(&root.join("roberta"), 0x5EED_4321_0000_0002);
+    squad_files(root);
     std::fs::write(root.join("p.ron"), pipeline).unwrap();
     ok(root, &["--no-progress", "run", "p.ron"]);
     let plan: serde_json::Value =
@@ -307,4 +308,38 @@ const PIPELINE: &str = r#"Pipeline(name: "tiny", vars: { "model": "model" }, sta
      params: { "model": "{model}", "head_ratio": 0.25, "ffn_ratio": 0.25, "module_ratio": 0.25, "rank_ratio": 0.5 }),
     (name: "light-rte", kind: "finetune", inputs: { "dataset": "data-rte", "init": "cut-rte" },
      params: { "method": "light", "epochs": 20, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 4 }),
+])"#;
+
+/// SQuAD-format files over the tiny vocabulary (`squad/{train,dev}-v1.1.json`): the answer is
+/// the word after "is".
+pub fn squad_files(root: &Path) {
+    let words = ["cat", "dog", "sun", "moon", "tree", "house", "car", "man"];
+    for (split, n) in [("train", 24), ("dev", 8)] {
+        let paragraphs: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                let answer = words[i % words.len()];
+                let context = format!(
+                    "the old {} ran . it is {answer} and it was good .",
+                    words[(i + 3) % words.len()]
+                );
+                let start = context.find(&format!("is {answer}")).unwrap() + 3;
+                serde_json::json!({ "context": context, "qas": [{
+                    "id": format!("{split}{i}"), "question": "what is it ?",
+                    "answers": [{ "text": answer, "answer_start": start }] }] })
+            })
+            .collect();
+        let file = serde_json::json!({ "version": "1.1",
+            "data": [{ "title": "tiny", "paragraphs": paragraphs }] });
+        write(root, &format!("squad/{split}-v1.1.json"), &file.to_string());
+    }
+}
+
+/// Vanilla LoRA on SQuAD (windows of 24 tokens, stride 8) over the tiny BERT and RoBERTa.
+pub const SPAN_PIPELINE: &str = r#"Pipeline(name: "span", stages: [
+    (name: "data-squad-{m}", kind: "data", sweep: { "m": ["model", "roberta"] },
+     params: { "task": "squad/v1.1", "data_dir": "squad", "model": "{m}", "max_length": 24, "doc_stride": 8 }),
+    (name: "ft-squad-{m}", kind: "finetune", sweep: { "m": ["model", "roberta"] },
+     inputs: { "dataset": "data-squad-{m}" },
+     params: { "method": "lora", "model": "{m}", "peft": { "kind": "lora", "rank": 4, "alpha": 8.0 },
+               "epochs": 1, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 3 }),
 ])"#;

@@ -15,11 +15,13 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: test-export test-tch help build reproduce-glue plan-glue demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
+.PHONY: test-export test-tch help build reproduce-glue plan-glue reproduce-superglue plan-superglue demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
 	@echo "make plan-glue      show what reproduce-glue would run, and why"
+	@echo "make reproduce-superglue [PROFILE=...]   the same on SuperGLUE CB, COPA, RTE, WiC, WSC (pipelines/superglue.ron)"
+	@echo "make plan-superglue show what reproduce-superglue would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
 	@echo "make test           the crate-graph rules, cargo test --workspace, the bench and tool scripts' arithmetic (python3)"
 	@echo "make test-export    lpeft export's directories loaded by transformers/peft, logits vs ours (EXPORT_PYTHON=python3 with torch, transformers, peft)"
@@ -42,6 +44,15 @@ reproduce-glue: build
 
 plan-glue: build
 	$(LPEFT) plan pipelines/glue.ron $(PROFILE_FLAG) $(RUN_FLAGS)
+
+# The same stages, methods and profiles on SuperGLUE (CB, COPA, RTE, WiC, WSC from
+# SUPERGLUE_DIR, ../shared/data/superglue by default); the report goes to results/superglue/.
+reproduce-superglue: build
+	$(LPEFT) run pipelines/superglue.ron $(PROFILE_FLAG) $(RUN_FLAGS) --jobs $(JOBS)
+	$(LPEFT) report pipelines/superglue.ron $(PROFILE_FLAG) $(RUN_FLAGS)
+
+plan-superglue: build
+	$(LPEFT) plan pipelines/superglue.ron $(PROFILE_FLAG) $(RUN_FLAGS)
 
 demo: build
 	$(LPEFT) run pipelines/demo.ron $(RUN_FLAGS) --jobs $(JOBS)

@@ -557,6 +557,7 @@ fn the_repository_pipelines_resolve() {
                 .current_dir(&root)
                 .env("LPEFT_STORE", store.path())
                 .env_remove("GLUE_DIR")
+                .env_remove("SUPERGLUE_DIR")
                 .env_remove("MODEL_DIR")
                 .env_remove("LPEFT_PROFILE")
                 .output()

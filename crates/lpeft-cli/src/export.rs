@@ -2,8 +2,6 @@
 
 use anyhow::Context;
 use lpeft_predict::export::{self, Format};
-use lpeft_predict::load::Locations;
-use lpeft_predict::{ModelRef, TrainedModel};
 use lpeft_store::Store;
 
 use crate::cli::{ExportArgs, GlobalArgs};
@@ -16,23 +14,7 @@ pub fn export(
     out: &Reporter,
 ) -> anyhow::Result<()> {
     let format = Format::parse(&args.format).expect("clap checked the format");
-    let at = Locations {
-        model_dirs: std::env::var_os("MODEL_DIR")
-            .filter(|v| !v.is_empty())
-            .map(Into::into)
-            .into_iter()
-            .collect(),
-        tokenizer: args.tokenizer.clone(),
-    };
-    let trained = match ModelRef::parse(&args.model) {
-        ModelRef::Dir(dir) => lpeft_predict::bundle::read(&dir, &at)?,
-        reference => {
-            let store = store()?;
-            let trained = TrainedModel::open(&store, &reference, &at)?;
-            store.flush();
-            trained
-        }
-    };
+    let trained = crate::predict::open_trained(&args.model, args.tokenizer.clone(), store)?;
     export::check_exportable(&trained.spec, format)?;
     let device = lpeft_model::device::device(&global.backend)?;
     let model = trained

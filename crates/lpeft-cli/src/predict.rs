@@ -10,21 +10,23 @@ use lpeft_store::Store;
 use crate::cli::{GlobalArgs, PredictArgs};
 use crate::output::Reporter;
 
-pub fn predict(
-    args: &PredictArgs,
-    global: &GlobalArgs,
+/// The trained model `model` names (a fine-tune artifact's key, or an exported directory),
+/// with frozen weights looked up where recorded and then in `MODEL_DIR`; `tokenizer`: the
+/// tokenizer.json to use when the recorded one has moved. Shared by predict and export.
+pub fn open_trained(
+    model: &str,
+    tokenizer: Option<std::path::PathBuf>,
     store: impl FnOnce() -> anyhow::Result<Store>,
-    out: &Reporter,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<TrainedModel> {
     let at = Locations {
         model_dirs: std::env::var_os("MODEL_DIR")
             .filter(|v| !v.is_empty())
             .map(Into::into)
             .into_iter()
             .collect(),
-        tokenizer: args.tokenizer.clone(),
+        tokenizer,
     };
-    let trained = match ModelRef::parse(&args.model) {
+    Ok(match ModelRef::parse(model) {
         ModelRef::Dir(dir) => lpeft_predict::bundle::read(&dir, &at)?,
         reference => {
             let store = store()?;
@@ -32,7 +34,16 @@ pub fn predict(
             store.flush();
             trained
         }
-    };
+    })
+}
+
+pub fn predict(
+    args: &PredictArgs,
+    global: &GlobalArgs,
+    store: impl FnOnce() -> anyhow::Result<Store>,
+    out: &Reporter,
+) -> anyhow::Result<()> {
+    let trained = open_trained(&args.model, args.tokenizer.clone(), store)?;
     let task = lpeft_data::registry::task(&trained.task.name)?;
     let examples = match (&args.input, &args.text) {
         (Some(file), _) => input::read_file(task, file)?,

@@ -9,6 +9,7 @@
 //! higher-ranked start, then end (HF's order up to numpy's unstable argsort). A question with
 //! no valid candidate is answered with the empty string (HF writes the word `empty`).
 
+use lpeft_artifacts::dataset::SplitTensors;
 use lpeft_schema::dataset::SpanTexts;
 
 use crate::EvalError;
@@ -188,4 +189,42 @@ pub fn official_predictions(texts: &SpanTexts, predictions: &[SpanPrediction]) -
         .zip(predictions)
         .map(|(q, p)| (q.id.clone(), p.text.clone()))
         .collect()
+}
+
+/// The best answer per question of a span split (a dataset artifact's windows: rows grouped by
+/// question, token spans into the contexts), from its rows' logits, with HF's n-best search
+/// (`SpanDecoding::HF_DEFAULTS`: 20 candidates, answers of at most 30 tokens). The fine-tune's
+/// dev evaluation and `lpeft predict` both decode through it.
+pub fn decode_split(
+    split: &SplitTensors,
+    texts: &SpanTexts,
+    start_logits: &[Vec<f32>],
+    end_logits: &[Vec<f32>],
+) -> Result<Vec<SpanPrediction>, EvalError> {
+    let rows = split.num_rows();
+    let spans = split.token_spans.as_deref().unwrap_or_default();
+    if start_logits.len() != rows
+        || end_logits.len() != rows
+        || spans.len() != 2 * split.input_ids.len()
+    {
+        return Err(EvalError::Inconsistent(format!(
+            "span split: {rows} rows and {} token-span entries for {} tokens, but logits for {} and {} rows",
+            spans.len(),
+            split.input_ids.len(),
+            start_logits.len(),
+            end_logits.len()
+        )));
+    }
+    let windows: Vec<WindowLogits<'_>> = (0..rows)
+        .map(|r| {
+            let tokens = split.row(r);
+            WindowLogits {
+                question: split.group_ids[r] as usize,
+                start_logits: &start_logits[r],
+                end_logits: &end_logits[r],
+                token_spans: &spans[2 * tokens.start..2 * tokens.end],
+            }
+        })
+        .collect();
+    decode_spans(texts, &windows, &SpanDecoding::HF_DEFAULTS)
 }

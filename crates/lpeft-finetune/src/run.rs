@@ -8,16 +8,14 @@ use burn::tensor::{Device, Tensor};
 
 use lpeft_artifacts::dataset::Labels as SplitLabels;
 use lpeft_artifacts::dataset::{BatchConfig, Batcher, Padding, SplitTensors, Texts};
-use lpeft_eval::span::{
-    SpanDecoding, SpanPrediction, WindowLogits, decode_spans, official_predictions, span_answers,
-};
+use lpeft_eval::span::{decode_split, official_predictions, span_answers};
 use lpeft_eval::squad::SquadPredictions;
 use lpeft_eval::{Outputs, evaluate_task};
 use lpeft_model::Model;
 use lpeft_model::checkpoint::trainable_tensors;
 use lpeft_model::names::{TensorKind, TensorName};
 use lpeft_pipeline::stage::Progress;
-use lpeft_schema::dataset::{SpanTexts, TaskKind, TaskSpec};
+use lpeft_schema::dataset::{TaskKind, TaskSpec};
 use lpeft_schema::results::EpochMetrics;
 use lpeft_train::{Capture, Distill, Predictions, StepRecord, TrainConfig, Trainer, evaluate};
 
@@ -143,7 +141,7 @@ pub fn score(
                     task.name
                 )));
             };
-            let decoded = decode_windows(split, texts, start_logits, end_logits)?;
+            let decoded = decode_split(split, texts, start_logits, end_logits)?;
             let (predicted, gold) = span_answers(texts, &decoded);
             evaluate_task(
                 task,
@@ -187,42 +185,6 @@ pub fn score(
     }
 }
 
-/// The best answer per question of a span split, from its rows' logits, with HF's n-best
-/// search (`SpanDecoding::HF_DEFAULTS`: 20 candidates, answers of at most 30 tokens).
-pub fn decode_windows(
-    split: &SplitTensors,
-    texts: &SpanTexts,
-    start_logits: &[Vec<f32>],
-    end_logits: &[Vec<f32>],
-) -> Result<Vec<SpanPrediction>, lpeft_eval::EvalError> {
-    let rows = split.num_rows();
-    let spans = split.token_spans.as_deref().unwrap_or_default();
-    if start_logits.len() != rows
-        || end_logits.len() != rows
-        || spans.len() != 2 * split.input_ids.len()
-    {
-        return Err(lpeft_eval::EvalError::Inconsistent(format!(
-            "span split: {rows} rows and {} token-span entries for {} tokens, but logits for {} and {} rows",
-            spans.len(),
-            split.input_ids.len(),
-            start_logits.len(),
-            end_logits.len()
-        )));
-    }
-    let windows: Vec<WindowLogits<'_>> = (0..rows)
-        .map(|r| {
-            let tokens = split.row(r);
-            WindowLogits {
-                question: split.group_ids[r] as usize,
-                start_logits: &start_logits[r],
-                end_logits: &end_logits[r],
-                token_spans: &spans[2 * tokens.start..2 * tokens.end],
-            }
-        })
-        .collect();
-    decode_spans(texts, &windows, &SpanDecoding::HF_DEFAULTS)
-}
-
 /// Span predictions as official answers by question id; `None` for other predictions.
 fn dev_answers(
     dev: &SplitTensors,
@@ -239,7 +201,7 @@ fn dev_answers(
     else {
         return Ok(None);
     };
-    let decoded = decode_windows(dev, texts, start_logits, end_logits)?;
+    let decoded = decode_split(dev, texts, start_logits, end_logits)?;
     Ok(Some(official_predictions(texts, &decoded)))
 }
 

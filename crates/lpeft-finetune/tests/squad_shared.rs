@@ -62,7 +62,7 @@ fn gold_positions_decode_to_the_gold_answers_on_shared_dev() {
     let Some(Texts::Span(span_texts)) = &texts else {
         panic!("span texts")
     };
-    let decoded = lpeft_finetune::run::decode_windows(&dev, span_texts, &starts, &ends).unwrap();
+    let decoded = lpeft_eval::span::decode_split(&dev, span_texts, &starts, &ends).unwrap();
     let answers = official_predictions(span_texts, &decoded);
     let gold: Vec<_> = read_gold(&dev_file)
         .unwrap()

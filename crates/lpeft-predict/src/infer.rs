@@ -8,9 +8,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use lpeft_artifacts::dataset::{BatchConfig, Batcher, Labels, Padding, SplitTensors, Texts};
-use lpeft_eval::span::{
-    SpanDecoding, SpanPrediction, WindowLogits, decode_spans, official_predictions, span_answers,
-};
+use lpeft_eval::span::{SpanPrediction, decode_split, official_predictions, span_answers};
 use lpeft_eval::squad::SquadPredictions;
 use lpeft_eval::{Evaluation, Outputs, evaluate_task};
 use lpeft_model::Model;
@@ -183,28 +181,7 @@ pub fn predict_answers(
         ends.extend(e.chunks(w).map(<[f32]>::to_vec));
         progress(starts.len(), total);
     }
-    let rows = split.num_rows();
-    let spans = split.token_spans.as_deref().unwrap_or_default();
-    if starts.len() != rows || spans.len() != 2 * split.input_ids.len() {
-        return Err(PredictError::Unsupported(format!(
-            "span input: {rows} windows and {} token-span entries for {} tokens, but logits for {} windows",
-            spans.len(),
-            split.input_ids.len(),
-            starts.len()
-        )));
-    }
-    let windows: Vec<WindowLogits<'_>> = (0..rows)
-        .map(|r| {
-            let tokens = split.row(r);
-            WindowLogits {
-                question: split.group_ids[r] as usize,
-                start_logits: &starts[r],
-                end_logits: &ends[r],
-                token_spans: &spans[2 * tokens.start..2 * tokens.end],
-            }
-        })
-        .collect();
-    let decoded = decode_spans(texts, &windows, &SpanDecoding::HF_DEFAULTS)?;
+    let decoded = decode_split(split, texts, &starts, &ends)?;
     let evaluation = match split.labels {
         Labels::None => None,
         _ => {

@@ -73,15 +73,15 @@ mod shim {
             candidates.push(PathBuf::from(d).join("include"));
         }
         // site-packages/torch/lib -> site-packages/nvidia/<pkg>/include
-        if let Some(site) = libtorch_lib.parent().and_then(Path::parent) {
-            if let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
-                let mut dirs: Vec<PathBuf> = entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path().join("include"))
-                    .collect();
-                dirs.sort();
-                candidates.extend(dirs);
-            }
+        if let Some(site) = libtorch_lib.parent().and_then(Path::parent)
+            && let Ok(entries) = std::fs::read_dir(site.join("nvidia"))
+        {
+            let mut dirs: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("include"))
+                .collect();
+            dirs.sort();
+            candidates.extend(dirs);
         }
         candidates.push("/usr/local/cuda/include".into());
         candidates.into_iter().find(|d| complete(d))

@@ -152,11 +152,7 @@ pub fn copy_trained<M: burn::module::Module>(dst: &M, src: &M) -> Result<usize, 
 pub fn anchor<M: burn::module::Module>(model: &M) -> Option<usize> {
     #[cfg(feature = "tch")]
     {
-        torch::trained(model)
-            .into_iter()
-            .flatten()
-            .next()
-            .map(|t| t.data_ptr() as usize)
+        torch::first_trained(model).map(|t| t.data_ptr() as usize)
     }
     #[cfg(not(feature = "tch"))]
     {
@@ -188,6 +184,25 @@ mod torch {
         let mut c = Collect(Vec::new());
         model.visit(&mut c);
         c.0
+    }
+
+    /// The handle of the first trained parameter only: [`super::anchor`] runs every training
+    /// step, so it does not collect the others.
+    pub(super) fn first_trained<M: burn::module::Module>(model: &M) -> Option<tch::Tensor> {
+        struct First(Option<tch::Tensor>);
+        impl burn::module::ModuleVisitor for First {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                if self.0.is_none() {
+                    let t = param.val();
+                    if t.is_require_grad() {
+                        self.0 = handle(&t);
+                    }
+                }
+            }
+        }
+        let mut f = First(None);
+        model.visit(&mut f);
+        f.0
     }
 
     /// A libtorch handle sharing `t`'s storage (float, int or bool; autodiff or not).

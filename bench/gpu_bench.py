@@ -10,16 +10,19 @@ both (CUDA context included). Writes every record as JSON lines and a markdown t
 
   python3 bench/gpu_bench.py --bench ./lpeft-bench --out results/bench
       [--shapes roberta-base roberta-large] [--peft lora-qv lora-all light-lora]
-      [--precision tf32 bf16] [--iters 10] [--warmup 3] [--rounds 1]
+      [--precision tf32 bf16-mixed bf16] [--iters 10] [--warmup 3] [--rounds 1]
 
 With --rounds R every row runs R times, ours and the peer alternating, and the table gives the
 median over rounds and the range of the per-round ratios (the GPU host is shared: single runs
 of one row have differed by up to 45 %).
 
-Precisions: tf32 = fp32 tensors with TF32 matmuls (ours: TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 in
-libtorch; the peer: torch.backends.cuda.matmul.allow_tf32); bf16 = ours: every tensor bf16
-(weights, activations, LoRA and AdamW state); the peer: torch.autocast(bfloat16) over fp32
-weights, which is what the HF Trainer's bf16=True does.
+Precisions: tf32 = fp32 tensors with TF32 matmuls (ours: `--precision tf32`, libtorch's TF32
+switch; the peer: torch.backends.cuda.matmul.allow_tf32); bf16-mixed = ours: `--precision
+bf16-mixed`, the stages' mixed precision (GEMMs and attention in bf16, f32 master weights and
+AdamW state); the peer: torch.autocast(bfloat16) over fp32 weights, which is what the HF
+Trainer's bf16=True does: the same numerics on both sides; bf16 = ours: every tensor bf16
+(weights, activations, LoRA and AdamW state, `--precision bf16-pure`), the peer: autocast as
+above (not the same numerics: kept for the earlier tables).
 """
 import argparse
 import json
@@ -86,6 +89,10 @@ def run(cmd, env, log):
     return recs
 
 
+# The peer's name for each of our precisions: its bf16 is autocast.
+PEER_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16-mixed": "bf16", "bf16": "bf16"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", help="lpeft-bench built with --features tch (needed unless --table-from)")
@@ -93,7 +100,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--shapes", nargs="+", default=["roberta-base", "roberta-large"])
     ap.add_argument("--peft", nargs="+", default=["lora-qv", "lora-all", "light-lora"])
-    ap.add_argument("--precision", nargs="+", default=["tf32", "bf16"])
+    ap.add_argument("--precision", nargs="+", default=["tf32", "bf16-mixed"], choices=sorted(PEER_PRECISION))
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
@@ -101,6 +108,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every row this many times, ours and the peer alternating")
     ap.add_argument("--only", choices=["ours", "peer"], help="run one side only")
+    ap.add_argument("--graphs", choices=["on", "off"], default="off",
+                    help="ours: the training step through the pipeline's trainer with CUDA graphs")
     ap.add_argument("--table-from", nargs="+", metavar="JSONL",
                     help="run nothing: write the table of these bench.jsonl files (merged) into --out")
     a = ap.parse_args()
@@ -129,20 +138,20 @@ def main():
         for peft in a.peft:
             for prec in a.precision:
                 env = dict(os.environ)
-                if prec == "tf32":
-                    env["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] = "1"
                 args = ["--shape", shape, "--peft", peft, *common]
                 for rnd in range(a.rounds):
                     if a.only != "peer":
-                        dtype = "bf16" if prec == "bf16" else "f32"
-                        for r in run([a.bench, "--backend", "tch-cuda", "--dtype", dtype, *args], env, log):
-                            r["precision"], r["round"] = prec, rnd
+                        ours = {"bf16": "bf16-pure"}.get(prec, prec)
+                        cmd = [a.bench, "--backend", "tch-cuda", "--precision", ours, "--graphs", a.graphs, *args]
+                        for r in run(cmd, env, log):
+                            r["precision"], r["round"], r["graphs"] = prec, rnd, a.graphs
                             keep(r)
                     if a.only != "ours":
                         peer_env = dict(os.environ)
                         peer_env.pop("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", None)
                         for r in run([a.python, os.path.join(HERE, "peers", "hf_peft_train_step.py"),
-                                      "--device", "cuda", "--precision", prec, *args], peer_env, log):
+                                      "--device", "cuda", "--precision", PEER_PRECISION[prec], *args],
+                                     peer_env, log):
                             r["precision"], r["round"] = prec, rnd
                             keep(r)
                 print(f"{shape} {peft} {prec} done", file=sys.stderr, flush=True)

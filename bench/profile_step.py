@@ -160,9 +160,9 @@ def main():
     prof = profile(activities=activities, schedule=sched)
     if a.side == "ours":
         backend = "tch-cuda" if a.device == "cuda" else "tch"
-        dtype = "bf16" if a.precision == "bf16" else "f32"
+        ours = {"bf16": "bf16-pure"}.get(a.precision, a.precision)
         os.environ["LPEFT_BENCH_ARGS"] = " ".join([
-            "--backend", backend, "--dtype", dtype, "--shape", a.shape, "--peft", a.peft, "--batch", str(a.batch),
+            "--backend", backend, "--precision", ours, "--shape", a.shape, "--peft", a.peft, "--batch", str(a.batch),
             "--seq", str(a.seq), "--iters", str(a.steps), "--warmup", str(a.warmup), "--fused", a.fused,
             "--ffn-align", a.ffn_align])
         lib = ctypes.CDLL(os.path.abspath(a.lib))

@@ -181,6 +181,8 @@ def main():
     ap.add_argument("--max-grad-norm", type=float, default=1.0)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tf32", action="store_true", help="TF32 matmuls (default: full fp32)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="torch.autocast(bfloat16) over fp32 weights (the HF Trainer's bf16=True)")
     ap.add_argument("--limit", type=int, default=None, help="first N rows of each split (checks)")
     ap.add_argument("--out", required=True, help="JSON lines file to append the run to")
     args = ap.parse_args()
@@ -252,7 +254,9 @@ def main():
         for ids, types, mask, labels in batches(
             torch, train, args.batch_size, order, pad_id, device, regression
         ):
-            logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+            logits = logits.float()
             if regression:
                 loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
             else:
@@ -272,7 +276,8 @@ def main():
             for ids, types, mask, _ in batches(
                 torch, dev, args.eval_batch_size, list(range(len(dev))), pad_id, device, regression
             ):
-                logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                    logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
                 if regression:
                     preds.extend(logits.squeeze(-1).float().tolist())
                 else:
@@ -315,6 +320,7 @@ def main():
             "dropout": args.dropout,
             "max_grad_norm": args.max_grad_norm,
             "tf32": args.tf32,
+            "bf16": args.bf16,
             **{k: v for k, v in recipe.items() if k != "targets"},
         },
         "versions": {

@@ -4,7 +4,7 @@
 # alternating, for vanilla LoRA(all) and the pruned shapes, at the rows' sequence lengths.
 #
 #   tools/gpu/bench_graphs.sh DEADLINE_S "SHAPE PEFT SEQ PRECISION" ...
-#   PRECISION: fp32 | tf32 | bf16 (the bench's pure bf16)
+#   PRECISION: fp32 | tf32 | bf16-mixed | bf16-pure (lpeft-bench --precision)
 #   -> $OUT/bench-graphs.jsonl (one JSON line per run, with "precision" and "graphs")
 set -uo pipefail
 deadline=$1; shift
@@ -15,14 +15,11 @@ B=$(mktemp -d)/lpeft-bench
 xz -dc .carry/lpeft-bench.xz > "$B" && chmod +x "$B"
 for row in "$@"; do
   set -- $row
-  dtype=f32; tf32=0
-  [ "$4" = tf32 ] && tf32=1
-  [ "$4" = bf16 ] && dtype=bf16
-  for graphs in off on; do
+  for graphs in ${GRAPHS:-off on}; do
     [ $(( deadline - ($(date +%s) - start) )) -gt 20 ] || break 2
-    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 timeout 90 "$B" --backend tch-cuda --shape "$1" \
-      --peft "$2" --seq "$3" --dtype "$dtype" --graphs "$graphs" --iters 20 --warmup 3 \
-      | sed "s/^{/{\"precision\":\"$4\",\"graphs\":\"$graphs\",/" >> "$OUT/bench-graphs.jsonl"
+    timeout 90 "$B" --backend tch-cuda --shape "$1" \
+      --peft "$2" --seq "$3" --precision "$4" --graphs "$graphs" --iters 20 --warmup 3 \
+      | sed "s/^{/{\"graphs\":\"$graphs\",/" >> "$OUT/bench-graphs.jsonl"
   done
 done
 cat "$OUT/bench-graphs.jsonl"

@@ -16,13 +16,13 @@ B=$(mktemp -d)/lpeft-bench
 xz -dc .carry/lpeft-bench.xz > "$B" && chmod +x "$B"
 for shape in roberta-base roberta-large; do
   for prec in tf32 bf16; do
-    dtype=f32; tf32=1; [ "$prec" = bf16 ] && { dtype=bf16; tf32=0; }
+    ours=$prec; [ "$prec" = bf16 ] && ours=bf16-pure
     for run in "lora-all auto" "light-lora auto" "light-lora 1" "light-r2 auto" "light-r2 1"; do
       set -- $run
       [ $(( deadline - ($(date +%s) - start) )) -gt 20 ] || break 3
-      TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 timeout 60 "$B" --backend tch-cuda --shape "$shape" \
-        --peft "$1" --dtype "$dtype" --ffn-align "$2" --iters 10 --warmup 3 \
-        | sed "s/^{/{\"precision\":\"$prec\",/" >> "$OUT/bench-shapes.jsonl"
+      timeout 60 "$B" --backend tch-cuda --shape "$shape" \
+        --peft "$1" --precision "$ours" --ffn-align "$2" --iters 10 --warmup 3 \
+        >> "$OUT/bench-shapes.jsonl"
     done
   done
 done

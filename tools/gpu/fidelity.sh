@@ -55,7 +55,9 @@ fi
 for p in "${pids[@]}"; do wait "$p"; done
 kill $smi 2>/dev/null
 
-$L report pipelines/fidelity.ron --profile "$profile" --backend "$backend" --out "$W/logs/report" > "$W/logs/report.log" 2>&1
+# REPORT_SET (one `--set` of the report, e.g. precision=bf16-mixed) when the groups set one.
+$L report pipelines/fidelity.ron --profile "$profile" --backend "$backend" ${REPORT_SET:+--set "$REPORT_SET"} \
+  --out "$W/logs/report" > "$W/logs/report.log" 2>&1
 echo "wall $(( $(date +%s) - start )) s" >> "$W/logs/report.log"
 tar -C "$W" -cJf "$OUT/logs.tar.xz" logs
 # Fine-tune artifacts (results and trained tensors; surgery holds whole pruned backbones).

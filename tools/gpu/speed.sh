@@ -8,6 +8,8 @@
 #
 #   tools/gpu/speed.sh PROFILE DEADLINE_S TASK... [-- PEER_TASK...]
 #   PROFILE roberta-base first writes a random-weight checkpoint (bench/random_checkpoint.py).
+#   PRECISION=fp32|tf32|bf16-mixed (default fp32): the stages' `precision`; the peer runs the
+#   same (--tf32, or --bf16: autocast over fp32 weights).
 # Writes $OUT/speed-PROFILE.tar.xz: logs, plan.json, the stages' manifests and results, records.jsonl.
 set -uo pipefail
 profile=$1; deadline=$2; shift 2
@@ -33,7 +35,12 @@ if [ "$profile" = roberta-base ]; then
   export MODEL_DIR=$W/roberta-base-random
   limit=(--limit 8000)
 fi
-run() { timeout "$(left)" $L run pipelines/speed.ron --profile "$profile" --backend "$backend" "$@"; }
+precision=${PRECISION:-fp32}
+peer_precision=()
+[ "$precision" = tf32 ] && peer_precision=(--tf32)
+[ "$precision" = bf16-mixed ] && peer_precision=(--bf16)
+run() { timeout "$(left)" $L run pipelines/speed.ron --profile "$profile" --backend "$backend" \
+  --set "precision=$precision" "$@"; }
 
 run --only 'data-*' --jobs 4 > "$W/speed/run-data.log" 2>&1
 for t in "${tasks[@]}"; do
@@ -45,11 +52,11 @@ for t in "${peer[@]}"; do
   [ "$(left)" -gt 40 ] || break
   ep=10; [ "$t" = sst2 ] && ep=3
   timeout "$(left)" python3 bench/peers/hf_peft_glue.py --glue-dir "$GLUE_DIR" --model "$MODEL_DIR" \
-    --task "$t" --method lora-all --seed 1 --epochs $ep "${limit[@]}" --out "$W/speed/peer.jsonl" \
+    --task "$t" --method lora-all --seed 1 --epochs $ep "${limit[@]}" "${peer_precision[@]}" --out "$W/speed/peer.jsonl" \
     >> "$W/speed/peer.log" 2>&1
 done
 
-$L plan pipelines/speed.ron --profile "$profile" --backend "$backend" --json > "$W/speed/plan.json"
+$L plan pipelines/speed.ron --profile "$profile" --backend "$backend" --set "precision=$precision" --json > "$W/speed/plan.json"
 python3 bench/pipeline_speed.py --plan "$W/speed/plan.json" --store artifacts \
   --peer "$W/speed/peer.jsonl" --label "$profile" --out "$W/speed/records.jsonl" \
   > "$W/speed/table.md" 2>&1

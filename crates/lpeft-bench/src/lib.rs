@@ -19,6 +19,7 @@ use clap::Parser;
 use lpeft_model::head::{Labels, task_loss};
 use lpeft_model::model::Model;
 use lpeft_model::optim::{AdamW, AdamWConfig};
+use lpeft_model::precision::Precision;
 use lpeft_model::source::RandomSource;
 use lpeft_model::testing::{lora_everywhere, random_input};
 use lpeft_schema::model::{
@@ -38,10 +39,13 @@ struct Args {
     /// pruned layers, LoRA on all six at rank 2: the pipeline's `r2` cut), or none.
     #[arg(long, default_value = "lora-qv")]
     peft: String,
-    /// Float type of every tensor: f32, or bf16 (weights, activations and optimizer state).
-    /// For TF32 matmuls on libtorch CUDA set TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// fp32; tf32 (f32 tensors, TF32 matmuls: libtorch CUDA); bf16-mixed (the stages'
+    /// `precision: bf16-mixed`: GEMMs and attention in bf16 inside the fused nodes, f32 master
+    /// weights and AdamW state, as autocast); bf16-pure (every tensor bf16: weights,
+    /// activations and optimizer state).
+    #[arg(long, default_value = "fp32",
+          value_parser = ["fp32", "tf32", "bf16-mixed", "bf16-pure"])]
+    precision: String,
     #[arg(long, default_value_t = 32)]
     batch: usize,
     #[arg(long, default_value_t = 128)]
@@ -138,9 +142,15 @@ where
             anyhow::anyhow!("--ffn-align {n:?}: expected auto or a positive number")
         })?),
     };
+    let stage_precision = match args.precision.as_str() {
+        "tf32" => Precision::Tf32,
+        "bf16-mixed" => Precision::Bf16Mixed,
+        _ => Precision::Fp32,
+    };
     let policy = lpeft_model::fused::FusedPolicy {
         enabled: args.fused == "on",
         align,
+        compute: stage_precision.compute(),
     };
     let mut enc = encoder(&args.shape)?;
     let n_layers = enc.layers.len();
@@ -182,14 +192,14 @@ where
         masks: false,
     };
     let mut device = lpeft_model::device::device(&args.backend)?;
-    match args.dtype.as_str() {
-        "f32" => {}
+    if args.precision == "bf16-pure" {
         // Before any tensor exists: the first tensor fixes the device's defaults.
-        "bf16" => device
+        device
             .configure(FloatDType::BF16)
-            .map_err(|e| anyhow::anyhow!("{} cannot default to bf16: {e:?}", args.backend))?,
-        other => bail!("unknown dtype {other:?} (expected f32 or bf16)"),
+            .map_err(|e| anyhow::anyhow!("{} cannot default to bf16: {e:?}", args.backend))?;
     }
+    // Held for the whole run: TF32 is a process-wide libtorch switch.
+    let _precision = stage_precision.enter(&device)?;
     device.seed(0);
     let fused = policy.on(&device).is_some();
     let ad = device.clone().autodiff();
@@ -356,7 +366,7 @@ fn report(
         "impl": "lightpeft", "backend": args.backend, "shape": args.shape, "peft": args.peft,
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
-        "dtype": args.dtype, "params": params,
+        "precision": args.precision, "params": params,
         "fused": fused, "ffn_align": args.ffn_align,
     });
     println!("{line}");

@@ -184,3 +184,48 @@ fn a_distillation_wired_wrong_says_what_is_missing() {
         "{t}"
     );
 }
+
+#[test]
+fn a_precision_the_backend_cannot_run_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // flex (the default backend here) runs fp32 only: the estimation says what it needs.
+    let mixed = STAGES.replace(r#""seed": 1,"#, r#""seed": 1, "precision": "bf16-mixed","#);
+    let (glue, model) = shared();
+    let text_of = |stages: &str| {
+        format!(
+            "Pipeline(name: \"f\", vars: {{ \"glue\": \"{}\", \"model\": \"{}\", \"teacher\": false }}, stages: [{stages}])",
+            glue.display(),
+            model.display()
+        )
+    };
+    std::fs::write(dir.path().join("p.ron"), text_of(&mixed)).unwrap();
+    let plan = text(&lpeft(dir.path(), &["plan", "p.ron"]));
+    let out = lpeft(
+        dir.path(),
+        &["run", "p.ron", "--only", "data", "--only", "est"],
+    );
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("`precision: bf16-mixed` needs the libtorch backend"),
+        "{t}"
+    );
+    // A precision is part of the key: fp32 (the default, left out) and bf16-mixed differ.
+    std::fs::write(dir.path().join("p.ron"), text_of(STAGES)).unwrap();
+    let default_plan = text(&lpeft(dir.path(), &["plan", "p.ron"]));
+    let key = |plan: &str| {
+        plan.lines()
+            .find(|l| l.contains(" est "))
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+    };
+    assert!(key(&plan).is_some(), "{plan}");
+    assert_ne!(key(&plan), key(&default_plan), "{plan}\n{default_plan}");
+    // And a name that is not a precision is an error of the pipeline file.
+    let bad = STAGES.replace(r#""seed": 1,"#, r#""seed": 1, "precision": "bf16","#);
+    std::fs::write(dir.path().join("p.ron"), text_of(&bad)).unwrap();
+    let t = text(&lpeft(dir.path(), &["plan", "p.ron"]));
+    assert!(
+        t.contains("unknown variant `bf16`") && t.contains("bf16-mixed"),
+        "{t}"
+    );
+}

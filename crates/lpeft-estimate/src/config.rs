@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use lpeft_model::peft_config::{PaddingSpec, PeftConfig};
+pub use lpeft_model::precision::Precision;
 
 /// Length of the estimation: a number of steps, a fraction of an epoch of the train split
 /// (800 steps, the reference's SST-2 value, is 0.38 epoch there but ≈100 epochs on CB), or a
@@ -75,6 +76,10 @@ pub struct EstimateConfig {
     /// Left out of the canonical form when false, so other keys stay as they were.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub teacher_outputs: bool,
+    /// Float arithmetic of the training (`fp32`, `tf32`, `bf16-mixed`: see
+    /// `lpeft_model::precision`); left out of the canonical form when `fp32`.
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    pub precision: Precision,
 }
 
 fn d_peft() -> PeftConfig {

@@ -159,6 +159,7 @@ impl Stage for EstimateStage {
             PaddingSpec::Fixed(n) => Padding::Fixed(n),
         };
         let plain = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
+        let _precision = cfg.precision.enter(&plain).failed_by(KIND)?;
         let padding = lpeft_train::training_padding(padding, &plain);
         let bcfg = BatchConfig {
             batch_size: cfg.batch_size,
@@ -178,7 +179,8 @@ impl Stage for EstimateStage {
         let encoder = load_spec(&cfg.model, &ckpt).failed_by(KIND)?;
         let spec = estimation_spec(encoder, &ds.meta.task.kind, &cfg.peft);
         let mut src = ckpt.source(spec.encoder.family, spec.head, cfg.seed);
-        let model = Model::build(&spec, &mut src, &device).failed_by(KIND)?;
+        let mut model = Model::build(&spec, &mut src, &device).failed_by(KIND)?;
+        cfg.precision.apply(&mut model);
         let backbone_blake3 = file_blake3(&weights_file(&cfg.model).invalid_params(KIND)?)?;
 
         ctx.progress.start(KIND, steps as u64);

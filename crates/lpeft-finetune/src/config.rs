@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use lpeft_model::peft_config::{PaddingSpec, PeftConfig};
+pub use lpeft_model::precision::Precision;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +52,10 @@ pub struct FinetuneConfig {
     /// canonical form (the key) is as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillConfig>,
+    /// Float arithmetic of training and dev evaluation (`fp32`, `tf32`, `bf16-mixed`: see
+    /// `lpeft_model::precision`); left out of the canonical form when `fp32`.
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    pub precision: Precision,
 }
 
 /// Distillation settings of a fine-tune (see [`FinetuneConfig::distill`]).

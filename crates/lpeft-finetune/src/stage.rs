@@ -177,6 +177,7 @@ impl Stage for FinetuneStage {
         let dev_texts = ds.texts(&cfg.eval_split).failed_by(KIND)?;
 
         let plain = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
+        let _precision = cfg.precision.enter(&plain).failed_by(KIND)?;
         plain.seed(cfg.seed);
         // On a GPU the peak is device memory (NVML); elsewhere the process's peak RSS.
         let gpu_memory = lpeft_train::efficiency::cuda_index(ctx.backend).and_then(|i| {
@@ -185,7 +186,7 @@ impl Stage for FinetuneStage {
                 .ok()
         });
         let device = plain.clone().autodiff();
-        let (model, original) = match (&cfg.model, &cfg.peft, init) {
+        let (mut model, original) = match (&cfg.model, &cfg.peft, init) {
             (Some(dir), Some(peft), _) => {
                 let ckpt = HfCheckpoint::open(dir).failed_by(KIND)?;
                 let encoder = load_spec(dir, &ckpt).failed_by(KIND)?;
@@ -202,6 +203,7 @@ impl Stage for FinetuneStage {
             ),
             _ => unreachable!("checked above"),
         };
+        cfg.precision.apply(&mut model);
         let distill = teacher_targets(&cfg, ctx.inputs.get("teacher"), &train, &task.kind)?;
         let counts = param_counts(&model);
         let spec = model.spec.clone();

@@ -8,6 +8,7 @@
 // the capture by CUDAGraph itself. Errors come back as a message, never as an
 // exception across the C boundary.
 
+#include <ATen/Context.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -106,6 +107,15 @@ int lpeft_graph_end(void* g, char* err, size_t len) {
 
 int lpeft_graph_replay(void* g, char* err, size_t len) {
   return guarded(err, len, [&] { static_cast<Graph*>(g)->graph.replay(); });
+}
+
+// TF32 tensor-core kernels for float32 matmuls and convolutions, process-wide (libtorch
+// keeps the switch in its global context): a stage's `precision: tf32`.
+int lpeft_set_tf32(int on, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    at::globalContext().setAllowTF32CuBLAS(on != 0);
+    at::globalContext().setAllowTF32CuDNN(on != 0);
+  });
 }
 
 }  // extern "C"

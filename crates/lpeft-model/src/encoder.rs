@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use lpeft_schema::model::{Activation, AdapterSite, Family, LoraTarget, PeftModuleId, PeftSite};
 
-use crate::fused::{self, Act, FusedPolicy, Fusing, Island};
+use crate::fused::{self, Act, Compute, FusedPolicy, Fusing, Island};
 use crate::layers::{Dense, Norm};
 use crate::peft::{Adapter, Lora, NormRatioRecorder};
 
@@ -78,6 +78,7 @@ fn project(
             act: None,
             padding: (0, 0),
             rank_align: f.align,
+            compute: f.compute,
             id,
         };
         if let Some(y) = project_fused(dense, lora, x.clone(), fused_call, rec, device) {
@@ -103,6 +104,7 @@ struct FusedCall {
     act: Option<Act>,
     padding: (usize, usize),
     rank_align: usize,
+    compute: Compute,
     id: PeftModuleId,
 }
 
@@ -135,6 +137,7 @@ fn project_fused(
             pad_out: call.padding.1,
             rank_align: call.rank_align,
             record,
+            compute: call.compute,
         },
     );
     if record && let Some(r) = rec.as_deref_mut() {
@@ -215,9 +218,9 @@ impl Attention {
                 let q = proj(q, &self.lora_query, LoraTarget::Query);
                 let k = proj(k, &self.lora_key, LoraTarget::Key);
                 let v = proj(v, &self.lora_value, LoraTarget::Value);
-                if fused.is_some() {
+                if let Some(f) = fused {
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
-                    let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout);
+                    let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout, f.compute);
                     // The head mask on the merged context: each head's d columns by its value.
                     Some(match &self.head_mask {
                         Some(mask) => {
@@ -315,6 +318,7 @@ impl Ffn {
                         act: Some(Act::from(self.activation)),
                         padding: (0, pad),
                         rank_align: f.align,
+                        compute: f.compute,
                         id: id(LoraTarget::FfnIn),
                     };
                     let z = project_fused(fc1, lora, Some(x.clone()), call, rec, &device);
@@ -372,6 +376,7 @@ impl Ffn {
                 act: None,
                 padding: (padding, 0),
                 rank_align: f.align,
+                compute: f.compute,
                 id,
             };
             project_fused(&self.output, lora, hidden, call, rec, &device)

@@ -36,6 +36,9 @@ pub enum ModelError {
     /// Capturing or replaying a CUDA graph failed, or this build has none.
     #[error("{0}")]
     CudaGraph(String),
+    /// A stage's `precision` that its backend cannot run.
+    #[error("`precision: {precision}` {why}")]
+    Precision { precision: String, why: String },
     #[error("unknown backend `{name}`; this build supports: {available}")]
     UnknownBackend { name: String, available: String },
     #[error("{path}: {source}")]

@@ -37,6 +37,24 @@ pub fn on_for(device: &burn::tensor::Device) -> bool {
     crate::fused::libtorch_cuda(device) == Some(true) && std::env::var(ENV).as_deref() != Ok("off")
 }
 
+/// Switches libtorch's TF32 kernels for f32 matmuls on or off, process-wide (through the
+/// shim, which builds with CUDA graphs; see [`crate::precision`] for who may call it).
+pub fn set_tf32(on: bool) -> Result<(), ModelError> {
+    #[cfg(lpeft_cuda_graphs)]
+    {
+        ffi::set_tf32(on)
+    }
+    #[cfg(not(lpeft_cuda_graphs))]
+    {
+        let _ = on;
+        Err(ModelError::CudaGraph(
+            "TF32 is switched through the CUDA shim, which this build lacks (libtorch without \
+             CUDA, or no CUDA headers at build time: see crates/lpeft-model/build.rs)"
+                .into(),
+        ))
+    }
+}
+
 /// A captured graph; dropped, it frees its memory pool (unless another graph shares it).
 pub struct CudaGraph {
     #[cfg(lpeft_cuda_graphs)]
@@ -249,6 +267,7 @@ mod ffi {
         ) -> c_int;
         fn lpeft_graph_end(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         fn lpeft_graph_replay(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+        fn lpeft_set_tf32(on: c_int, err: *mut c_char, len: usize) -> c_int;
     }
 
     const ERR_LEN: usize = 1024;
@@ -304,6 +323,18 @@ mod ffi {
             Ok(())
         } else {
             Err(failed("replay", &buf))
+        }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn set_tf32(on: bool) -> Result<(), ModelError> {
+        let mut buf = [0 as c_char; ERR_LEN];
+        // SAFETY: the buffer outlives the call and its length is passed.
+        let rc = unsafe { lpeft_set_tf32(c_int::from(on), buf.as_mut_ptr(), ERR_LEN) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(failed("TF32 switch", &buf))
         }
     }
 

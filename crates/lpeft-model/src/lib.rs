@@ -22,6 +22,7 @@ pub mod names;
 pub mod optim;
 pub mod peft;
 pub mod peft_config;
+pub mod precision;
 pub mod rng;
 pub mod source;
 pub mod testing;

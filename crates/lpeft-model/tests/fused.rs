@@ -405,5 +405,6 @@ fn policy(enabled: bool, align: usize) -> FusedPolicy {
     FusedPolicy {
         enabled,
         align: Some(align),
+        ..FusedPolicy::default()
     }
 }

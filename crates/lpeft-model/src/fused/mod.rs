@@ -43,6 +43,19 @@ impl From<lpeft_schema::model::Activation> for Act {
     }
 }
 
+/// The float type an island computes its GEMMs (and attention) in.
+///
+/// `Bf16` is mixed precision as PyTorch's autocast does it: the island casts its inputs to
+/// bf16, runs its kernels there (cuBLAS and the attention kernels accumulate in f32) and hands
+/// back f32, so master weights, the optimizer state, LayerNorm, losses and everything between
+/// islands stay f32; gradients leave the backward in their inputs' own float type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compute {
+    #[default]
+    F32,
+    Bf16,
+}
+
 /// One fused computation; its inputs are passed alongside, in the order documented per variant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Island {
@@ -74,11 +87,17 @@ pub enum Island {
         /// The multiple the LoRA rank is padded to ([`Fusing::padding`]).
         rank_align: usize,
         record: bool,
+        compute: Compute,
     },
     /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
     /// scores): per head `drop(softmax(q·kᵀ/√D + bias))·v`, back in `[B, T, H·D]`.
-    Attention { heads: usize, dropout: f64 },
-    /// `[x, residual, gamma, beta]`: `LayerNorm(drop(x) + residual)` over the last dimension.
+    Attention {
+        heads: usize,
+        dropout: f64,
+        compute: Compute,
+    },
+    /// `[x, residual, gamma, beta]`: `LayerNorm(drop(x) + residual)` over the last dimension
+    /// (in its inputs' float type: f32 under mixed precision, as autocast keeps it).
     AddNorm { eps: f64, dropout: f64 },
 }
 
@@ -93,6 +112,8 @@ pub struct FusedPolicy {
     /// The multiple FFN widths and LoRA ranks are padded to inside the nodes; `None`: 8 on
     /// CUDA, none elsewhere (see [`Fusing::padding`]); `Some(1)`: never.
     pub align: Option<usize>,
+    /// Float type of the projections' and attention's kernels (a stage's `precision`).
+    pub compute: Compute,
 }
 
 impl Default for FusedPolicy {
@@ -100,6 +121,7 @@ impl Default for FusedPolicy {
         Self {
             enabled: true,
             align: None,
+            compute: Compute::F32,
         }
     }
 }
@@ -115,6 +137,7 @@ impl FusedPolicy {
                 None if cuda => 8,
                 None => 1,
             },
+            compute: self.compute,
         })
     }
 }
@@ -123,6 +146,7 @@ impl FusedPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fusing {
     pub align: usize,
+    pub compute: Compute,
 }
 
 impl Fusing {
@@ -216,8 +240,9 @@ pub fn attention(
     score_bias: Tensor<4>,
     heads: usize,
     dropout: f64,
+    compute: Compute,
 ) -> Tensor<3> {
-    run_island!(Island::Attention { heads, dropout }; q, k, v, score_bias)
+    run_island!(Island::Attention { heads, dropout, compute }; q, k, v, score_bias)
 }
 
 /// Fused `LayerNorm(drop(x) + residual)`. Call only where [`applies`] holds.
@@ -289,8 +314,12 @@ mod tests {
             (key_tag("tch"), key_tag("flex"), key_tag("cuda")),
             (Some("fused3"), None, None)
         );
-        let f = Fusing { align: 8 };
+        let f = Fusing {
+            align: 8,
+            compute: Compute::F32,
+        };
         assert_eq!((f.padding(2731), f.padding(2048), f.padding(2)), (5, 0, 6));
-        assert_eq!(Fusing { align: 1 }.padding(2731), 0);
+        let f = Fusing { align: 1, ..f };
+        assert_eq!(f.padding(2731), 0);
     }
 }

@@ -34,7 +34,7 @@ pub(super) struct GraphSaved {
 /// Training forward of the attention core with the memory-efficient CUDA kernels, where they
 /// apply (CUDA, head size a multiple of 8); `None` elsewhere.
 pub(super) fn forward(x: &[T], island: &Island) -> Option<(T, Saved)> {
-    let Island::Attention { heads, dropout } = *island else {
+    let Island::Attention { heads, dropout, .. } = *island else {
         unreachable!("attention island")
     };
     let (b, t, hd) = x[Q].size3().ok()?;

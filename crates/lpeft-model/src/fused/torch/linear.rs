@@ -54,6 +54,7 @@ pub(super) fn forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) 
         pad_in,
         rank_align,
         record,
+        ..
     } = *island
     else {
         unreachable!("linear island")

@@ -21,7 +21,7 @@ use tch::Tensor as T;
 use self::add_norm::AddNormSaved;
 use self::attention::{AttentionSaved, GraphSaved};
 use self::linear::LinearSaved;
-use super::{Act, Island};
+use super::{Act, Compute, Island};
 
 pub(super) fn run(
     inputs: Vec<burn::backend::DispatchTensor>,
@@ -89,6 +89,23 @@ impl Island {
         !matches!(self, Island::Attention { .. } if i == attention::SCORE_BIAS)
     }
 
+    /// The float type the island's kernels run in, when it is not its inputs' own
+    /// ([`Compute::Bf16`]: mixed precision).
+    fn compute_kind(&self) -> Option<tch::Kind> {
+        let compute = match *self {
+            Island::Linear { compute, .. } | Island::Attention { compute, .. } => compute,
+            Island::AddNorm { .. } => Compute::F32,
+        };
+        (compute == Compute::Bf16).then_some(tch::Kind::BFloat16)
+    }
+
+    /// The computation on libtorch tensors in the island's compute type, the result in the
+    /// first input's type; `train` enables dropout.
+    fn eval_cast(&self, x: &[T], train: bool) -> T {
+        let (xs, _) = cast_inputs(x, self.compute_kind());
+        self.eval(&xs, train).to_kind(x[0].kind())
+    }
+
     /// The computation on libtorch tensors; `train` enables dropout.
     fn eval(&self, x: &[T], train: bool) -> T {
         let p = |p: f64| if train { p } else { 0.0 };
@@ -101,7 +118,7 @@ impl Island {
                 }
                 linear::forward(x, &island, &[false; 5]).0
             }
-            Island::Attention { heads, dropout } => {
+            Island::Attention { heads, dropout, .. } => {
                 let (b, t, hd) = x[0].size3().expect("[B, T, H·D] query");
                 let h = heads as i64;
                 let split = |y: &T| y.view([b, t, h, hd / h]).transpose(1, 2);
@@ -128,7 +145,17 @@ impl Island {
 
 fn infer(inputs: &[&TchTensor], island: &Island) -> TchTensor {
     let xs: Vec<T> = inputs.iter().map(|t| t.tensor.shallow_clone()).collect();
-    TchTensor::new(tch::no_grad(|| island.eval(&xs, false)))
+    TchTensor::new(tch::no_grad(|| island.eval_cast(&xs, false)))
+}
+
+/// `x` in `kind` where given (with whether each input was converted), else shallow copies.
+fn cast_inputs(x: &[T], kind: Option<tch::Kind>) -> (Vec<T>, Vec<bool>) {
+    x.iter()
+        .map(|t| match kind {
+            Some(k) if t.kind() != k => (t.to_kind(k), true),
+            _ => (t.shallow_clone(), false),
+        })
+        .unzip()
 }
 
 impl TorchIslands for LibTorch {
@@ -170,8 +197,11 @@ enum Saved {
 /// One island's saved tensors, taken by its backward step.
 struct Recorded {
     saved: Saved,
-    /// Float type of the output.
+    /// Float type of the island's own output (its compute type), which its backward wants.
     kind: tch::Kind,
+    /// Float type of each input, which its gradient must have (they differ under mixed
+    /// precision: the kernels ran in bf16 on f32 inputs).
+    input_kinds: Vec<tch::Kind>,
     /// burn handles of the inputs and the output: while they live, burn-tch sees the storage
     /// as shared and never reuses it in place, which would corrupt what was saved.
     _pins: Vec<TchTensor>,
@@ -278,6 +308,10 @@ impl<const N: usize> Backward<LibTorch, N> for IslandBackward {
             grad.tensor.to_kind(rec.kind)
         };
         let gs = backward_of(rec.saved, &g, &wanted);
+        let gs = gs.into_iter().zip(&wanted).map(|(g, &i)| {
+            let want = rec.input_kinds[i];
+            g.map(|g| if g.kind() == want { g } else { g.to_kind(want) })
+        });
         // Two gradients may be one tensor (∂x and ∂residual of add+norm without dropout):
         // they then share burn-tch's storage handle, so neither is reused in place.
         let mut made: Vec<TchTensor> = Vec::with_capacity(ids.len());
@@ -310,7 +344,9 @@ fn record<C: CheckpointStrategy, const N: usize>(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let xs: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
+            let input_kinds: Vec<tch::Kind> = prims.iter().map(|p| p.tensor.kind()).collect();
+            let originals: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
+            let (xs, cast) = cast_inputs(&originals, island.compute_kind());
             let (output, saved) = match island {
                 Island::Linear { .. } => tch::no_grad(|| linear::forward(&xs, &island, &trained)),
                 Island::AddNorm { .. } => tch::no_grad(|| add_norm::forward(&xs, &island)),
@@ -337,28 +373,35 @@ fn record<C: CheckpointStrategy, const N: usize>(
                 }
             };
             let kind = output.kind();
-            let out = TchTensor::new(output);
+            let output_cast = kind != input_kinds[0];
+            let out = TchTensor::new(if output_cast {
+                output.to_kind(input_kinds[0])
+            } else {
+                output
+            });
             // Pin only what the saved tensors share storage with: pinning more would keep
-            // activations alive until the backward (memory the peer does not spend).
+            // activations alive until the backward (memory the peer does not spend). A
+            // converted input or output is a copy: the saved tensors never share the original.
             let (inputs, output_shared) = shared_storage(&saved, prims.len());
             let mut pins: Vec<TchTensor> = prims
                 .into_iter()
-                .zip(inputs)
-                .filter_map(|(p, keep)| keep.then_some(p))
+                .zip(inputs.into_iter().zip(cast))
+                .filter_map(|(p, (keep, cast))| (keep && !cast).then_some(p))
                 .collect();
-            if output_shared {
+            if output_shared && !output_cast {
                 pins.push(out.clone());
             }
             let state = IslandState(Arc::new(Mutex::new(Some(Recorded {
                 saved,
                 kind,
+                input_kinds,
                 _pins: pins,
             }))));
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => {
             let xs: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
-            prep.finish(TchTensor::new(tch::no_grad(|| island.eval(&xs, true))))
+            prep.finish(TchTensor::new(tch::no_grad(|| island.eval_cast(&xs, true))))
         }
     }
 }

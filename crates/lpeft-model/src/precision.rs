@@ -1,0 +1,174 @@
+//! How a training stage computes: its `precision` parameter (part of the artifact key when it
+//! is not the default, since the results differ).
+//!
+//! - `fp32`: every kernel in f32 (libtorch's default: no TF32).
+//! - `tf32`: f32 tensors, TF32 tensor-core matmuls (a libtorch CUDA device only). libtorch keeps
+//!   this switch in one process-wide context, so a stage holds a [`PrecisionScope`] while it
+//!   trains and evaluates: stages of one process that want the other setting wait.
+//! - `bf16-mixed`: the projections' GEMMs and the attention run in bf16 inside the fused nodes,
+//!   with f32 master weights, optimizer state, LayerNorm and losses (what PyTorch's autocast
+//!   does for these operations; [`crate::fused::Compute`]). Needs the libtorch backend.
+//!
+//! The benchmark's pure bf16 (every tensor, weights and AdamW state included) is not a stage
+//! precision: `lpeft-bench --precision bf16-pure`.
+
+use std::sync::{Condvar, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+use crate::fused::Compute;
+use crate::model::Model;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Tf32,
+    Bf16Mixed,
+}
+
+impl Precision {
+    pub fn is_default(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16Mixed => "bf16-mixed",
+        }
+    }
+
+    /// The fused nodes' compute type under this precision.
+    pub fn compute(self) -> Compute {
+        match self {
+            Precision::Bf16Mixed => Compute::Bf16,
+            Precision::Fp32 | Precision::Tf32 => Compute::F32,
+        }
+    }
+
+    /// Whether `device` can run this precision; an error names what it needs.
+    pub fn check(self, device: &burn::tensor::Device) -> Result<(), ModelError> {
+        let cuda = crate::fused::libtorch_cuda(device);
+        let why = match self {
+            Precision::Fp32 => None,
+            Precision::Tf32 if cuda != Some(true) => {
+                Some("needs a libtorch CUDA device (backend tch-cuda): TF32 is a GPU format")
+            }
+            Precision::Tf32 if !crate::graph::available() => Some(
+                "needs a build with the CUDA shim (libtorch with CUDA and its headers at build \
+                 time; see crates/lpeft-model/build.rs)",
+            ),
+            Precision::Bf16Mixed if cuda.is_none() => Some(
+                "needs the libtorch backend (tch or tch-cuda): mixed precision runs in its fused \
+                 nodes",
+            ),
+            _ => None,
+        };
+        match why {
+            Some(why) => Err(ModelError::Precision {
+                precision: self.as_str().into(),
+                why: why.into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts `model` under this precision (its fused nodes' compute type).
+    pub fn apply(self, model: &mut Model) {
+        model.encoder.fused.compute = self.compute();
+    }
+
+    /// Checks the device and, on a libtorch CUDA device, sets libtorch's TF32 switch for this
+    /// precision, holding it until the scope is dropped (see the module docs).
+    pub fn enter(self, device: &burn::tensor::Device) -> Result<PrecisionScope, ModelError> {
+        self.check(device)?;
+        if crate::fused::libtorch_cuda(device) != Some(true) || !crate::graph::available() {
+            return Ok(PrecisionScope { tf32: None });
+        }
+        let tf32 = self == Precision::Tf32;
+        let mut state = TF32.lock().expect("TF32 state");
+        while state.holders > 0 && state.on != Some(tf32) {
+            state = TF32_FREED.wait(state).expect("TF32 state");
+        }
+        if state.on != Some(tf32) {
+            crate::graph::set_tf32(tf32)?;
+            state.on = Some(tf32);
+        }
+        state.holders += 1;
+        Ok(PrecisionScope { tf32: Some(tf32) })
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// libtorch's TF32 switch as this process set it (`None` before the first stage: it is then
+/// set explicitly, whatever `TORCH_ALLOW_TF32_CUBLAS_OVERRIDE` made of it), and how many
+/// stages rely on it now.
+struct Tf32State {
+    on: Option<bool>,
+    holders: usize,
+}
+
+static TF32: Mutex<Tf32State> = Mutex::new(Tf32State {
+    on: None,
+    holders: 0,
+});
+static TF32_FREED: Condvar = Condvar::new();
+
+/// Held while a stage trains under a precision; dropped, it lets stages that want the other
+/// TF32 setting go on.
+#[derive(Debug)]
+#[must_use = "the precision holds only while the scope lives"]
+pub struct PrecisionScope {
+    /// The TF32 setting held, on a libtorch CUDA device.
+    tf32: Option<bool>,
+}
+
+impl Drop for PrecisionScope {
+    fn drop(&mut self) {
+        if self.tf32.is_some() {
+            let mut state = TF32.lock().expect("TF32 state");
+            state.holders -= 1;
+            if state.holders == 0 {
+                TF32_FREED.notify_all();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_fp32_is_the_default() {
+        for p in [Precision::Fp32, Precision::Tf32, Precision::Bf16Mixed] {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{p}\""));
+            assert_eq!(serde_json::from_str::<Precision>(&json).unwrap(), p);
+        }
+        assert!(Precision::default().is_default());
+        assert!(serde_json::from_str::<Precision>("\"bf16\"").is_err());
+    }
+
+    #[test]
+    fn the_default_backend_refuses_what_it_cannot_run() {
+        let device = burn::tensor::Device::default();
+        if crate::fused::libtorch_cuda(&device).is_some() {
+            return; // a libtorch default device (tch builds): covered by tests/fused.rs
+        }
+        assert!(Precision::Fp32.enter(&device).is_ok());
+        for p in [Precision::Tf32, Precision::Bf16Mixed] {
+            let err = p.enter(&device).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("`precision: {p}` needs")), "{err}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `precision: bf16-mixed` (`fused::Compute::Bf16`) against fp32 on the same fused nodes: the
+//! loss, logits, every gradient and the estimation's recorded norm ratios within bf16's
+//! rounding, every gradient back in f32 (the master weights' type), the inference path too.
+//! Run with `cargo test -p lpeft-model --features tch --test mixed_precision` (part of `make
+//! test-tch`); `LPEFT_TEST_DEVICE=tch-cuda` on a GPU covers the CUDA attention kernels in bf16.
+#![cfg(feature = "tch")]
+
+mod common;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use common::{max_diff, values};
+use lpeft_model::fused::{Compute, FusedPolicy};
+use lpeft_model::head::{HeadOutput, Labels, task_loss};
+use lpeft_model::model::Model;
+use lpeft_model::peft::NormRatioRecorder;
+use lpeft_model::precision::Precision;
+use lpeft_model::source::RandomSource;
+use lpeft_model::testing::*;
+use lpeft_schema::model::{Family, HeadStyle, ModelSpec, TaskHeadSpec};
+
+/// A pruned-shape encoder (a head-less layer, an FFN-less one) with LoRA on every projection
+/// and masks; head size 8, as the CUDA attention kernels take.
+fn spec(family: Family) -> ModelSpec {
+    let layers = [(4, 12), (0, 8), (2, 0)];
+    let style = match family {
+        Family::Roberta => HeadStyle::RobertaDenseTanh,
+        _ => HeadStyle::BertPooler,
+    };
+    let head = TaskHeadSpec::Classification {
+        num_labels: 3,
+        style,
+    };
+    let mut spec = tiny_spec(family, &layers, head, lora_everywhere(3, 3, 0.0), true);
+    spec.encoder.hidden_size = 32;
+    spec.encoder.head_dim = 8;
+    spec.encoder.hidden_dropout = 0.0;
+    spec.encoder.attention_dropout = 0.0;
+    spec
+}
+
+/// Every gradient by parameter, with its float type.
+struct Collect<'a> {
+    grads: &'a GradientsParams,
+    out: Vec<(String, DType, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let dtype = g.dtype();
+            self.out.push((format!("{:?}", param.id), dtype, values(g)));
+        }
+    }
+}
+
+/// LoRA B and the masks away from their initial values, so that every gradient is non-zero.
+fn spread(model: Model) -> Model {
+    struct Spread;
+    impl burn::module::ModuleMapper for Spread {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let data = t.to_data();
+            let constant = data.iter::<f32>().all(|v| v == 0.0 || v == 1.0);
+            let t = if t.is_require_grad() && constant {
+                let n = t.shape().num_elements();
+                let vals: Vec<f32> = (0..n).map(|i| 0.4 + 0.15 * (i % 5) as f32).collect();
+                Tensor::<D>::from_data(TensorData::new(vals, t.shape()), &t.device()).require_grad()
+            } else {
+                t
+            };
+            Param::from_mapped_value(id, t, mapper)
+        }
+    }
+    model.map(&mut Spread)
+}
+
+type Run = (
+    f32,
+    Vec<f32>,
+    Vec<(String, DType, Vec<f32>)>,
+    Vec<f32>,
+    Vec<f32>,
+);
+
+/// Loss, logits, gradients, recorded ratios (by module) and inference logits under `precision`.
+fn run(family: Family, device: &Device, precision: Precision) -> Run {
+    let spec = spec(family);
+    let ad = device.clone().autodiff();
+    ad.seed(5);
+    let mut model = Model::build(&spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+    model.encoder.fused = FusedPolicy::default();
+    precision.apply(&mut model);
+    let model = spread(model);
+    let input = random_input(&spec.encoder, 4, 9, 2, &ad);
+    let mut rec = NormRatioRecorder::new(&input.attention_mask);
+    let out = model.forward_recording(&input, &mut rec);
+    let HeadOutput::Logits(logits) = out.head.clone() else {
+        unreachable!("classification head")
+    };
+    let labels = Labels::Class(Tensor::<1, Int>::from_ints([0, 1, 2, 1], &ad));
+    let loss = task_loss(&out.head, &labels);
+    let loss_v = loss.clone().into_scalar::<f32>();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut c = Collect {
+        grads: &grads,
+        out: vec![],
+    };
+    model.visit(&mut c);
+    let mut ratios: Vec<(String, f32)> = rec
+        .ratios()
+        .iter()
+        .map(|(id, t)| (id.to_string(), t.clone().into_scalar::<f32>()))
+        .collect();
+    ratios.sort_by(|a, b| a.0.cmp(&b.0));
+    let plain_model = model.valid();
+    let plain_input = random_input(&spec.encoder, 4, 9, 2, device);
+    let HeadOutput::Logits(inference) = plain_model.forward(&plain_input).head else {
+        unreachable!("classification head")
+    };
+    let ratios = ratios.into_iter().map(|(_, r)| r).collect();
+    (loss_v, values(logits), c.out, ratios, values(inference))
+}
+
+/// Largest difference relative to the larger magnitude of `a` (floored).
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    max_diff(a, b) / scale
+}
+
+#[test]
+fn bf16_mixed_tracks_fp32() {
+    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
+    let device = lpeft_model::device::device(&name).unwrap();
+    assert_eq!(Precision::Bf16Mixed.compute(), Compute::Bf16);
+    Precision::Bf16Mixed.check(&device).unwrap();
+    for family in [Family::Bert, Family::Roberta] {
+        let (loss32, logits32, grads32, ratios32, inf32) = run(family, &device, Precision::Fp32);
+        let (loss16, logits16, grads16, ratios16, inf16) =
+            run(family, &device, Precision::Bf16Mixed);
+        // bf16 keeps 8 significant bits (relative rounding 2⁻⁹ ≈ 0.2 %); a few layers of GEMMs
+        // compound it to about a percent, never to the 10 % a wrong cast or scale would give.
+        assert!(
+            (loss32 - loss16).abs() < 2e-2 * loss32.abs().max(1.0),
+            "{family:?}: loss {loss32} vs {loss16}"
+        );
+        assert!(rel(&logits32, &logits16) < 3e-2, "{family:?}: logits");
+        assert!(rel(&inf32, &inf16) < 3e-2, "{family:?}: inference logits");
+        assert!(
+            logits32 != logits16,
+            "{family:?}: bf16-mixed computed exactly fp32's logits: it did not run in bf16"
+        );
+        assert_eq!(grads32.len(), grads16.len(), "{family:?}: gradients");
+        assert!(
+            grads32.len() >= 16,
+            "{family:?}: {} gradients",
+            grads32.len()
+        );
+        for ((name, d32, g32), (_, d16, g16)) in grads32.iter().zip(&grads16) {
+            assert_eq!(*d32, DType::F32, "{family:?} {name}: fp32 gradient type");
+            assert_eq!(*d16, DType::F32, "{family:?} {name}: gradient not in f32");
+            assert!(
+                g16.iter().all(|v| v.is_finite()),
+                "{family:?} {name}: not finite"
+            );
+            assert!(
+                rel(g32, g16) < 6e-2,
+                "{family:?} {name}: bf16-mixed gradient off by {} of its scale",
+                rel(g32, g16)
+            );
+        }
+        assert_eq!(
+            ratios32.len(),
+            ratios16.len(),
+            "{family:?}: ratios recorded"
+        );
+        assert!(
+            ratios32.len() >= 12,
+            "{family:?}: {} ratios",
+            ratios32.len()
+        );
+        assert!(
+            rel(&ratios32, &ratios16) < 3e-2,
+            "{family:?}: recorded ratios"
+        );
+    }
+}

@@ -15,13 +15,15 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: test-export test-tch help build reproduce-glue plan-glue reproduce-superglue plan-superglue demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
+.PHONY: test-export test-tch help build reproduce-glue plan-glue reproduce-superglue plan-superglue reproduce-squad plan-squad demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
 	@echo "make plan-glue      show what reproduce-glue would run, and why"
 	@echo "make reproduce-superglue [PROFILE=...]   the same on SuperGLUE CB, COPA, RTE, WiC, WSC (pipelines/superglue.ron)"
 	@echo "make plan-superglue show what reproduce-superglue would run, and why"
+	@echo "make reproduce-squad [PROFILE=cpu|smoke|gpu]   SQuAD v1.1 span extraction (pipelines/squad/squad.ron) on a split of the shared part a"
+	@echo "make plan-squad     show what reproduce-squad would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
 	@echo "make test           the crate-graph rules, cargo test --workspace, the bench and tool scripts' arithmetic (python3)"
 	@echo "make test-export    lpeft export's directories loaded by transformers/peft, logits vs ours (EXPORT_PYTHON=python3 with torch, transformers, peft)"
@@ -53,6 +55,20 @@ reproduce-superglue: build
 
 plan-superglue: build
 	$(LPEFT) plan pipelines/superglue.ron $(PROFILE_FLAG) $(RUN_FLAGS)
+
+# SQuAD v1.1 span extraction (pipelines/squad/squad.ron): the shared data has no train file, so
+# part a of the dev set is split by article into SQUAD_DIR first (kept if it is there; point
+# SQUAD_DIR at the official train-v1.1.json and dev-v1.1.json instead). Report: results/squad/.
+SQUAD_DIR    ?= data/squad-split
+SQUAD_PART_A ?= ../shared/data/squad/dev-v1.1-part-a.json
+reproduce-squad: build
+	test -f $(SQUAD_DIR)/train-v1.1.json || python3 tools/squad_split.py $(SQUAD_PART_A) $(SQUAD_DIR)
+	SQUAD_DIR=$(SQUAD_DIR) $(LPEFT) run pipelines/squad/squad.ron $(PROFILE_FLAG) $(RUN_FLAGS) --jobs $(JOBS)
+	SQUAD_DIR=$(SQUAD_DIR) $(LPEFT) report pipelines/squad/squad.ron $(PROFILE_FLAG) $(RUN_FLAGS)
+
+plan-squad: build
+	test -f $(SQUAD_DIR)/train-v1.1.json || python3 tools/squad_split.py $(SQUAD_PART_A) $(SQUAD_DIR)
+	SQUAD_DIR=$(SQUAD_DIR) $(LPEFT) plan pipelines/squad/squad.ron $(PROFILE_FLAG) $(RUN_FLAGS)
 
 demo: build
 	$(LPEFT) run pipelines/demo.ron $(RUN_FLAGS) --jobs $(JOBS)
@@ -93,7 +109,7 @@ test-tch:
 	VIRTUAL_ENV=$(abspath $(TORCH_VENV)) PATH=$(abspath $(TORCH_VENV))/bin:$$PATH \
 	LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 CARGO_TARGET_DIR=$(TCH_TARGET) \
 	LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib \
-	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused
+	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused --test mixed_precision
 	$(CARGO) test -p lpeft-train --features lpeft-model/tch --test cuda_graphs
 
 fmt:

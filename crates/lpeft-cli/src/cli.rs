@@ -30,6 +30,10 @@ pub struct GlobalArgs {
     /// (without a device index) enters the keys of backend-sensitive stages.
     #[arg(long, global = true, env = "LPEFT_BACKEND", default_value = "flex")]
     pub backend: String,
+    /// Whether --backend (or LPEFT_BACKEND) was given rather than left at its default; set
+    /// from the parsed matches.
+    #[arg(skip)]
+    pub backend_given: bool,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -221,22 +225,27 @@ pub struct PlanArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Stages to run at once (independent stages only).
+    /// Stages off the device (data, surgery) to run at once, independent stages only; on a
+    /// CPU backend (flex, tch) estimation and fine-tuning count against it too.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
-    /// Estimation and fine-tuning stages (the ones on the device) to run at once, within
-    /// --jobs. Default 1: every backend draws dropout from one process-wide random stream, so
-    /// two training stages at once interleave their draws and their results depend on timing
-    /// (and on a GPU they share its queue, so each runs slower). More than 1 gives up
-    /// reproducibility for throughput.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub device_jobs: u16,
+    /// Device slots for estimation and fine-tuning, each running its own stages at once:
+    /// `tch-cuda:0,tch-cuda:1`, or `tch-cuda:*` (quoted) for every GPU libtorch sees
+    /// [default: the --backend alone]. Keys do not depend on which device ran a stage.
+    #[arg(long, value_name = "DEVICE,...", value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Estimation and fine-tuning stages at once on one device. Default 1: every backend
+    /// draws dropout from one process-wide random stream, so two training stages at once
+    /// interleave their draws and their results depend on timing (and on a GPU they share its
+    /// queue, so each runs slower). More than 1 gives up reproducibility for throughput.
+    #[arg(long, visible_alias = "device-jobs", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub per_device: u16,
 }
 
 impl RunArgs {
-    /// The device-stage limit.
-    pub fn device_jobs(&self) -> usize {
-        usize::from(self.device_jobs)
+    /// Stages at once on one device.
+    pub fn per_device(&self) -> usize {
+        usize::from(self.per_device)
     }
 }
 
@@ -348,11 +357,15 @@ mod tests {
     fn device_stages_default_to_one_at_a_time() {
         let r = run_args(&["--jobs", "3"]);
         assert_eq!(
-            r.device_jobs(),
+            r.per_device(),
             1,
-            "one training stage at a time by default"
+            "one training stage per device by default"
         );
+        assert!(r.devices.is_empty());
         let r = run_args(&["--jobs", "3", "--device-jobs", "2"]);
-        assert_eq!(r.device_jobs(), 2);
+        assert_eq!(r.per_device(), 2, "the old name still works");
+        let r = run_args(&["--devices", "tch-cuda:0,tch-cuda:1", "--per-device", "3"]);
+        assert_eq!(r.devices, ["tch-cuda:0", "tch-cuda:1"]);
+        assert_eq!(r.per_device(), 3);
     }
 }

@@ -1,7 +1,7 @@
 //! Pipelines: parse RON files, resolve them into a plan of keyed stages, run what is missing.
 //!
 //! `file` (RON -> expanded stage specs) → `plan` (registry + store -> keyed HIT/RUN nodes with
-//! typed reasons) → `run` (execute RUN nodes through the store). `stage` is the contract a
+//! typed reasons) → `run` (execute RUN nodes through the store, on device slots). `stage` is the contract a
 //! stage crate implements; `builtin` holds two small file stages used by demos and tests.
 //!
 //! Invariant: a stage's key is computed from its kind, code version, canonical parameters,

@@ -51,6 +51,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a pipeline: produce every stage that is not in the store.
     Run(RunArgs),
+    /// Run a pipeline on a Slurm cluster: one job per stage to run, into one shared store.
+    #[command(subcommand)]
+    Slurm(SlurmCommand),
     /// Show an artifact's manifest (verifying it first).
     Show(ShowArgs),
     /// Show the artifacts an artifact was made from, recursively.
@@ -247,6 +250,36 @@ impl RunArgs {
     pub fn per_device(&self) -> usize {
         usize::from(self.per_device)
     }
+}
+
+/// `lpeft slurm`: the plan as Slurm jobs.
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Write one sbatch script per stage to run, and submit.sh, which submits them in order
+    /// with `--dependency=afterok` on the jobs they read from; then run submit.sh.
+    Submit(SlurmArgs),
+    /// Only write the scripts and submit.sh (run `bash DIR/submit.sh` to submit).
+    Emit(SlurmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Directory for the scripts and the jobs' logs (`logs/`), on the shared filesystem
+    /// [default: slurm/<pipeline name>]. Scripts of an earlier emit there are replaced.
+    #[arg(long)]
+    pub scripts: Option<PathBuf>,
+    /// Generic resources of estimation and fine-tuning jobs on a GPU backend; `none` to
+    /// request none. Jobs on a CPU backend never request any.
+    #[arg(long, default_value = "gpu:1")]
+    pub gres: String,
+    /// Extra `#SBATCH` option for every job, e.g. `--sbatch=--partition=gpu` (repeatable).
+    #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+    pub sbatch: Vec<String>,
+    /// The lpeft binary the jobs run (on the shared filesystem) [default: this one].
+    #[arg(long)]
+    pub lpeft: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -69,6 +69,9 @@ pub fn dispatch(
             let report = execute_on(&plan, registry, &store, &view, opts, &slots)?;
             out.run_report(&plan, &report);
         }
+        Action::Builtin(Command::Slurm(command)) => {
+            crate::slurm::slurm(&command, global, registry, &store()?, out)?;
+        }
         Action::Builtin(Command::Show(args)) => {
             let store = store()?;
             let key = store.resolve(&args.key)?;

@@ -11,6 +11,7 @@ mod progress;
 mod report;
 mod run_view;
 mod setup;
+mod slurm;
 mod stages;
 
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
-//! `lpeft run --devices` end to end, on builtin stages (`digest` with `device: true` takes a
-//! device slot but computes on the host, so a flex build schedules onto `tch-cuda:i` slots
-//! without a GPU).
+//! `lpeft run --devices` and `lpeft slurm` end to end, on builtin stages (`digest` with
+//! `device: true` takes a device slot but computes on the host, so a flex build schedules
+//! onto `tch-cuda:i` slots without a GPU), and a fake sbatch that runs each job at once.
 #![allow(clippy::print_stderr)] // test diagnostics go to the test log
 
 use std::path::Path;
@@ -264,4 +264,79 @@ fn sigkill_during_a_run_on_slots_leaves_a_store_that_verifies_and_a_rerun_comple
         gc_tmp, 0,
         "the rerun swept what the killed runs left in tmp/"
     );
+}
+
+/// A fake sbatch that runs the job script at once (submit.sh submits in dependency order, so
+/// inputs exist when a job starts) and fails like sbatch when the job fails.
+fn fake_sbatch(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("fake sbatch");
+    std::fs::write(
+        &path,
+        "#!/usr/bin/env bash\nset -e\nfor a in \"$@\"; do last=\"$a\"; case \"$a\" in --gres=*) echo \"$last\" >> \"$(dirname \"$0\")/gres\";; esac; done\nn=$(( $(cat \"$0.n\" 2>/dev/null || echo 0) + 1 )); echo $n > \"$0.n\"\nbash \"$last\" > \"$(dirname \"$0\")/job-$n.log\" 2>&1\necho $n\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn slurm_submit_runs_each_stage_as_its_own_job_into_one_store() {
+    let dir = work(2, 4, 3);
+    let dir = dir.path();
+    // One stage is a HIT already: it gets no job.
+    ok(dir, &["run", "p.ron", "--only", "snap-t0"]);
+    let fake = fake_sbatch(dir);
+    let out = cmd(
+        dir,
+        &[
+            "slurm",
+            "submit",
+            "p.ron",
+            "--backend",
+            "tch-cuda",
+            "--scripts",
+            "job scripts",
+        ],
+    )
+    .env("SBATCH", &fake)
+    .output()
+    .unwrap();
+    let text = text_of(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("wrote 3 job script(s)") && text.contains("(1 HIT stage(s) need no job)"),
+        "{text}"
+    );
+    assert!(text.contains("submitted dig-t1 as job 3"), "{text}");
+    let gres = std::fs::read_to_string(dir.join("gres")).unwrap();
+    assert_eq!(
+        gres.lines().count(),
+        2,
+        "the two digest jobs ask for a GPU: {gres}"
+    );
+    let job = std::fs::read_to_string(dir.join("job-3.log")).unwrap();
+    assert!(job.contains("dig-t1"), "{job}");
+    ok(dir, &["verify", "--all"]);
+    let plan = ok(dir, &["plan", "p.ron", "--backend", "tch-cuda"]);
+    assert!(plan.contains("plan: 4 hit, 0 run"), "{plan}");
+    // Nothing left to do: no scripts, no submission.
+    let again = ok(
+        dir,
+        &[
+            "slurm",
+            "emit",
+            "p.ron",
+            "--backend",
+            "tch-cuda",
+            "--scripts",
+            "job scripts",
+        ],
+    );
+    assert!(again.contains("nothing to submit"), "{again}");
+    // A CPU backend's digest jobs ask for no GPU.
+    let cpu = ok(dir, &["slurm", "emit", "p.ron", "--scripts", "cpu jobs"]);
+    assert!(cpu.contains("wrote 2 job script(s)"), "{cpu}");
+    let submit = std::fs::read_to_string(dir.join("cpu jobs/submit.sh")).unwrap();
+    assert!(!submit.contains("--gres="), "{submit}");
 }

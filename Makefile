@@ -15,7 +15,7 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: test-export test-tch help build reproduce-glue plan-glue reproduce-superglue plan-superglue reproduce-squad plan-squad demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
+.PHONY: test-export test-tch test-slurm help build reproduce-glue plan-glue reproduce-superglue plan-superglue reproduce-squad plan-squad demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
@@ -26,6 +26,7 @@ help:
 	@echo "make plan-squad     show what reproduce-squad would run, and why"
 	@echo "make demo           run pipelines/demo.ron (builtin file stages) twice"
 	@echo "make test           the crate-graph rules, cargo test --workspace, the bench and tool scripts' arithmetic (python3)"
+	@echo "make test-slurm     lpeft slurm submit on a real single-node Slurm (installs slurm-wlm + munge if missing; root)"
 	@echo "make test-export    lpeft export's directories loaded by transformers/peft, logits vs ours (EXPORT_PYTHON=python3 with torch, transformers, peft)"
 	@echo "make test-tch       training step on libtorch and ndarray, fused libtorch nodes vs plain (installs torch into .venv-torch)"
 	@echo "make bench          timing of a no-op pipeline rerun and of store hashing"
@@ -80,6 +81,12 @@ test:
 	$(CARGO) test --workspace
 	python3 -m unittest discover -s bench -p 'test_*.py'
 	python3 -m unittest discover -s tools -p 'test_*.py'
+
+# `lpeft slurm submit` against a real single-node Slurm (localhost, 2 CPUs, no GPU): the smoke
+# profile of glue.ron on RTE with one seed, one job per stage, then `lpeft verify --all`.
+# Installs Debian's slurm-wlm and munge with apt-get when missing (needs root and the mirror).
+test-slurm: build
+	tests/slurm/run.sh $(LPEFT)
 
 # Every export format on tiny BERT/RoBERTa runs, loaded by tools/export_check.py (needs torch,
 # transformers and peft in EXPORT_PYTHON); `make test` checks the same files without Python.

@@ -30,6 +30,10 @@ pub struct GlobalArgs {
     /// (without a device index) enters the keys of backend-sensitive stages.
     #[arg(long, global = true, env = "LPEFT_BACKEND", default_value = "flex")]
     pub backend: String,
+    /// Whether --backend (or LPEFT_BACKEND) was given rather than left at its default; set
+    /// from the parsed matches.
+    #[arg(skip)]
+    pub backend_given: bool,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -47,6 +51,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a pipeline: produce every stage that is not in the store.
     Run(RunArgs),
+    /// Run a pipeline on a Slurm cluster: one job per stage to run, into one shared store.
+    #[command(subcommand)]
+    Slurm(SlurmCommand),
     /// Show an artifact's manifest (verifying it first).
     Show(ShowArgs),
     /// Show the artifacts an artifact was made from, recursively.
@@ -221,23 +228,58 @@ pub struct PlanArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Stages to run at once (independent stages only).
+    /// Stages off the device (data, surgery) to run at once, independent stages only; on a
+    /// CPU backend (flex, tch) estimation and fine-tuning count against it too.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
-    /// Estimation and fine-tuning stages (the ones on the device) to run at once, within
-    /// --jobs. Default 1: every backend draws dropout from one process-wide random stream, so
-    /// two training stages at once interleave their draws and their results depend on timing
-    /// (and on a GPU they share its queue, so each runs slower). More than 1 gives up
-    /// reproducibility for throughput.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub device_jobs: u16,
+    /// Device slots for estimation and fine-tuning, each running its own stages at once:
+    /// `tch-cuda:0,tch-cuda:1`, or `tch-cuda:*` (quoted) for every GPU libtorch sees
+    /// [default: the --backend alone]. Keys do not depend on which device ran a stage.
+    #[arg(long, value_name = "DEVICE,...", value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Estimation and fine-tuning stages at once on one device. Default 1: every backend
+    /// draws dropout from one process-wide random stream, so two training stages at once
+    /// interleave their draws and their results depend on timing (and on a GPU they share its
+    /// queue, so each runs slower). More than 1 gives up reproducibility for throughput.
+    #[arg(long, visible_alias = "device-jobs", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub per_device: u16,
 }
 
 impl RunArgs {
-    /// The device-stage limit.
-    pub fn device_jobs(&self) -> usize {
-        usize::from(self.device_jobs)
+    /// Stages at once on one device.
+    pub fn per_device(&self) -> usize {
+        usize::from(self.per_device)
     }
+}
+
+/// `lpeft slurm`: the plan as Slurm jobs.
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Write one sbatch script per stage to run, and submit.sh, which submits them in order
+    /// with `--dependency=afterok` on the jobs they read from; then run submit.sh.
+    Submit(SlurmArgs),
+    /// Only write the scripts and submit.sh (run `bash DIR/submit.sh` to submit).
+    Emit(SlurmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Directory for the scripts and the jobs' logs (`logs/`), on the shared filesystem
+    /// [default: slurm/<pipeline name>]. Scripts of an earlier emit there are replaced.
+    #[arg(long)]
+    pub scripts: Option<PathBuf>,
+    /// Generic resources of estimation and fine-tuning jobs on a GPU backend; `none` to
+    /// request none. Jobs on a CPU backend never request any.
+    #[arg(long, default_value = "gpu:1")]
+    pub gres: String,
+    /// Extra `#SBATCH` option for every job, e.g. `--sbatch=--partition=gpu` (repeatable).
+    #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+    pub sbatch: Vec<String>,
+    /// The lpeft binary the jobs run (on the shared filesystem) [default: this one].
+    #[arg(long)]
+    pub lpeft: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -348,11 +390,15 @@ mod tests {
     fn device_stages_default_to_one_at_a_time() {
         let r = run_args(&["--jobs", "3"]);
         assert_eq!(
-            r.device_jobs(),
+            r.per_device(),
             1,
-            "one training stage at a time by default"
+            "one training stage per device by default"
         );
+        assert!(r.devices.is_empty());
         let r = run_args(&["--jobs", "3", "--device-jobs", "2"]);
-        assert_eq!(r.device_jobs(), 2);
+        assert_eq!(r.per_device(), 2, "the old name still works");
+        let r = run_args(&["--devices", "tch-cuda:0,tch-cuda:1", "--per-device", "3"]);
+        assert_eq!(r.devices, ["tch-cuda:0", "tch-cuda:1"]);
+        assert_eq!(r.per_device(), 3);
     }
 }

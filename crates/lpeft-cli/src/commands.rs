@@ -7,13 +7,15 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use lpeft_pipeline::file::{ExpandOptions, load};
 use lpeft_pipeline::plan::{Plan, PlanOptions, resolve, single};
-use lpeft_pipeline::run::{RunOptions, execute};
+use lpeft_pipeline::run::{RunOptions, execute, execute_on};
 use lpeft_pipeline::{Location, PipelineError, Registry, StageSpec};
 use lpeft_store::{Store, VerifyMode};
 use serde_json::Value;
 
 use crate::cli::{Command, EncodeArgs, GcArgs, GlobalArgs, PipelineArgs, StageArgs, VerifyArgs};
-use crate::output::{Reporter, RunView, short};
+use crate::devices::DeviceRequest;
+use crate::output::{Reporter, short};
+use crate::run_view::RunView;
 
 pub enum Action {
     Builtin(Command),
@@ -43,33 +45,32 @@ pub fn dispatch(
         }
         Action::Builtin(Command::Run(args)) => {
             let store = store()?;
-            let plan = make_plan(&args.pipeline, global, registry, &store)?;
+            let request = DeviceRequest {
+                devices: &args.devices,
+                backend: &global.backend,
+                backend_given: global.backend_given,
+                per_device: args.per_device(),
+            };
+            let (backend, slots) = crate::devices::resolve(&request, |class| {
+                Ok(lpeft_model::device::device_count(class)?)
+            })?;
+            let global = GlobalArgs {
+                backend,
+                ..global.clone()
+            };
+            let plan = make_plan(&args.pipeline, &global, registry, &store)?;
+            out.slots_note(&slots, args.jobs.into());
             let view = RunView { reporter: out };
-            let d = args.device_jobs();
-            if d < usize::from(args.jobs) {
-                out.detail(format!(
-                    "note: at most {d} estimation/fine-tuning stage(s) at once on {} (--device-jobs: they share the backend's random stream); --jobs {} applies to the others",
-                    global.backend, args.jobs
-                ));
-            } else if d > 1 {
-                out.detail(format!(
-                    "note: --device-jobs {d}: concurrent training stages share {}'s random stream, so their results depend on timing",
-                    global.backend
-                ));
-            }
-            let device_jobs = Some(d);
-            let report = execute(
-                &plan,
-                registry,
-                &store,
-                &view,
-                RunOptions {
-                    jobs: args.jobs.into(),
-                    device_jobs,
-                    record_as: Some(&plan.pipeline),
-                },
-            )?;
+            let opts = RunOptions {
+                jobs: args.jobs.into(),
+                device_jobs: slots.per_slot,
+                record_as: Some(&plan.pipeline),
+            };
+            let report = execute_on(&plan, registry, &store, &view, opts, &slots)?;
             out.run_report(&plan, &report);
+        }
+        Action::Builtin(Command::Slurm(command)) => {
+            crate::slurm::slurm(&command, global, registry, &store()?, out)?;
         }
         Action::Builtin(Command::Show(args)) => {
             let store = store()?;

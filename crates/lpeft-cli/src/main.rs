@@ -3,12 +3,15 @@
 
 mod cli;
 mod commands;
+mod devices;
 mod export;
 mod output;
 mod predict;
 mod progress;
 mod report;
+mod run_view;
 mod setup;
+mod slurm;
 mod stages;
 
 use std::process::ExitCode;
@@ -49,10 +52,14 @@ fn main() -> ExitCode {
         _ => Cli::from_arg_matches(&matches)
             .map(|c| (c.global, commands::Action::Builtin(c.command))),
     };
-    let (global, action) = match parsed {
+    let (mut global, action) = match parsed {
         Ok(p) => p,
         Err(e) => e.exit(),
     };
+    global.backend_given = !matches!(
+        matches.value_source("backend"),
+        None | Some(clap::parser::ValueSource::DefaultValue)
+    );
     init_logging(&global);
     quiet_stage_panics();
     let reporter = output::Reporter::new(global.quiet, !global.no_progress);

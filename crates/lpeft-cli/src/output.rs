@@ -1,6 +1,6 @@
 //! Everything `lpeft` prints goes through [`Reporter`]: result lines on stdout, progress bars
 //! on stderr, logs through `tracing` (stderr). One place decides formats, so plan/run output
-//! stays consistent and testable.
+//! stays consistent and testable. What the runner reports while it runs is in `run_view.rs`.
 
 use std::fmt::Display;
 use std::sync::Mutex;
@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use lpeft_pipeline::plan::{Plan, PlanNode, Status};
-use lpeft_pipeline::run::{Observer, Outcome, RunReport};
-use lpeft_pipeline::stage::Progress;
+use lpeft_pipeline::run::{Outcome, RunReport};
 use lpeft_schema::manifest::Manifest;
 use lpeft_store::{GcReport, Store, VerifyIssue};
 
 use crate::progress::{Bar, bar_style};
 
 /// Width of the stage-name column.
-const NAME_W: usize = 28;
+pub(crate) const NAME_W: usize = 28;
 
 pub struct Reporter {
     multi: MultiProgress,
@@ -343,52 +342,6 @@ pub fn secs_f(s: f64) -> String {
         format!("{:.0} ms", s * 1000.0)
     } else {
         format!("{s:.2} s")
-    }
-}
-
-/// Runner events → result lines and progress bars.
-pub struct RunView<'a> {
-    pub reporter: &'a Reporter,
-}
-
-impl Observer for RunView<'_> {
-    fn started(&self, node: &PlanNode) {
-        tracing::info!(stage = %node.name, key = short(&node.key), "running");
-        if let Status::Run(reasons) = &node.status {
-            let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-            self.reporter.detail(format!(
-                "  RUN     {:<NAME_W$} {}  {}",
-                node.name,
-                short(&node.key),
-                why.join("; ")
-            ));
-        }
-    }
-
-    fn finished(&self, node: &PlanNode, outcome: &Outcome) {
-        let head = format!("{:<NAME_W$} {}", node.name, short(&node.key));
-        let r = self.reporter;
-        match outcome {
-            Outcome::Hit => r.detail(format!("  HIT     {head}")),
-            Outcome::ConcurrentHit => {
-                r.detail(format!("  HIT     {head}  (produced by a concurrent run)"))
-            }
-            Outcome::Ran {
-                wall,
-                bytes: b,
-                figures,
-            } => r.detail(format!(
-                "  RAN     {head}  {}, {}  {}",
-                secs(*wall),
-                bytes(*b),
-                figures_brief(figures)
-            )),
-            Outcome::Skipped => {}
-        }
-    }
-
-    fn progress(&self, node: &PlanNode) -> Box<dyn Progress + '_> {
-        Box::new(self.reporter.bar(&node.name))
     }
 }
 

@@ -98,6 +98,29 @@ pub fn check_known(name: &str) -> Result<(), ModelError> {
     })
 }
 
+/// Whether backend `name`'s device is the host's CPU (`flex`, `tch`, `ndarray`), so stages on
+/// it compete with every other stage for the same cores.
+pub fn on_host(name: &str) -> bool {
+    let base = name.split(':').next().unwrap_or(name);
+    matches!(base, "flex" | "tch" | "tch-cpu" | "ndarray")
+}
+
+/// How many devices of the indexed backend `class` (`tch-cuda`) this machine shows, for
+/// `--devices tch-cuda:*`; only libtorch can count them.
+pub fn device_count(class: &str) -> Result<usize, ModelError> {
+    match class {
+        #[cfg(feature = "tch")]
+        "tch-cuda" => Ok(usize::try_from(tch::Cuda::device_count()).unwrap_or(0)),
+        _ => Err(ModelError::UnknownBackend {
+            name: format!("{class}:*"),
+            available: format!(
+                "{}; only tch-cuda devices can be counted (a `--features tch` build), list the others",
+                available().join(", ")
+            ),
+        }),
+    }
+}
+
 /// Parses `flex`, `tch` (libtorch CPU), `tch-cuda[:i]`, `cuda[:i]`, `vulkan`, `wgpu`, `ndarray`.
 pub fn device(name: &str) -> Result<Device, ModelError> {
     let (base, index) = match name.split_once(':') {
@@ -133,7 +156,13 @@ pub fn device(name: &str) -> Result<Device, ModelError> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_known;
+    use super::{check_known, on_host};
+
+    #[test]
+    fn cpu_backends_are_on_the_host() {
+        assert!(on_host("flex") && on_host("tch") && on_host("ndarray"));
+        assert!(!on_host("tch-cuda:1") && !on_host("cuda") && !on_host("wgpu"));
+    }
 
     #[test]
     fn known_backends_pass_with_device_indices_where_they_take_one() {

@@ -112,7 +112,9 @@ impl Stage for SnapshotStage {
 }
 
 /// `digest`: per file of the `src` artifact, its size, line count and a BLAKE3 iterated
-/// `rounds` times over the content (a knob for how long the stage takes).
+/// `rounds` times over the content (a knob for how long the stage takes). With `device: true`
+/// it is backend-sensitive (it computes the same everywhere, but its key carries the backend
+/// class and it takes a device slot), to exercise device scheduling without a model.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DigestStage;
 
@@ -121,6 +123,9 @@ pub struct DigestStage;
 struct DigestConfig {
     #[serde(default = "one")]
     rounds: u32,
+    /// Off by default and then left out of the canonical parameters, so keys stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    device: bool,
 }
 
 fn one() -> u32 {
@@ -148,7 +153,7 @@ impl Stage for DigestStage {
         Ok(Prepared {
             canonical_params: serde_json::to_value(&config).expect("config serializes"),
             external_files: vec![],
-            backend_sensitive: false,
+            backend_sensitive: config.device,
         })
     }
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {

@@ -1,7 +1,8 @@
 //! Pipelines: parse RON files, resolve them into a plan of keyed stages, run what is missing.
 //!
 //! `file` (RON -> expanded stage specs) → `plan` (registry + store -> keyed HIT/RUN nodes with
-//! typed reasons) → `run` (execute RUN nodes through the store). `stage` is the contract a
+//! typed reasons) → `run` (execute RUN nodes through the store, on device slots) or `slurm`
+//! (the RUN nodes as batch jobs). `stage` is the contract a
 //! stage crate implements; `builtin` holds two small file stages used by demos and tests.
 //!
 //! Invariant: a stage's key is computed from its kind, code version, canonical parameters,
@@ -14,6 +15,7 @@ pub mod file;
 pub mod plan;
 pub mod registry;
 pub mod run;
+pub mod slurm;
 pub mod stage;
 
 pub use error::{Location, PipelineError};

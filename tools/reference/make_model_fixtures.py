@@ -9,10 +9,13 @@ Writes, under crates/lpeft-model/tests/fixtures/:
                              hidden states and classification logits;
   minilm-reference.safetensors + minilm-texts.json
                              last hidden states of ../shared/models/all-MiniLM-L6-v2 for a set of
-                             sentences and pairs tokenized with the `tokenizers` library.
+                             sentences and pairs tokenized with the `tokenizers` library;
+  tiny-mpnet/, tiny-mpnet-full/, mpnet-reference.safetensors + mpnet-texts.json
+                             MPNet's, see mpnet_fixtures.py (the real model from --mpnet-dir).
 
 Needs torch, transformers (5.x) and tokenizers. Run from the repository root:
   python3 tools/reference/make_model_fixtures.py [--model-dir ../shared/models/all-MiniLM-L6-v2]
+      [--mpnet-dir .whl/all-mpnet-base-v2] [--only bert,roberta,minilm,mpnet]
 CI does not run this; it compares against the committed files.
 """
 import argparse
@@ -20,6 +23,7 @@ import json
 import os
 
 import torch
+import mpnet_fixtures
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from transformers import (BertConfig, BertForSequenceClassification, BertModel, RobertaConfig,
@@ -172,8 +176,17 @@ def minilm(model_dir):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=os.path.join("..", "shared", "models", "all-MiniLM-L6-v2"))
+    ap.add_argument("--mpnet-dir", default=os.path.join(".whl", "all-mpnet-base-v2"))
+    ap.add_argument("--only", default="bert,roberta,minilm,mpnet",
+                    help="comma-separated subset to (re)make")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     torch.manual_seed(0)
-    tiny("bert", 1)
-    tiny("roberta", 2)
-    minilm(args.model_dir)
+    if "bert" in only:
+        tiny("bert", 1)
+    if "roberta" in only:
+        tiny("roberta", 2)
+    if "minilm" in only:
+        minilm(args.model_dir)
+    if "mpnet" in only:
+        mpnet_fixtures.make(OUT, args.mpnet_dir)

@@ -24,7 +24,7 @@ use lpeft_model::source::RandomSource;
 use lpeft_model::testing::{lora_everywhere, random_input};
 use lpeft_schema::model::{
     Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleSpec,
-    PeftSite, TaskHeadSpec,
+    PeftSite, RelativeAttention, TaskHeadSpec,
 };
 
 #[derive(Parser, Debug)]
@@ -103,12 +103,13 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
     let (layers, hidden, heads, ffn, vocab, family) = match shape {
         "minilm" => (6, 384, 12, 1536, 30522, Family::Bert),
         "roberta-base" => (12, 768, 12, 3072, 50265, Family::Roberta),
+        "mpnet-base" => (12, 768, 12, 3072, 30527, Family::Mpnet),
         "roberta-large" => (24, 1024, 16, 4096, 50265, Family::Roberta),
         // roberta-large's layer count and structure (the same number of kernels and graph
         // nodes per step) with almost no arithmetic: its step time is the host's overhead.
         "large-skeleton" => (24, 128, 16, 512, 1000, Family::Roberta),
         other => bail!(
-            "unknown shape {other:?} (expected minilm, roberta-base, roberta-large, large-skeleton)"
+            "unknown shape {other:?} (expected minilm, roberta-base, mpnet-base, roberta-large, large-skeleton)"
         ),
     };
     Ok(EncoderSpec {
@@ -118,12 +119,20 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
         head_dim: hidden / heads,
         layers: vec![LayerShape { heads, ffn }; layers],
         max_position_embeddings: 514,
-        type_vocab_size: if family == Family::Roberta { 1 } else { 2 },
-        pad_token_id: if family == Family::Roberta { 1 } else { 0 },
+        type_vocab_size: match family {
+            Family::Bert => 2,
+            Family::Roberta => 1,
+            Family::Mpnet => 0,
+        },
+        pad_token_id: if family == Family::Bert { 0 } else { 1 },
         layer_norm_eps: 1e-12,
         hidden_act: Activation::Gelu,
         hidden_dropout: 0.1,
         attention_dropout: 0.1,
+        relative_attention: (family == Family::Mpnet).then_some(RelativeAttention {
+            num_buckets: 32,
+            max_distance: 128,
+        }),
     })
 }
 
@@ -177,7 +186,7 @@ where
             .collect(),
         other => bail!("unknown peft {other:?}"),
     };
-    let style = if enc.family == Family::Roberta {
+    let style = if enc.family != Family::Bert {
         HeadStyle::RobertaDenseTanh
     } else {
         HeadStyle::BertPooler

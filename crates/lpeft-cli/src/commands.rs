@@ -118,7 +118,7 @@ fn encode(args: &EncodeArgs, global: &GlobalArgs, out: &Reporter) -> anyhow::Res
     // Never more tokens than the model has positions for (RoBERTa's start after the pad id).
     let encoder = &model.spec.encoder;
     let offset = match encoder.family {
-        lpeft_schema::model::Family::Roberta => 2,
+        lpeft_schema::model::Family::Roberta | lpeft_schema::model::Family::Mpnet => 2,
         lpeft_schema::model::Family::Bert => 0,
     };
     let limit = encoder.max_position_embeddings.saturating_sub(offset);

@@ -29,7 +29,9 @@ pub fn load_pretrained_encoder(model_dir: &Path, device: &Device) -> Result<Mode
     let encoder = load_spec(model_dir, &ckpt)?;
     let style = match encoder.family {
         lpeft_schema::model::Family::Bert => HeadStyle::BertPooler,
-        lpeft_schema::model::Family::Roberta => HeadStyle::RobertaDenseTanh,
+        lpeft_schema::model::Family::Roberta | lpeft_schema::model::Family::Mpnet => {
+            HeadStyle::RobertaDenseTanh
+        }
     };
     let head = TaskHeadSpec::Classification {
         num_labels: 2,

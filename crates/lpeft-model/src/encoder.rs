@@ -7,7 +7,9 @@ use burn::tensor::activation::{gelu, relu, softmax};
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 
-use lpeft_schema::model::{Activation, AdapterSite, Family, LoraTarget, PeftModuleId, PeftSite};
+use lpeft_schema::model::{
+    Activation, AdapterSite, Family, LoraTarget, PeftModuleId, PeftSite, RelativeAttention,
+};
 
 use crate::fused::{self, Act, Compute, FusedPolicy, Fusing, Island};
 use crate::layers::{Dense, Norm};
@@ -28,7 +30,8 @@ pub struct EncoderInput {
 pub struct Embeddings {
     pub word: Param<Tensor<2>>,
     pub position: Param<Tensor<2>>,
-    pub token_type: Param<Tensor<2>>,
+    /// Absent for MPNet, which has no token types.
+    pub token_type: Option<Param<Tensor<2>>>,
     pub norm: Norm,
     pub dropout: Dropout,
     #[module(skip)]
@@ -46,7 +49,7 @@ impl Embeddings {
                 .reshape([1, t])
                 .expand([b, t]),
             // HF create_position_ids_from_input_ids: cumsum over real tokens, offset by pad id.
-            Family::Roberta => {
+            Family::Roberta | Family::Mpnet => {
                 let real = ids.clone().not_equal_elem(self.pad_token_id as i64).int();
                 real.clone()
                     .cumsum(1)
@@ -54,9 +57,10 @@ impl Embeddings {
                     .add_scalar(self.pad_token_id as i64)
             }
         };
-        let x = embedding(self.word.val(), ids)
-            + embedding(self.position.val(), positions)
-            + embedding(self.token_type.val(), input.token_type_ids.clone());
+        let mut x = embedding(self.word.val(), ids) + embedding(self.position.val(), positions);
+        if let Some(types) = &self.token_type {
+            x = x + embedding(types.val(), input.token_type_ids.clone());
+        }
         self.dropout.forward(self.norm.forward(x))
     }
 }
@@ -170,6 +174,9 @@ pub struct Attention {
     pub query: Option<Dense>,
     pub key: Option<Dense>,
     pub value: Option<Dense>,
+    /// MPNet's relative position bias of this layer's heads, `[buckets, heads]`; absent for
+    /// other families and where every head is pruned.
+    pub relative_bias: Option<Param<Tensor<2>>>,
     pub output: Dense,
     pub norm: Norm,
     /// One scalar per head, on the head's context (== on its attention probabilities).
@@ -187,10 +194,13 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// `buckets`: the relative-position bucket ids `[T, T]`, where the model has a relative
+    /// bias.
     pub fn forward(
         &self,
         x: Tensor<3>,
         score_bias: &Tensor<4>,
+        buckets: Option<&Tensor<2, Int>>,
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: Option<Fusing>,
     ) -> Tensor<3> {
@@ -218,7 +228,15 @@ impl Attention {
                 let q = proj(q, &self.lora_query, LoraTarget::Query);
                 let k = proj(k, &self.lora_key, LoraTarget::Key);
                 let v = proj(v, &self.lora_value, LoraTarget::Value);
-                if let Some(f) = fused {
+                let relative = self
+                    .relative_bias
+                    .as_ref()
+                    .zip(buckets)
+                    .map(|(table, ids)| crate::mpnet::layer_bias(table, ids));
+                // The fused core was built and checked for a padding bias broadcast over heads
+                // and queries only, so a layer with MPNet's per-head bias runs the plain core
+                // (its projections and norms stay fused; under bf16-mixed that core stays f32).
+                if let Some(f) = fused.filter(|_| relative.is_none()) {
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
                     let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout, f.compute);
                     // The head mask on the merged context: each head's d columns by its value.
@@ -235,10 +253,14 @@ impl Attention {
                 } else {
                     let split = |y: Tensor<3>| y.reshape([b, t, h, d]).swap_dims(1, 2);
                     let (q, k, v) = (split(q), split(k), split(v));
-                    let scores = q
+                    let mut scores = q
                         .matmul(k.swap_dims(2, 3))
-                        .mul_scalar(1.0 / (d as f64).sqrt())
-                        + score_bias.clone();
+                        .mul_scalar(1.0 / (d as f64).sqrt());
+                    // HF adds the relative bias before the padding mask.
+                    if let Some(rel) = relative {
+                        scores = scores + rel;
+                    }
+                    let scores = scores + score_bias.clone();
                     let probs = self.attention_dropout.forward(softmax(scores, 3));
                     let mut ctx = probs.matmul(v);
                     if let Some(mask) = &self.head_mask {
@@ -407,6 +429,9 @@ pub struct Layer {
 pub struct Encoder {
     pub embeddings: Embeddings,
     pub layers: Vec<Layer>,
+    /// MPNet's relative position buckets; `None` for other families.
+    #[module(skip)]
+    pub relative: Option<RelativeAttention>,
     /// Whether and how the fused libtorch nodes run (default: wherever libtorch runs).
     #[module(skip)]
     pub fused: FusedPolicy,
@@ -429,13 +454,19 @@ impl Encoder {
             .float()
             .mul_scalar(MASKED_SCORE)
             .reshape([b, 1, 1, t]);
+        // Bucket ids once per forward, shared by every layer (as HF computes the bias once).
+        let buckets = self
+            .relative
+            .map(|rel| crate::mpnet::bucket_ids(t, rel, &x.device()));
         // Fused libtorch nodes wherever libtorch runs; they record ratios themselves.
         let fused = self.fused.on(&x.device());
         if fused.is_some() && rec.is_some() {
             fused::discard_recorded_ratios();
         }
         for layer in &self.layers {
-            x = layer.attention.forward(x, &score_bias, &mut rec, fused);
+            x = layer
+                .attention
+                .forward(x, &score_bias, buckets.as_ref(), &mut rec, fused);
             x = layer.ffn.forward(x, &mut rec, fused);
         }
         if let Some(r) = rec {

@@ -11,8 +11,10 @@ use serde_json::Value;
 use lpeft_schema::model::{Activation, EncoderSpec, Family, HeadStyle, LayerShape, TaskHeadSpec};
 
 use crate::error::ModelError;
+use crate::mpnet;
 use crate::names::{
-    DenseParam, DenseSite, EmbeddingTensor, HeadDense, LayerTensor, NormParam, Sublayer, TensorName,
+    DenseModule, DenseParam, DenseSite, EmbeddingTensor, HeadDense, LayerTensor, NormParam,
+    Sublayer, TensorName,
 };
 use crate::rng::SeededRng;
 use crate::source::{Init, Role, TensorMap, WeightSource, init_values};
@@ -22,7 +24,7 @@ use crate::source::{Init, Role, TensorMap, WeightSource, init_values};
 pub struct HfCheckpoint {
     pub file: PathBuf,
     pub tensors: TensorMap,
-    /// `""`, `"bert."` or `"roberta."`: the prefix the backbone keys carry.
+    /// `""`, `"bert."`, `"roberta."` or `"mpnet."`: the prefix the backbone keys carry.
     pub prefix: String,
 }
 
@@ -68,21 +70,21 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
                 .ok_or_else(|| bad(field, format!("expected a number, found {x}"))),
         }
     };
+    let supported = SUPPORTED_MODEL_TYPES.map(|t| format!("{t:?}")).join(", ");
     let model_type = v.get("model_type").and_then(Value::as_str).ok_or_else(|| {
         bad(
             "model_type",
-            "missing (expected \"bert\" or \"roberta\")".into(),
+            format!("missing (expected one of {supported})"),
         )
     })?;
     let family = match model_type {
         "bert" => Family::Bert,
         "roberta" | "xlm-roberta" | "camembert" => Family::Roberta,
+        "mpnet" => Family::Mpnet,
         other => {
             return Err(bad(
                 "model_type",
-                format!(
-                    "unsupported model type {other:?} (expected \"bert\", \"roberta\", \"xlm-roberta\" or \"camembert\")"
-                ),
+                format!("unsupported model type {other:?} (supported: {supported})"),
             ));
         }
     };
@@ -121,7 +123,32 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
     }
     let layers = uint("num_hidden_layers")?;
     let ffn = uint("intermediate_size")?;
-    let default_pad = if family == Family::Roberta { 1 } else { 0 };
+    let default_pad = if family == Family::Bert { 0 } else { 1 };
+    let relative_attention = (family == Family::Mpnet)
+        .then(|| mpnet::relative_attention_from_config(v, file))
+        .transpose()?;
+    let pad_token_id = v
+        .get("pad_token_id")
+        .and_then(Value::as_u64)
+        .map(|x| x as usize)
+        .unwrap_or(default_pad);
+    if family == Family::Mpnet && pad_token_id != 1 {
+        return Err(bad(
+            "pad_token_id",
+            format!(
+                "{pad_token_id}: transformers' MPNet always pads (and offsets positions) with id 1"
+            ),
+        ));
+    }
+    // MPNet has no token types: the table is absent, not one row.
+    let type_vocab_size = match family {
+        Family::Mpnet => 0,
+        _ => v
+            .get("type_vocab_size")
+            .map(|_| uint("type_vocab_size"))
+            .transpose()?
+            .unwrap_or(2),
+    };
     Ok(EncoderSpec {
         family,
         vocab_size: uint("vocab_size")?,
@@ -129,22 +156,19 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
         head_dim: hidden / heads,
         layers: vec![LayerShape { heads, ffn }; layers],
         max_position_embeddings: uint("max_position_embeddings")?,
-        type_vocab_size: v
-            .get("type_vocab_size")
-            .map(|_| uint("type_vocab_size"))
-            .transpose()?
-            .unwrap_or(2),
-        pad_token_id: v
-            .get("pad_token_id")
-            .and_then(Value::as_u64)
-            .map(|x| x as usize)
-            .unwrap_or(default_pad),
+        type_vocab_size,
+        pad_token_id,
         layer_norm_eps: float_or("layer_norm_eps", 1e-12)?,
         hidden_act: act,
         hidden_dropout: float_or("hidden_dropout_prob", 0.1)?,
         attention_dropout: float_or("attention_probs_dropout_prob", 0.1)?,
+        relative_attention,
     })
 }
+
+/// The `model_type`s `config.json` may name.
+pub const SUPPORTED_MODEL_TYPES: [&str; 5] =
+    ["bert", "roberta", "xlm-roberta", "camembert", "mpnet"];
 
 fn to_f32(bytes: &[u8], dtype: &str, file: &Path, name: &str) -> Result<Vec<f32>, ModelError> {
     let out = match dtype {
@@ -241,13 +265,13 @@ impl HfCheckpoint {
                 message: "no model.safetensors or pytorch_model.bin in this directory".into(),
             });
         };
-        let prefix = ["", "bert.", "roberta.", "model."]
+        let prefix = ["", "bert.", "roberta.", "mpnet.", "model."]
             .into_iter()
             .find(|p| tensors.tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
             .ok_or_else(|| ModelError::MissingTensor {
                 file: file.clone(),
                 name: "embeddings.word_embeddings.weight".into(),
-                hint: " (looked for it with the prefixes \"\", \"bert.\", \"roberta.\"; is this a BERT/RoBERTa checkpoint?)".into(),
+                hint: " (looked for it with the prefixes \"\", \"bert.\", \"roberta.\", \"mpnet.\", \"model.\"; is this a BERT, RoBERTa or MPNet checkpoint?)".into(),
             })?
             .to_string();
         Ok(Self {
@@ -261,11 +285,14 @@ impl HfCheckpoint {
     pub fn layer_shapes(&self, spec: &EncoderSpec) -> Result<Vec<LayerShape>, ModelError> {
         (0..spec.layers.len())
             .map(|i| {
-                let q = format!(
-                    "{}encoder.layer.{i}.attention.self.query.weight",
-                    self.prefix
-                );
-                let f = format!("{}encoder.layer.{i}.intermediate.dense.weight", self.prefix);
+                let hf = |site| {
+                    let ours = DenseModule::Layer { layer: i, site }.tensor(DenseParam::Weight);
+                    let head = TaskHeadSpec::SpanExtraction;
+                    let (names, _) = hf_names(&self.prefix, &ours.to_string(), head, spec.family)
+                        .expect("every layer projection has an HF name");
+                    names[0].clone()
+                };
+                let (q, f) = (hf(DenseSite::Query), hf(DenseSite::FfnIn));
                 let rows = |name: &str| -> Result<usize, ModelError> {
                     self.tensors
                         .tensors
@@ -318,7 +345,7 @@ impl HfCheckpoint {
 }
 
 /// The Hugging Face keys (candidates, first found wins; the first is the canonical name) for
-/// one of our tensor names under the backbone prefix `p` (`""`, `"bert."`, `"roberta."`), and
+/// one of our tensor names under the backbone prefix `p` (`""`, `"bert."`, `"roberta."`, `"mpnet."`), and
 /// whether the weight needs a transpose (PyTorch `[out, in]` against our `[in, out]`). `None`
 /// for masks, PEFT tensors and unknown names.
 pub fn hf_names(
@@ -346,12 +373,25 @@ pub fn hf_names(
         TensorName::Embedding(t) => match t {
             EmbeddingTensor::Word => table("word_embeddings"),
             EmbeddingTensor::Position => table("position_embeddings"),
+            EmbeddingTensor::TokenType if family == Family::Mpnet => None,
             EmbeddingTensor::TokenType => table("token_type_embeddings"),
             EmbeddingTensor::Norm(param) => norm(format!("{p}embeddings.LayerNorm"), param),
         },
         TensorName::Layer { layer, part } => {
             let l = format!("{p}encoder.layer.{layer}");
             match part {
+                LayerTensor::Dense { site, param } if family == Family::Mpnet => {
+                    lin(format!("{l}.{}", mpnet::hf_dense(site)), param)
+                }
+                LayerTensor::Norm { sublayer, param } if family == Family::Mpnet => {
+                    norm(format!("{l}.{}", mpnet::hf_norm(sublayer)), param)
+                }
+                // A layer's own kept columns where a pruned checkpoint has them (transformers
+                // has no such key), else the one shared table (surgery cuts it per layer).
+                LayerTensor::RelativeBias => (family == Family::Mpnet).then(|| {
+                    let own = format!("{l}.attention.attn.relative_attention_bias.weight");
+                    (vec![own, format!("{p}{}", mpnet::HF_RELATIVE_BIAS)], false)
+                }),
                 LayerTensor::Dense { site, param } => {
                     let module = match site {
                         DenseSite::Query => "attention.self.query",
@@ -374,7 +414,9 @@ pub fn hf_names(
             }
         }
         TensorName::Head { dense, param } => {
-            let roberta_cls = family == Family::Roberta
+            // MPNetForSequenceClassification's head is RoBERTa's (`classifier.dense`, tanh,
+            // `classifier.out_proj` on `<s>`).
+            let roberta_cls = matches!(family, Family::Roberta | Family::Mpnet)
                 && matches!(
                     head,
                     TaskHeadSpec::Classification {

@@ -1,4 +1,4 @@
-//! lpeft-model: a transformer encoder (BERT, RoBERTa) whose every layer has its own head count
+//! lpeft-model: a transformer encoder (BERT, RoBERTa, MPNet) whose every layer has its own head count
 //! and FFN width (down to zero), with the scalar masks of Light-PEFT's estimation stage, LoRA
 //! and bottleneck adapters with a rank per module, and task heads.
 //!
@@ -18,6 +18,7 @@ pub mod importance;
 pub mod layers;
 pub mod merge;
 pub mod model;
+pub mod mpnet;
 pub mod names;
 pub mod optim;
 pub mod peft;

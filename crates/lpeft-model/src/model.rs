@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
 use lpeft_schema::model::{
-    AdapterSite, EncoderSpec, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
+    AdapterSite, EncoderSpec, Family, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
 };
 
 use crate::encoder::{Attention, Embeddings, Encoder, EncoderInput, Ffn, Layer};
@@ -157,6 +157,7 @@ impl Encoder {
             layers: (0..spec.encoder.layers.len())
                 .map(|layer| Layer::build(bld, spec, layer))
                 .collect::<Result<_, _>>()?,
+            relative: spec.encoder.relative_attention,
             fused: FusedPolicy::default(),
         })
     }
@@ -176,7 +177,10 @@ impl Embeddings {
         Ok(Embeddings {
             word: table(EmbeddingTensor::Word, e.vocab_size)?,
             position: table(EmbeddingTensor::Position, e.max_position_embeddings)?,
-            token_type: table(EmbeddingTensor::TokenType, e.type_vocab_size)?,
+            // MPNet has no token-type table (type_vocab_size 0).
+            token_type: (e.type_vocab_size > 0)
+                .then(|| table(EmbeddingTensor::TokenType, e.type_vocab_size))
+                .transpose()?,
             norm: bld.norm(
                 NormModule::Embeddings,
                 e.hidden_size,
@@ -219,6 +223,16 @@ impl Attention {
             query: qkv(bld, DenseSite::Query)?,
             key: qkv(bld, DenseSite::Key)?,
             value: qkv(bld, DenseSite::Value)?,
+            relative_bias: match e.relative_attention {
+                Some(rel) if heads > 0 => Some(bld.param2(
+                    TensorName::layer(layer, LayerTensor::RelativeBias),
+                    [rel.num_buckets, heads],
+                    Init::Normal { std: INIT_STD },
+                    Role::Backbone,
+                    false,
+                )?),
+                _ => None,
+            },
             output: backbone_dense(bld, layer, DenseSite::AttnOut, inner, h)?,
             norm: sublayer_norm(bld, e, layer, Sublayer::Attention)?,
             head_mask: bld.mask(
@@ -331,10 +345,32 @@ pub fn validate(spec: &ModelSpec) -> Result<(), ModelError> {
     if e.hidden_size == 0 || e.head_dim == 0 {
         return bad("hidden_size and head_dim must be positive".into());
     }
-    if e.vocab_size == 0 || e.max_position_embeddings == 0 || e.type_vocab_size == 0 {
-        return bad(
-            "vocab_size, max_position_embeddings and type_vocab_size must be positive".into(),
-        );
+    if e.vocab_size == 0 || e.max_position_embeddings == 0 {
+        return bad("vocab_size and max_position_embeddings must be positive".into());
+    }
+    // MPNet alone has no token types, and it alone (always) has a relative position bias.
+    let mpnet = e.family == Family::Mpnet;
+    if mpnet != (e.type_vocab_size == 0) {
+        return bad(format!(
+            "type_vocab_size {} for family {:?}: MPNet has none (0), BERT and RoBERTa at least one",
+            e.type_vocab_size, e.family
+        ));
+    }
+    if mpnet != e.relative_attention.is_some() {
+        return bad(format!(
+            "family {:?} {} a relative position bias (relative_attention)",
+            e.family,
+            if mpnet { "needs" } else { "has no" }
+        ));
+    }
+    if let Some(rel) = e.relative_attention
+        && (rel.num_buckets < 4
+            || rel.num_buckets % 2 != 0
+            || rel.max_distance <= rel.num_buckets / 4)
+    {
+        return bad(format!(
+            "relative_attention {rel:?}: expected an even num_buckets of at least 4 and max_distance above num_buckets / 4"
+        ));
     }
     let probability = |what: &str, p: f64| {
         if (0.0..1.0).contains(&p) {

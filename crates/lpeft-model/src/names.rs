@@ -40,6 +40,9 @@ pub enum LayerTensor {
         sublayer: Sublayer,
         param: NormParam,
     },
+    /// MPNet's relative position bias of the layer's heads, `[buckets, heads]`: the model's
+    /// one shared table, cut to the heads this layer keeps (so pruned layers differ).
+    RelativeBias,
     /// One scalar per attention head (estimation).
     HeadMask,
     /// One scalar per FFN neuron (estimation).
@@ -252,6 +255,7 @@ fn peft_path(site: PeftSite) -> &'static str {
 }
 
 const HEAD_MASK: &str = "attention.head_mask";
+const RELATIVE_BIAS: &str = "attention.relative_bias";
 const NEURON_MASK: &str = "ffn.neuron_mask";
 
 impl TensorName {
@@ -299,7 +303,9 @@ impl TensorName {
         match self {
             TensorName::Embedding(_) => TensorKind::Backbone,
             TensorName::Layer { part, .. } => match part {
-                LayerTensor::Dense { .. } | LayerTensor::Norm { .. } => TensorKind::Backbone,
+                LayerTensor::Dense { .. }
+                | LayerTensor::Norm { .. }
+                | LayerTensor::RelativeBias => TensorKind::Backbone,
                 LayerTensor::HeadMask | LayerTensor::NeuronMask => TensorKind::Mask,
                 LayerTensor::Peft { .. } => TensorKind::Peft,
             },
@@ -346,6 +352,7 @@ fn parse_embedding(rest: &str) -> Option<EmbeddingTensor> {
 fn parse_layer(rest: &str) -> Option<LayerTensor> {
     match rest {
         HEAD_MASK => return Some(LayerTensor::HeadMask),
+        RELATIVE_BIAS => return Some(LayerTensor::RelativeBias),
         NEURON_MASK => return Some(LayerTensor::NeuronMask),
         _ => {}
     }
@@ -384,6 +391,7 @@ impl fmt::Display for TensorName {
                     LayerTensor::Norm { sublayer, param } => {
                         write!(f, "{}.{}", sublayer.norm_path(), param.leaf())
                     }
+                    LayerTensor::RelativeBias => f.write_str(RELATIVE_BIAS),
                     LayerTensor::HeadMask => f.write_str(HEAD_MASK),
                     LayerTensor::NeuronMask => f.write_str(NEURON_MASK),
                     LayerTensor::Peft { site, factor } => {
@@ -458,6 +466,10 @@ mod tests {
                 "encoder.layers.11.attention.output.weight",
             ),
             (
+                TensorName::layer(3, LayerTensor::RelativeBias),
+                "encoder.layers.3.attention.relative_bias",
+            ),
+            (
                 TensorName::layer(0, LayerTensor::NeuronMask),
                 "encoder.layers.0.ffn.neuron_mask",
             ),
@@ -503,6 +515,8 @@ mod tests {
             "encoder.layers.0.attention.neuron_mask",
             "encoder.layers.0.ffn.lora_query.a",
             "encoder.layers.0.attention.head_mask.a",
+            "encoder.layers.0.attention.relative_bias.weight",
+            "encoder.relative_attention_bias",
             "head.out",
             "head.out.gamma",
             "head.classifier.weight",

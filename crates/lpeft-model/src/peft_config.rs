@@ -86,7 +86,7 @@ pub enum PaddingSpec {
 pub fn head_for(kind: &TaskKind, family: Family) -> TaskHeadSpec {
     let style = match family {
         Family::Bert => HeadStyle::BertPooler,
-        Family::Roberta => HeadStyle::RobertaDenseTanh,
+        Family::Roberta | Family::Mpnet => HeadStyle::RobertaDenseTanh,
     };
     match kind {
         TaskKind::Classification { num_labels } => TaskHeadSpec::Classification {

@@ -4,7 +4,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use lpeft_schema::model::{
     Activation, AdapterSite, EncoderSpec, Family, LayerShape, LoraTarget, ModelSpec, PeftModuleId,
-    PeftModuleSpec, PeftSite, TaskHeadSpec,
+    PeftModuleSpec, PeftSite, RelativeAttention, TaskHeadSpec,
 };
 
 use crate::encoder::EncoderInput;
@@ -22,12 +22,21 @@ pub fn tiny_encoder(family: Family, layers: &[(usize, usize)]) -> EncoderSpec {
             .map(|&(heads, ffn)| LayerShape { heads, ffn })
             .collect(),
         max_position_embeddings: 32,
-        type_vocab_size: if family == Family::Roberta { 1 } else { 2 },
-        pad_token_id: if family == Family::Roberta { 1 } else { 0 },
+        type_vocab_size: match family {
+            Family::Bert => 2,
+            Family::Roberta => 1,
+            Family::Mpnet => 0,
+        },
+        pad_token_id: if family == Family::Bert { 0 } else { 1 },
         layer_norm_eps: 1e-12,
         hidden_act: Activation::Gelu,
         hidden_dropout: 0.0,
         attention_dropout: 0.0,
+        // The real model's buckets, so tiny models see exact and logarithmic distances.
+        relative_attention: (family == Family::Mpnet).then_some(RelativeAttention {
+            num_buckets: 32,
+            max_distance: 128,
+        }),
     }
 }
 

@@ -41,12 +41,12 @@ const HEADS: [TaskHeadSpec; 6] = [
 ];
 
 /// Specs with masks, LoRA on all six sites and adapters on both, zero-head and zero-width
-/// layers, under every head kind and both families.
+/// layers, under every head kind and every family.
 fn specs() -> Vec<ModelSpec> {
     let layers = [(4, 8), (0, 5), (2, 0), (3, 7)];
     let n = layers.len();
     let mut out = Vec::new();
-    for family in [Family::Bert, Family::Roberta] {
+    for family in [Family::Bert, Family::Roberta, Family::Mpnet] {
         for head in HEADS {
             for masks in [false, true] {
                 let mut peft = lora_everywhere(n, 2, 0.0);
@@ -142,7 +142,11 @@ fn visit_order(model: &Model) -> Vec<String> {
 
 /// Every part of a layer the grammar knows.
 fn layer_parts() -> Vec<LayerTensor> {
-    let mut parts = vec![LayerTensor::HeadMask, LayerTensor::NeuronMask];
+    let mut parts = vec![
+        LayerTensor::HeadMask,
+        LayerTensor::NeuronMask,
+        LayerTensor::RelativeBias,
+    ];
     for site in DenseSite::ALL {
         for param in DenseParam::ALL {
             parts.push(LayerTensor::Dense { site, param });

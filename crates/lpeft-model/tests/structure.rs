@@ -121,33 +121,35 @@ fn masks_of_one_change_nothing_and_masks_can_be_switched_off() {
 
 #[test]
 fn merged_lora_equals_unmerged() {
-    let spec = tiny_spec(
-        Family::Roberta,
-        &[(4, 8), (1, 5)],
-        TaskHeadSpec::Classification {
-            num_labels: 2,
-            style: HeadStyle::RobertaDenseTanh,
-        },
-        lora_everywhere(2, 3, 0.0),
-        false,
-    );
-    let m = Model::build(&spec, &mut LiveLora(8), &device()).unwrap();
-    let input = random_input(&spec.encoder, 2, 7, 5, &device());
-    let before = logits(&m, &input);
-    let merged = merge_lora(m.clone());
-    assert!(merged.peft_modules().is_empty() && merged.spec.peft.is_empty());
-    let d = max_diff(&before, &logits(&merged, &input));
-    assert!(d < 1e-5, "merged vs unmerged {d}");
-    assert!(
-        max_diff(
-            &before,
-            &logits(
-                &Model::build(&spec, &mut RandomSource { seed: 8 }, &device()).unwrap(),
-                &input
-            )
-        ) > 1e-4,
-        "LoRA is live"
-    );
+    for family in [Family::Roberta, Family::Mpnet] {
+        let spec = tiny_spec(
+            family,
+            &[(4, 8), (1, 5)],
+            TaskHeadSpec::Classification {
+                num_labels: 2,
+                style: HeadStyle::RobertaDenseTanh,
+            },
+            lora_everywhere(2, 3, 0.0),
+            false,
+        );
+        let m = Model::build(&spec, &mut LiveLora(8), &device()).unwrap();
+        let input = random_input(&spec.encoder, 2, 12, 5, &device());
+        let before = logits(&m, &input);
+        let merged = merge_lora(m.clone());
+        assert!(merged.peft_modules().is_empty() && merged.spec.peft.is_empty());
+        let d = max_diff(&before, &logits(&merged, &input));
+        assert!(d < 1e-5, "{family:?}: merged vs unmerged {d}");
+        assert!(
+            max_diff(
+                &before,
+                &logits(
+                    &Model::build(&spec, &mut RandomSource { seed: 8 }, &device()).unwrap(),
+                    &input
+                )
+            ) > 1e-4,
+            "LoRA is live"
+        );
+    }
 }
 
 /// LoRA on some projections only (q, v): merging keeps the other projections' weights (it

@@ -123,6 +123,12 @@ fn gradients_match_finite_differences_roberta() {
     check_gradients(&fd_spec(HeadStyle::RobertaDenseTanh, Family::Roberta));
 }
 
+/// Through MPNet's relative position bias (frozen, like the rest of the backbone).
+#[test]
+fn gradients_match_finite_differences_mpnet() {
+    check_gradients(&fd_spec(HeadStyle::RobertaDenseTanh, Family::Mpnet));
+}
+
 fn is_trainable_name(name: &str) -> bool {
     name.contains("lora_")
         || name.contains("adapter")

@@ -12,6 +12,18 @@ pub enum Family {
     Bert,
     /// RoBERTa: positions start at `pad_token_id + 1` and skip padding.
     Roberta,
+    /// MPNet: RoBERTa's positions and special tokens, no token types, and a relative position
+    /// bias on every layer's attention scores ([`RelativeAttention`]).
+    Mpnet,
+}
+
+/// MPNet's T5-style relative position bias: relative distances fall into `num_buckets`
+/// buckets (half per direction, logarithmic beyond `num_buckets / 4`, saturating at
+/// `max_distance`), and each layer adds its heads' columns of a `[num_buckets, heads]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelativeAttention {
+    pub num_buckets: usize,
+    pub max_distance: usize,
 }
 
 /// Hidden activation of the FFN.
@@ -42,12 +54,17 @@ pub struct EncoderSpec {
     pub head_dim: usize,
     pub layers: Vec<LayerShape>,
     pub max_position_embeddings: usize,
+    /// Rows of the token-type table; 0 for families without one (MPNet).
     pub type_vocab_size: usize,
     pub pad_token_id: usize,
     pub layer_norm_eps: f64,
     pub hidden_act: Activation,
     pub hidden_dropout: f64,
     pub attention_dropout: f64,
+    /// MPNet's relative position bias; absent (and left out of the JSON, so older specs and
+    /// their keys are unchanged) for BERT and RoBERTa.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_attention: Option<RelativeAttention>,
 }
 
 /// A matrix of an encoder layer that can carry a LoRA module.

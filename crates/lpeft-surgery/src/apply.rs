@@ -4,7 +4,8 @@
 //! Burn stores a linear weight as `[d_in, d_out]`: Q/K/V and FC1 lose output **columns** (and
 //! bias entries), O and FC2 lose input **rows** (bias kept). LoRA `B` of q/k/v/fc1 loses
 //! columns, `A` of o/fc2 loses rows; rank pruning keeps columns of `A` and rows of `B`. The LoRA
-//! scale stays `alpha / r_original`.
+//! scale stays `alpha / r_original`. MPNet's per-layer relative bias `[buckets, heads]` keeps
+//! the columns of the layer's kept heads.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -302,6 +303,13 @@ pub fn prune(
                 }
             }
             LayerTensor::Norm { .. } => Some((shape.clone(), v.clone())),
+            // MPNet: the layer keeps the bias columns of its kept original heads (ids, not
+            // units), so after surgery each layer indexes the shared table its own way.
+            LayerTensor::RelativeBias => {
+                need_2d(name, shape)?;
+                let kept = &plan.kept_heads[l];
+                (!kept.is_empty()).then(|| select_cols(shape, v, kept))
+            }
         };
         if let Some(t) = new {
             out.insert(name.clone(), t);
@@ -376,7 +384,7 @@ pub fn masked_equivalent(
                     }
                 }
             }
-            LayerTensor::Dense { .. } | LayerTensor::Norm { .. } => {}
+            LayerTensor::Dense { .. } | LayerTensor::Norm { .. } | LayerTensor::RelativeBias => {}
         }
     }
     Ok(out)

@@ -47,7 +47,13 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 /// Hidden states and head outputs, flattened.
 fn outputs(model: &Model, spec: &ModelSpec, seed: u64) -> (Vec<f32>, Vec<f32>) {
-    let input = random_input(&spec.encoder, 3, 7, seed, &device());
+    // MPNet's relative distances reach the logarithmic buckets from 8 on.
+    let seq = if spec.encoder.family == Family::Mpnet {
+        20
+    } else {
+        7
+    };
+    let input = random_input(&spec.encoder, 3, seq, seed, &device());
     let out = model.forward(&input);
     let HeadOutput::Logits(logits) = out.head else {
         panic!("sequence heads only")
@@ -106,7 +112,7 @@ fn spec_for(
     lora: bool,
     rank: usize,
     regression: bool,
-    roberta: bool,
+    family: Family,
 ) -> ModelSpec {
     let n = layers.len();
     let peft = if lora {
@@ -114,10 +120,9 @@ fn spec_for(
     } else {
         adapters_everywhere(n, rank, 0.0)
     };
-    let (family, style) = if roberta {
-        (Family::Roberta, HeadStyle::RobertaDenseTanh)
-    } else {
-        (Family::Bert, HeadStyle::BertPooler)
+    let style = match family {
+        Family::Bert => HeadStyle::BertPooler,
+        Family::Roberta | Family::Mpnet => HeadStyle::RobertaDenseTanh,
     };
     let head = if regression {
         TaskHeadSpec::Regression { style }
@@ -128,6 +133,10 @@ fn spec_for(
         }
     };
     tiny_spec(family, layers, head, peft, true)
+}
+
+fn families() -> impl Strategy<Value = Family> {
+    prop::sample::select(vec![Family::Bert, Family::Roberta, Family::Mpnet])
 }
 
 fn check(spec: &ModelSpec, settings: &PlanSettings, score_seed: u64, weight_seed: u64) {
@@ -178,13 +187,13 @@ proptest! {
         lora in any::<bool>(),
         rank in 1usize..5,
         regression in any::<bool>(),
-        roberta in any::<bool>(),
+        family in families(),
         ratios in (0.0f64..0.95, 0.0f64..0.95, 0.0f64..0.95, 0.0f64..0.95),
         scopes in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         score_seed in 0u64..1000,
         weight_seed in 0u64..1000,
     ) {
-        let spec = spec_for(&layers, lora, rank, regression, roberta);
+        let spec = spec_for(&layers, lora, rank, regression, family);
         let settings = PlanSettings {
             head_ratio: ratios.0, ffn_ratio: ratios.1, module_ratio: ratios.2, rank_ratio: ratios.3,
             head_scope: scope(scopes.0), ffn_scope: scope(scopes.1), module_scope: scope(scopes.2), rank_scope: scope(scopes.3),
@@ -196,7 +205,7 @@ proptest! {
 #[test]
 fn whole_layers_pruned_to_zero_width() {
     // Global FFN and head pruning at high ratios empties some layers entirely.
-    let spec = spec_for(&[(4, 6), (2, 3), (3, 8)], true, 3, false, false);
+    let spec = spec_for(&[(4, 6), (2, 3), (3, 8)], true, 3, false, Family::Bert);
     let s = PlanSettings {
         head_ratio: 0.9,
         ffn_ratio: 0.9,
@@ -217,10 +226,60 @@ fn whole_layers_pruned_to_zero_width() {
     }
 }
 
+/// MPNet: after surgery each layer's relative bias is the columns of its kept original heads
+/// (not the first ones), and the pruned model still equals the masked one.
+#[test]
+fn mpnet_layers_keep_the_relative_bias_of_their_kept_heads() {
+    let spec = spec_for(&[(4, 6), (4, 6), (4, 6)], true, 2, false, Family::Mpnet);
+    let model = Model::build(&spec, &mut AllRandom(5), &device()).unwrap();
+    let tensors: Tensors = named_tensors(&model);
+    let s = PlanSettings {
+        head_ratio: 0.5,
+        ffn_ratio: 0.0,
+        module_ratio: 0.0,
+        rank_ratio: 0.0,
+        head_scope: Scope::Global,
+        ffn_scope: Scope::Layerwise,
+        module_scope: Scope::Global,
+        rank_scope: Scope::Layerwise,
+    };
+    let mut plan = make_plan(&scores_for(&spec, 1), &s);
+    plan.kept_heads = vec![vec![1, 3], vec![], vec![2]];
+    let (pruned_spec, pruned) = prune(&spec, &tensors, &plan).unwrap();
+    let bias = |t: &Tensors, l: usize| {
+        t.get(&format!("encoder.layers.{l}.attention.relative_bias"))
+            .cloned()
+    };
+    for (l, kept) in plan.kept_heads.iter().enumerate() {
+        let Some((shape, full)) = bias(&tensors, l) else {
+            panic!("layer {l} of the unpruned model has a relative bias")
+        };
+        assert_eq!(shape, vec![32, 4]);
+        let want: Vec<f32> = (0..32)
+            .flat_map(|b| kept.iter().map(move |&h| (b, h)))
+            .map(|(b, h)| full[b * 4 + h])
+            .collect();
+        match bias(&pruned, l) {
+            None => assert!(kept.is_empty(), "layer {l} lost its bias"),
+            Some((shape, got)) => {
+                assert_eq!(shape, vec![32, kept.len()], "layer {l}");
+                assert_eq!(got, want, "layer {l} keeps heads {kept:?}");
+            }
+        }
+    }
+    let masked = masked_equivalent(&spec, &tensors, &plan).unwrap();
+    let masked_model = build_model(&spec, &masked, &device()).unwrap();
+    let pruned_model = build_model(&pruned_spec, &pruned, &device()).unwrap();
+    let (h0, y0) = outputs(&masked_model, &spec, 4);
+    let (h1, y1) = outputs(&pruned_model, &pruned_spec, 4);
+    assert_close(&h0, &h1, "hidden");
+    assert_close(&y0, &y1, "logits");
+}
+
 #[test]
 fn all_keep_plan_is_the_identity() {
     for (lora, regression) in [(true, false), (false, true)] {
-        let spec = spec_for(&[(3, 5), (2, 4)], lora, 2, regression, false);
+        let spec = spec_for(&[(3, 5), (2, 4)], lora, 2, regression, Family::Bert);
         let model = Model::build(&spec, &mut AllRandom(1), &device()).unwrap();
         let tensors = named_tensors(&model);
         let keep = PlanSettings {
@@ -260,7 +319,7 @@ fn all_keep_plan_is_the_identity() {
 
 #[test]
 fn rank_pruning_keeps_the_lora_scale_and_drops_empty_modules() {
-    let spec = spec_for(&[(2, 4), (2, 4)], true, 4, false, false);
+    let spec = spec_for(&[(2, 4), (2, 4)], true, 4, false, Family::Bert);
     let model = Model::build(&spec, &mut AllRandom(2), &device()).unwrap();
     let tensors = named_tensors(&model);
     let s = PlanSettings {
@@ -307,7 +366,7 @@ fn tensor_of(name: &str, id: lpeft_schema::model::PeftModuleId) -> bool {
 
 #[test]
 fn pruned_checkpoint_loads_back_identically() {
-    let spec = spec_for(&[(4, 6), (3, 5)], false, 3, true, true);
+    let spec = spec_for(&[(4, 6), (3, 5)], false, 3, true, Family::Roberta);
     let model = Model::build(&spec, &mut AllRandom(4), &device()).unwrap();
     let tensors = named_tensors(&model);
     let s = PlanSettings {
@@ -334,7 +393,7 @@ fn pruned_checkpoint_loads_back_identically() {
 #[test]
 fn bad_plans_are_refused_with_the_offending_unit() {
     use lpeft_surgery::apply::SurgeryError;
-    let spec = spec_for(&[(2, 4), (2, 4)], true, 2, false, false);
+    let spec = spec_for(&[(2, 4), (2, 4)], true, 2, false, Family::Bert);
     let model = Model::build(&spec, &mut AllRandom(1), &device()).unwrap();
     let tensors = named_tensors(&model);
     let s = PlanSettings {
@@ -400,10 +459,10 @@ proptest! {
         layers in prop::collection::vec((1usize..5, 1usize..9), 1..4),
         lora in any::<bool>(),
         rank in 1usize..4,
-        roberta in any::<bool>(),
+        family in families(),
         weight_seed in 0u64..1000,
     ) {
-        let spec = spec_for(&layers, lora, rank, false, roberta);
+        let spec = spec_for(&layers, lora, rank, false, family);
         let model = Model::build(&spec, &mut AllRandom(weight_seed), &device()).unwrap();
         let tensors: Tensors = named_tensors(&model);
         let folded = fold_masks(&spec, &tensors).unwrap();
@@ -418,7 +477,7 @@ proptest! {
 
 #[test]
 fn folding_needs_masks() {
-    let mut spec = spec_for(&[(2, 3)], true, 2, false, false);
+    let mut spec = spec_for(&[(2, 3)], true, 2, false, Family::Bert);
     let model = Model::build(&spec, &mut AllRandom(1), &device()).unwrap();
     let tensors: Tensors = named_tensors(&model);
     spec.masks = false;

@@ -2,7 +2,8 @@
 //!
 //! One [`Tokenizer`] wraps a `tokenizer.json`. It encodes a single sentence or a pair with the
 //! family's own special tokens, taken from the file's post-processor (BERT:
-//! `[CLS] A [SEP] B [SEP]`, type ids 0/1; RoBERTa: `<s> A </s></s> B </s>`, type ids 0), and
+//! `[CLS] A [SEP] B [SEP]`, type ids 0/1; RoBERTa: `<s> A </s></s> B </s>`, type ids 0; MPNet's
+//! `tokenizer.json` is a WordPiece model with RoBERTa's post-processor, so it is RoBERTa here), and
 //! truncates longest-first to a maximum length that counts those special tokens.
 //!
 //! Invariants:

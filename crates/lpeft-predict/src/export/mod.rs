@@ -164,6 +164,13 @@ pub fn check_exportable(spec: &ModelSpec, format: Format) -> Result<(), PredictE
     if format == Format::Bundle {
         return Ok(());
     }
+    if spec.encoder.family == Family::Mpnet {
+        // transformers adds MPNet's whole relative-bias table to every layer, and the
+        // remote-code model of the pruned format has no relative bias yet.
+        return no(
+            "an MPNet model: export supports BERT and RoBERTa so far; use --format bundle".into(),
+        );
+    }
     if spec.masks {
         return no("the model carries estimation masks (an estimation model, not a fine-tune); export a fine-tune".into());
     }
@@ -197,6 +204,7 @@ pub fn prefix(family: Family) -> &'static str {
     match family {
         Family::Bert => "bert.",
         Family::Roberta => "roberta.",
+        Family::Mpnet => "mpnet.",
     }
 }
 
@@ -205,6 +213,7 @@ fn architecture(spec: &ModelSpec) -> String {
     let family = match spec.encoder.family {
         Family::Bert => "Bert",
         Family::Roberta => "Roberta",
+        Family::Mpnet => "MPNet",
     };
     format!("{family}For{}", task_class(spec.head))
 }
@@ -290,6 +299,7 @@ pub fn hf_config(spec: &ModelSpec) -> Value {
     let model_type = match model_type {
         Family::Bert => "bert",
         Family::Roberta => "roberta",
+        Family::Mpnet => "mpnet",
     };
     let act = match e.hidden_act {
         Activation::Gelu => "gelu",
@@ -370,11 +380,11 @@ pub fn write_tokenizer(
     std::fs::copy(&trained.text.tokenizer, &file).map_err(write_err(&file))?;
     let [cls, sep, pad, unk, mask] = match spec.encoder.family {
         Family::Bert => ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"],
-        Family::Roberta => ["<s>", "</s>", "<pad>", "<unk>", "<mask>"],
+        Family::Roberta | Family::Mpnet => ["<s>", "</s>", "<pad>", "<unk>", "<mask>"],
     };
     let inputs = match spec.encoder.family {
         Family::Bert => json!(["input_ids", "token_type_ids", "attention_mask"]),
-        Family::Roberta => json!(["input_ids", "attention_mask"]),
+        Family::Roberta | Family::Mpnet => json!(["input_ids", "attention_mask"]),
     };
     let config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -384,4 +394,29 @@ pub fn write_tokenizer(
         "bos_token": cls, "eos_token": sep,
     });
     write_json(&dir.join("tokenizer_config.json"), &config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lpeft_model::testing::tiny_spec;
+    use lpeft_schema::model::HeadStyle;
+
+    /// MPNet exports only as our own bundle: transformers' layout has no per-layer relative
+    /// bias, and the pruned format's remote code has none yet.
+    #[test]
+    fn mpnet_exports_only_as_a_bundle() {
+        let head = TaskHeadSpec::Classification {
+            num_labels: 2,
+            style: HeadStyle::RobertaDenseTanh,
+        };
+        let spec = tiny_spec(Family::Mpnet, &[(2, 4)], head, vec![], false);
+        for format in [Format::Peft, Format::Merged, Format::Pruned] {
+            let err = check_exportable(&spec, format).unwrap_err().to_string();
+            assert!(err.contains("MPNet") && err.contains("bundle"), "{err}");
+        }
+        assert!(check_exportable(&spec, Format::Bundle).is_ok());
+        let roberta = tiny_spec(Family::Roberta, &[(2, 4)], head, vec![], false);
+        assert!(check_exportable(&roberta, Format::Pruned).is_ok());
+    }
 }

@@ -27,7 +27,7 @@ pub struct Inputs {
 pub fn inputs(model: &Model, rows: usize, len: usize) -> Inputs {
     let e = &model.spec.encoder;
     let offset = match e.family {
-        Family::Roberta => e.pad_token_id + 1,
+        Family::Roberta | Family::Mpnet => e.pad_token_id + 1,
         Family::Bert => 0,
     };
     let len = len

@@ -15,6 +15,7 @@ pub fn class(family: Family, head: TaskHeadSpec) -> String {
     let family = match family {
         Family::Bert => "Bert",
         Family::Roberta => "Roberta",
+        Family::Mpnet => "MPNet",
     };
     format!("Lpeft{family}For{}", super::task_class(head))
 }
@@ -26,6 +27,7 @@ pub fn extend_config(config: &mut Value, spec: &ModelSpec) {
     let family = match e.family {
         Family::Bert => "bert",
         Family::Roberta => "roberta",
+        Family::Mpnet => "mpnet",
     };
     let style = match spec.head {
         TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => {

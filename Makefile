@@ -117,7 +117,7 @@ test-tch:
 	VIRTUAL_ENV=$(abspath $(TORCH_VENV)) PATH=$(abspath $(TORCH_VENV))/bin:$$PATH \
 	LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 CARGO_TARGET_DIR=$(TCH_TARGET) \
 	LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib \
-	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused --test mixed_precision
+	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused --test mixed_precision --test device_seed
 	$(CARGO) test -p lpeft-train --features lpeft-model/tch --test cuda_graphs
 
 fmt:

@@ -95,7 +95,7 @@ impl Reporter {
         }
         if slots.names.len() > 1 {
             self.detail(
-                "note: backends seed their random streams process-wide (libtorch: every CUDA device at once), so a training stage starting on one device re-seeds the streams of those running on others: results can depend on timing; for bit-exact reruns, one process per GPU (`lpeft slurm`, or CUDA_VISIBLE_DEVICES=i lpeft run --only ...)",
+                "note: each training stage seeds only its own device's random stream, but that has not been checked on several GPUs yet (docs/cluster.md): results may depend on timing; for bit-exact reruns, one process per GPU (`lpeft slurm`, or CUDA_VISIBLE_DEVICES=i lpeft run --only ...)",
             );
         }
     }

@@ -174,7 +174,7 @@ impl Stage for EstimateStage {
         let steps = cfg.steps.resolve(per_epoch);
 
         let device = plain.clone().autodiff();
-        device.seed(cfg.seed);
+        lpeft_model::device::seed(&device, cfg.seed).failed_by(KIND)?;
         let ckpt = HfCheckpoint::open(&cfg.model).failed_by(KIND)?;
         let encoder = load_spec(&cfg.model, &ckpt).failed_by(KIND)?;
         let spec = estimation_spec(encoder, &ds.meta.task.kind, &cfg.peft);

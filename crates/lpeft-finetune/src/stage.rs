@@ -178,7 +178,7 @@ impl Stage for FinetuneStage {
 
         let plain = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
         let _precision = cfg.precision.enter(&plain).failed_by(KIND)?;
-        plain.seed(cfg.seed);
+        lpeft_model::device::seed(&plain, cfg.seed).failed_by(KIND)?;
         // On a GPU the peak is device memory (NVML); elsewhere the process's peak RSS.
         let gpu_memory = lpeft_train::efficiency::cuda_index(ctx.backend).and_then(|i| {
             lpeft_train::efficiency::DeviceMemoryMonitor::start(i)

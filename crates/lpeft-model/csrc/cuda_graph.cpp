@@ -8,7 +8,9 @@
 // the capture by CUDAGraph itself. Errors come back as a message, never as an
 // exception across the C boundary.
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -115,6 +117,22 @@ int lpeft_set_tf32(int on, char* err, size_t len) {
   return guarded(err, len, [&] {
     at::globalContext().setAllowTF32CuBLAS(on != 0);
     at::globalContext().setAllowTF32CuDNN(on != 0);
+  });
+}
+
+// Seeds libtorch's CPU generator and the default generator of one CUDA device, where
+// at::manual_seed seeds every device: a training stage starting on GPU 1 must not re-seed the
+// dropout stream of one training on GPU 0 in the same process.
+int lpeft_seed_device(int64_t device, uint64_t seed, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    auto cpu = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(cpu.mutex());
+      cpu.set_current_seed(seed);
+    }
+    auto gpu = at::cuda::detail::getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(device));
+    std::lock_guard<std::mutex> lock(gpu.mutex());
+    gpu.set_current_seed(seed);
   });
 }
 

@@ -121,6 +121,21 @@ pub fn device_count(class: &str) -> Result<usize, ModelError> {
     }
 }
 
+/// Seeds the random streams a stage on `device` draws from (dropout, random tensors). On a
+/// libtorch CUDA device (in a build with the CUDA shim) only that device's generator and the
+/// CPU one are seeded, to the same values burn's seed gives them: burn's seed (libtorch's
+/// `manual_seed`) would re-seed every GPU of the process, so a stage starting on one GPU would
+/// change the draws of a stage training on another. Elsewhere, burn's seed.
+pub fn seed(device: &Device, seed: u64) -> Result<(), ModelError> {
+    match crate::fused::libtorch_cuda_index(device) {
+        Some(index) if crate::graph::available() => crate::graph::seed_cuda_device(index, seed),
+        _ => {
+            device.seed(seed);
+            Ok(())
+        }
+    }
+}
+
 /// Parses `flex`, `tch` (libtorch CPU), `tch-cuda[:i]`, `cuda[:i]`, `vulkan`, `wgpu`, `ndarray`.
 pub fn device(name: &str) -> Result<Device, ModelError> {
     let (base, index) = match name.split_once(':') {

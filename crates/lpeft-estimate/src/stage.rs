@@ -26,14 +26,7 @@ pub fn teacher_outputs(
     ds: &Dataset,
     plain: &burn::tensor::Device,
 ) -> Result<artifact::TeacherOutputs, String> {
-    let cfg = BatchConfig {
-        batch_size: 128,
-        shuffle: false,
-        seed: 0,
-        drop_last: false,
-        padding: Padding::Longest,
-        pad_id: ds.meta.tokenizer.pad_id,
-    };
+    let cfg = BatchConfig::evaluation(128, ds.meta.tokenizer.pad_id);
     let batcher = Batcher::new(split, &ds.meta.task.kind, cfg).map_err(|e| e.to_string())?;
     let eval = lpeft_train::evaluate(model, batcher.epoch(0), plain).map_err(|e| e.to_string())?;
     let width = eval.logits.first().map_or(0, Vec::len);

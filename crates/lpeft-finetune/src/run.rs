@@ -229,14 +229,7 @@ pub fn finetune(
         padding: lpeft_train::training_padding(padding(cfg.padding), device),
         pad_id,
     };
-    let dev_cfg = BatchConfig {
-        batch_size: cfg.eval_batch_size,
-        shuffle: false,
-        seed: 0,
-        drop_last: false,
-        padding: Padding::Longest,
-        pad_id,
-    };
+    let dev_cfg = BatchConfig::evaluation(cfg.eval_batch_size, pad_id);
     let batcher = Batcher::new(train, &task.kind, train_cfg)?;
     if batcher.num_units() == 0 {
         return Err(FinetuneError::NoTrainingExamples);

@@ -296,6 +296,19 @@ mod ffi {
         ModelError::CudaGraph(format!("CUDA graph {what}: {msg}"))
     }
 
+    /// Runs one shim call that reports failure as a non-zero code with a message in the buffer.
+    fn checked(
+        what: &str,
+        call: impl FnOnce(*mut c_char, usize) -> c_int,
+    ) -> Result<(), ModelError> {
+        let mut buf = [0 as c_char; ERR_LEN];
+        if call(buf.as_mut_ptr(), ERR_LEN) == 0 {
+            Ok(())
+        } else {
+            Err(failed(what, &buf))
+        }
+    }
+
     #[allow(unsafe_code)]
     pub(super) fn new() -> Result<CudaGraph, ModelError> {
         let mut buf = [0 as c_char; ERR_LEN];
@@ -308,64 +321,44 @@ mod ffi {
 
     #[allow(unsafe_code)]
     pub(super) fn begin(g: &CudaGraph, share: Option<&CudaGraph>) -> Result<(), ModelError> {
-        let mut buf = [0 as c_char; ERR_LEN];
         let share = share.map_or(std::ptr::null_mut(), |s| s.raw.as_ptr());
-        // SAFETY: both pointers come from lpeft_graph_new and are alive.
-        let rc = unsafe { lpeft_graph_begin(g.raw.as_ptr(), share, buf.as_mut_ptr(), ERR_LEN) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(failed("capture", &buf))
-        }
+        checked("capture", |err, len| {
+            // SAFETY: both pointers come from lpeft_graph_new and are alive.
+            unsafe { lpeft_graph_begin(g.raw.as_ptr(), share, err, len) }
+        })
     }
 
     #[allow(unsafe_code)]
     pub(super) fn end(g: &CudaGraph) -> Result<(), ModelError> {
-        let mut buf = [0 as c_char; ERR_LEN];
-        // SAFETY: as in `begin`.
-        let rc = unsafe { lpeft_graph_end(g.raw.as_ptr(), buf.as_mut_ptr(), ERR_LEN) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(failed("capture", &buf))
-        }
+        checked("capture", |err, len| {
+            // SAFETY: as in `begin`.
+            unsafe { lpeft_graph_end(g.raw.as_ptr(), err, len) }
+        })
     }
 
     #[allow(unsafe_code)]
     pub(super) fn replay(g: &CudaGraph) -> Result<(), ModelError> {
-        let mut buf = [0 as c_char; ERR_LEN];
-        // SAFETY: as in `begin`.
-        let rc = unsafe { lpeft_graph_replay(g.raw.as_ptr(), buf.as_mut_ptr(), ERR_LEN) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(failed("replay", &buf))
-        }
+        checked("replay", |err, len| {
+            // SAFETY: as in `begin`.
+            unsafe { lpeft_graph_replay(g.raw.as_ptr(), err, len) }
+        })
     }
 
     #[allow(unsafe_code)]
     pub(super) fn set_tf32(on: bool) -> Result<(), ModelError> {
-        let mut buf = [0 as c_char; ERR_LEN];
-        // SAFETY: the buffer outlives the call and its length is passed.
-        let rc = unsafe { lpeft_set_tf32(c_int::from(on), buf.as_mut_ptr(), ERR_LEN) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(failed("TF32 switch", &buf))
-        }
+        checked("TF32 switch", |err, len| {
+            // SAFETY: the buffer outlives the call and its length is passed.
+            unsafe { lpeft_set_tf32(c_int::from(on), err, len) }
+        })
     }
 
     #[allow(unsafe_code)]
     pub(super) fn seed_device(index: usize, seed: u64) -> Result<(), ModelError> {
-        let mut buf = [0 as c_char; ERR_LEN];
         let device = i64::try_from(index).unwrap_or(i64::MAX);
-        // SAFETY: the buffer outlives the call and its length is passed.
-        let rc = unsafe { lpeft_seed_device(device, seed, buf.as_mut_ptr(), ERR_LEN) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(failed("seeding", &buf))
-        }
+        checked("seeding", |err, len| {
+            // SAFETY: the buffer outlives the call and its length is passed.
+            unsafe { lpeft_seed_device(device, seed, err, len) }
+        })
     }
 
     impl Drop for CudaGraph {

@@ -7,7 +7,7 @@
 use burn::module::Module;
 use burn::tensor::Device;
 
-use lpeft_artifacts::dataset::{BatchConfig, Batcher, Labels, Padding, SplitTensors, Texts};
+use lpeft_artifacts::dataset::{BatchConfig, Batcher, Labels, SplitTensors, Texts};
 use lpeft_eval::span::{SpanPrediction, decode_split, official_predictions, span_answers};
 use lpeft_eval::squad::SquadPredictions;
 use lpeft_eval::{Evaluation, Outputs, evaluate_task};
@@ -74,14 +74,7 @@ pub fn predict(
             "span extraction (SQuAD) is predicted per question: use `predict_answers`".into(),
         ));
     }
-    let cfg = BatchConfig {
-        batch_size,
-        shuffle: false,
-        seed: 0,
-        drop_last: false,
-        padding: Padding::Longest,
-        pad_id,
-    };
+    let cfg = BatchConfig::evaluation(batch_size, pad_id);
     let batcher = Batcher::new(split, kind, cfg)?;
     let total = batcher.num_units();
     let regression = matches!(model.spec.head, TaskHeadSpec::Regression { .. });
@@ -145,14 +138,7 @@ pub fn predict_answers(
             task.name
         )));
     };
-    let cfg = BatchConfig {
-        batch_size,
-        shuffle: false,
-        seed: 0,
-        drop_last: false,
-        padding: Padding::Longest,
-        pad_id,
-    };
+    let cfg = BatchConfig::evaluation(batch_size, pad_id);
     let batcher = Batcher::new(split, &task.kind, cfg)?;
     let total = batcher.num_units();
     let model = model.valid();

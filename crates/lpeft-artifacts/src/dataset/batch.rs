@@ -33,6 +33,21 @@ pub struct BatchConfig {
     pub pad_id: u32,
 }
 
+impl BatchConfig {
+    /// Evaluation and inference batches: source order, every unit, each batch padded to its
+    /// longest row.
+    pub fn evaluation(batch_size: usize, pad_id: u32) -> Self {
+        Self {
+            batch_size,
+            shuffle: false,
+            seed: 0,
+            drop_last: false,
+            padding: Padding::Longest,
+            pad_id,
+        }
+    }
+}
+
 /// Labels of a batch, in unit order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchLabels {

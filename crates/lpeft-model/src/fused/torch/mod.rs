@@ -149,8 +149,11 @@ fn infer(inputs: &[&TchTensor], island: &Island) -> TchTensor {
 }
 
 /// `x` in `kind` where given (with whether each input was converted), else shallow copies.
-fn cast_inputs(x: &[T], kind: Option<tch::Kind>) -> (Vec<T>, Vec<bool>) {
-    x.iter()
+fn cast_inputs<'a>(
+    x: impl IntoIterator<Item = &'a T>,
+    kind: Option<tch::Kind>,
+) -> (Vec<T>, Vec<bool>) {
+    x.into_iter()
         .map(|t| match kind {
             Some(k) if t.kind() != k => (t.to_kind(k), true),
             _ => (t.shallow_clone(), false),
@@ -345,8 +348,7 @@ fn record<C: CheckpointStrategy, const N: usize>(
     {
         OpsKind::Tracked(prep) => {
             let input_kinds: Vec<tch::Kind> = prims.iter().map(|p| p.tensor.kind()).collect();
-            let originals: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
-            let (xs, cast) = cast_inputs(&originals, island.compute_kind());
+            let (xs, cast) = cast_inputs(prims.iter().map(|p| &p.tensor), island.compute_kind());
             let (output, saved) = match island {
                 Island::Linear { .. } => tch::no_grad(|| linear::forward(&xs, &island, &trained)),
                 Island::AddNorm { .. } => tch::no_grad(|| add_norm::forward(&xs, &island)),

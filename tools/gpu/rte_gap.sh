@@ -9,6 +9,7 @@
 # disagree too, in the deterministic part of the recipe.
 #
 #   tools/gpu/rte_gap.sh [DEADLINE_S]        -> $OUT/rte-gap.tar.xz (logs, peer.jsonl, results)
+#   SEEDS="4 5 6" VARIANTS="base" tools/gpu/rte_gap.sh   (defaults: seeds 1-3, base nodrop plain)
 set -uo pipefail
 deadline=${1:-480}
 OUT=${OUT:-/tmp/out}; R=$OUT/rte-gap; mkdir -p "$R"
@@ -34,16 +35,23 @@ ours() {  # NAME MODEL_DIR SEED [lpeft run args...]
   MODEL_DIR=$model timeout "$(left)" $L run pipelines/fidelity.ron --profile final --backend tch-cuda \
     --set "$rte" --set "seeds=[$seed]" --only 'data-*' --only 'ft-*-lora-all-*' "$@" > "$R/ours-$name-s$seed.log" 2>&1
 }
-ours base .carry/minilm-fp16 1 --jobs 1   # the data stage once, before the side-by-side runs
+seeds=(${SEEDS:-1 2 3}); variants=" ${VARIANTS:-base nodrop plain} "
+has() { [[ "$variants" == *" $1 "* ]]; }
+first=${seeds[0]}
+# The data stage once, before the side-by-side runs (with the first seed's base run, if asked).
+if has base; then ours base .carry/minilm-fp16 "$first" --jobs 1
+else MODEL_DIR=.carry/minilm-fp16 $L run pipelines/fidelity.ron --profile final --backend tch-cuda \
+  --set "$rte" --only 'data-rte' > "$R/data.log" 2>&1; fi
 pids=()
-for s in 1 2 3; do
-  [ "$s" = 1 ] || { ours base .carry/minilm-fp16 $s & pids+=($!); }
-  ours nodrop "$W/minilm-nodrop" $s --set lora_dropout=0.0 & pids+=($!)
-  LPEFT_CUDA_GRAPHS=off ours plain .carry/minilm-fp16 $s & pids+=($!)
+for s in "${seeds[@]}"; do
+  if has base && [ "$s" != "$first" ]; then ours base .carry/minilm-fp16 $s & pids+=($!); fi
+  if has nodrop; then ours nodrop "$W/minilm-nodrop" $s --set lora_dropout=0.0 & pids+=($!); fi
+  if has plain; then LPEFT_CUDA_GRAPHS=off ours plain .carry/minilm-fp16 $s & pids+=($!); fi
 done
 (
-  for s in 1 2 3; do
+  for s in "${seeds[@]}"; do
     for v in base nodrop; do
+      has "$v" || continue
       [ "$(left)" -gt 40 ] || break 2
       model=.carry/minilm-fp16; extra=()
       [ "$v" = nodrop ] && { model=$W/minilm-nodrop; extra=(--dropout 0.0); }

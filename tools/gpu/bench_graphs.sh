@@ -4,7 +4,8 @@
 # alternating, for vanilla LoRA(all) and the pruned shapes, at the rows' sequence lengths.
 #
 #   tools/gpu/bench_graphs.sh DEADLINE_S "SHAPE PEFT SEQ PRECISION" ...
-#   PRECISION: fp32 | tf32 | bf16-mixed | bf16-pure (lpeft-bench --precision)
+#   PRECISION: fp32 | tf32 | bf16-mixed | bf16-pure (lpeft-bench --precision); anything after
+#   it goes to lpeft-bench as is ("roberta-base light-r2 64 bf16-mixed --ffn-widths irregular")
 #   -> $OUT/bench-graphs.jsonl (one JSON line per run, with "precision" and "graphs")
 set -uo pipefail
 deadline=$1; shift
@@ -18,7 +19,7 @@ for row in "$@"; do
   for graphs in ${GRAPHS:-off on}; do
     [ $(( deadline - ($(date +%s) - start) )) -gt 20 ] || break 2
     timeout 90 "$B" --backend tch-cuda --shape "$1" \
-      --peft "$2" --seq "$3" --precision "$4" --graphs "$graphs" --iters 20 --warmup 3 \
+      --peft "$2" --seq "$3" --precision "$4" --graphs "$graphs" --iters 20 --warmup 3 "${@:5}" \
       | sed "s/^{/{\"graphs\":\"$graphs\",/" >> "$OUT/bench-graphs.jsonl"
   done
 done

@@ -69,6 +69,11 @@ struct Args {
     /// elsewhere, as in training runs) or a number (1: never), for comparison.
     #[arg(long, default_value = "auto")]
     ffn_align: String,
+    /// FFN widths of the pruned shapes: `uniform` (a third off every layer: 3072 → 2048) or
+    /// `irregular` (a few neurons fewer, different per layer and never a multiple of 8, as the
+    /// global FFN cut of the pipeline's surgery leaves them: 2047, 2044, 2041, 2038, ...).
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "irregular"])]
+    ffn_widths: String,
     /// Also report the median time of forward, backward and optimizer separately (a device
     /// sync after each, so the total is slower than the plain step).
     #[arg(long)]
@@ -81,10 +86,12 @@ struct Args {
 }
 
 /// Heads and FFN neurons kept when a third is removed (the Light-PEFT shape).
-fn pruned(layer: LayerShape) -> LayerShape {
+fn pruned(layer: LayerShape, index: usize, irregular: bool) -> LayerShape {
+    let ffn = layer.ffn - layer.ffn / 3;
     LayerShape {
         heads: layer.heads - layer.heads / 3,
-        ffn: layer.ffn - layer.ffn / 3,
+        // 1, 4, 7 or 10 fewer: 2047, 2044, 2041, 2038 from 2048, none a multiple of 8.
+        ffn: if irregular { ffn - 1 - 3 * (index % 4) } else { ffn },
     }
 }
 
@@ -164,7 +171,10 @@ where
     let mut enc = encoder(&args.shape)?;
     let n_layers = enc.layers.len();
     if args.peft == "light-lora" || args.peft == "light-r2" {
-        enc.layers = enc.layers.into_iter().map(pruned).collect();
+        let irregular = args.ffn_widths == "irregular";
+        enc.layers = (enc.layers.into_iter().enumerate())
+            .map(|(i, l)| pruned(l, i, irregular))
+            .collect();
     }
     let peft = match args.peft.as_str() {
         "none" => vec![],
@@ -376,7 +386,7 @@ fn report(
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "precision": args.precision, "params": params,
-        "fused": fused, "ffn_align": args.ffn_align,
+        "fused": fused, "ffn_align": args.ffn_align, "ffn_widths": args.ffn_widths,
     });
     println!("{line}");
 }

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The table of docs/fidelity.md's RTE-gap section, from what tools/gpu/rte_gap.sh brought back.
+
+    python3 tools/gpu/rte_gap_table.py docs/results/fidelity/rte-gap/call-*
+
+Each folder holds ours-VARIANT-sSEED.log (whose RAN line names the fine-tune's key),
+results.tar.xz (the fine-tunes' result.json by key) and peer-VARIANT.jsonl. Prints, per variant
+and side, every seed's best dev accuracy, the mean ± sample standard deviation, and ours against
+the peer of the same variant (difference of means, Welch's t).
+"""
+import glob
+import io
+import json
+import math
+import os
+import re
+import statistics as st
+import sys
+import tarfile
+
+
+def ours(folder):
+    """{variant: {seed: score}} of our runs in one call's folder."""
+    scores = {}
+    with tarfile.open(os.path.join(folder, "results.tar.xz")) as tar:
+        results = {}
+        for m in tar.getmembers():
+            if m.name.endswith("/result.json"):
+                key = m.name.split("/")[-2]
+                results[key[:12]] = json.load(io.TextIOWrapper(tar.extractfile(m)))
+    for log in glob.glob(os.path.join(folder, "ours-*-s*.log")):
+        variant, seed = re.match(r"ours-(.+)-s(\d+)\.log$", os.path.basename(log)).groups()
+        for line in open(log):
+            words = line.split()
+            if words[:1] == ["RAN"] and words[1].startswith("ft-rte-"):
+                scores.setdefault(variant, {})[int(seed)] = results[words[2]]["best_main_score"]
+    return scores
+
+
+def peer(folder):
+    scores = {}
+    for path in glob.glob(os.path.join(folder, "peer-*.jsonl")):
+        variant = os.path.basename(path)[len("peer-"):-len(".jsonl")]
+        for line in open(path):
+            r = json.loads(line)
+            scores.setdefault(variant, {})[r["seed"]] = r["best_main_score"]
+    return scores
+
+
+def merge(into, more):
+    for variant, by_seed in more.items():
+        into.setdefault(variant, {}).update(by_seed)
+
+
+def summary(by_seed):
+    v = [100 * by_seed[s] for s in sorted(by_seed)]
+    sd = st.stdev(v) if len(v) > 1 else float("nan")
+    return v, st.mean(v), sd
+
+
+def main(folders):
+    sides = {"ours": {}, "peer": {}}
+    for f in folders:
+        merge(sides["ours"], ours(f))
+        merge(sides["peer"], peer(f))
+    print("| variant | side | seeds | best dev accuracy ×100, by seed | mean ± std | ours − peer | Welch t |")
+    print("|---|---|---|---|---|---|---|")
+    for variant in sorted(set(sides["ours"]) | set(sides["peer"])):
+        rows = {}
+        for side in ("ours", "peer"):
+            by_seed = sides[side].get(variant)
+            if not by_seed:
+                continue
+            v, mean, sd = summary(by_seed)
+            rows[side] = (v, mean, sd)
+            seeds = ",".join(str(s) for s in sorted(by_seed))
+            gap = t = ""
+            if side == "peer" and "ours" in rows:
+                (ov, om, osd) = rows["ours"]
+                gap = f"{om - mean:+.2f}"
+                if len(v) > 1 and len(ov) > 1:
+                    se = math.sqrt(sd**2 / len(v) + osd**2 / len(ov))
+                    t = f"{(om - mean) / se:.2f}"
+            print(f"| {variant} | {side} | {seeds} | {', '.join(f'{x:.2f}' for x in v)} "
+                  f"| {mean:.2f} ± {sd:.2f} (n={len(v)}) | {gap} | {t} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])

@@ -9,7 +9,8 @@
 # disagree too, in the deterministic part of the recipe.
 #
 #   tools/gpu/rte_gap.sh [DEADLINE_S]        -> $OUT/rte-gap.tar.xz (logs, peer.jsonl, results)
-#   SEEDS="4 5 6" VARIANTS="base" tools/gpu/rte_gap.sh   (defaults: seeds 1-3, base nodrop plain)
+#   SEEDS="4 5 6" VARIANTS="base" tools/gpu/rte_gap.sh   (defaults: seeds 1-3, base nodrop plain;
+#   also `unfused`: LPEFT_FUSED=off, burn's elementary operations and their dropout, no graphs)
 set -uo pipefail
 deadline=${1:-480}
 OUT=${OUT:-/tmp/out}; R=$OUT/rte-gap; mkdir -p "$R"
@@ -47,6 +48,7 @@ for s in "${seeds[@]}"; do
   if has base && [ "$s" != "$first" ]; then ours base .carry/minilm-fp16 $s & pids+=($!); fi
   if has nodrop; then ours nodrop "$W/minilm-nodrop" $s --set lora_dropout=0.0 & pids+=($!); fi
   if has plain; then LPEFT_CUDA_GRAPHS=off ours plain .carry/minilm-fp16 $s & pids+=($!); fi
+  if has unfused; then LPEFT_FUSED=off ours unfused .carry/minilm-fp16 $s & pids+=($!); fi
 done
 (
   for s in "${seeds[@]}"; do

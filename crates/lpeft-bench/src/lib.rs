@@ -91,7 +91,11 @@ fn pruned(layer: LayerShape, index: usize, irregular: bool) -> LayerShape {
     LayerShape {
         heads: layer.heads - layer.heads / 3,
         // 1, 4, 7 or 10 fewer: 2047, 2044, 2041, 2038 from 2048, none a multiple of 8.
-        ffn: if irregular { ffn - 1 - 3 * (index % 4) } else { ffn },
+        ffn: if irregular {
+            ffn - 1 - 3 * (index % 4)
+        } else {
+            ffn
+        },
     }
 }
 

@@ -229,3 +229,60 @@ fn a_precision_the_backend_cannot_run_is_refused_by_name() {
         "{t}"
     );
 }
+
+#[test]
+fn lpeft_fused_off_gives_libtorch_stages_their_own_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (glue, model) = shared();
+    let pipeline = format!(
+        "Pipeline(name: \"f\", vars: {{ \"glue\": \"{}\", \"model\": \"{}\", \"teacher\": false }}, stages: [{STAGES}])",
+        glue.display(),
+        model.display()
+    );
+    std::fs::write(dir.path().join("p.ron"), pipeline).unwrap();
+    let plan = |backend: &str, fused: Option<&str>| {
+        let mut c = Command::new(LPEFT);
+        c.current_dir(dir.path())
+            .args([
+                "--store",
+                "store",
+                "--no-progress",
+                "plan",
+                "p.ron",
+                "--json",
+            ])
+            .args(["--backend", backend])
+            .env_remove("LPEFT_CUDA_GRAPHS");
+        match fused {
+            Some(v) => c.env("LPEFT_FUSED", v),
+            None => c.env_remove("LPEFT_FUSED"),
+        };
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["key"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    for backend in ["tch", "tch-cuda"] {
+        let (fused, plain) = (plan(backend, None), plan(backend, Some("off")));
+        assert_eq!(fused["data"], plain["data"], "the data stage runs no model");
+        assert_ne!(fused["est"], plain["est"], "{backend}");
+        assert_ne!(fused["ft-false"], plain["ft-false"], "{backend}");
+        assert_eq!(
+            fused,
+            plan(backend, Some("on")),
+            "only `off` turns them off"
+        );
+    }
+    // flex has no fused nodes: nothing changes there.
+    assert_eq!(plan("flex", None), plan("flex", Some("off")));
+}

@@ -25,16 +25,21 @@ pub const fn available() -> bool {
 pub const ENV: &str = "LPEFT_CUDA_GRAPHS";
 
 /// Whether training on a backend of this class captures its steps: a libtorch CUDA device and
-/// [`ENV`] not `off`. It does not depend on this build (a report planned by a CPU build must
+/// neither [`ENV`] nor `LPEFT_FUSED` `off`. It does not depend on this build (a report planned by a CPU build must
 /// resolve the keys of GPU runs); a CUDA run in a build without graphs ([`available`] false)
 /// refuses to train rather than run plainly under this tag.
 pub fn on_for_class(backend_class: &str) -> bool {
-    backend_class == "tch-cuda" && std::env::var(ENV).as_deref() != Ok("off")
+    backend_class == "tch-cuda" && enabled_by_env()
+}
+
+/// Neither [`ENV`] nor `LPEFT_FUSED` ([`crate::fused::ENV`]) is `off`.
+fn enabled_by_env() -> bool {
+    std::env::var(ENV).as_deref() != Ok("off") && crate::fused::enabled_by_env()
 }
 
 /// [`on_for_class`] for a device.
 pub fn on_for(device: &burn::tensor::Device) -> bool {
-    crate::fused::libtorch_cuda(device) == Some(true) && std::env::var(ENV).as_deref() != Ok("off")
+    crate::fused::libtorch_cuda(device) == Some(true) && enabled_by_env()
 }
 
 /// Switches libtorch's TF32 kernels for f32 matmuls on or off, process-wide (through the

@@ -66,6 +66,9 @@ impl Precision {
                 "needs the libtorch backend (tch or tch-cuda): mixed precision runs in its fused \
                  nodes",
             ),
+            Precision::Bf16Mixed if !crate::fused::enabled_by_env() => Some(
+                "runs in the fused nodes, which LPEFT_FUSED=off turns off (unset it, or use fp32)",
+            ),
             _ => None,
         };
         match why {

@@ -116,10 +116,21 @@ pub struct FusedPolicy {
     pub compute: Compute,
 }
 
+/// `LPEFT_FUSED=off`: the stages run burn's elementary operations on libtorch too (for
+/// comparison with the fused nodes: their dropout draws and last bits differ), and on CUDA the
+/// plain step, without graphs (captured graphs are checked for the fused nodes only). Keys
+/// follow ([`key_tag`]).
+pub const ENV: &str = "LPEFT_FUSED";
+
+/// Whether this process's stages use the fused nodes ([`ENV`] not `off`).
+pub fn enabled_by_env() -> bool {
+    std::env::var(ENV).as_deref() != Ok("off")
+}
+
 impl Default for FusedPolicy {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: enabled_by_env(),
             align: None,
             compute: Compute::F32,
         }
@@ -172,11 +183,22 @@ impl Fusing {
 /// the tag is `fused3-graph1`: the graphed step reads its learning rate and bias corrections
 /// from the device, which changes the last bits (a fine-tune with distillation, whose teacher
 /// rows are uploaded inside the step, still runs plainly there).
+/// With `LPEFT_FUSED=off` ([`ENV`]) the tag is `plain` on every libtorch class.
 pub fn key_tag(backend_class: &str) -> Option<&'static str> {
-    if crate::graph::on_for_class(backend_class) {
-        return Some("fused3-graph1");
+    tag_for(
+        backend_class,
+        enabled_by_env(),
+        crate::graph::on_for_class(backend_class),
+    )
+}
+
+fn tag_for(backend_class: &str, fused: bool, graphed: bool) -> Option<&'static str> {
+    match (backend_class.starts_with("tch"), fused, graphed) {
+        (false, _, _) => None,
+        (true, false, _) => Some("plain"),
+        (true, true, true) => Some("fused3-graph1"),
+        (true, true, false) => Some("fused3"),
     }
-    backend_class.starts_with("tch").then_some("fused3")
 }
 
 /// Whether islands can run for tensors on `device`: libtorch (CPU or CUDA) builds only.
@@ -331,6 +353,17 @@ mod tests {
             (key_tag("tch"), key_tag("flex"), key_tag("cuda")),
             (Some("fused3"), None, None)
         );
+        assert_eq!(
+            [(true, true), (true, false), (false, true), (false, false)]
+                .map(|(fused, graphed)| tag_for("tch-cuda", fused, graphed)),
+            [
+                Some("fused3-graph1"),
+                Some("fused3"),
+                Some("plain"),
+                Some("plain")
+            ]
+        );
+        assert_eq!(tag_for("flex", false, false), None);
         let f = Fusing {
             align: 8,
             compute: Compute::F32,

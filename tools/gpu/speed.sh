@@ -8,6 +8,7 @@
 #
 #   tools/gpu/speed.sh PROFILE DEADLINE_S TASK... [-- PEER_TASK...]
 #   PROFILE roberta-base first writes a random-weight checkpoint (bench/random_checkpoint.py).
+#   FFN_MULTIPLE=8: the surgery keeps a multiple of 8 FFN neurons per layer (default 1).
 #   PRECISION=fp32|tf32|bf16-mixed (default fp32): the stages' `precision`; the peer runs the
 #   same (--tf32, or --bf16: autocast over fp32 weights).
 # Writes $OUT/speed-PROFILE.tar.xz: logs, plan.json, the stages' manifests and results, records.jsonl.
@@ -39,8 +40,9 @@ precision=${PRECISION:-fp32}
 peer_precision=()
 [ "$precision" = tf32 ] && peer_precision=(--tf32)
 [ "$precision" = bf16-mixed ] && peer_precision=(--bf16)
+sets=(--set "precision=$precision" --set "ffn_multiple=${FFN_MULTIPLE:-1}")
 run() { timeout "$(left)" $L run pipelines/speed.ron --profile "$profile" --backend "$backend" \
-  --set "precision=$precision" "$@"; }
+  "${sets[@]}" "$@"; }
 
 run --only 'data-*' --jobs 4 > "$W/speed/run-data.log" 2>&1
 for t in "${tasks[@]}"; do
@@ -56,7 +58,7 @@ for t in "${peer[@]}"; do
     >> "$W/speed/peer.log" 2>&1
 done
 
-$L plan pipelines/speed.ron --profile "$profile" --backend "$backend" --set "precision=$precision" --json > "$W/speed/plan.json"
+$L plan pipelines/speed.ron --profile "$profile" --backend "$backend" "${sets[@]}" --json > "$W/speed/plan.json"
 python3 bench/pipeline_speed.py --plan "$W/speed/plan.json" --store artifacts \
   --peer "$W/speed/peer.jsonl" --label "$profile" --out "$W/speed/records.jsonl" \
   > "$W/speed/table.md" 2>&1

@@ -315,3 +315,37 @@ pub fn make_plan(scores: &Scores, settings: &PlanSettings) -> Plan {
         },
     }
 }
+
+/// Rounds every layer's kept FFN neurons up to a multiple of `multiple` (at most the layer's
+/// width) by adding back that layer's best-scored pruned neurons (ties: the lower index). GEMMs
+/// on CUDA want widths in multiples of 8; the fused nodes pad any other width on every step,
+/// which a width that is already a multiple saves. A layer pruned to nothing stays empty. The
+/// FFN thresholds' `kept` counts follow; their threshold values stay the rule's.
+pub fn round_up_ffn(plan: &mut Plan, neurons: &[Vec<f64>], multiple: usize) {
+    if multiple <= 1 {
+        return;
+    }
+    for (kept, scores) in plan.kept_neurons.iter_mut().zip(neurons) {
+        let want = kept.len().next_multiple_of(multiple).min(scores.len());
+        if kept.is_empty() || kept.len() >= want {
+            continue;
+        }
+        let mut is_kept = vec![false; scores.len()];
+        for &i in kept.iter() {
+            is_kept[i] = true;
+        }
+        let mut pruned: Vec<usize> = (0..scores.len()).filter(|&i| !is_kept[i]).collect();
+        pruned.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let add = want - kept.len();
+        kept.extend(pruned.into_iter().take(add));
+        kept.sort_unstable();
+    }
+    let th = &mut plan.thresholds.ffn;
+    if th.len() == plan.kept_neurons.len() {
+        for (t, kept) in th.iter_mut().zip(&plan.kept_neurons) {
+            t.kept = kept.len();
+        }
+    } else if let [global] = th.as_mut_slice() {
+        global.kept = plan.kept_neurons.iter().map(Vec::len).sum();
+    }
+}

@@ -73,6 +73,18 @@ pub struct SurgeryConfig {
     /// does. Left out of the canonical form when false, so reference keys stay as they were.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fold_masks: bool,
+    /// Each layer keeps a multiple of this many FFN neurons (its best-scored pruned ones added
+    /// back; `plan::round_up_ffn`), so that the pruned widths need no padding in the CUDA GEMMs.
+    /// 1, the reference's rule, is left out of the canonical form (keys unchanged).
+    #[serde(default = "d_one", skip_serializing_if = "is_one")]
+    pub ffn_multiple: usize,
+}
+
+fn d_one() -> usize {
+    1
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 // Defaults: the reference's train.sh (spec §1.3).
@@ -127,6 +139,9 @@ impl SurgeryConfig {
                     "field `{field}`: {v} must be in [0, 1) (the fraction pruned)"
                 ));
             }
+        }
+        if self.ffn_multiple == 0 {
+            return Err("field `ffn_multiple`: 0 must be at least 1 (1: no rounding)".into());
         }
         Ok(())
     }
@@ -300,7 +315,8 @@ impl Stage for SurgeryStage {
         if let ImportanceSource::Random { seed } = cfg.importance {
             scores = scores.random_like(seed);
         }
-        let plan = make_plan(&scores, &cfg.settings());
+        let mut plan = make_plan(&scores, &cfg.settings());
+        crate::plan::round_up_ffn(&mut plan, &scores.neurons, cfg.ffn_multiple);
 
         let device = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
         let ckpt = HfCheckpoint::open(&cfg.model).failed_by(KIND)?;

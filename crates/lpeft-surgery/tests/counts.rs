@@ -159,3 +159,92 @@ fn random_baseline_is_seeded_and_prunes_every_granularity() {
         "4 of 8 ranks per module"
     );
 }
+
+mod rounded_ffn {
+    use super::*;
+    use lpeft_surgery::plan::round_up_ffn;
+    use proptest::prelude::*;
+
+    fn scores_of(neurons: Vec<Vec<f64>>) -> Scores {
+        Scores {
+            heads: neurons.iter().map(|_| vec![1.0, 2.0]).collect(),
+            neurons,
+            modules: vec![],
+        }
+    }
+
+    fn settings(ffn_scope: Scope) -> PlanSettings {
+        PlanSettings {
+            head_ratio: 0.0,
+            ffn_ratio: 0.4,
+            module_ratio: 0.0,
+            rank_ratio: 0.0,
+            head_scope: Scope::Layerwise,
+            ffn_scope,
+            module_scope: Scope::Global,
+            rank_scope: Scope::Global,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Every layer keeps a multiple of m (or all, or none), a superset of the rule's
+        /// choice, and what it adds back are that layer's best-scored pruned neurons.
+        #[test]
+        fn widths_become_multiples_with_the_best_pruned_added_back(
+            neurons in proptest::collection::vec(proptest::collection::vec(-1.0f64..1.0, 1..40), 1..5),
+            m in 1usize..10,
+            global in any::<bool>(),
+        ) {
+            let scores = scores_of(neurons.clone());
+            let s = settings(if global { Scope::Global } else { Scope::Layerwise });
+            let rule = make_plan(&scores, &s);
+            let mut plan = rule.clone();
+            round_up_ffn(&mut plan, &scores.neurons, m);
+            for (l, (kept, before)) in plan.kept_neurons.iter().zip(&rule.kept_neurons).enumerate() {
+                let n = neurons[l].len();
+                prop_assert!(kept.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+                prop_assert!(before.iter().all(|i| kept.contains(i)), "layer {l}: superset");
+                if before.is_empty() {
+                    prop_assert!(kept.is_empty(), "an emptied layer stays empty");
+                } else {
+                    prop_assert!(kept.len() % m == 0 || kept.len() == n, "layer {l}: {} of {n}", kept.len());
+                    prop_assert!(kept.len() < before.len() + m, "adds fewer than m");
+                }
+                let added: Vec<usize> = kept.iter().filter(|i| !before.contains(i)).copied().collect();
+                let worst_added = added.iter().map(|&i| neurons[l][i]).fold(f64::INFINITY, f64::min);
+                let best_left = (0..n)
+                    .filter(|i| !kept.contains(i))
+                    .map(|i| neurons[l][i])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                prop_assert!(added.is_empty() || worst_added >= best_left, "layer {l}: the best pruned come back");
+            }
+            let total: usize = plan.kept_neurons.iter().map(Vec::len).sum();
+            let counted: usize = if global {
+                plan.thresholds.ffn[0].kept
+            } else {
+                plan.thresholds.ffn.iter().map(|t| t.kept).sum()
+            };
+            prop_assert_eq!(total, counted, "thresholds count what is kept");
+            if m == 1 {
+                prop_assert_eq!(&plan, &rule);
+            }
+        }
+    }
+
+    #[test]
+    fn a_width_that_is_not_a_multiple_of_8_is_rounded_up() {
+        let layer: Vec<f64> = (0..3072).map(|i| f64::from(i) / 3072.0).collect();
+        let scores = scores_of(vec![layer]);
+        let s = PlanSettings {
+            ffn_ratio: 1025.0 / 3071.0 - 1e-9,
+            ..settings(Scope::Global)
+        };
+        let mut plan = make_plan(&scores, &s);
+        let before = plan.kept_neurons[0].len();
+        round_up_ffn(&mut plan, &scores.neurons, 8);
+        assert_eq!((before % 8 != 0, plan.kept_neurons[0].len() % 8), (true, 0));
+        assert_eq!(plan.kept_neurons[0].len(), before.next_multiple_of(8));
+    }
+}

@@ -21,6 +21,11 @@ fn shared() -> PathBuf {
 }
 
 fn pipeline(head_ratio: f64, draw: &str) -> lpeft_pipeline::Pipeline {
+    pipeline_with(head_ratio, draw, "")
+}
+
+/// `extra`: more surgery parameters, each followed by a comma.
+fn pipeline_with(head_ratio: f64, draw: &str, extra: &str) -> lpeft_pipeline::Pipeline {
     let glue = shared().join("data/glue");
     let model = shared().join("models/all-MiniLM-L6-v2");
     assert!(
@@ -34,7 +39,7 @@ fn pipeline(head_ratio: f64, draw: &str) -> lpeft_pipeline::Pipeline {
             (name: "est", kind: "estimate", inputs: {{ "dataset": "data" }},
              params: {{ "model": "{model}", "steps": {{ "steps": 2 }}, "batch_size": 4, "record_every": 1 }}),
             (name: "cut", kind: "surgery", inputs: {{ "estimate": "est" }},
-             params: {{ "model": "{model}", "head_ratio": {head_ratio}, "draw_step": {draw} }}),
+             params: {{ {extra} "model": "{model}", "head_ratio": {head_ratio}, "draw_step": {draw} }}),
         ])"#,
         glue = glue.display(),
         model = model.display(),
@@ -129,6 +134,35 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
     );
     assert!(plan.report.backbone_after < plan.report.backbone_before);
     assert!(plan.report.peft_after < plan.report.peft_before);
+
+    // FFN widths rounded up to multiples of 8: only the surgery reruns, and every layer's
+    // width is one (the global cut of the rule leaves widths that are not).
+    let widths = |node: &lpeft_pipeline::plan::PlanNode| {
+        let art = store.open_artifact(&node.key).unwrap();
+        let model = lpeft_model::checkpoint::load(&art.dir, &burn::tensor::Device::flex()).unwrap();
+        model
+            .spec
+            .encoder
+            .layers
+            .iter()
+            .map(|l| l.ffn)
+            .collect::<Vec<_>>()
+    };
+    let rule = widths(&third.nodes[2]);
+    assert!(rule.iter().any(|w| w % 8 != 0), "{rule:?}");
+    let rounded = resolve(
+        &pipeline_with(0.25, "{\"step\": 1}", r#""ffn_multiple": 8,"#),
+        &reg,
+        &store,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(rounded.nodes[1].status, Status::Hit);
+    assert!(rounded.nodes[2].is_run());
+    run(&rounded);
+    let got = widths(&rounded.nodes[2]);
+    let want: Vec<usize> = rule.iter().map(|w| w.next_multiple_of(8)).collect();
+    assert_eq!(got, want);
 
     // A draw step that was not recorded is refused, naming the field.
     let bad = resolve(&pipeline(0.25, "{\"step\": 7}"), &reg, &store, &opts).unwrap();

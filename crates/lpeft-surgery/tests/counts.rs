@@ -244,7 +244,7 @@ mod rounded_ffn {
         let mut plan = make_plan(&scores, &s);
         let before = plan.kept_neurons[0].len();
         round_up_ffn(&mut plan, &scores.neurons, 8);
-        assert_eq!((before % 8 != 0, plan.kept_neurons[0].len() % 8), (true, 0));
+        assert!(!before.is_multiple_of(8) && plan.kept_neurons[0].len().is_multiple_of(8));
         assert_eq!(plan.kept_neurons[0].len(), before.next_multiple_of(8));
     }
 }

@@ -9,6 +9,7 @@
 #   tools/gpu/pending.sh 3   # issue 13: the accuracy-against-pruning sweep                     (~9 min)
 #   tools/gpu/pending.sh 4   # issue 20: two stages on two slots of one GPU, against one slot    (~4 min)
 set -uo pipefail
+case ${1:-} in 1|2|3|4) ;; *) sed -n '2,10p' "$0"; exit 2 ;; esac
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
 task() { echo "--set 'tasks=[{\"name\":\"$1\",\"epochs\":$2}]' --set 'seeds=[$3]'"; }
@@ -52,9 +53,6 @@ case ${1:-} in
       --only 'data-*' --only 'ft-*-lora-all-*' > "$OUT/slots-per-device-$n.log" 2>&1
     echo "per-device $n: wall $(( $(date +%s) - s )) s" | tee -a "$OUT/slots.txt"
   done
-  ;;
-*)
-  sed -n '2,11p' "$0"; exit 2
   ;;
 esac
 ls -la "$OUT"

@@ -24,10 +24,10 @@ pub const fn available() -> bool {
 /// plain one's in the last bits.
 pub const ENV: &str = "LPEFT_CUDA_GRAPHS";
 
-/// Whether training on a backend of this class captures its steps: a libtorch CUDA device and
-/// neither [`ENV`] nor `LPEFT_FUSED` `off`. It does not depend on this build (a report planned by a CPU build must
-/// resolve the keys of GPU runs); a CUDA run in a build without graphs ([`available`] false)
-/// refuses to train rather than run plainly under this tag.
+/// Whether training on a backend of this class captures its steps: a libtorch CUDA device, and
+/// neither [`ENV`] nor `LPEFT_FUSED` is `off`. It does not depend on this build (a report planned
+/// by a CPU build must resolve the keys of GPU runs); a CUDA run in a build without graphs
+/// ([`available`] false) refuses to train rather than run plainly under this tag.
 pub fn on_for_class(backend_class: &str) -> bool {
     backend_class == "tch-cuda" && enabled_by_env()
 }

@@ -91,7 +91,11 @@ fn pruned(layer: LayerShape, index: usize, irregular: bool) -> LayerShape {
     LayerShape {
         heads: layer.heads - layer.heads / 3,
         // 1, 4, 7 or 10 fewer: 2047, 2044, 2041, 2038 from 2048, none a multiple of 8.
-        ffn: if irregular { ffn - 1 - 3 * (index % 4) } else { ffn },
+        ffn: if irregular {
+            ffn - 1 - 3 * (index % 4)
+        } else {
+            ffn
+        },
     }
 }
 
@@ -129,7 +133,7 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
         type_vocab_size: match family {
             Family::Bert => 2,
             Family::Roberta => 1,
-            Family::Mpnet => 0,
+            Family::Mpnet | Family::Opt => 0,
         },
         pad_token_id: if family == Family::Bert { 0 } else { 1 },
         layer_norm_eps: 1e-12,
@@ -140,6 +144,7 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
             num_buckets: 32,
             max_distance: 128,
         }),
+        pre_norm: false,
     })
 }
 

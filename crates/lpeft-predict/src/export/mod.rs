@@ -430,4 +430,19 @@ mod tests {
         let roberta = tiny_spec(Family::Roberta, &[(2, 4)], head, vec![], false);
         assert!(check_exportable(&roberta, Format::Pruned).is_ok());
     }
+
+    /// OPT too: neither export's HF names nor the remote-code model know its decoder.
+    #[test]
+    fn opt_exports_only_as_a_bundle() {
+        let head = TaskHeadSpec::Classification {
+            num_labels: 2,
+            style: HeadStyle::LastToken,
+        };
+        let spec = tiny_spec(Family::Opt, &[(2, 4)], head, vec![], false);
+        for format in [Format::Peft, Format::Merged, Format::Pruned] {
+            let err = check_exportable(&spec, format).unwrap_err().to_string();
+            assert!(err.contains("OPT") && err.contains("bundle"), "{err}");
+        }
+        assert!(check_exportable(&spec, Format::Bundle).is_ok());
+    }
 }

@@ -11,11 +11,13 @@ Writes, under crates/lpeft-model/tests/fixtures/:
                              last hidden states of ../shared/models/all-MiniLM-L6-v2 for a set of
                              sentences and pairs tokenized with the `tokenizers` library;
   tiny-mpnet/, tiny-mpnet-full/, mpnet-reference.safetensors + mpnet-texts.json
-                             MPNet's, see mpnet_fixtures.py (the real model from --mpnet-dir).
+                             MPNet's, see mpnet_fixtures.py (the real model from --mpnet-dir);
+  tiny-opt/, tiny-opt-full/, tiny-opt-post/
+                             OPT's, see opt_fixtures.py.
 
 Needs torch, transformers (5.x) and tokenizers. Run from the repository root:
   python3 tools/reference/make_model_fixtures.py [--model-dir ../shared/models/all-MiniLM-L6-v2]
-      [--mpnet-dir .whl/all-mpnet-base-v2] [--only bert,roberta,minilm,mpnet]
+      [--mpnet-dir .whl/all-mpnet-base-v2] [--only bert,roberta,minilm,mpnet,opt]
 CI does not run this; it compares against the committed files.
 """
 import argparse
@@ -24,6 +26,7 @@ import os
 
 import torch
 import mpnet_fixtures
+import opt_fixtures
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from transformers import (BertConfig, BertForSequenceClassification, BertModel, RobertaConfig,
@@ -177,7 +180,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=os.path.join("..", "shared", "models", "all-MiniLM-L6-v2"))
     ap.add_argument("--mpnet-dir", default=os.path.join(".whl", "all-mpnet-base-v2"))
-    ap.add_argument("--only", default="bert,roberta,minilm,mpnet",
+    ap.add_argument("--only", default="bert,roberta,minilm,mpnet,opt",
                     help="comma-separated subset to (re)make")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -190,3 +193,5 @@ if __name__ == "__main__":
         minilm(args.model_dir)
     if "mpnet" in only:
         mpnet_fixtures.make(OUT, args.mpnet_dir)
+    if "opt" in only:
+        opt_fixtures.make(OUT)

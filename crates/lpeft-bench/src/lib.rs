@@ -133,7 +133,7 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
         type_vocab_size: match family {
             Family::Bert => 2,
             Family::Roberta => 1,
-            Family::Mpnet => 0,
+            Family::Mpnet | Family::Opt => 0,
         },
         pad_token_id: if family == Family::Bert { 0 } else { 1 },
         layer_norm_eps: 1e-12,
@@ -144,6 +144,7 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
             num_buckets: 32,
             max_distance: 128,
         }),
+        pre_norm: false,
     })
 }
 

@@ -115,10 +115,13 @@ fn encode(args: &EncodeArgs, global: &GlobalArgs, out: &Reporter) -> anyhow::Res
     let device = lpeft_model::device::device(&global.backend)?;
     let tokenizer = lpeft_tokenizer::Tokenizer::from_file(&args.model)?;
     let model = lpeft_model::encode::load_pretrained_encoder(&args.model, &device)?;
-    // Never more tokens than the model has positions for (RoBERTa's start after the pad id).
+    // Never more tokens than the model has positions for (RoBERTa's start after the pad id,
+    // OPT's at row 2).
     let encoder = &model.spec.encoder;
     let offset = match encoder.family {
-        lpeft_schema::model::Family::Roberta | lpeft_schema::model::Family::Mpnet => 2,
+        lpeft_schema::model::Family::Roberta
+        | lpeft_schema::model::Family::Mpnet
+        | lpeft_schema::model::Family::Opt => 2,
         lpeft_schema::model::Family::Bert => 0,
     };
     let limit = encoder.max_position_embeddings.saturating_sub(offset);

@@ -171,6 +171,17 @@ fn a_step_cap_ends_the_run_with_an_evaluation() {
 
 #[test]
 fn training_from_a_saved_checkpoint_keeps_its_shapes_and_trains_its_peft() {
+    train_from_a_saved_checkpoint(Family::Bert);
+}
+
+/// OPT's pre-LayerNorm causal layers, a zero-head layer and its last-token head, as the
+/// fine-tune stage trains them from a (pruned) checkpoint.
+#[test]
+fn an_opt_checkpoint_fine_tunes_too() {
+    train_from_a_saved_checkpoint(Family::Opt);
+}
+
+fn train_from_a_saved_checkpoint(family: Family) {
     let task = lpeft_data::registry::task("glue/sst2").unwrap().spec();
     let (train, dev) = (split(16, 3), split(8, 4));
     let device = Device::flex().autodiff();
@@ -180,11 +191,7 @@ fn training_from_a_saved_checkpoint_keeps_its_shapes_and_trains_its_peft() {
         dropout: 0.0,
         targets: LoraTarget::ALL.to_vec(),
     };
-    let mut spec = estimation_spec(
-        tiny_encoder(Family::Bert, &[(3, 5), (0, 2)]),
-        &task.kind,
-        &peft,
-    );
+    let mut spec = estimation_spec(tiny_encoder(family, &[(3, 5), (0, 2)]), &task.kind, &peft);
     spec.masks = false;
     let model = Model::build(&spec, &mut RandomSource { seed: 4 }, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -32,6 +32,7 @@ pub fn load_pretrained_encoder(model_dir: &Path, device: &Device) -> Result<Mode
         lpeft_schema::model::Family::Roberta | lpeft_schema::model::Family::Mpnet => {
             HeadStyle::RobertaDenseTanh
         }
+        lpeft_schema::model::Family::Opt => HeadStyle::LastToken,
     };
     let head = TaskHeadSpec::Classification {
         num_labels: 2,

@@ -30,9 +30,10 @@ pub struct EncoderInput {
 pub struct Embeddings {
     pub word: Param<Tensor<2>>,
     pub position: Param<Tensor<2>>,
-    /// Absent for MPNet, which has no token types.
+    /// Absent for MPNet and OPT, which have no token types.
     pub token_type: Option<Param<Tensor<2>>>,
-    pub norm: Norm,
+    /// Absent for OPT, whose embeddings go to the first layer as they are (no dropout either).
+    pub norm: Option<Norm>,
     pub dropout: Dropout,
     #[module(skip)]
     pub family: Family,
@@ -56,12 +57,16 @@ impl Embeddings {
                     .mul(real)
                     .add_scalar(self.pad_token_id as i64)
             }
+            Family::Opt => crate::opt::positions(&input.attention_mask),
         };
         let mut x = embedding(self.word.val(), ids) + embedding(self.position.val(), positions);
         if let Some(types) = &self.token_type {
             x = x + embedding(types.val(), input.token_type_ids.clone());
         }
-        self.dropout.forward(self.norm.forward(x))
+        match &self.norm {
+            Some(norm) => self.dropout.forward(norm.forward(x)),
+            None => x,
+        }
     }
 }
 
@@ -191,21 +196,29 @@ pub struct Attention {
     pub heads: usize,
     pub head_dim: usize,
     pub layer: usize,
+    /// `norm` on the sublayer's input, residual after (OPT); `norm(dropout(out) + x)` otherwise.
+    pub pre_norm: bool,
 }
 
 impl Attention {
-    /// `buckets`: the relative-position bucket ids `[T, T]`, where the model has a relative
-    /// bias.
+    /// `score_bias`: `[B, 1, 1, T]` (padded keys), or `[B, 1, T, T]` where attention is
+    /// causal too. `buckets`: the relative-position bucket ids `[T, T]`, where the model has a
+    /// relative bias.
     pub fn forward(
         &self,
-        x: Tensor<3>,
+        residual: Tensor<3>,
         score_bias: &Tensor<4>,
         buckets: Option<&Tensor<2, Int>>,
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: Option<Fusing>,
     ) -> Tensor<3> {
-        let [b, t, _] = x.dims();
-        let device = x.device();
+        let [b, t, _] = residual.dims();
+        let device = residual.device();
+        let x = if self.pre_norm {
+            self.norm.forward(residual.clone())
+        } else {
+            residual.clone()
+        };
         let id = |target| PeftModuleId {
             layer: self.layer,
             site: PeftSite::Lora(target),
@@ -234,9 +247,11 @@ impl Attention {
                     .zip(buckets)
                     .map(|(table, ids)| crate::mpnet::layer_bias(table, ids));
                 // The fused core was built and checked for a padding bias broadcast over heads
-                // and queries only, so a layer with MPNet's per-head bias runs the plain core
-                // (its projections and norms stay fused; under bf16-mixed that core stays f32).
-                if let Some(f) = fused.filter(|_| relative.is_none()) {
+                // and queries only, so a layer with MPNet's per-head bias, or OPT's causal bias
+                // `[B, 1, T, T]`, runs the plain core (its projections and norms stay fused;
+                // under bf16-mixed that core stays f32).
+                let padding_only = score_bias.dims()[2] == 1;
+                if let Some(f) = fused.filter(|_| relative.is_none() && padding_only) {
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
                     let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout, f.compute);
                     // The head mask on the merged context: each head's d columns by its value.
@@ -285,11 +300,15 @@ impl Attention {
             site: PeftSite::Adapter(AdapterSite::Attention),
         };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
+        if self.pre_norm {
+            return residual + self.hidden_dropout.forward(out);
+        }
         if fused.is_some() {
             let p = fused::effective_dropout(&self.hidden_dropout, &device);
-            return self.norm.forward_fused(out, x, p);
+            return self.norm.forward_fused(out, residual, p);
         }
-        self.norm.forward(self.hidden_dropout.forward(out) + x)
+        self.norm
+            .forward(self.hidden_dropout.forward(out) + residual)
     }
 }
 
@@ -309,17 +328,24 @@ pub struct Ffn {
     pub activation: Activation,
     pub width: usize,
     pub layer: usize,
+    /// As [`Attention::pre_norm`].
+    pub pre_norm: bool,
 }
 
 impl Ffn {
     pub fn forward(
         &self,
-        x: Tensor<3>,
+        residual: Tensor<3>,
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: Option<Fusing>,
     ) -> Tensor<3> {
-        let [b, t, _] = x.dims();
-        let device = x.device();
+        let [b, t, _] = residual.dims();
+        let device = residual.device();
+        let x = if self.pre_norm {
+            self.norm.forward(residual.clone())
+        } else {
+            residual.clone()
+        };
         let id = |target| PeftModuleId {
             layer: self.layer,
             site: PeftSite::Lora(target),
@@ -349,7 +375,7 @@ impl Ffn {
                             Some(mask) => z * mask.val().reshape([1, 1, self.width]),
                             None => z,
                         };
-                        return self.finish(Some(z), x, rec, fused, pad);
+                        return self.finish(Some(z), residual, rec, fused, pad);
                     }
                 }
                 let z = project(
@@ -373,11 +399,12 @@ impl Ffn {
             }
             _ => None,
         };
-        self.finish(hidden, x, rec, fused, 0)
+        self.finish(hidden, residual, rec, fused, 0)
     }
 
-    /// FC2, adapter, dropout, residual and LayerNorm after the hidden activations; `padding`
-    /// zero hidden units were appended by a fused FC1 (then FC2 runs fused and drops them).
+    /// FC2, adapter, dropout, residual and (post-LN) LayerNorm after the hidden activations;
+    /// `padding` zero hidden units were appended by a fused FC1 (then FC2 runs fused and drops
+    /// them).
     fn finish(
         &self,
         hidden: Option<Tensor<3>>,
@@ -411,6 +438,9 @@ impl Ffn {
             site: PeftSite::Adapter(AdapterSite::Ffn),
         };
         let out = apply_adapter(out, self.adapter.as_ref(), adapter_id, rec);
+        if self.pre_norm {
+            return x + self.dropout.forward(out);
+        }
         if fused.is_some() {
             let p = fused::effective_dropout(&self.dropout, &device);
             return self.norm.forward_fused(out, x, p);
@@ -429,9 +459,14 @@ pub struct Layer {
 pub struct Encoder {
     pub embeddings: Embeddings,
     pub layers: Vec<Layer>,
+    /// The LayerNorm after the last layer of pre-LayerNorm models (OPT's
+    /// `decoder.final_layer_norm`).
+    pub final_norm: Option<Norm>,
     /// MPNet's relative position buckets; `None` for other families.
     #[module(skip)]
     pub relative: Option<RelativeAttention>,
+    /// Whether a query sees only keys at or before it (OPT).
+    pub causal: bool,
     /// Whether and how the fused libtorch nodes run (default: wherever libtorch runs).
     #[module(skip)]
     pub fused: FusedPolicy,
@@ -446,14 +481,21 @@ impl Encoder {
     ) -> Tensor<3> {
         let mut x = self.embeddings.forward(input);
         let [b, t] = input.attention_mask.dims();
-        // 0 on real keys, a large negative score on padded keys: [B, 1, 1, T].
-        let score_bias = input
+        // 0 on real keys, a large negative score on padded keys: [B, 1, 1, T]; where causal,
+        // on later keys too: [B, 1, T, T].
+        let padded = input
             .attention_mask
             .clone()
             .equal_elem(0)
             .float()
-            .mul_scalar(MASKED_SCORE)
             .reshape([b, 1, 1, t]);
+        let masked = if self.causal {
+            let future = crate::opt::future_keys(t, &x.device()).expand([b, 1, t, t]);
+            (padded.expand([b, 1, t, t]) + future).clamp_max(1.0)
+        } else {
+            padded
+        };
+        let score_bias = masked.mul_scalar(MASKED_SCORE);
         // Bucket ids once per forward, shared by every layer (as HF computes the bias once).
         let buckets = self
             .relative
@@ -468,6 +510,9 @@ impl Encoder {
                 .attention
                 .forward(x, &score_bias, buckets.as_ref(), &mut rec, fused);
             x = layer.ffn.forward(x, &mut rec, fused);
+        }
+        if let Some(norm) = &self.final_norm {
+            x = norm.forward(x);
         }
         if let Some(r) = rec {
             r.collect_fused();

@@ -17,9 +17,9 @@ use crate::source::Role;
 #[derive(Module, Debug)]
 pub struct TaskHead {
     /// BERT pooler (pretrained, frozen) or RoBERTa's head `dense` (new, trainable);
-    /// absent for span extraction.
+    /// absent for span extraction and OPT's head.
     pub pooler: Option<Dense>,
-    /// Classifier / `out_proj` / `qa_outputs`.
+    /// Classifier / `out_proj` / `qa_outputs` / OPT's `score` (no bias).
     pub out: Dense,
     pub dropout: Dropout,
     #[module(skip)]
@@ -68,18 +68,24 @@ impl TaskHead {
             Some(HeadStyle::RobertaDenseTanh) => {
                 Some(bld.dense(pooler_module, h, h, INIT_STD, Role::Head, true)?)
             }
-            None => None,
+            Some(HeadStyle::LastToken) | None => None,
         };
         let out_module = DenseModule::Head(HeadDense::Out);
+        let out = if pooler_style == Some(HeadStyle::LastToken) {
+            bld.dense_unbiased(out_module, h, out_dim, INIT_STD, Role::Head, true)?
+        } else {
+            bld.dense(out_module, h, out_dim, INIT_STD, Role::Head, true)?
+        };
         Ok(TaskHead {
             pooler,
-            out: bld.dense(out_module, h, out_dim, INIT_STD, Role::Head, true)?,
+            out,
             dropout: dropout(e.hidden_dropout),
             spec: spec.head,
         })
     }
 
-    pub fn forward(&self, hidden: Tensor<3>) -> HeadOutput {
+    /// `attention_mask` `[B, T]` (1 on real tokens) places OPT's last real token.
+    pub fn forward(&self, hidden: Tensor<3>, attention_mask: &Tensor<2, Int>) -> HeadOutput {
         let [b, t, h] = hidden.dims();
         if let TaskHeadSpec::SpanExtraction = self.spec {
             let logits = self.out.forward(Some(hidden), b, t, &self.out_device());
@@ -87,11 +93,6 @@ impl TaskHead {
             let end = logits.slice_dim(2, 1..2).reshape([b, t]);
             return HeadOutput::Span { start, end };
         }
-        let first = hidden.slice_dim(1, 0..1).reshape([b, h]);
-        let pooler = self
-            .pooler
-            .as_ref()
-            .expect("sequence heads have a pooler/dense layer");
         let style = match self.spec {
             TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => {
                 style
@@ -99,6 +100,17 @@ impl TaskHead {
             TaskHeadSpec::MultipleChoice { .. } => HeadStyle::BertPooler,
             TaskHeadSpec::SpanExtraction => unreachable!(),
         };
+        if style == HeadStyle::LastToken {
+            // As OPTForSequenceClassification: `score` on the last real token of each row.
+            let last = last_real_token(attention_mask);
+            let picked = hidden.gather(1, last.reshape([b, 1, 1]).expand([b, 1, h]));
+            return HeadOutput::Logits(self.out.forward2(picked.reshape([b, h])));
+        }
+        let first = hidden.slice_dim(1, 0..1).reshape([b, h]);
+        let pooler = self
+            .pooler
+            .as_ref()
+            .expect("sequence heads have a pooler/dense layer");
         let logits = match style {
             HeadStyle::BertPooler => {
                 let pooled = tanh(pooler.forward2(first));
@@ -108,6 +120,7 @@ impl TaskHead {
                 let x = tanh(pooler.forward2(self.dropout.forward(first)));
                 self.out.forward2(self.dropout.forward(x))
             }
+            HeadStyle::LastToken => unreachable!("returned above"),
         };
         match self.spec {
             TaskHeadSpec::MultipleChoice { choices, .. } => {
@@ -125,6 +138,18 @@ impl TaskHead {
             .val()
             .device()
     }
+}
+
+/// Each row's last position whose attention mask is 1 (as transformers'
+/// `(token_indices * non_pad_mask).argmax(-1)`; 0 for a row without one), `[B]`. Positions
+/// count from 1 here so that the maximum is unique whatever `argmax` does with ties.
+pub fn last_real_token(attention_mask: &Tensor<2, Int>) -> Tensor<1, Int> {
+    let [b, t] = attention_mask.dims();
+    let positions = Tensor::<1, Int>::arange(1..t as i64 + 1, &attention_mask.device())
+        .reshape([1, t])
+        .expand([b, t]);
+    let real = attention_mask.clone().not_equal_elem(0).int();
+    (positions * real).argmax(1).reshape([b])
 }
 
 /// Mean cross-entropy of `logits: [N, C]` against class ids `[N]`.

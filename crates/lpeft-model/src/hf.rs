@@ -11,20 +11,21 @@ use serde_json::Value;
 use lpeft_schema::model::{Activation, EncoderSpec, Family, HeadStyle, LayerShape, TaskHeadSpec};
 
 use crate::error::ModelError;
-use crate::mpnet;
 use crate::names::{
     DenseModule, DenseParam, DenseSite, EmbeddingTensor, HeadDense, LayerTensor, NormParam,
     Sublayer, TensorName,
 };
 use crate::rng::SeededRng;
 use crate::source::{Init, Role, TensorMap, WeightSource, init_values};
+use crate::{mpnet, opt};
 
 /// A checkpoint's tensors, as read from disk, in PyTorch layout.
 #[derive(Debug)]
 pub struct HfCheckpoint {
     pub file: PathBuf,
     pub tensors: TensorMap,
-    /// `""`, `"bert."`, `"roberta."` or `"mpnet."`: the prefix the backbone keys carry.
+    /// `""`, `"bert."`, `"roberta."`, `"mpnet."` or (OPT's task models) `"model."`: the prefix
+    /// the backbone keys carry.
     pub prefix: String,
 }
 
@@ -81,6 +82,7 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
         "bert" => Family::Bert,
         "roberta" | "xlm-roberta" | "camembert" => Family::Roberta,
         "mpnet" => Family::Mpnet,
+        "opt" => return opt::spec_from_config(v, file),
         other => {
             return Err(bad(
                 "model_type",
@@ -163,12 +165,19 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
         hidden_dropout: float_or("hidden_dropout_prob", 0.1)?,
         attention_dropout: float_or("attention_probs_dropout_prob", 0.1)?,
         relative_attention,
+        pre_norm: false,
     })
 }
 
 /// The `model_type`s `config.json` may name.
-pub const SUPPORTED_MODEL_TYPES: [&str; 5] =
-    ["bert", "roberta", "xlm-roberta", "camembert", "mpnet"];
+pub const SUPPORTED_MODEL_TYPES: [&str; 6] = [
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "mpnet",
+    "opt",
+];
 
 fn to_f32(bytes: &[u8], dtype: &str, file: &Path, name: &str) -> Result<Vec<f32>, ModelError> {
     let out = match dtype {
@@ -265,13 +274,26 @@ impl HfCheckpoint {
                 message: "no model.safetensors or pytorch_model.bin in this directory".into(),
             });
         };
-        let prefix = ["", "bert.", "roberta.", "mpnet.", "model."]
+        let encoder = ["", "bert.", "roberta.", "mpnet.", "model."]
             .into_iter()
-            .find(|p| tensors.tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+            .find(|p| {
+                tensors
+                    .tensors
+                    .contains_key(&format!("{p}embeddings.word_embeddings.weight"))
+            });
+        let decoder = || {
+            opt::PREFIXES.into_iter().find(|p| {
+                tensors
+                    .tensors
+                    .contains_key(&format!("{p}{}", opt::HF_WORD))
+            })
+        };
+        let prefix = encoder
+            .or_else(decoder)
             .ok_or_else(|| ModelError::MissingTensor {
                 file: file.clone(),
                 name: "embeddings.word_embeddings.weight".into(),
-                hint: " (looked for it with the prefixes \"\", \"bert.\", \"roberta.\", \"mpnet.\", \"model.\"; is this a BERT, RoBERTa or MPNet checkpoint?)".into(),
+                hint: format!(" (looked for it with the prefixes \"\", \"bert.\", \"roberta.\", \"mpnet.\", \"model.\", and for OPT's {} with \"\" and \"model.\"; is this a BERT, RoBERTa, MPNet or OPT checkpoint?)", opt::HF_WORD),
             })?
             .to_string();
         Ok(Self {
@@ -369,6 +391,42 @@ pub fn hf_names(
         })
     };
     let table = |hf: &str| Some((vec![format!("{p}embeddings.{hf}.weight")], false));
+    if family == Family::Opt {
+        let d = format!("{p}decoder");
+        return match TensorName::parse(ours)? {
+            TensorName::Embedding(t) => match t {
+                EmbeddingTensor::Word => Some((vec![format!("{d}.embed_tokens.weight")], false)),
+                EmbeddingTensor::Position => {
+                    Some((vec![format!("{d}.embed_positions.weight")], false))
+                }
+                EmbeddingTensor::TokenType | EmbeddingTensor::Norm(_) => None,
+            },
+            TensorName::FinalNorm(param) => norm(format!("{d}.final_layer_norm"), param),
+            TensorName::Layer { layer, part } => {
+                let l = format!("{d}.layers.{layer}");
+                match part {
+                    LayerTensor::Dense { site, param } => {
+                        lin(format!("{l}.{}", opt::hf_dense(site)), param)
+                    }
+                    LayerTensor::Norm { sublayer, param } => {
+                        norm(format!("{l}.{}", opt::hf_norm(sublayer)), param)
+                    }
+                    LayerTensor::RelativeBias
+                    | LayerTensor::HeadMask
+                    | LayerTensor::NeuronMask
+                    | LayerTensor::Peft { .. } => None,
+                }
+            }
+            // OPTForSequenceClassification's `score`; OPTForQuestionAnswering's `qa_outputs`.
+            TensorName::Head { dense, param } => match dense {
+                HeadDense::Pooler => None,
+                HeadDense::Out if head == TaskHeadSpec::SpanExtraction => {
+                    lin("qa_outputs".into(), param)
+                }
+                HeadDense::Out => lin("score".into(), param),
+            },
+        };
+    }
     match TensorName::parse(ours)? {
         TensorName::Embedding(t) => match t {
             EmbeddingTensor::Word => table("word_embeddings"),
@@ -377,6 +435,7 @@ pub fn hf_names(
             EmbeddingTensor::TokenType => table("token_type_embeddings"),
             EmbeddingTensor::Norm(param) => norm(format!("{p}embeddings.LayerNorm"), param),
         },
+        TensorName::FinalNorm(_) => None,
         TensorName::Layer { layer, part } => {
             let l = format!("{p}encoder.layer.{layer}");
             match part {

@@ -184,6 +184,31 @@ impl Builder<'_> {
         })
     }
 
+    /// A dense layer without a bias (OPT's `score`); `d_in` must be > 0.
+    pub fn dense_unbiased(
+        &mut self,
+        module: DenseModule,
+        d_in: usize,
+        d_out: usize,
+        std: f64,
+        role: Role,
+        trainable: bool,
+    ) -> Result<Dense, ModelError> {
+        let weight = self.param2(
+            module.tensor(DenseParam::Weight),
+            [d_in, d_out],
+            Init::Normal { std },
+            role,
+            trainable,
+        )?;
+        Ok(Dense {
+            weight: Some(weight),
+            bias: None,
+            d_in,
+            d_out,
+        })
+    }
+
     pub fn norm(
         &mut self,
         module: NormModule,

@@ -20,6 +20,7 @@ pub mod merge;
 pub mod model;
 pub mod mpnet;
 pub mod names;
+pub mod opt;
 pub mod optim;
 pub mod peft;
 pub mod peft_config;

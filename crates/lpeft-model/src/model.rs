@@ -4,7 +4,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
 use lpeft_schema::model::{
-    AdapterSite, EncoderSpec, Family, LoraTarget, ModelSpec, PeftModuleId, PeftSite, TaskHeadSpec,
+    AdapterSite, EncoderSpec, Family, HeadStyle, LoraTarget, ModelSpec, PeftModuleId, PeftSite,
+    TaskHeadSpec,
 };
 
 use crate::encoder::{Attention, Embeddings, Encoder, EncoderInput, Ffn, Layer};
@@ -60,7 +61,7 @@ impl Model {
 
     pub fn forward(&self, input: &EncoderInput) -> ModelOutput {
         let hidden = self.encoder.forward(input, None);
-        let head = self.head.forward(hidden.clone());
+        let head = self.head.forward(hidden.clone(), &input.attention_mask);
         ModelOutput { hidden, head }
     }
 
@@ -71,7 +72,7 @@ impl Model {
         rec: &mut NormRatioRecorder,
     ) -> ModelOutput {
         let hidden = self.encoder.forward(input, Some(rec));
-        let head = self.head.forward(hidden.clone());
+        let head = self.head.forward(hidden.clone(), &input.attention_mask);
         ModelOutput { hidden, head }
     }
 
@@ -150,14 +151,24 @@ pub struct PeftFactors<'a> {
 // the source is asked for tensors in the order a visit of the model lists them.
 
 impl Encoder {
-    /// Embeddings, then the layers in order; fused nodes on by default.
+    /// Embeddings, then the layers in order, then the final norm of pre-LayerNorm models;
+    /// fused nodes on by default.
     pub fn build(bld: &mut Builder, spec: &ModelSpec) -> Result<Encoder, ModelError> {
+        let e = &spec.encoder;
         Ok(Encoder {
-            embeddings: Embeddings::build(bld, &spec.encoder)?,
-            layers: (0..spec.encoder.layers.len())
+            embeddings: Embeddings::build(bld, e)?,
+            layers: (0..e.layers.len())
                 .map(|layer| Layer::build(bld, spec, layer))
                 .collect::<Result<_, _>>()?,
-            relative: spec.encoder.relative_attention,
+            final_norm: e
+                .pre_norm
+                .then(|| {
+                    let (h, eps) = (e.hidden_size, e.layer_norm_eps);
+                    bld.norm(NormModule::Final, h, eps, Role::Backbone, false)
+                })
+                .transpose()?,
+            relative: e.relative_attention,
+            causal: e.family == Family::Opt,
             fused: FusedPolicy::default(),
         })
     }
@@ -177,17 +188,17 @@ impl Embeddings {
         Ok(Embeddings {
             word: table(EmbeddingTensor::Word, e.vocab_size)?,
             position: table(EmbeddingTensor::Position, e.max_position_embeddings)?,
-            // MPNet has no token-type table (type_vocab_size 0).
+            // MPNet and OPT have no token-type table (type_vocab_size 0).
             token_type: (e.type_vocab_size > 0)
                 .then(|| table(EmbeddingTensor::TokenType, e.type_vocab_size))
                 .transpose()?,
-            norm: bld.norm(
-                NormModule::Embeddings,
-                e.hidden_size,
-                e.layer_norm_eps,
-                Role::Backbone,
-                false,
-            )?,
+            // OPT has no embedding LayerNorm.
+            norm: (e.family != Family::Opt)
+                .then(|| {
+                    let (h, eps) = (e.hidden_size, e.layer_norm_eps);
+                    bld.norm(NormModule::Embeddings, h, eps, Role::Backbone, false)
+                })
+                .transpose()?,
             dropout: dropout(e.hidden_dropout),
             family: e.family,
             pad_token_id: e.pad_token_id,
@@ -250,6 +261,7 @@ impl Attention {
             heads,
             head_dim: e.head_dim,
             layer,
+            pre_norm: e.pre_norm,
         })
     }
 }
@@ -277,6 +289,7 @@ impl Ffn {
             activation: e.hidden_act,
             width,
             layer,
+            pre_norm: e.pre_norm,
         })
     }
 }
@@ -348,12 +361,27 @@ pub fn validate(spec: &ModelSpec) -> Result<(), ModelError> {
     if e.vocab_size == 0 || e.max_position_embeddings == 0 {
         return bad("vocab_size and max_position_embeddings must be positive".into());
     }
-    // MPNet alone has no token types, and it alone (always) has a relative position bias.
+    // MPNet and OPT have no token types, MPNet alone (always) has a relative position bias,
+    // and OPT alone may be pre-LayerNorm.
     let mpnet = e.family == Family::Mpnet;
-    if mpnet != (e.type_vocab_size == 0) {
+    let opt = e.family == Family::Opt;
+    if (mpnet || opt) != (e.type_vocab_size == 0) {
         return bad(format!(
-            "type_vocab_size {} for family {:?}: MPNet has none (0), BERT and RoBERTa at least one",
+            "type_vocab_size {} for family {:?}: MPNet and OPT have none (0), BERT and RoBERTa at least one",
             e.type_vocab_size, e.family
+        ));
+    }
+    if e.pre_norm && !opt {
+        return bad(format!(
+            "pre_norm for family {:?}: only OPT normalises each sublayer's input",
+            e.family
+        ));
+    }
+    if opt && e.max_position_embeddings <= crate::opt::POSITION_OFFSET {
+        return bad(format!(
+            "max_position_embeddings {} for OPT: the table's first {} rows are its offset",
+            e.max_position_embeddings,
+            crate::opt::POSITION_OFFSET
         ));
     }
     if mpnet != e.relative_attention.is_some() {
@@ -420,6 +448,18 @@ pub fn validate(spec: &ModelSpec) -> Result<(), ModelError> {
         }
         TaskHeadSpec::MultipleChoice { choices: 0, .. } => {
             bad("multiple choice needs choices > 0".into())
+        }
+        TaskHeadSpec::MultipleChoice { .. } if opt => bad(
+            "a multiple-choice head on OPT is not supported (its choice head is BERT's pooler)"
+                .into(),
+        ),
+        TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style }
+            if opt != (style == HeadStyle::LastToken) =>
+        {
+            bad(format!(
+                "head style {style:?} for family {:?}: OPT's sequence heads are LastToken, and LastToken is OPT's only",
+                e.family
+            ))
         }
         _ => Ok(()),
     }

@@ -10,14 +10,23 @@ use lpeft_schema::model::{AdapterSite, LoraTarget, PeftModuleId, PeftSite};
 
 const EMBEDDINGS: &str = "encoder.embeddings";
 const LAYERS: &str = "encoder.layers";
+const FINAL_NORM: &str = "encoder.final_norm";
 const HEAD: &str = "head";
 
 /// One tensor of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TensorName {
     Embedding(EmbeddingTensor),
-    Layer { layer: usize, part: LayerTensor },
-    Head { dense: HeadDense, param: DenseParam },
+    Layer {
+        layer: usize,
+        part: LayerTensor,
+    },
+    /// The LayerNorm after the last layer (pre-LayerNorm models: OPT's `final_layer_norm`).
+    FinalNorm(NormParam),
+    Head {
+        dense: HeadDense,
+        param: DenseParam,
+    },
 }
 
 /// A tensor of the embeddings block.
@@ -269,6 +278,12 @@ impl TensorName {
             let layer = parse_index(layer)?;
             return parse_layer(rest).map(|part| TensorName::Layer { layer, part });
         }
+        if let Some(param) = strip_module(name, FINAL_NORM) {
+            return NormParam::ALL
+                .into_iter()
+                .find(|p| p.leaf() == param)
+                .map(TensorName::FinalNorm);
+        }
         let (dense, param) = strip_module(name, HEAD)?.split_once('.')?;
         Some(TensorName::Head {
             dense: *HeadDense::ALL.iter().find(|d| d.path() == dense)?,
@@ -301,7 +316,7 @@ impl TensorName {
 
     pub fn kind(self) -> TensorKind {
         match self {
-            TensorName::Embedding(_) => TensorKind::Backbone,
+            TensorName::Embedding(_) | TensorName::FinalNorm(_) => TensorKind::Backbone,
             TensorName::Layer { part, .. } => match part {
                 LayerTensor::Dense { .. }
                 | LayerTensor::Norm { .. }
@@ -399,6 +414,7 @@ impl fmt::Display for TensorName {
                     }
                 }
             }
+            TensorName::FinalNorm(p) => write!(f, "{FINAL_NORM}.{}", p.leaf()),
             TensorName::Head { dense, param } => {
                 write!(f, "{HEAD}.{}.{}", dense.path(), param.leaf())
             }
@@ -428,13 +444,19 @@ impl DenseModule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormModule {
     Embeddings,
-    Layer { layer: usize, sublayer: Sublayer },
+    Layer {
+        layer: usize,
+        sublayer: Sublayer,
+    },
+    /// After the last layer (pre-LayerNorm models).
+    Final,
 }
 
 impl NormModule {
     pub fn tensor(self, param: NormParam) -> TensorName {
         match self {
             NormModule::Embeddings => TensorName::Embedding(EmbeddingTensor::Norm(param)),
+            NormModule::Final => TensorName::FinalNorm(param),
             NormModule::Layer { layer, sublayer } => {
                 TensorName::layer(layer, LayerTensor::Norm { sublayer, param })
             }
@@ -487,6 +509,10 @@ mod tests {
                 DenseModule::Head(HeadDense::Pooler).tensor(DenseParam::Bias),
                 "head.pooler.bias",
             ),
+            (
+                NormModule::Final.tensor(NormParam::Gamma),
+                "encoder.final_norm.gamma",
+            ),
         ];
         for (name, text) in cases {
             assert_eq!(name.to_string(), text);
@@ -517,6 +543,9 @@ mod tests {
             "encoder.layers.0.attention.head_mask.a",
             "encoder.layers.0.attention.relative_bias.weight",
             "encoder.relative_attention_bias",
+            "encoder.final_norm",
+            "encoder.final_norm.weight",
+            "encoder.final_norm.gamma.a",
             "head.out",
             "head.out.gamma",
             "head.classifier.weight",

@@ -87,6 +87,7 @@ pub fn head_for(kind: &TaskKind, family: Family) -> TaskHeadSpec {
     let style = match family {
         Family::Bert => HeadStyle::BertPooler,
         Family::Roberta | Family::Mpnet => HeadStyle::RobertaDenseTanh,
+        Family::Opt => HeadStyle::LastToken,
     };
     match kind {
         TaskKind::Classification { num_labels } => TaskHeadSpec::Classification {

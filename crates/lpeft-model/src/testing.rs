@@ -10,7 +10,8 @@ use lpeft_schema::model::{
 use crate::encoder::EncoderInput;
 use crate::rng::SeededRng;
 
-/// A small encoder spec with the given per-layer shapes.
+/// A small encoder spec with the given per-layer shapes (OPT: pre-LayerNorm, as its released
+/// models but opt-350m).
 pub fn tiny_encoder(family: Family, layers: &[(usize, usize)]) -> EncoderSpec {
     EncoderSpec {
         family,
@@ -25,11 +26,15 @@ pub fn tiny_encoder(family: Family, layers: &[(usize, usize)]) -> EncoderSpec {
         type_vocab_size: match family {
             Family::Bert => 2,
             Family::Roberta => 1,
-            Family::Mpnet => 0,
+            Family::Mpnet | Family::Opt => 0,
         },
         pad_token_id: if family == Family::Bert { 0 } else { 1 },
         layer_norm_eps: 1e-12,
-        hidden_act: Activation::Gelu,
+        hidden_act: if family == Family::Opt {
+            Activation::Relu
+        } else {
+            Activation::Gelu
+        },
         hidden_dropout: 0.0,
         attention_dropout: 0.0,
         // The real model's buckets, so tiny models see exact and logarithmic distances.
@@ -37,6 +42,7 @@ pub fn tiny_encoder(family: Family, layers: &[(usize, usize)]) -> EncoderSpec {
             num_buckets: 32,
             max_distance: 128,
         }),
+        pre_norm: family == Family::Opt,
     }
 }
 

@@ -55,6 +55,23 @@ fn specs() -> Vec<ModelSpec> {
             }
         }
     }
+    // OPT's sequence heads are its own (`score` on the last real token).
+    for head in [
+        TaskHeadSpec::Classification {
+            num_labels: 3,
+            style: HeadStyle::LastToken,
+        },
+        TaskHeadSpec::Regression {
+            style: HeadStyle::LastToken,
+        },
+        TaskHeadSpec::SpanExtraction,
+    ] {
+        for masks in [false, true] {
+            let mut peft = lora_everywhere(n, 2, 0.0);
+            peft.extend(adapters_everywhere(n, 3, 0.0));
+            out.push(tiny_spec(Family::Opt, &layers, head, peft, masks));
+        }
+    }
     out
 }
 
@@ -181,7 +198,8 @@ fn any_name() -> impl Strategy<Value = TensorName> {
         prop::sample::select(DenseParam::ALL.to_vec()),
     )
         .prop_map(|(dense, param)| TensorName::Head { dense, param });
-    prop_oneof![embedding, layer, head]
+    let final_norm = prop::sample::select(NormParam::ALL.to_vec()).prop_map(TensorName::FinalNorm);
+    prop_oneof![embedding, layer, final_norm, head]
 }
 
 proptest! {

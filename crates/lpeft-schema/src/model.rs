@@ -15,6 +15,11 @@ pub enum Family {
     /// MPNet: RoBERTa's positions and special tokens, no token types, and a relative position
     /// bias on every layer's attention scores ([`RelativeAttention`]).
     Mpnet,
+    /// OPT (facebook/opt), a decoder: learned positions from the attention mask offset by 2
+    /// (`cumsum(mask) * mask + 1`), no token types, no embedding LayerNorm, causal attention
+    /// combined with the padding mask, ReLU; pre-LayerNorm with a final LayerNorm when
+    /// [`EncoderSpec::pre_norm`], post-LayerNorm otherwise.
+    Opt,
 }
 
 /// MPNet's T5-style relative position bias: relative distances fall into `num_buckets`
@@ -53,8 +58,9 @@ pub struct EncoderSpec {
     /// Per-head width; fixed by the pretrained model and unchanged by head pruning.
     pub head_dim: usize,
     pub layers: Vec<LayerShape>,
+    /// Rows of the position table (OPT: its config's value + 2, the offset its positions carry).
     pub max_position_embeddings: usize,
-    /// Rows of the token-type table; 0 for families without one (MPNet).
+    /// Rows of the token-type table; 0 for families without one (MPNet, OPT).
     pub type_vocab_size: usize,
     pub pad_token_id: usize,
     pub layer_norm_eps: f64,
@@ -65,6 +71,11 @@ pub struct EncoderSpec {
     /// their keys are unchanged) for BERT and RoBERTa.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_attention: Option<RelativeAttention>,
+    /// LayerNorm before each sublayer (its input; the residual adds the sublayer's raw output)
+    /// and once more after the last layer: OPT's `do_layer_norm_before`. Left out of the JSON
+    /// when false, so the other families' specs and keys are unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_norm: bool,
 }
 
 /// A matrix of an encoder layer that can carry a LoRA module.
@@ -167,6 +178,9 @@ pub enum HeadStyle {
     BertPooler,
     /// RoBERTa: dropout, dense, tanh, dropout, out_proj on `<s>` (all trainable).
     RobertaDenseTanh,
+    /// OPT: `score` (no bias, trainable) on the hidden state of each row's last real token
+    /// (the last position whose attention mask is 1).
+    LastToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

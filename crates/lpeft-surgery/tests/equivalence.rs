@@ -123,6 +123,7 @@ fn spec_for(
     let style = match family {
         Family::Bert => HeadStyle::BertPooler,
         Family::Roberta | Family::Mpnet => HeadStyle::RobertaDenseTanh,
+        Family::Opt => HeadStyle::LastToken,
     };
     let head = if regression {
         TaskHeadSpec::Regression { style }
@@ -136,7 +137,12 @@ fn spec_for(
 }
 
 fn families() -> impl Strategy<Value = Family> {
-    prop::sample::select(vec![Family::Bert, Family::Roberta, Family::Mpnet])
+    prop::sample::select(vec![
+        Family::Bert,
+        Family::Roberta,
+        Family::Mpnet,
+        Family::Opt,
+    ])
 }
 
 fn check(spec: &ModelSpec, settings: &PlanSettings, score_seed: u64, weight_seed: u64) {

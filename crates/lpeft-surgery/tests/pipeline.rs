@@ -20,19 +20,28 @@ fn shared() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
 }
 
-fn pipeline(head_ratio: f64, draw: &str) -> lpeft_pipeline::Pipeline {
-    pipeline_with(head_ratio, draw, "")
-}
-
-/// `extra`: more surgery parameters, each followed by a comma.
-fn pipeline_with(head_ratio: f64, draw: &str, extra: &str) -> lpeft_pipeline::Pipeline {
-    let glue = shared().join("data/glue");
+fn minilm() -> PathBuf {
     let model = shared().join("models/all-MiniLM-L6-v2");
     assert!(
         model.join("model.safetensors").is_file(),
         "MiniLM not found in {}",
         model.display()
     );
+    model
+}
+
+fn pipeline(head_ratio: f64, draw: &str) -> lpeft_pipeline::Pipeline {
+    pipeline_for(&minilm(), head_ratio, draw, "")
+}
+
+/// `extra`: more surgery parameters, each followed by a comma.
+fn pipeline_for(
+    model: &Path,
+    head_ratio: f64,
+    draw: &str,
+    extra: &str,
+) -> lpeft_pipeline::Pipeline {
+    let glue = shared().join("data/glue");
     let text = format!(
         r#"Pipeline(name: "p", stages: [
             (name: "data", kind: "data", params: {{ "task": "glue/sst2", "data_dir": "{glue}", "model": "{model}", "max_examples": 12 }}),
@@ -151,7 +160,7 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
     let rule = widths(&third.nodes[2]);
     assert!(rule.iter().any(|w| w % 8 != 0), "{rule:?}");
     let rounded = resolve(
-        &pipeline_with(0.25, "{\"step\": 1}", r#""ffn_multiple": 8,"#),
+        &pipeline_for(&minilm(), 0.25, "{\"step\": 1}", r#""ffn_multiple": 8,"#),
         &reg,
         &store,
         &opts,
@@ -182,6 +191,104 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
         Ok(r) => format!("{:?}", r.outcomes),
     };
     assert!(msg.contains("draw_step"), "{msg}");
+}
+
+/// A random pre-LayerNorm OPT in `OPTModel`'s layout (hidden 16, 4 heads, 2 layers, FFN 24)
+/// with MiniLM's vocabulary size and `tokenizer.json` (WordPiece, not OPT's BPE: what is
+/// checked here is that the stages take an OPT model, not its tokenizer).
+fn tiny_opt(dir: &Path) {
+    let (h, ffn, layers, vocab, positions) = (16usize, 24usize, 2usize, 30522usize, 64usize);
+    let config = serde_json::json!({
+        "model_type": "opt", "hidden_size": h, "num_attention_heads": 4,
+        "num_hidden_layers": layers, "ffn_dim": ffn, "vocab_size": vocab,
+        "max_position_embeddings": positions, "word_embed_proj_dim": h, "pad_token_id": 0,
+        "do_layer_norm_before": true, "activation_function": "relu", "dropout": 0.1,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(minilm().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let mut rng = lpeft_model::rng::SeededRng::new(7);
+    let mut tensors = std::collections::BTreeMap::new();
+    let mut random = |name: String, shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        let v = (0..n)
+            .map(|_| ((rng.next_u64() % 2001) as f32 / 1000.0 - 1.0) * 0.1)
+            .collect();
+        tensors.insert(name, (shape, v));
+    };
+    random("decoder.embed_tokens.weight".into(), vec![vocab, h]);
+    random(
+        "decoder.embed_positions.weight".into(),
+        vec![positions + 2, h],
+    );
+    let mut norms = vec!["decoder.final_layer_norm".to_string()];
+    for l in 0..layers {
+        let p = format!("decoder.layers.{l}");
+        for (name, out, inp) in [
+            ("self_attn.q_proj", h, h),
+            ("self_attn.k_proj", h, h),
+            ("self_attn.v_proj", h, h),
+            ("self_attn.out_proj", h, h),
+            ("fc1", ffn, h),
+            ("fc2", h, ffn),
+        ] {
+            random(format!("{p}.{name}.weight"), vec![out, inp]);
+            random(format!("{p}.{name}.bias"), vec![out]);
+        }
+        norms.push(format!("{p}.self_attn_layer_norm"));
+        norms.push(format!("{p}.final_layer_norm"));
+    }
+    for n in norms {
+        tensors.insert(format!("{n}.weight"), (vec![h], vec![1.0; h]));
+        tensors.insert(format!("{n}.bias"), (vec![h], vec![0.0; h]));
+    }
+    lpeft_model::checkpoint::write_safetensors(&dir.join("model.safetensors"), &tensors).unwrap();
+}
+
+/// OPT through data → estimate → surgery: the estimation model is OPT's (pre-LN, last-token
+/// head), surgery cuts it, and the pruned checkpoint loads back and runs.
+#[test]
+fn an_opt_model_goes_through_estimate_and_surgery() {
+    let model_dir = tempfile::tempdir().unwrap();
+    tiny_opt(model_dir.path());
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let reg = registry();
+    let plan = resolve(
+        &pipeline_for(model_dir.path(), 0.5, "\"last\"", ""),
+        &reg,
+        &store,
+        &PlanOptions::new("flex"),
+    )
+    .unwrap();
+    let options = RunOptions {
+        jobs: 1,
+        device_jobs: None,
+        record_as: None,
+    };
+    let report = execute(&plan, &reg, &store, &Silent, options).unwrap();
+    for (name, outcome) in &report.outcomes {
+        assert!(matches!(outcome, Outcome::Ran { .. }), "{name} ran");
+    }
+    let art = store.open_artifact(&plan.nodes[2].key).unwrap();
+    let device = burn::tensor::Device::flex();
+    let pruned = lpeft_model::checkpoint::load(&art.dir, &device).unwrap();
+    let e = &pruned.spec.encoder;
+    assert_eq!(e.family, lpeft_schema::model::Family::Opt);
+    assert!(e.pre_norm && pruned.encoder.final_norm.is_some());
+    let heads: usize = e.layers.iter().map(|l| l.heads).sum();
+    assert!(heads < 8, "half the heads cut: {:?}", e.layers);
+    assert!(matches!(
+        pruned.spec.head,
+        lpeft_schema::model::TaskHeadSpec::Classification {
+            style: lpeft_schema::model::HeadStyle::LastToken,
+            ..
+        }
+    ));
+    let input = lpeft_model::testing::random_input(e, 2, 5, 1, &device);
+    let lpeft_model::head::HeadOutput::Logits(logits) = pruned.forward(&input).head else {
+        panic!("a classification head gives logits")
+    };
+    assert_eq!(logits.dims(), [2, 2]);
 }
 
 #[test]

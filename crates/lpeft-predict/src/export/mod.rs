@@ -171,6 +171,12 @@ pub fn check_exportable(spec: &ModelSpec, format: Format) -> Result<(), PredictE
             "an MPNet model: export supports BERT and RoBERTa so far; use --format bundle".into(),
         );
     }
+    if spec.encoder.family == Family::Opt {
+        // Neither the HF-name mapping of export nor the remote-code model knows OPT's decoder.
+        return no(
+            "an OPT model: export supports BERT and RoBERTa so far; use --format bundle".into(),
+        );
+    }
     if spec.masks {
         return no("the model carries estimation masks (an estimation model, not a fine-tune); export a fine-tune".into());
     }
@@ -205,6 +211,7 @@ pub fn prefix(family: Family) -> &'static str {
         Family::Bert => "bert.",
         Family::Roberta => "roberta.",
         Family::Mpnet => "mpnet.",
+        Family::Opt => "model.",
     }
 }
 
@@ -214,6 +221,7 @@ fn architecture(spec: &ModelSpec) -> String {
         Family::Bert => "Bert",
         Family::Roberta => "Roberta",
         Family::Mpnet => "MPNet",
+        Family::Opt => "OPT",
     };
     format!("{family}For{}", task_class(spec.head))
 }
@@ -300,6 +308,7 @@ pub fn hf_config(spec: &ModelSpec) -> Value {
         Family::Bert => "bert",
         Family::Roberta => "roberta",
         Family::Mpnet => "mpnet",
+        Family::Opt => "opt",
     };
     let act = match e.hidden_act {
         Activation::Gelu => "gelu",
@@ -381,10 +390,12 @@ pub fn write_tokenizer(
     let [cls, sep, pad, unk, mask] = match spec.encoder.family {
         Family::Bert => ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"],
         Family::Roberta | Family::Mpnet => ["<s>", "</s>", "<pad>", "<unk>", "<mask>"],
+        // GPT-2's vocabulary as OPT's tokenizer uses it: `</s>` begins and ends, unknowns too.
+        Family::Opt => ["</s>", "</s>", "<pad>", "</s>", "<mask>"],
     };
     let inputs = match spec.encoder.family {
         Family::Bert => json!(["input_ids", "token_type_ids", "attention_mask"]),
-        Family::Roberta | Family::Mpnet => json!(["input_ids", "attention_mask"]),
+        Family::Roberta | Family::Mpnet | Family::Opt => json!(["input_ids", "attention_mask"]),
     };
     let config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -418,5 +429,20 @@ mod tests {
         assert!(check_exportable(&spec, Format::Bundle).is_ok());
         let roberta = tiny_spec(Family::Roberta, &[(2, 4)], head, vec![], false);
         assert!(check_exportable(&roberta, Format::Pruned).is_ok());
+    }
+
+    /// OPT too: neither export's HF names nor the remote-code model know its decoder.
+    #[test]
+    fn opt_exports_only_as_a_bundle() {
+        let head = TaskHeadSpec::Classification {
+            num_labels: 2,
+            style: HeadStyle::LastToken,
+        };
+        let spec = tiny_spec(Family::Opt, &[(2, 4)], head, vec![], false);
+        for format in [Format::Peft, Format::Merged, Format::Pruned] {
+            let err = check_exportable(&spec, format).unwrap_err().to_string();
+            assert!(err.contains("OPT") && err.contains("bundle"), "{err}");
+        }
+        assert!(check_exportable(&spec, Format::Bundle).is_ok());
     }
 }

@@ -28,6 +28,7 @@ pub fn inputs(model: &Model, rows: usize, len: usize) -> Inputs {
     let e = &model.spec.encoder;
     let offset = match e.family {
         Family::Roberta | Family::Mpnet => e.pad_token_id + 1,
+        Family::Opt => lpeft_model::opt::POSITION_OFFSET,
         Family::Bert => 0,
     };
     let len = len

@@ -16,6 +16,7 @@ pub fn class(family: Family, head: TaskHeadSpec) -> String {
         Family::Bert => "Bert",
         Family::Roberta => "Roberta",
         Family::Mpnet => "MPNet",
+        Family::Opt => "OPT",
     };
     format!("Lpeft{family}For{}", super::task_class(head))
 }
@@ -28,12 +29,14 @@ pub fn extend_config(config: &mut Value, spec: &ModelSpec) {
         Family::Bert => "bert",
         Family::Roberta => "roberta",
         Family::Mpnet => "mpnet",
+        Family::Opt => "opt",
     };
     let style = match spec.head {
         TaskHeadSpec::Classification { style, .. } | TaskHeadSpec::Regression { style } => {
             match style {
                 HeadStyle::BertPooler => "bert_pooler",
                 HeadStyle::RobertaDenseTanh => "roberta_dense_tanh",
+                HeadStyle::LastToken => "last_token",
             }
         }
         _ => "span",

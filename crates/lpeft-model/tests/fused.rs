@@ -28,10 +28,10 @@ fn spec(family: Family, act: Activation, dropout: f64) -> ModelSpec {
         &layers,
         TaskHeadSpec::Classification {
             num_labels: 3,
-            style: if family == Family::Roberta {
-                HeadStyle::RobertaDenseTanh
-            } else {
-                HeadStyle::BertPooler
+            style: match family {
+                Family::Roberta => HeadStyle::RobertaDenseTanh,
+                Family::Opt => HeadStyle::LastToken,
+                _ => HeadStyle::BertPooler,
             },
         },
         peft,
@@ -174,6 +174,10 @@ fn fused_nodes_match_the_plain_operations() {
         (Family::Bert, Activation::GeluTanh, false, 1),
         (Family::Roberta, Activation::Gelu, true, 8),
         (Family::Roberta, Activation::Gelu, true, 1),
+        // Pre-LayerNorm, causal attention, last-token head: the plain attention core and
+        // norms beside fused projections.
+        (Family::Opt, Activation::Relu, false, 8),
+        (Family::Opt, Activation::Relu, true, 1),
     ] {
         let spec = spec(family, act, 0.0);
         let (plain, on) = (policy(false, align), policy(true, align));

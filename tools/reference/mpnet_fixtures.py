@@ -18,6 +18,7 @@ import json
 import os
 
 import torch
+from linear_cuts import cut_cols, cut_rows
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from transformers import MPNetConfig, MPNetForSequenceClassification, MPNetModel
@@ -36,22 +37,6 @@ class NoHeads(torch.nn.Module):
 
     def forward(self, hidden_states, *args, **kwargs):
         return (self.o(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)),)
-
-
-def cut_rows(linear, rows):
-    new = torch.nn.Linear(linear.in_features, len(rows))
-    with torch.no_grad():
-        new.weight.copy_(linear.weight[rows])
-        new.bias.copy_(linear.bias[rows])
-    return new
-
-
-def cut_cols(linear, cols):
-    new = torch.nn.Linear(len(cols), linear.out_features)
-    with torch.no_grad():
-        new.weight.copy_(linear.weight[:, cols])
-        new.bias.copy_(linear.bias)
-    return new
 
 
 def prune(base, kept_heads, ffn, head_dim):

@@ -22,6 +22,7 @@ import os
 import sys
 
 import torch
+from linear_cuts import cut_cols, cut_rows
 from safetensors.torch import save_file
 from transformers import OPTConfig, OPTForCausalLM, OPTForSequenceClassification
 
@@ -38,22 +39,6 @@ class NoHeads(torch.nn.Module):
 
     def forward(self, hidden_states, *args, **kwargs):
         return self.out_proj(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), None
-
-
-def cut_rows(linear, rows):
-    new = torch.nn.Linear(linear.in_features, len(rows))
-    with torch.no_grad():
-        new.weight.copy_(linear.weight[rows])
-        new.bias.copy_(linear.bias[rows])
-    return new
-
-
-def cut_cols(linear, cols):
-    new = torch.nn.Linear(len(cols), linear.out_features)
-    with torch.no_grad():
-        new.weight.copy_(linear.weight[:, cols])
-        new.bias.copy_(linear.bias)
-    return new
 
 
 def prune(decoder, kept_heads, ffn, head_dim):

@@ -45,32 +45,85 @@ pub fn read_config(dir: &Path) -> Result<EncoderSpec, ModelError> {
     parse_config(&v, &file)
 }
 
-pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
-    let bad = |field: &str, message: String| ModelError::BadConfig {
-        file: file.to_path_buf(),
-        field: field.into(),
-        message,
-    };
-    let uint = |field: &str| -> Result<usize, ModelError> {
-        v.get(field)
-            .ok_or_else(|| bad(field, "missing (expected a non-negative integer)".into()))?
+/// Typed reads of `config.json` fields, each error naming the file and the field.
+pub(crate) struct ConfigFields<'a> {
+    pub v: &'a Value,
+    pub file: &'a Path,
+}
+
+impl ConfigFields<'_> {
+    pub fn bad(&self, field: &str, message: String) -> ModelError {
+        ModelError::BadConfig {
+            file: self.file.to_path_buf(),
+            field: field.into(),
+            message,
+        }
+    }
+
+    pub fn uint(&self, field: &str) -> Result<usize, ModelError> {
+        self.v
+            .get(field)
+            .ok_or_else(|| self.bad(field, "missing (expected a non-negative integer)".into()))?
             .as_u64()
             .map(|x| x as usize)
             .ok_or_else(|| {
-                bad(
+                self.bad(
                     field,
-                    format!("expected a non-negative integer, found {}", v[field]),
+                    format!("expected a non-negative integer, found {}", self.v[field]),
                 )
             })
-    };
-    let float_or = |field: &str, default: f64| -> Result<f64, ModelError> {
-        match v.get(field) {
+    }
+
+    pub fn float_or(&self, field: &str, default: f64) -> Result<f64, ModelError> {
+        match self.v.get(field) {
             None | Some(Value::Null) => Ok(default),
             Some(x) => x
                 .as_f64()
-                .ok_or_else(|| bad(field, format!("expected a number, found {x}"))),
+                .ok_or_else(|| self.bad(field, format!("expected a number, found {x}"))),
         }
-    };
+    }
+
+    pub fn flag(&self, field: &str, default: bool) -> Result<bool, ModelError> {
+        match self.v.get(field) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x
+                .as_bool()
+                .ok_or_else(|| self.bad(field, format!("expected true or false, found {x}"))),
+        }
+    }
+
+    /// `hidden_size` and `num_attention_heads`, the second dividing the first.
+    pub fn hidden_and_heads(&self) -> Result<(usize, usize), ModelError> {
+        let hidden = self.uint("hidden_size")?;
+        let heads = self.uint("num_attention_heads")?;
+        if heads == 0 || hidden % heads != 0 {
+            return Err(self.bad(
+                "num_attention_heads",
+                format!("{heads} does not divide hidden_size {hidden}"),
+            ));
+        }
+        Ok((hidden, heads))
+    }
+
+    /// The activation named by `field` (`default` when absent), in transformers' names.
+    pub fn activation(&self, field: &str, default: &str) -> Result<Activation, ModelError> {
+        match self.v.get(field).and_then(Value::as_str).unwrap_or(default) {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => Err(self.bad(
+                field,
+                format!("unsupported activation {other:?} (expected gelu, gelu_new or relu)"),
+            )),
+        }
+    }
+}
+
+pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
+    let cfg = ConfigFields { v, file };
+    let bad = |field: &str, message: String| cfg.bad(field, message);
+    let uint = |field: &str| cfg.uint(field);
+    let float_or = |field: &str, default: f64| cfg.float_or(field, default);
     let supported = SUPPORTED_MODEL_TYPES.map(|t| format!("{t:?}")).join(", ");
     let model_type = v.get("model_type").and_then(Value::as_str).ok_or_else(|| {
         bad(
@@ -90,29 +143,8 @@ pub fn parse_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
             ));
         }
     };
-    let hidden = uint("hidden_size")?;
-    let heads = uint("num_attention_heads")?;
-    if heads == 0 || hidden % heads != 0 {
-        return Err(bad(
-            "num_attention_heads",
-            format!("{heads} does not divide hidden_size {hidden}"),
-        ));
-    }
-    let act = match v
-        .get("hidden_act")
-        .and_then(Value::as_str)
-        .unwrap_or("gelu")
-    {
-        "gelu" => Activation::Gelu,
-        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-        "relu" => Activation::Relu,
-        other => {
-            return Err(bad(
-                "hidden_act",
-                format!("unsupported activation {other:?} (expected gelu, gelu_new or relu)"),
-            ));
-        }
-    };
+    let (hidden, heads) = cfg.hidden_and_heads()?;
+    let act = cfg.activation("hidden_act", "gelu")?;
     if let Some(p) = v
         .get("position_embedding_type")
         .and_then(Value::as_str)

@@ -158,30 +158,7 @@ impl Builder<'_> {
         role: Role,
         trainable: bool,
     ) -> Result<Dense, ModelError> {
-        let weight = if d_in > 0 {
-            Some(self.param2(
-                module.tensor(DenseParam::Weight),
-                [d_in, d_out],
-                Init::Normal { std },
-                role,
-                trainable,
-            )?)
-        } else {
-            None
-        };
-        let bias = Some(self.param1(
-            module.tensor(DenseParam::Bias),
-            d_out,
-            Init::Zeros,
-            role,
-            trainable,
-        )?);
-        Ok(Dense {
-            weight,
-            bias,
-            d_in,
-            d_out,
-        })
+        self.dense_with(module, (d_in, d_out), std, role, trainable, true)
     }
 
     /// A dense layer without a bias (OPT's `score`); `d_in` must be > 0.
@@ -194,16 +171,43 @@ impl Builder<'_> {
         role: Role,
         trainable: bool,
     ) -> Result<Dense, ModelError> {
-        let weight = self.param2(
-            module.tensor(DenseParam::Weight),
-            [d_in, d_out],
-            Init::Normal { std },
-            role,
-            trainable,
-        )?;
+        self.dense_with(module, (d_in, d_out), std, role, trainable, false)
+    }
+
+    fn dense_with(
+        &mut self,
+        module: DenseModule,
+        (d_in, d_out): (usize, usize),
+        std: f64,
+        role: Role,
+        trainable: bool,
+        biased: bool,
+    ) -> Result<Dense, ModelError> {
+        let weight = if d_in > 0 {
+            Some(self.param2(
+                module.tensor(DenseParam::Weight),
+                [d_in, d_out],
+                Init::Normal { std },
+                role,
+                trainable,
+            )?)
+        } else {
+            None
+        };
+        let bias = if biased {
+            Some(self.param1(
+                module.tensor(DenseParam::Bias),
+                d_out,
+                Init::Zeros,
+                role,
+                trainable,
+            )?)
+        } else {
+            None
+        };
         Ok(Dense {
-            weight: Some(weight),
-            bias: None,
+            weight,
+            bias,
             d_in,
             d_out,
         })

@@ -13,10 +13,11 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
-use lpeft_schema::model::{Activation, EncoderSpec, Family, LayerShape};
+use lpeft_schema::model::{EncoderSpec, Family, LayerShape};
 
 use crate::encoder::EncoderInput;
 use crate::error::ModelError;
+use crate::hf::ConfigFields;
 use crate::model::Model;
 use crate::names::{DenseSite, Sublayer};
 
@@ -100,47 +101,11 @@ pub fn causal_lm_loss(logits: Tensor<3>, input: &EncoderInput) -> Tensor<1> {
 /// The encoder spec of an OPT `config.json` (layer shapes still uniform). Refuses what the
 /// shared layers cannot represent, naming the field.
 pub fn spec_from_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelError> {
-    let bad = |field: &str, message: String| ModelError::BadConfig {
-        file: file.to_path_buf(),
-        field: field.into(),
-        message,
-    };
-    let uint = |field: &str| -> Result<usize, ModelError> {
-        v.get(field)
-            .ok_or_else(|| bad(field, "missing (expected a non-negative integer)".into()))?
-            .as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| {
-                bad(
-                    field,
-                    format!("expected a non-negative integer, found {}", v[field]),
-                )
-            })
-    };
-    let flag = |field: &str, default: bool| -> Result<bool, ModelError> {
-        match v.get(field) {
-            None | Some(Value::Null) => Ok(default),
-            Some(x) => x
-                .as_bool()
-                .ok_or_else(|| bad(field, format!("expected true or false, found {x}"))),
-        }
-    };
-    let float_or = |field: &str, default: f64| -> Result<f64, ModelError> {
-        match v.get(field) {
-            None | Some(Value::Null) => Ok(default),
-            Some(x) => x
-                .as_f64()
-                .ok_or_else(|| bad(field, format!("expected a number, found {x}"))),
-        }
-    };
-    let hidden = uint("hidden_size")?;
-    let heads = uint("num_attention_heads")?;
-    if heads == 0 || hidden % heads != 0 {
-        return Err(bad(
-            "num_attention_heads",
-            format!("{heads} does not divide hidden_size {hidden}"),
-        ));
-    }
+    let cfg = ConfigFields { v, file };
+    let bad = |field: &str, message: String| cfg.bad(field, message);
+    let uint = |field: &str| cfg.uint(field);
+    let flag = |field: &str, default: bool| cfg.flag(field, default);
+    let (hidden, heads) = cfg.hidden_and_heads()?;
     // opt-350m projects 512-wide embeddings in and out of its 1024-wide layers
     // (project_in / project_out); the shared layers have no such projections.
     match v.get("word_embed_proj_dim") {
@@ -180,21 +145,7 @@ pub fn spec_from_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelErro
             "true: a pre-LayerNorm OPT without its final LayerNorm is not supported".into(),
         ));
     }
-    let act = v
-        .get("activation_function")
-        .and_then(Value::as_str)
-        .unwrap_or("relu");
-    let hidden_act = match act {
-        "relu" => Activation::Relu,
-        "gelu" => Activation::Gelu,
-        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-        other => {
-            return Err(bad(
-                "activation_function",
-                format!("unsupported activation {other:?} (expected relu, gelu or gelu_new)"),
-            ));
-        }
-    };
+    let hidden_act = cfg.activation("activation_function", "relu")?;
     let pad_token_id = match v.get("pad_token_id") {
         None => 1,
         Some(_) => uint("pad_token_id")?,
@@ -217,8 +168,8 @@ pub fn spec_from_config(v: &Value, file: &Path) -> Result<EncoderSpec, ModelErro
         // torch.nn.LayerNorm's default; OPT's config has no epsilon.
         layer_norm_eps: 1e-5,
         hidden_act,
-        hidden_dropout: float_or("dropout", 0.1)?,
-        attention_dropout: float_or("attention_dropout", 0.0)?,
+        hidden_dropout: cfg.float_or("dropout", 0.1)?,
+        attention_dropout: cfg.float_or("attention_dropout", 0.0)?,
         relative_attention: None,
         pre_norm,
     })

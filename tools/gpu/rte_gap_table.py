@@ -6,7 +6,9 @@
 Each folder holds ours-VARIANT-sSEED.log (whose RAN line names the fine-tune's key),
 results.tar.xz (the fine-tunes' result.json by key) and peer-VARIANT.jsonl. Prints, per variant
 and side, every seed's best dev accuracy, the mean ± sample standard deviation, and ours against
-the peer of the same variant (difference of means, Welch's t).
+the peer of the same variant (difference of means, Welch's t). Variants that only change our
+implementation of the recipe (`plain`, `unfused`) have no peer run of their own: their rows are
+compared with the peer's `base`, marked "vs base".
 """
 import glob
 import io
@@ -58,6 +60,14 @@ def summary(by_seed):
     return v, st.mean(v), sd
 
 
+def gap_and_t(ours_row, peer_row):
+    (ov, om, osd), (pv, pm, psd) = ours_row, peer_row
+    gap, t = f"{om - pm:+.2f}", ""
+    if len(pv) > 1 and len(ov) > 1:
+        t = f"{(om - pm) / math.sqrt(psd**2 / len(pv) + osd**2 / len(ov)):.2f}"
+    return gap, t
+
+
 def main(folders):
     sides = {"ours": {}, "peer": {}}
     for f in folders:
@@ -76,11 +86,10 @@ def main(folders):
             seeds = ",".join(str(s) for s in sorted(by_seed))
             gap = t = ""
             if side == "peer" and "ours" in rows:
-                (ov, om, osd) = rows["ours"]
-                gap = f"{om - mean:+.2f}"
-                if len(v) > 1 and len(ov) > 1:
-                    se = math.sqrt(sd**2 / len(v) + osd**2 / len(ov))
-                    t = f"{(om - mean) / se:.2f}"
+                gap, t = gap_and_t(rows["ours"], rows["peer"])
+            elif side == "ours" and variant not in sides["peer"] and sides["peer"].get("base"):
+                gap, t = gap_and_t(rows["ours"], summary(sides["peer"]["base"]))
+                gap += " vs base"
             print(f"| {variant} | {side} | {seeds} | {', '.join(f'{x:.2f}' for x in v)} "
                   f"| {mean:.2f} ± {sd:.2f} (n={len(v)}) | {gap} | {t} |")
 

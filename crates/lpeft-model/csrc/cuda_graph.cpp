@@ -51,15 +51,15 @@ int guarded(char* err, size_t len, F f) {
   }
 }
 
-// One side stream per device for every capture: the caching allocator reuses a freed block
-// only on the stream it was allocated on, so graphs that share a pool (replayed one at a time)
-// share its memory only if they were captured on the same stream. With a fresh pool stream
-// per capture, device memory grew with the number of batch shapes (MiniLM on STS-B: 21.9 GB
-// against 1.2 GB without graphs).
+// One side stream per device and thread for every capture: the caching allocator reuses a
+// freed block only on the stream it was allocated on, so graphs that share a pool (replayed one
+// at a time) share its memory only if they were captured on the same stream. With a fresh pool
+// stream per capture, device memory grew with the number of batch shapes (MiniLM on STS-B:
+// 21.9 GB against 1.2 GB without graphs). Per thread, because training stages run on threads of
+// one process and may share a device (`lpeft run --per-device 2`): a stream cannot be captured
+// by two threads at once (cudaStreamBeginCapture fails with cudaErrorIllegalState).
 c10::cuda::CUDAStream capture_stream() {
-  static std::mutex lock;
-  static std::map<c10::DeviceIndex, c10::cuda::CUDAStream> streams;
-  std::lock_guard<std::mutex> guard(lock);
+  thread_local std::map<c10::DeviceIndex, c10::cuda::CUDAStream> streams;
   auto device = c10::cuda::current_device();
   auto it = streams.find(device);
   if (it == streams.end()) {
@@ -86,8 +86,9 @@ int lpeft_graph_begin(void* g, void* share, char* err, size_t len) {
   return guarded(err, len, [&] {
     auto* graph = static_cast<Graph*>(g);
     // What the current stream queued (the inputs' copies) lands before the capture reads it.
-    c10::cuda::device_synchronize();
+    // Only that stream: a device-wide synchronize would also wait on other stages' work there.
     graph->previous.emplace(c10::cuda::getCurrentCUDAStream());
+    graph->previous->synchronize();
     c10::cuda::setCurrentCUDAStream(capture_stream());
     at::cuda::MempoolId_t pool = {0, 0};
     if (share != nullptr) {

@@ -63,8 +63,13 @@ impl ModuleVisitor for Values {
 /// 14 steps alternating two shapes (importance captured on every third), then every
 /// parameter's values.
 fn train(graphs: bool) -> (Vec<StepRecord>, Vec<f32>, (usize, usize)) {
+    device().seed(7);
+    train_from_seed(graphs, 0.1)
+}
+
+/// `train` without seeding the device (LoRA dropout `lora_dropout`, the only dropout).
+fn train_from_seed(graphs: bool, lora_dropout: f64) -> (Vec<StepRecord>, Vec<f32>, (usize, usize)) {
     let plain = device();
-    plain.seed(7);
     let device = plain.autodiff();
     let spec = tiny_spec(
         Family::Bert,
@@ -73,7 +78,7 @@ fn train(graphs: bool) -> (Vec<StepRecord>, Vec<f32>, (usize, usize)) {
             num_labels: 2,
             style: HeadStyle::BertPooler,
         },
-        lora_everywhere(2, 2, 0.1),
+        lora_everywhere(2, 2, lora_dropout),
         true,
     );
     let mut model = Model::build(&spec, &mut RandomSource { seed: 3 }, &device).unwrap();
@@ -173,5 +178,38 @@ fn graphed_steps_train_the_same_model() {
             f64::from(*b),
             &format!("parameter value {i}"),
         );
+    }
+}
+
+/// Two trainings capturing and replaying graphs on one device at the same time, each on its own
+/// thread (as `lpeft run --per-device 2` runs two stages): both finish, and each trains the
+/// model one training alone trains. Without dropout, since the two share the device's random
+/// stream.
+#[test]
+fn graphed_trainings_on_two_threads_of_one_device() {
+    device().seed(7);
+    let (alone, alone_params, _) = train_from_seed(true, 0.0);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                train_from_seed(true, 0.0)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (records, params, counts) = run.join().expect("a training thread panicked");
+        if lpeft_model::graph::on_for(&device()) {
+            assert!(counts.0 >= 2 && counts.1 >= 4, "graphs {counts:?}");
+        }
+        for (a, b) in alone.iter().zip(&records) {
+            close(a.loss, b.loss, &format!("step {} loss", a.step));
+        }
+        assert_eq!(alone_params.len(), params.len());
+        for (i, (a, b)) in alone_params.iter().zip(&params).enumerate() {
+            close(f64::from(*a), f64::from(*b), &format!("parameter value {i}"));
+        }
     }
 }

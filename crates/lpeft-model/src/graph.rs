@@ -60,11 +60,27 @@ pub fn set_tf32(on: bool) -> Result<(), ModelError> {
     }
 }
 
+/// libtorch keeps one random generator per CUDA device for the whole process, and while one
+/// thread captures a graph, a draw from that generator on another thread (a dropout, a replay's
+/// offset increment, a seeding) fails ("Offset increment outside graph capture encountered
+/// unexpectedly"): two training stages may share a device (`lpeft run --per-device 2`).
+/// Captures hold this lock exclusively; steps, replays and seeding hold it shared.
+static RANDOM_STREAMS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held (shared) while a training step runs or replays: see [`RANDOM_STREAMS`]. Not while
+/// capturing on the same thread (the capture takes the lock exclusively).
+pub fn drawing_random() -> std::sync::RwLockReadGuard<'static, ()> {
+    RANDOM_STREAMS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Seeds libtorch's CPU generator and CUDA device `index`'s (only), through the shim; see
 /// [`crate::device::seed`].
 pub fn seed_cuda_device(index: usize, seed: u64) -> Result<(), ModelError> {
     #[cfg(lpeft_cuda_graphs)]
     {
+        let _shared = drawing_random();
         ffi::seed_device(index, seed)
     }
     #[cfg(not(lpeft_cuda_graphs))]
@@ -98,6 +114,9 @@ impl CudaGraph {
     ) -> Result<(CudaGraph, R), ModelError> {
         #[cfg(lpeft_cuda_graphs)]
         {
+            let _exclusive = RANDOM_STREAMS
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let graph = ffi::new()?;
             ffi::begin(&graph, share)?;
             let out = f();

@@ -126,6 +126,7 @@ impl StepGraphs {
         let key = Key::of(&input, &labels, capture);
         match self.entries.get(&key) {
             Some(Entry::Captured(c)) => {
+                let _shared = lpeft_model::graph::drawing_random();
                 copy_batch(&c.input, &c.labels, &input, &labels);
                 c.graph.replay().map_err(graph_err)?;
                 opt.count_replayed_step();
@@ -148,6 +149,7 @@ impl StepGraphs {
                 })
                 .map_err(graph_err)?;
                 let (values, layout) = done?;
+                let _shared = lpeft_model::graph::drawing_random();
                 graph.replay().map_err(graph_err)?;
                 self.captured += 1;
                 let first_values = values.clone().mul_scalar(1.0);
@@ -163,6 +165,7 @@ impl StepGraphs {
                 Ok((model, first_values, layout))
             }
             _ => {
+                let _shared = lpeft_model::graph::drawing_random();
                 let moments = opt.moments();
                 let (out, values, layout) = run(opt, model.clone(), &input, &labels)?;
                 write_back(&model, &out, moments, opt)?;

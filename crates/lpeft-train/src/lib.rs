@@ -347,7 +347,10 @@ impl Trainer {
         };
         let (model, values, layout) = match self.graphs.as_mut() {
             Some(g) => g.step(&mut self.opt, model, input, labels, capture, lr, run)?,
-            None => run(&mut self.opt, model, &input, &labels)?,
+            None => {
+                let _shared = lpeft_model::graph::drawing_random();
+                run(&mut self.opt, model, &input, &labels)?
+            }
         };
         self.pending.push(Pending {
             step: self.step,

@@ -119,13 +119,46 @@ pub fn total_steps(cfg: &FinetuneConfig, batches_per_epoch: usize) -> usize {
 }
 
 /// Scores predictions on `split` with the task's metrics. Span tasks need the split's texts
-/// (contexts and gold answers), to decode the logits into answer texts.
+/// (contexts and gold answers), to decode the logits into answer texts; ReCoRD needs its texts
+/// (each query's candidate entities and gold answers) and the head's `logits` per row, to
+/// choose each query's best-scored candidate.
 pub fn score(
     task: &TaskSpec,
     split: &SplitTensors,
     texts: Option<&Texts>,
     predictions: &Predictions,
+    logits: &[Vec<f32>],
 ) -> Result<lpeft_eval::Evaluation, lpeft_eval::EvalError> {
+    if let Some(Texts::Record(texts)) = texts {
+        // A candidate's score: the margin of its "True" logit over its "False" one.
+        let scores = logits
+            .iter()
+            .map(|l| match l.as_slice() {
+                [no, yes] => Ok(f64::from(*yes) - f64::from(*no)),
+                _ => Err(lpeft_eval::EvalError::Inconsistent(format!(
+                    "task {}: a candidate row has {} logits, ReCoRD needs 2",
+                    task.name,
+                    l.len()
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if scores.len() != split.group_ids.len() {
+            return Err(lpeft_eval::EvalError::Inconsistent(format!(
+                "task {}: {} candidate scores for {} rows",
+                task.name,
+                scores.len(),
+                split.group_ids.len()
+            )));
+        }
+        let (predicted, gold) = lpeft_eval::record_answers(&scores, &split.group_ids, texts)?;
+        return evaluate_task(
+            task,
+            &Outputs::Answers {
+                predicted: &predicted,
+                gold: &gold,
+            },
+        );
+    }
     match (&task.kind, predictions, &split.labels) {
         (
             TaskKind::Span,
@@ -295,12 +328,13 @@ pub fn finetune(
         take(trainer.finish()?, &mut curve);
         let eval = evaluate(&model, dev_batcher.epoch(0), plain)?;
         inference = eval.examples as f64 / eval.seconds.max(1e-9);
-        let scored = score(task, dev, dev_texts, &eval.predictions).map_err(|source| {
-            FinetuneError::Eval {
-                epoch: epoch + 1,
-                source,
-            }
-        })?;
+        let scored =
+            score(task, dev, dev_texts, &eval.predictions, &eval.logits).map_err(|source| {
+                FinetuneError::Eval {
+                    epoch: epoch + 1,
+                    source,
+                }
+            })?;
         let main = if scored.main_score.is_nan() {
             f64::NEG_INFINITY
         } else {

@@ -52,7 +52,7 @@ fn gold_positions_decode_to_the_gold_answers_on_shared_dev() {
         end_logits: ends.clone(),
     };
     let task = ds.meta.task.clone();
-    let e = lpeft_finetune::run::score(&task, &dev, texts.as_ref(), &predictions).unwrap();
+    let e = lpeft_finetune::run::score(&task, &dev, texts.as_ref(), &predictions, &[]).unwrap();
     // Not every answer comes back: a gold answer inside a word piece widens to the piece
     // ("4" in "49"), and one longer than 30 tokens cannot be decoded (5 of these 800).
     assert!(e.metrics["exact_match"] > 0.99, "{:?}", e.metrics);

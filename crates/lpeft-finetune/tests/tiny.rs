@@ -373,12 +373,12 @@ fn span_logits_are_decoded_and_scored_against_the_gold_texts() {
         start_logits: starts,
         end_logits: ends,
     };
-    let e = lpeft_finetune::run::score(&task, &dev, Some(&texts), &predictions).unwrap();
+    let e = lpeft_finetune::run::score(&task, &dev, Some(&texts), &predictions, &[]).unwrap();
     let want = (2.0 + first_is_gold) / 4.0;
     assert_eq!(e.metrics["exact_match"], want);
     assert_eq!(e.metrics["squad_f1"], want, "one-word answers: F1 is EM");
     assert_eq!(e.main_score, want);
-    let e = lpeft_finetune::run::score(&task, &dev, None, &predictions).unwrap_err();
+    let e = lpeft_finetune::run::score(&task, &dev, None, &predictions, &[]).unwrap_err();
     assert!(e.to_string().contains("span texts"), "{e}");
 }
 
@@ -432,4 +432,139 @@ fn span_extraction_fine_tunes_and_reports_exact_match_and_f1() {
     };
     assert_eq!(answers.len(), texts.questions.len());
     assert!(answers.values().all(|a| a == "w5"), "{answers:?}");
+}
+
+/// ReCoRD-shaped rows: `queries[q]` candidates for query q, one row each (label: whether the
+/// row holds token 5, as in [`split`]); each candidate's entity text is `e{q}-{i}`, and the gold
+/// answer is the text of the first candidate holding token 5 (or of candidate 0).
+fn record_split(queries: &[usize], seed: u64) -> (SplitTensors, lpeft_data::Texts) {
+    use lpeft_schema::dataset::{RecordQuery, RecordTexts};
+    let rows: usize = queries.iter().sum();
+    let mut s = split(rows, seed);
+    s.group_ids = queries
+        .iter()
+        .enumerate()
+        .flat_map(|(q, &n)| std::iter::repeat_n(q as u32, n))
+        .collect();
+    let DataLabels::Class(labels) = &s.labels else {
+        unreachable!()
+    };
+    let mut at = 0;
+    let texts = queries
+        .iter()
+        .enumerate()
+        .map(|(q, &n)| {
+            let entities: Vec<String> = (0..n).map(|i| format!("e{q}-{i}")).collect();
+            let gold = (0..n).find(|&i| labels[at + i] == 1).unwrap_or(0);
+            at += n;
+            RecordQuery {
+                id: format!("q{q}"),
+                answers: vec![entities[gold].clone()],
+                entities,
+            }
+        })
+        .collect();
+    (s, lpeft_data::Texts::Record(RecordTexts { queries: texts }))
+}
+
+#[test]
+fn record_chooses_each_querys_best_scored_candidate() {
+    let task = lpeft_data::registry::task("superglue/record")
+        .unwrap()
+        .spec();
+    let (dev, texts) = record_split(&[3, 2], 4);
+    let lpeft_data::Texts::Record(t) = &texts else {
+        unreachable!()
+    };
+    let gold: Vec<usize> = t
+        .queries
+        .iter()
+        .map(|q| q.entities.iter().position(|e| *e == q.answers[0]).unwrap())
+        .collect();
+    // Query 0's gold candidate has the largest True-over-False margin, query 1's the smallest;
+    // the arg-max classes (all 0) would say nothing about which candidate is chosen.
+    let mut logits = Vec::new();
+    for (q, &n) in [3usize, 2].iter().enumerate() {
+        for i in 0..n {
+            let margin = if (i == gold[q]) == (q == 0) { 2.0 } else { 1.0 };
+            logits.push(vec![5.0, 5.0 - 3.0 + margin]);
+        }
+    }
+    let predictions = lpeft_train::Predictions::Class(vec![0; 5]);
+    let e = lpeft_finetune::run::score(&task, &dev, Some(&texts), &predictions, &logits).unwrap();
+    assert_eq!(e.metrics["exact_match"], 0.5);
+    assert_eq!(
+        e.metrics["squad_f1"], 0.5,
+        "e0-x against e1-y share no token"
+    );
+    assert_eq!(e.main_score, 0.5);
+    let bad = vec![vec![0.0f32; 3]; 5];
+    let err = lpeft_finetune::run::score(&task, &dev, Some(&texts), &predictions, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ReCoRD needs 2"), "{err}");
+}
+
+#[test]
+fn multirc_scores_f1a_over_options_and_exact_match_per_question() {
+    let task = lpeft_data::registry::task("superglue/multirc")
+        .unwrap()
+        .spec();
+    let mut dev = split(5, 5);
+    dev.group_ids = vec![0, 0, 0, 1, 1];
+    dev.labels = DataLabels::Class(vec![1, 0, 1, 1, 0]);
+    // Question 0 all right; question 1 one option wrong.
+    let predictions = lpeft_train::Predictions::Class(vec![1, 0, 1, 1, 1]);
+    let e = lpeft_finetune::run::score(&task, &dev, None, &predictions, &[]).unwrap();
+    assert_eq!(e.metrics["exact_match"], 0.5);
+    // F1 over all five options: tp 3, fp 1, fn 0.
+    assert!((e.metrics["f1a"] - 6.0 / 7.0).abs() < 1e-12, "{e:?}");
+}
+
+#[test]
+fn record_fine_tunes_and_reports_exact_match_and_f1() {
+    let task = lpeft_data::registry::task("superglue/record")
+        .unwrap()
+        .spec();
+    let ((train, _), (dev, dev_texts)) = (
+        record_split(&[4, 4, 4, 4, 4, 4, 4, 4], 1),
+        record_split(&[3, 4, 3, 4], 2),
+    );
+    let mut cfg = config();
+    cfg.epochs = 2;
+    let device = Device::flex().autodiff();
+    device.seed(1);
+    let spec = lpeft_schema::model::ModelSpec {
+        masks: false,
+        ..estimation_spec(
+            tiny_encoder(Family::Bert, &[(4, 8), (4, 8)]),
+            &task.kind,
+            cfg.peft.as_ref().unwrap(),
+        )
+    };
+    let model = Model::build(&spec, &mut RandomSource { seed: 2 }, &device).unwrap();
+    let out = finetune(
+        &cfg,
+        model,
+        &task,
+        &train,
+        &dev,
+        Some(&dev_texts),
+        0,
+        &device,
+        &Device::flex(),
+        &Silent,
+        None,
+    )
+    .unwrap();
+    assert_eq!(out.epochs.len(), 2);
+    for e in &out.epochs {
+        let (em, f1) = (e.metrics["exact_match"], e.metrics["squad_f1"]);
+        assert!(
+            (0.0..=1.0).contains(&em) && (0.0..=1.0).contains(&f1),
+            "{e:?}"
+        );
+        assert!((e.main_score - (em + f1) / 2.0).abs() < 1e-12);
+        assert!(!e.metrics.contains_key("accuracy"), "{e:?}");
+    }
 }

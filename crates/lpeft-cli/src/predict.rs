@@ -129,7 +129,7 @@ pub fn predict(
         }
         None => out.line(one_line(task, &predictions)?),
     }
-    if let Some(e) = lpeft_predict::score(&trained.task, &tensors, &predictions.predicted)? {
+    if let Some(e) = lpeft_predict::score(&trained.task, &tensors, texts.as_ref(), &predictions)? {
         report_score(args, &trained, &e, out);
     }
     Ok(())

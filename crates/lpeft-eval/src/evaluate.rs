@@ -223,3 +223,41 @@ pub fn record_answers(
     }
     Ok((predicted, gold))
 }
+
+/// ReCoRD's evaluation from the head's two logits per candidate row (`[False, True]`): each
+/// query's candidate with the largest True-over-False margin is its answer, scored by the
+/// task's metrics (max-over-gold exact match and F1). `groups`: the rows' query ids.
+pub fn evaluate_record(
+    task: &TaskSpec,
+    logits: &[Vec<f32>],
+    groups: &[u32],
+    texts: &RecordTexts,
+) -> Result<Evaluation, EvalError> {
+    if logits.len() != groups.len() {
+        return Err(EvalError::Inconsistent(format!(
+            "task {}: {} candidate scores for {} rows",
+            task.name,
+            logits.len(),
+            groups.len()
+        )));
+    }
+    let scores = logits
+        .iter()
+        .map(|l| match l.as_slice() {
+            [no, yes] => Ok(f64::from(*yes) - f64::from(*no)),
+            _ => Err(EvalError::Inconsistent(format!(
+                "task {}: a candidate row has {} logits, ReCoRD needs 2",
+                task.name,
+                l.len()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (predicted, gold) = record_answers(&scores, groups, texts)?;
+    evaluate_task(
+        task,
+        &Outputs::Answers {
+            predicted: &predicted,
+            gold: &gold,
+        },
+    )
+}

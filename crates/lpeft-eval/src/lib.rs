@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::EvalError;
 pub use evaluate::{
-    Evaluation, Outputs, argmax_per_group, evaluate, evaluate_task, metric_name, record_answers,
-    score,
+    Evaluation, Outputs, argmax_per_group, evaluate, evaluate_record, evaluate_task, metric_name,
+    record_answers, score,
 };
 
 use crate::masks::MaskRecords;

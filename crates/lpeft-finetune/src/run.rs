@@ -130,34 +130,7 @@ pub fn score(
     logits: &[Vec<f32>],
 ) -> Result<lpeft_eval::Evaluation, lpeft_eval::EvalError> {
     if let Some(Texts::Record(texts)) = texts {
-        // A candidate's score: the margin of its "True" logit over its "False" one.
-        let scores = logits
-            .iter()
-            .map(|l| match l.as_slice() {
-                [no, yes] => Ok(f64::from(*yes) - f64::from(*no)),
-                _ => Err(lpeft_eval::EvalError::Inconsistent(format!(
-                    "task {}: a candidate row has {} logits, ReCoRD needs 2",
-                    task.name,
-                    l.len()
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if scores.len() != split.group_ids.len() {
-            return Err(lpeft_eval::EvalError::Inconsistent(format!(
-                "task {}: {} candidate scores for {} rows",
-                task.name,
-                scores.len(),
-                split.group_ids.len()
-            )));
-        }
-        let (predicted, gold) = lpeft_eval::record_answers(&scores, &split.group_ids, texts)?;
-        return evaluate_task(
-            task,
-            &Outputs::Answers {
-                predicted: &predicted,
-                gold: &gold,
-            },
-        );
+        return lpeft_eval::evaluate_record(task, logits, &split.group_ids, texts);
     }
     match (&task.kind, predictions, &split.labels) {
         (

@@ -188,15 +188,24 @@ pub fn predict_answers(
     })
 }
 
-/// The task's metrics of `predicted` against the labels of `split`, computed as the
-/// fine-tune's dev evaluation computes them; `None` for an unlabeled split.
+/// The task's metrics of `predictions` against the labels of `split`, computed as the
+/// fine-tune's dev evaluation computes them (ReCoRD from the logits and the split's `texts`);
+/// `None` for an unlabeled split.
 pub fn score(
     task: &TaskSpec,
     split: &SplitTensors,
-    predicted: &Predicted,
+    texts: Option<&Texts>,
+    predictions: &Predictions,
 ) -> Result<Option<Evaluation>, PredictError> {
+    let predicted = &predictions.predicted;
     let e = match (&task.kind, predicted, &split.labels) {
         (_, _, Labels::None) => return Ok(None),
+        (_, _, _) if matches!(texts, Some(Texts::Record(_))) => {
+            let Some(Texts::Record(texts)) = texts else {
+                unreachable!("matched above")
+            };
+            lpeft_eval::evaluate_record(task, &predictions.logits, &split.group_ids, texts)
+        }
         (TaskKind::MultipleChoice { .. }, Predicted::Class(p), Labels::Class(y)) => evaluate_task(
             task,
             &Outputs::Choices {

@@ -40,7 +40,8 @@ pub struct Args {
     pub devices: String,
     /// Gradient sets, comma-separated: `lora-all` (roberta-base's LoRA(all) fine-tune: the
     /// 144 LoRA factors at rank 8 and the classification head), `opt-1.3b` (every parameter of
-    /// OPT-1.3b: a full fine-tune's gradient), or `full:N` (N floats, `K`/`M`/`G` decimal
+    /// OPT-1.3b: a full fine-tune's gradient), `opt-1.3b-lora-all` (LoRA(all) at rank 8 on
+    /// OPT-1.3b and its classification head), or `full:N` (N floats, `K`/`M`/`G` decimal
     /// suffixes, in OPT-1.3b's decoder-layer tensors, the last one cut to fit).
     #[arg(long, default_value = "lora-all,full:50M")]
     pub sets: String,
@@ -95,8 +96,19 @@ impl GradientSet {
     pub fn parse(spec: &str) -> Result<Self> {
         let sizes = match spec {
             // roberta-base: 12 layers, hidden 768, FFN 3072; LoRA r=8 on the six matrices.
-            "lora-all" => lora_all_sizes(12, 768, 3072, 8, 2),
+            "lora-all" => [
+                lora_all_sizes(12, 768, 3072, 8),
+                roberta_head_sizes(768, 2).into(),
+            ]
+            .concat(),
             "opt-1.3b" => opt_sizes(&OPT_1_3B),
+            // The same LoRA on OPT-1.3b, and OPTForSequenceClassification's `score` (no bias).
+            "opt-1.3b-lora-all" => {
+                let s = OPT_1_3B;
+                let mut sizes = lora_all_sizes(s.layers, s.hidden, s.ffn, 8);
+                sizes.push(s.hidden * 2);
+                sizes
+            }
             _ => match spec.strip_prefix("full:") {
                 Some(n) => layer_cut(&OPT_1_3B, parse_count(n)?),
                 None => {
@@ -135,19 +147,10 @@ pub fn parse_count(s: &str) -> Result<usize> {
     }
 }
 
-/// The trainable tensors of a LoRA(all) fine-tune of a RoBERTa-style encoder with a two-layer
-/// classification head (`RobertaDenseTanh`), as element counts (their order is not the
-/// model's, which does not matter here): per layer A `[in, r]` and B `[r, out]` for query,
-/// key, value, attention output
-/// (hidden → hidden), FFN in (hidden → ffn) and FFN out (ffn → hidden); then the head's dense
-/// weight and bias and its output weight and bias.
-pub fn lora_all_sizes(
-    layers: usize,
-    hidden: usize,
-    ffn: usize,
-    rank: usize,
-    labels: usize,
-) -> Vec<usize> {
+/// The LoRA factors of LoRA(all), as element counts: per layer A `[in, r]` and B `[r, out]`
+/// for query, key, value, attention output (hidden → hidden), FFN in (hidden → ffn) and FFN
+/// out (ffn → hidden). Their order is not the model's, which does not matter here.
+pub fn lora_all_sizes(layers: usize, hidden: usize, ffn: usize, rank: usize) -> Vec<usize> {
     let per_layer = [
         (hidden, hidden),
         (hidden, hidden),
@@ -156,12 +159,16 @@ pub fn lora_all_sizes(
         (hidden, ffn),
         (ffn, hidden),
     ];
-    let mut sizes: Vec<usize> = (0..layers)
+    (0..layers)
         .flat_map(|_| per_layer)
         .flat_map(|(i, o)| [i * rank, rank * o])
-        .collect();
-    sizes.extend([hidden * hidden, hidden, hidden * labels, labels]);
-    sizes
+        .collect()
+}
+
+/// RoBERTa's classification head (`RobertaDenseTanh`): dense weight and bias, output weight
+/// and bias.
+pub fn roberta_head_sizes(hidden: usize, labels: usize) -> [usize; 4] {
+    [hidden * hidden, hidden, hidden * labels, labels]
 }
 
 /// The shape of an OPT decoder as transformers' `OPTForCausalLM` holds it (the LM head is tied
@@ -546,6 +553,14 @@ mod tests {
     }
 
     #[test]
+    fn opt_lora_all_is_its_adapters_and_score() {
+        let set = GradientSet::parse("opt-1.3b-lora-all").unwrap();
+        assert_eq!(set.sizes.len(), 24 * 12 + 1);
+        // 24 × (4 × 2 × 2048 × 8 + 2 × (2048 + 8192) × 8) + 2048 × 2.
+        assert_eq!(set.floats(), 7_077_888 + 4096);
+    }
+
+    #[test]
     fn opt_1_3b_has_its_published_parameter_count() {
         let set = GradientSet::parse("opt-1.3b").unwrap();
         assert_eq!(set.floats(), 1_315_758_080);
@@ -592,34 +607,39 @@ mod tests {
         assert!(Mode::parse("ring").is_err());
     }
 
-    /// The set the fine-tune stage trains is the one the benchmark reduces, on a small shape.
+    /// The LoRA(all) sets are what the fine-tune stage trains: the model's trainable tensors on
+    /// small RoBERTa and OPT shapes.
     #[test]
     fn lora_all_matches_the_models_trainable_tensors() {
         use lpeft_model::model::Model;
         use lpeft_model::source::RandomSource;
         use lpeft_model::testing::{lora_everywhere, tiny_spec};
         use lpeft_schema::model::{Family, HeadStyle, TaskHeadSpec};
-        let head = TaskHeadSpec::Classification {
-            num_labels: 3,
-            style: HeadStyle::RobertaDenseTanh,
-        };
-        let spec = tiny_spec(
-            Family::Roberta,
-            &[(4, 24), (4, 24)],
-            head,
-            lora_everywhere(2, 2, 0.0),
-            false,
-        );
-        let autodiff = Device::flex().autodiff();
-        let model = Model::build(&spec, &mut RandomSource { seed: 0 }, &autodiff).unwrap();
-        let mut ours: Vec<usize> = lpeft_model::checkpoint::trainable_tensors(&model)
-            .values()
-            .map(|(shape, _)| shape.iter().product())
-            .collect();
-        let mut expected = lora_all_sizes(2, 16, 24, 2, 3);
-        ours.sort_unstable();
-        expected.sort_unstable();
-        assert_eq!(ours, expected);
+        let (hidden, ffn, rank, labels) = (16, 24, 2, 3);
+        let lora = lora_all_sizes(2, hidden, ffn, rank);
+        let roberta = [lora.clone(), roberta_head_sizes(hidden, labels).into()].concat();
+        let opt = [lora, vec![hidden * labels]].concat();
+        for (family, style, expected) in [
+            (Family::Roberta, HeadStyle::RobertaDenseTanh, roberta),
+            (Family::Opt, HeadStyle::LastToken, opt),
+        ] {
+            let head = TaskHeadSpec::Classification {
+                num_labels: labels,
+                style,
+            };
+            let layers = [(4, ffn), (4, ffn)];
+            let spec = tiny_spec(family, &layers, head, lora_everywhere(2, rank, 0.0), false);
+            let autodiff = Device::flex().autodiff();
+            let model = Model::build(&spec, &mut RandomSource { seed: 0 }, &autodiff).unwrap();
+            let mut ours: Vec<usize> = lpeft_model::checkpoint::trainable_tensors(&model)
+                .values()
+                .map(|(shape, _)| shape.iter().product())
+                .collect();
+            let mut expected = expected;
+            ours.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(ours, expected, "{family:?}");
+        }
     }
 
     /// Peers on flex: the baselines sum right, burn's API is refused by name.

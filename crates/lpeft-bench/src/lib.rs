@@ -9,6 +9,8 @@
 
 #![allow(clippy::print_stdout)]
 
+pub mod collective;
+
 use std::time::Instant;
 
 use anyhow::{Result, bail};

@@ -94,6 +94,28 @@ class GpuBench(unittest.TestCase):
                               "| 900 | 1000 | 0.90 |")
 
 
+    def test_opt_rows_get_a_task_column_and_old_records_are_seq_cls(self):
+        def rec(impl, task, eps, mib):
+            r = {"impl": impl, "phase": "train", "shape": "opt-6.7b", "peft": "lora-all",
+                 "precision": "bf16-pure", "examples_per_s": eps, "peak_mib": mib, "gpu": "H200"}
+            if task:
+                r["task"] = task
+            return r
+        records = [rec("lightpeft", None, 30.0, 60000), rec("hf-peft", "seq-cls", 20.0, 80000),
+                   rec("lightpeft", "causal-lm", 24.0, 70000), rec("hf-peft", "causal-lm", 12.0, 70000)]
+        a = types.SimpleNamespace(batch=16, seq=256, iters=10, warmup=3, shapes=["opt-6.7b"],
+                                  peft=["lora-all"], precision=["bf16-pure"], tasks=["seq-cls", "causal-lm"])
+        lines = gpu_bench.markdown(records, a).splitlines()
+        self.assertTrue(lines[2].startswith("| shape | task | PEFT |"), lines[2])
+        self.assertEqual(lines[3].count("|"), lines[2].count("|"))
+        rows = [line for line in lines if line.startswith("| opt-6.7b")]
+        self.assertEqual(rows, [
+            "| opt-6.7b | seq-cls | lora-all | bf16-pure | 30 | 20 | 1.50 | n/a | n/a | n/a | 60000 | 80000 | 0.75 |",
+            "| opt-6.7b | causal-lm | lora-all | bf16-pure | 24 | 12 | 2.00 | n/a | n/a | n/a | 70000 | 70000 | 1.00 |",
+        ])
+        self.assertEqual(gpu_bench.PEER_PRECISION["bf16-pure"], "bf16-pure")
+
+
 def stage(key, kind, wall, inputs=(), **extra):
     s = {"key": key, "kind": kind, "name": key, "inputs": {f"in{i}": k for i, k in enumerate(inputs)},
          "manifest": {"wall_seconds": wall, "figures": extra.pop("figures", {})}}

@@ -13,11 +13,13 @@ Writes, under crates/lpeft-model/tests/fixtures/:
   tiny-mpnet/, tiny-mpnet-full/, mpnet-reference.safetensors + mpnet-texts.json
                              MPNet's, see mpnet_fixtures.py (the real model from --mpnet-dir);
   tiny-opt/, tiny-opt-full/, tiny-opt-post/
-                             OPT's, see opt_fixtures.py.
+                             OPT's, see opt_fixtures.py;
+  tiny-opt-bpe/              OPT's own tokenizer files (toy GPT-2 BPE) and a tiny OPT, with the
+                             tokenizer's expected encodings, see opt_tokenizer_fixtures.py.
 
 Needs torch, transformers (5.x) and tokenizers. Run from the repository root:
   python3 tools/reference/make_model_fixtures.py [--model-dir ../shared/models/all-MiniLM-L6-v2]
-      [--mpnet-dir .whl/all-mpnet-base-v2] [--only bert,roberta,minilm,mpnet,opt]
+      [--mpnet-dir .whl/all-mpnet-base-v2] [--only bert,roberta,minilm,mpnet,opt,opt-bpe]
 CI does not run this; it compares against the committed files.
 """
 import argparse
@@ -27,6 +29,7 @@ import os
 import torch
 import mpnet_fixtures
 import opt_fixtures
+import opt_tokenizer_fixtures
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from transformers import (BertConfig, BertForSequenceClassification, BertModel, RobertaConfig,
@@ -180,7 +183,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=os.path.join("..", "shared", "models", "all-MiniLM-L6-v2"))
     ap.add_argument("--mpnet-dir", default=os.path.join(".whl", "all-mpnet-base-v2"))
-    ap.add_argument("--only", default="bert,roberta,minilm,mpnet,opt",
+    ap.add_argument("--only", default="bert,roberta,minilm,mpnet,opt,opt-bpe",
                     help="comma-separated subset to (re)make")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -195,3 +198,5 @@ if __name__ == "__main__":
         mpnet_fixtures.make(OUT, args.mpnet_dir)
     if "opt" in only:
         opt_fixtures.make(OUT)
+    if "opt-bpe" in only:
+        opt_tokenizer_fixtures.make(os.path.join(OUT, "tiny-opt-bpe"))

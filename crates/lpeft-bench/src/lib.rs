@@ -1,7 +1,19 @@
 //! `lpeft-bench`: times our training step (forward, backward, AdamW on the trainable set) and
-//! inference on an encoder of a given shape with random weights (weights do not change speed),
-//! and prints one JSON line per measurement. `bench/cpu_train_step.py` runs it beside the
-//! PyTorch peer in the same session and prints the ratios.
+//! inference on an encoder (or OPT decoder) of a given shape with random weights (weights do
+//! not change speed), and prints one JSON line per measurement. `bench/cpu_train_step.py` runs
+//! it beside the PyTorch peer in the same session and prints the ratios; `bench/gpu_bench.py`
+//! does it on a GPU.
+//!
+//! Tasks: sequence classification (`--task seq-cls`, the default: the family's head and
+//! cross-entropy over 2 labels) and, on the OPT shapes, the causal-LM step (`--task causal-lm`:
+//! next-token loss through the tied embedding matrix, `lpeft_model::opt::causal_lm_loss`).
+//!
+//! Weights: every tensor is drawn from its initialiser's distribution's width as uniform values
+//! ([`BenchSource`]: seeded per tensor and chunk, filled on every core), because drawing
+//! opt-6.7b's 6.7e9 normal values one at a time would take minutes. Under `--precision
+//! bf16-pure` each tensor is converted to bf16 on the host as it is created (burn's
+//! `from_data` converts to the device's default float type before the copy), so the device
+//! never holds an f32 copy of the weights: opt-6.7b's are 12.4 GiB there.
 //!
 //! The library also exports `lpeft_bench_run` with the C ABI, so that a profiler living in
 //! another runtime of the same process (PyTorch's, through `bench/profile_step.py`) can watch
@@ -20,9 +32,11 @@ use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use clap::Parser;
 use lpeft_model::head::{Labels, task_loss};
 use lpeft_model::model::Model;
+use lpeft_model::opt::{causal_lm_loss, lm_logits};
 use lpeft_model::optim::{AdamW, AdamWConfig};
 use lpeft_model::precision::Precision;
-use lpeft_model::source::RandomSource;
+use lpeft_model::rng::SeededRng;
+use lpeft_model::source::{Init, Role, WeightSource};
 use lpeft_model::testing::{lora_everywhere, random_input};
 use lpeft_schema::model::{
     Activation, EncoderSpec, Family, HeadStyle, LayerShape, LoraTarget, ModelSpec, PeftModuleSpec,
@@ -31,10 +45,16 @@ use lpeft_schema::model::{
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Encoder shape: minilm (6x384, 12 heads, FFN 1536), roberta-base, roberta-large, or
-    /// large-skeleton (roberta-large's 24 layers of 16 heads at width 128: host overhead only).
+    /// Shape: minilm (6x384, 12 heads, FFN 1536), roberta-base, mpnet-base, roberta-large,
+    /// large-skeleton (roberta-large's 24 layers of 16 heads at width 128: host overhead only),
+    /// opt-1.3b (24x2048, 32 heads, FFN 8192), opt-6.7b (32x4096, 32 heads, FFN 16384), or
+    /// opt-tiny (2x64, 4 heads, FFN 256: for tests).
     #[arg(long, default_value = "minilm")]
     shape: String,
+    /// seq-cls: sequence classification (2 labels, the family's head: OPT's last-token
+    /// `score`); causal-lm (OPT shapes): next-token loss through the tied LM head.
+    #[arg(long, default_value = "seq-cls", value_parser = ["seq-cls", "causal-lm"])]
+    task: String,
     /// lora-qv (r=8 on query, value), lora-all (r=8 on the six matrices), light-lora (the
     /// Light-PEFT-pruned shape: a third of every layer's heads and FFN neurons removed, LoRA on a
     /// quarter of the six-per-layer modules at rank 4, scale kept at alpha/8), light-r2 (the same
@@ -112,8 +132,9 @@ fn light_lora(n_layers: usize) -> Vec<PeftModuleSpec> {
         .collect()
 }
 
-fn encoder(shape: &str) -> Result<EncoderSpec> {
-    let (layers, hidden, heads, ffn, vocab, family) = match shape {
+/// One row of the shape table: layers, hidden size, heads, FFN width, vocabulary, family.
+pub fn shape(name: &str) -> Result<(usize, usize, usize, usize, usize, Family)> {
+    Ok(match name {
         "minilm" => (6, 384, 12, 1536, 30522, Family::Bert),
         "roberta-base" => (12, 768, 12, 3072, 50265, Family::Roberta),
         "mpnet-base" => (12, 768, 12, 3072, 30527, Family::Mpnet),
@@ -121,69 +142,66 @@ fn encoder(shape: &str) -> Result<EncoderSpec> {
         // roberta-large's layer count and structure (the same number of kernels and graph
         // nodes per step) with almost no arithmetic: its step time is the host's overhead.
         "large-skeleton" => (24, 128, 16, 512, 1000, Family::Roberta),
+        // facebook/opt-1.3b and opt-6.7b (vocabulary padded to 50272 as their embeddings are).
+        "opt-1.3b" => (24, 2048, 32, 8192, 50272, Family::Opt),
+        "opt-6.7b" => (32, 4096, 32, 16384, 50272, Family::Opt),
+        "opt-tiny" => (2, 64, 4, 256, 512, Family::Opt),
         other => bail!(
-            "unknown shape {other:?} (expected minilm, roberta-base, mpnet-base, roberta-large, large-skeleton)"
+            "unknown shape {other:?} (expected minilm, roberta-base, mpnet-base, roberta-large, large-skeleton, opt-1.3b, opt-6.7b, opt-tiny)"
         ),
-    };
+    })
+}
+
+/// The encoder spec of a shape. OPT: pre-LayerNorm layers and a final LayerNorm, ReLU, causal
+/// attention, learned positions offset by 2 (2048 of them), no token types, padding id 1,
+/// dropout 0.1 and no attention dropout, as facebook/opt-*'s configs.
+pub fn encoder(name: &str) -> Result<EncoderSpec> {
+    let (layers, hidden, heads, ffn, vocab, family) = shape(name)?;
+    let opt = family == Family::Opt;
     Ok(EncoderSpec {
         family,
         vocab_size: vocab,
         hidden_size: hidden,
         head_dim: hidden / heads,
         layers: vec![LayerShape { heads, ffn }; layers],
-        max_position_embeddings: 514,
+        max_position_embeddings: if opt {
+            2048 + lpeft_model::opt::POSITION_OFFSET
+        } else {
+            514
+        },
         type_vocab_size: match family {
             Family::Bert => 2,
             Family::Roberta => 1,
             Family::Mpnet | Family::Opt => 0,
         },
         pad_token_id: if family == Family::Bert { 0 } else { 1 },
-        layer_norm_eps: 1e-12,
-        hidden_act: Activation::Gelu,
+        layer_norm_eps: if opt { 1e-5 } else { 1e-12 },
+        hidden_act: if opt {
+            Activation::Relu
+        } else {
+            Activation::Gelu
+        },
         hidden_dropout: 0.1,
-        attention_dropout: 0.1,
+        attention_dropout: if opt { 0.0 } else { 0.1 },
         relative_attention: (family == Family::Mpnet).then_some(RelativeAttention {
             num_buckets: 32,
             max_distance: 128,
         }),
-        pre_norm: false,
+        pre_norm: opt,
     })
 }
 
-/// Runs the benchmark given a command line (`argv[0]` first); `after_step(i)` is called after
-/// step `i` (warm-up steps included) has finished on the device.
-pub fn run<I, T>(argv: I, after_step: &mut dyn FnMut(usize)) -> Result<()>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    // clap's own exit on --help or a bad flag, as a binary would.
-    let args = Args::try_parse_from(argv).unwrap_or_else(|e| e.exit());
-    let align = match args.ffn_align.as_str() {
-        "auto" => None,
-        n => Some(n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-            anyhow::anyhow!("--ffn-align {n:?}: expected auto or a positive number")
-        })?),
-    };
-    let stage_precision = match args.precision.as_str() {
-        "tf32" => Precision::Tf32,
-        "bf16-mixed" => Precision::Bf16Mixed,
-        _ => Precision::Fp32,
-    };
-    let policy = lpeft_model::fused::FusedPolicy {
-        enabled: args.fused == "on",
-        align,
-        compute: stage_precision.compute(),
-    };
-    let mut enc = encoder(&args.shape)?;
+/// The model of a shape, PEFT setting and FFN widths (`--peft`, `--ffn-widths`): 2 labels in
+/// the family's head style.
+pub fn model_spec(name: &str, peft: &str, irregular: bool) -> Result<ModelSpec> {
+    let mut enc = encoder(name)?;
     let n_layers = enc.layers.len();
-    if args.peft == "light-lora" || args.peft == "light-r2" {
-        let irregular = args.ffn_widths == "irregular";
+    if peft == "light-lora" || peft == "light-r2" {
         enc.layers = (enc.layers.into_iter().enumerate())
             .map(|(i, l)| pruned(l, i, irregular))
             .collect();
     }
-    let peft = match args.peft.as_str() {
+    let peft = match peft {
         "none" => vec![],
         "light-lora" => light_lora(n_layers),
         // The pipeline's operating point (docs/fidelity.md `r2`): every module, rank 2 of 8.
@@ -203,12 +221,12 @@ where
             .collect(),
         other => bail!("unknown peft {other:?}"),
     };
-    let style = if enc.family != Family::Bert {
-        HeadStyle::RobertaDenseTanh
-    } else {
-        HeadStyle::BertPooler
+    let style = match enc.family {
+        Family::Bert => HeadStyle::BertPooler,
+        Family::Roberta | Family::Mpnet => HeadStyle::RobertaDenseTanh,
+        Family::Opt => HeadStyle::LastToken,
     };
-    let spec = ModelSpec {
+    Ok(ModelSpec {
         encoder: enc,
         head: TaskHeadSpec::Classification {
             num_labels: 2,
@@ -216,7 +234,103 @@ where
         },
         peft,
         masks: false,
+    })
+}
+
+/// Random weights for speed measurements: each tensor's values are uniform with the width of
+/// its initialiser (a normal's standard deviation, Kaiming's bound; zeros and ones as they
+/// are), drawn from a stream per tensor name and 64 Ki-value chunk, the chunks on every core.
+/// The same seed gives the same values whatever the thread count.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchSource {
+    pub seed: u64,
+}
+
+impl WeightSource for BenchSource {
+    fn fetch(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        _role: Role,
+    ) -> Result<Vec<f32>, lpeft_model::error::ModelError> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 16;
+        let n: usize = shape.iter().product();
+        let bound = match init {
+            Init::Zeros => return Ok(vec![0.0; n]),
+            Init::Ones => return Ok(vec![1.0; n]),
+            // Uniform on ±√3·σ has the normal's standard deviation.
+            Init::Normal { std } => std * 3f64.sqrt(),
+            Init::KaimingUniform { fan_in } => 1.0 / (fan_in.max(1) as f64).sqrt(),
+        } as f32;
+        let base = SeededRng::derive(self.seed, name).next_u64();
+        let mut values = vec![0f32; n];
+        values
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let mut rng = SeededRng::new(base ^ (c as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+                for v in chunk {
+                    // 24 random bits: uniform on [-1, 1).
+                    let u = (rng.next_u64() >> 40) as f32 * (2.0 / (1u32 << 24) as f32) - 1.0;
+                    *v = bound * u;
+                }
+            });
+        Ok(values)
+    }
+}
+
+/// Runs the benchmark given a command line (`argv[0]` first); `after_step(i)` is called after
+/// step `i` (warm-up steps included) has finished on the device. Prints each record as a JSON
+/// line as soon as it is measured and returns them all.
+pub fn run<I, T>(argv: I, after_step: &mut dyn FnMut(usize)) -> Result<Vec<serde_json::Value>>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    // clap's own exit on --help or a bad flag, as a binary would.
+    let args = Args::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    let mut records = Vec::new();
+    let align = match args.ffn_align.as_str() {
+        "auto" => None,
+        n => Some(n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            anyhow::anyhow!("--ffn-align {n:?}: expected auto or a positive number")
+        })?),
     };
+    let stage_precision = match args.precision.as_str() {
+        "tf32" => Precision::Tf32,
+        "bf16-mixed" => Precision::Bf16Mixed,
+        _ => Precision::Fp32,
+    };
+    let policy = lpeft_model::fused::FusedPolicy {
+        enabled: args.fused == "on",
+        align,
+        compute: stage_precision.compute(),
+    };
+    let spec = model_spec(&args.shape, &args.peft, args.ffn_widths == "irregular")?;
+    let causal_lm = args.task == "causal-lm";
+    if causal_lm && spec.encoder.family != Family::Opt {
+        bail!(
+            "--task causal-lm needs an OPT shape (opt-1.3b, opt-6.7b, opt-tiny), not {}",
+            args.shape
+        );
+    }
+    if causal_lm && args.graphs == "on" {
+        bail!("--graphs on steps through the pipeline's trainer, which has no causal-LM loss");
+    }
+    let offset = match spec.encoder.family {
+        Family::Bert => 0,
+        _ => 2,
+    };
+    if args.seq + offset > spec.encoder.max_position_embeddings {
+        bail!(
+            "--seq {} is more than the {} shape's {} positions",
+            args.seq,
+            args.shape,
+            spec.encoder.max_position_embeddings - offset
+        );
+    }
     let mut device = lpeft_model::device::device(&args.backend)?;
     if args.precision == "bf16-pure" {
         // Before any tensor exists: the first tensor fixes the device's defaults.
@@ -229,7 +343,7 @@ where
     device.seed(0);
     let fused = policy.on(&device).is_some();
     let ad = device.clone().autodiff();
-    let mut model = Model::build(&spec, &mut RandomSource { seed: 0 }, &ad)?;
+    let mut model = Model::build(&spec, &mut BenchSource { seed: 0 }, &ad)?;
     model.encoder.fused = policy;
     // Full-length rows: the peer pads to max_length too.
     let full = |dev: &burn::tensor::Device| {
@@ -242,26 +356,35 @@ where
         TensorData::new(vec![1i64; args.batch], [args.batch]),
         &ad,
     ));
+    let elem_bytes = if args.precision == "bf16-pure" { 2 } else { 4 };
     if args.graphs == "on" {
         let (times, trained) = graphed_steps(&args, model, &ad, &device, after_step)?;
-        let params =
-            serde_json::json!({ "total": trained.0, "breakdown": null, "graphs": trained.1 });
-        report(&args, "train", &times, trained.2, &params, fused);
-        return Ok(());
+        let params = serde_json::json!({
+            "total": trained.0, "breakdown": null, "graphs": trained.1,
+            "weights_mib": (trained.0 * elem_bytes) as f64 / (1 << 20) as f64,
+        });
+        records.push(report(&args, "train", &times, trained.2, &params, fused));
+        return Ok(records);
     }
     let mut opt = AdamW::new(AdamWConfig::reference(0.0));
     let mut times = Vec::new();
+    let mut last_loss = None;
     let mut phases: [Vec<f64>; 3] = Default::default();
     let sync = || device.sync().map_err(|e| anyhow::anyhow!("{e:?}"));
     for i in 0..args.warmup + args.iters {
         let t0 = Instant::now();
-        let out = model.forward(&input);
-        let loss = task_loss(&out.head, &labels);
+        let loss = if causal_lm {
+            let hidden = model.encoder.forward(&input, None);
+            causal_lm_loss(lm_logits(&model, hidden), &input)
+        } else {
+            task_loss(&model.forward(&input).head, &labels)
+        };
         if args.breakdown {
             sync()?;
         }
         let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        last_loss = Some(loss.detach());
         if args.breakdown {
             sync()?;
         }
@@ -290,24 +413,35 @@ where
         })
     });
     let trainable: usize = opt.state_len();
-    let params = serde_json::json!({ "total": model.num_params(), "breakdown": breakdown });
-    report(&args, "train", &times, trainable, &params, fused);
+    let total = model.num_params();
+    // Read once, after the timed steps.
+    let loss = last_loss.map(|l| l.into_scalar::<f32>() as f64);
+    let params = serde_json::json!({
+        "total": total, "breakdown": breakdown,
+        "weights_mib": (total * elem_bytes) as f64 / (1 << 20) as f64, "last_loss": loss,
+    });
+    records.push(report(&args, "train", &times, trainable, &params, fused));
     if args.inference {
         let plain = model.valid();
         let input = full(&device);
         let mut times = Vec::new();
         for i in 0..args.warmup + args.iters {
             let t0 = Instant::now();
-            let out = plain.forward(&input);
-            let _ = out.hidden.sum().into_scalar::<f32>();
+            let out = if causal_lm {
+                let hidden = plain.encoder.forward(&input, None);
+                lm_logits(&plain, hidden)
+            } else {
+                plain.forward(&input).hidden
+            };
+            let _ = out.sum().into_scalar::<f32>();
             device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             if i >= args.warmup {
                 times.push(t0.elapsed().as_secs_f64());
             }
         }
-        report(&args, "inference", &times, 0, &params, fused);
+        records.push(report(&args, "inference", &times, 0, &params, fused));
     }
-    Ok(())
+    Ok(records)
 }
 
 /// What [`graphed_steps`] measured: the timed steps' seconds, the parameter count, the steps
@@ -384,18 +518,20 @@ fn report(
     trainable_tensors: usize,
     params: &serde_json::Value,
     fused: bool,
-) {
+) -> serde_json::Value {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let line = serde_json::json!({
         "impl": "lightpeft", "backend": args.backend, "shape": args.shape, "peft": args.peft,
+        "task": args.task,
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "precision": args.precision, "params": params,
         "fused": fused, "ffn_align": args.ffn_align, "ffn_widths": args.ffn_widths,
     });
     println!("{line}");
+    line
 }
 
 /// C entry point for in-process profilers: runs the benchmark with the whitespace-separated
@@ -413,7 +549,7 @@ pub extern "C" fn lpeft_bench_run(after_step: Option<extern "C" fn(i32)>) -> i32
         }
     };
     match run(argv, &mut hook) {
-        Ok(()) => 0,
+        Ok(_) => 0,
         Err(e) => {
             #[allow(clippy::print_stderr)]
             {

@@ -117,8 +117,9 @@ pub struct PredictArgs {
     /// reproduces the fine-tune's dev score exactly].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: Option<u32>,
-    /// The tokenizer.json to use when the one the data stage read has moved (it must have the
-    /// recorded content; MODEL_DIR is searched too).
+    /// The tokenizer.json (or OPT's directory of vocab.json + merges.txt + configs) to use when
+    /// the one the data stage read has moved (it must have the recorded content; MODEL_DIR is
+    /// searched too).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Replace an existing output file.
@@ -148,7 +149,8 @@ pub struct ExportArgs {
     /// whose cut left the backbone whole, or a moved model (its weights must be the model's).
     #[arg(long)]
     pub base: Option<PathBuf>,
-    /// The tokenizer.json to use when the one the data stage read has moved.
+    /// The tokenizer.json (or OPT's directory of vocab.json + merges.txt + configs) to use when
+    /// the one the data stage read has moved.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Replace a non-empty --out directory.
@@ -177,7 +179,8 @@ pub struct FetchDataArgs {
 
 #[derive(Debug, Args)]
 pub struct EncodeArgs {
-    /// Hugging Face model directory (config.json, model.safetensors or pytorch_model.bin, tokenizer.json).
+    /// Hugging Face model directory (config.json, model.safetensors or pytorch_model.bin, and
+    /// tokenizer.json or, as OPT ships it, vocab.json + merges.txt + tokenizer_config.json).
     #[arg(long)]
     pub model: PathBuf,
     /// The text (first sequence).

@@ -126,3 +126,73 @@ fn encode_cuts_a_long_text_to_the_models_positions_and_says_so() {
     );
     assert_eq!(read(&out)["last_hidden_state"].0, vec![1, 512, 384]);
 }
+
+/// An OPT directory as the hub ships it (vocab.json + merges.txt, no tokenizer.json): the
+/// tokens are transformers' GPT2Tokenizer's (`</s> A`, `</s> A </s> B`) and the hidden states
+/// OPTModel's (tools/reference/opt_tokenizer_fixtures.py); a text past the model's 64 positions
+/// is cut to them.
+#[test]
+fn encode_reads_opts_own_tokenizer() {
+    let dir_in =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../lpeft-model/tests/fixtures/tiny-opt-bpe");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_in.join("expected.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, item) in expected["encode"].as_array().unwrap().iter().enumerate() {
+        let out = dir.path().join(format!("opt{i}.safetensors"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lpeft"));
+        cmd.arg("encode").arg("--model").arg(&dir_in);
+        cmd.args(["--text", item["text"].as_str().unwrap(), "--output"])
+            .arg(&out);
+        if let Some(p) = item["pair"].as_str() {
+            cmd.arg("--pair").arg(p);
+        }
+        let run = cmd.output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let got = read(&out);
+        let ids: Vec<f64> = item["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got["input_ids"].1, ids);
+        let want: Vec<f64> = item["last_hidden_state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        assert_eq!(got["last_hidden_state"].0, vec![1, ids.len(), 16]);
+        let d = got["last_hidden_state"]
+            .1
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(d < 1e-4, "case {i}: max|diff| {d:e}");
+    }
+    let out = dir.path().join("long.safetensors");
+    let run = Command::new(env!("CARGO_BIN_EXE_lpeft"))
+        .arg("encode")
+        .arg("--model")
+        .arg(&dir_in)
+        .args(["--text", &"the cat sat ".repeat(40), "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("cut to 64 tokens"), "{stdout}");
+    let ids = &read(&out)["input_ids"].1;
+    assert_eq!((ids.len(), ids[0]), (64, 2.0));
+}

@@ -236,6 +236,103 @@ fn an_exported_directory_predicts_what_its_artifact_predicts() {
     }
 }
 
+/// OPT with its own tokenizer (GPT-2 BPE files, no tokenizer.json): predict finds the
+/// directory by the dataset's tokenizer hash and reproduces the fine-tune's dev score; the
+/// exported directory carries the files under their names and predicts the same.
+#[test]
+fn an_opt_model_with_its_own_tokenizer_predicts_its_dev_score() {
+    let s = tiny::setup_with(tiny::OPT_PIPELINE);
+    let root = s.path();
+    let (best, task) = recorded(&s, "ft-rte-opt");
+    let input = without_labels(root, "glue/RTE/dev.tsv");
+    let key = s.keys["ft-rte-opt"].clone();
+    ok(
+        root,
+        &[
+            "predict",
+            "--model",
+            &key,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            "a/",
+        ],
+    );
+    let got = score_submission(
+        &task,
+        &root.join("a/RTE.tsv"),
+        &root.join("glue/RTE/dev.tsv"),
+    );
+    assert_eq!(
+        got, best,
+        "the submission's dev score against the fine-tune's"
+    );
+
+    let store = lpeft_store::Store::open(root.join("store")).unwrap();
+    let at = lpeft_predict::load::Locations {
+        model_dirs: vec![root.join("opt")],
+        tokenizer: None,
+    };
+    let trained =
+        lpeft_predict::TrainedModel::open(&store, &lpeft_predict::ModelRef::Artifact(key), &at)
+            .unwrap();
+    assert_eq!(trained.text.tokenizer, root.join("opt"));
+    let model = trained
+        .build(&lpeft_model::device::device("flex").unwrap())
+        .unwrap();
+    let exported = root.join("exported-opt");
+    lpeft_predict::bundle::write(&trained, &model, &exported).unwrap();
+    assert!(exported.join("vocab.json").is_file() && !exported.join("tokenizer.json").exists());
+    ok(
+        root,
+        &[
+            "predict",
+            "--model",
+            exported.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            "b/",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("a/RTE.tsv")).unwrap(),
+        std::fs::read_to_string(root.join("b/RTE.tsv")).unwrap()
+    );
+
+    // Without its merges the directory is not the tokenizer: named, and --tokenizer finds a copy.
+    std::fs::create_dir_all(root.join("tok-copy")).unwrap();
+    for f in [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "config.json",
+    ] {
+        std::fs::copy(root.join("opt").join(f), root.join("tok-copy").join(f)).unwrap();
+    }
+    std::fs::remove_file(root.join("opt/merges.txt")).unwrap();
+    let one = [
+        "predict",
+        "--model",
+        &s.keys["ft-rte-opt"],
+        "--text",
+        "a cat",
+        "--pair",
+        "yes a dog",
+    ];
+    let out = lpeft(root, &one);
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(
+        err.contains("the tokenizer the data stage used (opt"),
+        "{err}"
+    );
+    assert!(err.contains("merges.txt"), "{err}");
+    let with_dir = ok(root, &[&one[..], &["--tokenizer", "tok-copy"]].concat());
+    assert!(!with_dir.is_empty());
+}
+
 #[test]
 fn one_text_refusals_and_moved_files_say_what_to_do() {
     let s = setup();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use lpeft_schema::dataset::{
     DATASET_FORMAT_VERSION, DatasetMeta, SourceFile, SplitMeta, TaskKind, TokenizerMeta,
 };
-use lpeft_tokenizer::Tokenizer;
+use lpeft_tokenizer::{TokenizerError, TokenizerSource};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{write_meta, write_split};
@@ -31,7 +31,8 @@ pub struct DataConfig {
     /// Download the hub's parquet files instead of reading a local directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubConfig>,
-    /// `tokenizer.json`, or the model directory holding it.
+    /// `tokenizer.json`, or the model directory holding it (or, without one, GPT-2 BPE's
+    /// `vocab.json` + `merges.txt` + `tokenizer_config.json`, as OPT ships them).
     pub model: PathBuf,
     /// Tokens per row, special tokens included: 128 by default, 384 for SQuAD.
     #[serde(default)]
@@ -106,7 +107,8 @@ pub enum Format {
 pub struct Resolved {
     pub task: &'static TaskDef,
     pub splits: Vec<SplitSource>,
-    pub tokenizer_file: PathBuf,
+    /// The tokenizer and the files it is read from.
+    pub tokenizer: TokenizerSource,
     pub config: DataConfig,
 }
 
@@ -120,12 +122,13 @@ impl Resolved {
         })
     }
 
-    /// Every file the build reads: the split sources, then the tokenizer.
+    /// Every file the build reads: the split sources, then the tokenizer's (its
+    /// `tokenizer.json`, or GPT-2 BPE's vocabulary, merges and configs).
     pub fn files(&self) -> Vec<PathBuf> {
         self.splits
             .iter()
             .map(|s| s.source.path.clone())
-            .chain(std::iter::once(self.tokenizer_file.clone()))
+            .chain(self.tokenizer.files())
             .collect()
     }
 
@@ -176,15 +179,17 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
             "max_examples must be at least 1".to_owned(),
         ));
     }
-    let mut tokenizer_file = config.model.clone();
-    if tokenizer_file.is_dir() {
-        tokenizer_file = tokenizer_file.join("tokenizer.json");
-    }
-    if !tokenizer_file.is_file() {
-        return Err(DataError::MissingModel {
-            path: tokenizer_file,
-        });
-    }
+    let tokenizer = match TokenizerSource::locate(&config.model) {
+        Ok(TokenizerSource::Json(path)) if !path.is_file() => {
+            return Err(DataError::MissingModel { path });
+        }
+        Err(TokenizerError::NoTokenizer { dir }) => {
+            return Err(DataError::MissingModel {
+                path: dir.join("tokenizer.json"),
+            });
+        }
+        other => other?,
+    };
     check_position_limit(&config.model, config.max_length)?;
     let sources = match (&config.hub, &config.data_dir) {
         (Some(_), Some(_)) => {
@@ -279,7 +284,7 @@ pub fn resolve(config: &DataConfig) -> Result<Resolved, DataError> {
     Ok(Resolved {
         task,
         splits: sources,
-        tokenizer_file,
+        tokenizer,
         config: config.clone(),
     })
 }
@@ -371,7 +376,7 @@ pub fn build_reporting(
 ) -> Result<BuildReport, DataError> {
     let cfg = &resolved.config;
     let task = resolved.task;
-    let tokenizer = Tokenizer::from_file(&resolved.tokenizer_file)?;
+    let tokenizer = resolved.tokenizer.load()?;
     let enc = EncodeConfig {
         max_length: resolved.max_length(),
         doc_stride: cfg.doc_stride,

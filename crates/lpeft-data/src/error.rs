@@ -18,7 +18,7 @@ pub enum DataError {
     MissingFile { path: PathBuf },
     /// The `model` parameter names no tokenizer (a fresh clone without the shared model, say).
     #[error(
-        "missing file {path} (parameter `model`: a model directory holding tokenizer.json, or the file itself)"
+        "missing file {path} (parameter `model`: a model directory holding tokenizer.json, or GPT-2 BPE's vocab.json + merges.txt + tokenizer_config.json as OPT ships them, or a tokenizer.json itself)"
     )]
     MissingModel { path: PathBuf },
     /// A task's split file is not where the official layout puts it under `data_dir`.

@@ -29,7 +29,7 @@ pub const CLI_FLAGS: &[(&str, &str, &str)] = &[
     (
         "model",
         "model",
-        "Model directory holding tokenizer.json, or the file itself",
+        "Model directory holding tokenizer.json (or OPT's vocab.json + merges.txt + tokenizer_config.json), or the file itself",
     ),
     (
         "max-length",

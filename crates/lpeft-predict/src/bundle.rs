@@ -3,7 +3,8 @@
 //! ```text
 //! <dir>/model.json           the spec (per-layer shapes, PEFT ranks, head)
 //! <dir>/weights.safetensors  every tensor under its module path (our checkpoint)
-//! <dir>/tokenizer.json       the tokenizer the training data was made with
+//! <dir>/tokenizer.json       the tokenizer the training data was made with (or, for OPT's
+//!                            GPT-2 BPE files, those files under their own names)
 //! <dir>/task.json            the task, the tokenization settings, the batch size and origin
 //! ```
 //!
@@ -83,8 +84,17 @@ pub(crate) fn write_into(
         move |source| PredictError::Write { path, source }
     };
     checkpoint::save(model, dir)?;
-    let tokenizer = dir.join(TOKENIZER_FILE);
-    std::fs::copy(&trained.text.tokenizer, &tokenizer).map_err(io(&tokenizer))?;
+    if trained.text.tokenizer.is_dir() {
+        // The files under the names they were hashed with: the directory hashes the same.
+        let src = lpeft_tokenizer::TokenizerSource::locate(&trained.text.tokenizer)?;
+        for f in src.files() {
+            let to = dir.join(f.file_name().expect("a file"));
+            std::fs::copy(&f, &to).map_err(io(&to))?;
+        }
+    } else {
+        let tokenizer = dir.join(TOKENIZER_FILE);
+        std::fs::copy(&trained.text.tokenizer, &tokenizer).map_err(io(&tokenizer))?;
+    }
     let t = &trained.text;
     let meta = TaskFile {
         format: FORMAT,
@@ -133,10 +143,14 @@ pub fn read(dir: &Path, at: &Locations) -> Result<TrainedModel, PredictError> {
         });
     }
     let spec = checkpoint::read_spec(dir)?;
-    let tokenizer = at
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| dir.join(TOKENIZER_FILE));
+    let tokenizer = at.tokenizer.clone().unwrap_or_else(|| {
+        let file = dir.join(TOKENIZER_FILE);
+        if file.is_file() || !lpeft_tokenizer::gpt2::looks_like(dir) {
+            file
+        } else {
+            dir.to_owned()
+        }
+    });
     Ok(TrainedModel {
         task: meta.task,
         spec,

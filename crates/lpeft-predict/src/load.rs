@@ -65,7 +65,8 @@ pub enum Base {
 /// How the dataset the model was trained on turned text into tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextSettings {
-    /// The `tokenizer.json`, found and checked against `tokenizer_blake3`.
+    /// The `tokenizer.json`, or the directory of GPT-2 BPE files (OPT's `vocab.json` +
+    /// `merges.txt` + configs), found and checked against `tokenizer_blake3`.
     pub tokenizer: PathBuf,
     pub tokenizer_blake3: String,
     pub max_length: usize,
@@ -383,7 +384,9 @@ fn pretrained_dir(
     Ok(dir)
 }
 
-/// The `tokenizer.json` the data stage tokenized with, by its hash in the dataset.
+/// The tokenizer the data stage tokenized with, by its hash in the dataset: a `tokenizer.json`
+/// whose BLAKE3 it is, or a directory of GPT-2 BPE files (OPT's `vocab.json` + `merges.txt` +
+/// configs) whose combined hash it is (`lpeft_tokenizer::gpt2::load`).
 fn tokenizer_file(
     store: &Store,
     data: &Manifest,
@@ -401,13 +404,58 @@ fn tokenizer_file(
         size: 0,
         blake3: want.clone(),
     };
-    find_recorded(store, &entry, &candidates).map_err(|tried| PredictError::MissingFile {
+    let tried_files = match find_recorded(store, &entry, &candidates) {
+        Ok(found) => return Ok(found),
+        Err(tried) => tried,
+    };
+    // GPT-2 BPE files: where the data stage read its vocab.json, then the model directories.
+    let recorded_vocab = data.external_files.iter().find(|e| {
+        Path::new(&e.path)
+            .file_name()
+            .is_some_and(|n| n == lpeft_tokenizer::gpt2::VOCAB)
+    });
+    let mut dirs: Vec<PathBuf> = at
+        .tokenizer
+        .iter()
+        .filter(|p| p.is_dir())
+        .cloned()
+        .collect();
+    dirs.extend(
+        recorded_vocab
+            .and_then(|e| Path::new(&e.path).parent())
+            .map(Path::to_path_buf),
+    );
+    dirs.extend(model_dirs.iter().cloned());
+    let mut tried = vec![tried_files];
+    let mut seen = HashSet::new();
+    for dir in dirs.into_iter().filter(|d| seen.insert(d.clone())) {
+        match lpeft_tokenizer::TokenizerSource::locate(&dir) {
+            Ok(src @ lpeft_tokenizer::TokenizerSource::Gpt2(_)) => match src.load() {
+                Ok(t) if t.content_hash() == want => return Ok(dir),
+                Ok(_) => tried.push(format!(
+                    "{} (GPT-2 BPE files, other content)",
+                    dir.display()
+                )),
+                Err(e) => tried.push(format!("{} ({e})", dir.display())),
+            },
+            Err(e) if lpeft_tokenizer::gpt2::looks_like(&dir) => {
+                tried.push(format!("{} ({e})", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    let entry_path = match (recorded, recorded_vocab) {
+        (None, Some(v)) => Path::new(&v.path)
+            .parent()
+            .map_or_else(|| v.path.clone(), |d| d.display().to_string()),
+        _ => entry.path.clone(),
+    };
+    Err(PredictError::MissingFile {
         what: format!(
-            "the tokenizer the data stage used ({}, blake3 {})",
-            entry.path,
+            "the tokenizer the data stage used ({entry_path}, blake3 {})",
             &want[..want.len().min(12)]
         ),
-        tried,
+        tried: tried.join(", "),
         hint: "; run from the directory the pipeline ran in, set MODEL_DIR, or give --tokenizer"
             .into(),
     })

@@ -194,18 +194,31 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
 }
 
 /// A random pre-LayerNorm OPT in `OPTModel`'s layout (hidden 16, 4 heads, 2 layers, FFN 24)
-/// with MiniLM's vocabulary size and `tokenizer.json` (WordPiece, not OPT's BPE: what is
-/// checked here is that the stages take an OPT model, not its tokenizer).
+/// with OPT's own tokenizer files as the hub ships them (no `tokenizer.json`: GPT-2 BPE's
+/// `vocab.json` + `merges.txt` + configs, the toy vocabulary of lpeft-model's tiny-opt-bpe).
 fn tiny_opt(dir: &Path) {
-    let (h, ffn, layers, vocab, positions) = (16usize, 24usize, 2usize, 30522usize, 64usize);
+    let bpe =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../lpeft-model/tests/fixtures/tiny-opt-bpe");
+    for f in [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(bpe.join(f), dir.join(f)).unwrap();
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(bpe.join("vocab.json")).unwrap()).unwrap();
+    let vocab = vocab.len();
+    // 128 positions: the data stage's default length (the toy vocabulary spends many tokens).
+    let (h, ffn, layers, positions) = (16usize, 24usize, 2usize, 128usize);
     let config = serde_json::json!({
         "model_type": "opt", "hidden_size": h, "num_attention_heads": 4,
         "num_hidden_layers": layers, "ffn_dim": ffn, "vocab_size": vocab,
-        "max_position_embeddings": positions, "word_embed_proj_dim": h, "pad_token_id": 0,
+        "max_position_embeddings": positions, "word_embed_proj_dim": h, "pad_token_id": 1,
         "do_layer_norm_before": true, "activation_function": "relu", "dropout": 0.1,
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::copy(minilm().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let mut rng = lpeft_model::rng::SeededRng::new(7);
     let mut tensors = std::collections::BTreeMap::new();
     let mut random = |name: String, shape: Vec<usize>| {
@@ -244,8 +257,9 @@ fn tiny_opt(dir: &Path) {
     lpeft_model::checkpoint::write_safetensors(&dir.join("model.safetensors"), &tensors).unwrap();
 }
 
-/// OPT through data → estimate → surgery: the estimation model is OPT's (pre-LN, last-token
-/// head), surgery cuts it, and the pruned checkpoint loads back and runs.
+/// OPT through data → estimate → surgery with its own tokenizer: the dataset's rows are
+/// `</s> A` (padding `<pad>` = 1), the estimation model is OPT's (pre-LN, last-token head),
+/// surgery cuts it, and the pruned checkpoint loads back and runs.
 #[test]
 fn an_opt_model_goes_through_estimate_and_surgery() {
     let model_dir = tempfile::tempdir().unwrap();
@@ -269,6 +283,19 @@ fn an_opt_model_goes_through_estimate_and_surgery() {
     for (name, outcome) in &report.outcomes {
         assert!(matches!(outcome, Outcome::Ran { .. }), "{name} ran");
     }
+    let data = lpeft_artifacts::dataset::artifact::Dataset::open(
+        store.open_artifact(&plan.nodes[0].key).unwrap().dir,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            data.meta.tokenizer.family.as_str(),
+            data.meta.tokenizer.pad_id
+        ),
+        ("opt", 1)
+    );
+    let train = data.split("train").unwrap();
+    assert!((0..train.num_rows()).all(|r| train.input_ids[train.row(r)][0] == 2));
     let art = store.open_artifact(&plan.nodes[2].key).unwrap();
     let device = burn::tensor::Device::flex();
     let pruned = lpeft_model::checkpoint::load(&art.dir, &device).unwrap();

@@ -1,10 +1,14 @@
-//! Hugging Face `tokenizer.json` loading and encoding for the BERT and RoBERTa families.
+//! Hugging Face tokenizer loading and encoding for the BERT, RoBERTa and OPT families.
 //!
-//! One [`Tokenizer`] wraps a `tokenizer.json`. It encodes a single sentence or a pair with the
-//! family's own special tokens, taken from the file's post-processor (BERT:
-//! `[CLS] A [SEP] B [SEP]`, type ids 0/1; RoBERTa: `<s> A </s></s> B </s>`, type ids 0; MPNet's
-//! `tokenizer.json` is a WordPiece model with RoBERTa's post-processor, so it is RoBERTa here), and
-//! truncates longest-first to a maximum length that counts those special tokens.
+//! One [`Tokenizer`] wraps a `tokenizer.json`, or the GPT-2 byte-level BPE files of a model
+//! directory that has none (`vocab.json` + `merges.txt` + `tokenizer_config.json`, as
+//! facebook/opt-* ship them: [`gpt2`]). [`TokenizerSource::locate`] says which a path is and
+//! which files loading it reads. A tokenizer encodes a single sentence or a pair with the
+//! family's own special tokens, taken from the post-processor (BERT: `[CLS] A [SEP] B [SEP]`,
+//! type ids 0/1; RoBERTa: `<s> A </s></s> B </s>`, type ids 0; MPNet's `tokenizer.json` is a
+//! WordPiece model with RoBERTa's post-processor, so it is RoBERTa here; OPT: `</s> A` and
+//! `</s> A </s> B`, type ids 0/1, nothing at the end), and truncates longest-first to a maximum
+//! length that counts those special tokens.
 //!
 //! Invariants:
 //! - Padding and truncation baked into a `tokenizer.json` are switched off at load time: the
@@ -12,10 +16,16 @@
 //!   in the data crate.
 //! - Offsets are **byte** offsets into the sequence they belong to (`first` or `second`), as
 //!   the Rust `tokenizers` crate reports them; special tokens have `(0, 0)` and sequence id `None`.
+//!   Byte-level BPE offsets include a token's leading space (`Ġ`), as transformers reports them
+//!   for OPT.
+//! - [`Tokenizer::content_hash`] names the content read: a `tokenizer.json`'s BLAKE3, or for the
+//!   GPT-2 files the BLAKE3 of their names and BLAKE3s ([`gpt2::load`]).
 
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+
+pub mod gpt2;
 use tokenizers::utils::truncation::{
     TruncationDirection, TruncationParams, TruncationStrategy, truncate_encodings,
 };
@@ -27,6 +37,9 @@ pub enum Family {
     Bert,
     /// `<s> A </s></s> B </s>`, type ids all 0.
     Roberta,
+    /// `</s> A </s> B` (OPT's GPT-2 BPE, `add_bos_token`): one special token before each
+    /// sequence and none after; type ids 0 then 1.
+    Opt,
 }
 
 impl Family {
@@ -34,6 +47,7 @@ impl Family {
         match self {
             Family::Bert => "bert",
             Family::Roberta => "roberta",
+            Family::Opt => "opt",
         }
     }
 }
@@ -54,7 +68,21 @@ pub enum TokenizerError {
         path: PathBuf,
         post_processor: String,
     },
-    #[error("tokenizer {path}: no padding token (expected a padding section, [PAD] or <pad>)")]
+    /// A model directory with neither a `tokenizer.json` nor GPT-2 BPE files.
+    #[error(
+        "model directory {dir} has no tokenizer: expected tokenizer.json, or GPT-2 BPE's vocab.json + merges.txt + tokenizer_config.json"
+    )]
+    NoTokenizer { dir: PathBuf },
+    /// A GPT-2 BPE directory without one of its required files.
+    #[error(
+        "model directory {dir} has no tokenizer.json, and of GPT-2 BPE's vocab.json + merges.txt + tokenizer_config.json it lacks {missing}"
+    )]
+    MissingFiles { dir: PathBuf, missing: String },
+    #[error("tokenizer {path}: {message}")]
+    Unsupported { path: PathBuf, message: String },
+    #[error(
+        "tokenizer {path}: no padding token (expected a padding section, [PAD] or <pad>, or a pad_token in tokenizer_config.json)"
+    )]
     NoPadToken { path: PathBuf },
     #[error("max length {max_len} leaves no room for text after {special} special tokens")]
     MaxLenTooSmall { max_len: usize, special: usize },
@@ -140,7 +168,66 @@ pub struct WindowConfig {
     pub max_first_len: usize,
 }
 
-/// A loaded `tokenizer.json`.
+/// Where a tokenizer is read from, and which files that reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerSource {
+    /// A `tokenizer.json` (given, or inside the model directory).
+    Json(PathBuf),
+    /// GPT-2 byte-level BPE files of a model directory without a `tokenizer.json`.
+    Gpt2(gpt2::Gpt2Files),
+}
+
+impl TokenizerSource {
+    /// A `tokenizer.json` file, or a model directory: its `tokenizer.json` when it has one,
+    /// else its GPT-2 BPE files (an error names the directory and the files expected). A path
+    /// that does not exist is taken as a `tokenizer.json`, so loading it names the path.
+    pub fn locate(path: impl AsRef<Path>) -> Result<TokenizerSource, TokenizerError> {
+        let path = path.as_ref();
+        if !path.is_dir() {
+            return Ok(TokenizerSource::Json(path.to_path_buf()));
+        }
+        let json = path.join("tokenizer.json");
+        if json.is_file() {
+            Ok(TokenizerSource::Json(json))
+        } else if gpt2::looks_like(path) {
+            Ok(TokenizerSource::Gpt2(gpt2::locate(path)?))
+        } else {
+            Err(TokenizerError::NoTokenizer {
+                dir: path.to_path_buf(),
+            })
+        }
+    }
+
+    /// Every file [`TokenizerSource::load`] reads (for keys: their content decides the tokens).
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            TokenizerSource::Json(p) => vec![p.clone()],
+            TokenizerSource::Gpt2(g) => g.files.clone(),
+        }
+    }
+
+    pub fn load(&self) -> Result<Tokenizer, TokenizerError> {
+        match self {
+            TokenizerSource::Json(path) => {
+                let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Tokenizer::from_bytes(&bytes, path)
+            }
+            TokenizerSource::Gpt2(g) => {
+                let loaded = gpt2::load(&g.dir)?;
+                let path = g.dir.join(gpt2::TOKENIZER_CONFIG);
+                let pad_id = loaded
+                    .pad_id
+                    .ok_or_else(|| TokenizerError::NoPadToken { path: path.clone() })?;
+                Tokenizer::from_inner(loaded.tokenizer, loaded.content_hash, Some(pad_id), &path)
+            }
+        }
+    }
+}
+
+/// A loaded tokenizer.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -160,27 +247,32 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Load a `tokenizer.json` file, or the `tokenizer.json` inside a model directory.
+    /// Load a `tokenizer.json` file, or a model directory's tokenizer
+    /// ([`TokenizerSource::locate`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
-        let mut path = path.as_ref().to_path_buf();
-        if path.is_dir() {
-            path = path.join("tokenizer.json");
-        }
-        let bytes = std::fs::read(&path).map_err(|source| TokenizerError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Self::from_bytes(&bytes, &path)
+        TokenizerSource::locate(path)?.load()
     }
 
     /// Load from the bytes of a `tokenizer.json`; `path` is only used in error messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let mut inner =
+        let inner =
             tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Parse {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        let baked_pad = inner.get_padding().map(|p| p.pad_id);
+        Self::from_inner(inner, blake3::hash(bytes).to_hex().to_string(), None, path)
+    }
+
+    /// A tokenizer made elsewhere; `content_hash` names what it was made from, `pad_id` is the
+    /// configured padding token's (else the file's padding section, `[PAD]` or `<pad>`), `path`
+    /// is only used in error messages.
+    fn from_inner(
+        mut inner: tokenizers::Tokenizer,
+        content_hash: String,
+        pad_id: Option<u32>,
+        path: &Path,
+    ) -> Result<Tokenizer, TokenizerError> {
+        let baked_pad = pad_id.or_else(|| inner.get_padding().map(|p| p.pad_id));
         inner.with_padding(None);
         inner
             .with_truncation(None)
@@ -202,7 +294,7 @@ impl Tokenizer {
             inner,
             family,
             pad_id,
-            content_hash: blake3::hash(bytes).to_hex().to_string(),
+            content_hash,
         })
     }
 
@@ -214,7 +306,8 @@ impl Tokenizer {
         self.pad_id
     }
 
-    /// BLAKE3 hex digest of the `tokenizer.json` bytes.
+    /// BLAKE3 hex digest of the `tokenizer.json` bytes, or of the GPT-2 BPE files' names and
+    /// digests ([`gpt2::load`]).
     pub fn content_hash(&self) -> &str {
         &self.content_hash
     }
@@ -338,6 +431,23 @@ impl Tokenizer {
     }
 }
 
+/// Whether the post-processor's single-sequence template is one special token and then the
+/// sequence (OPT's `</s> $A`).
+fn special_then_sequence(inner: &tokenizers::Tokenizer) -> bool {
+    let single = inner
+        .get_post_processor()
+        .and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.get("single").cloned());
+    match single.as_ref().and_then(serde_json::Value::as_array) {
+        Some(pieces) => {
+            pieces.len() == 2
+                && pieces[0].get("SpecialToken").is_some()
+                && pieces[1].get("Sequence").is_some()
+        }
+        None => false,
+    }
+}
+
 fn post_processor_type(inner: &tokenizers::Tokenizer) -> String {
     inner
         .get_post_processor()
@@ -350,6 +460,7 @@ fn detect_family(inner: &tokenizers::Tokenizer) -> Option<Family> {
     match post_processor_type(inner).as_str() {
         "RobertaProcessing" => return Some(Family::Roberta),
         "BertProcessing" => return Some(Family::Bert),
+        "TemplateProcessing" if special_then_sequence(inner) => return Some(Family::Opt),
         _ => {}
     }
     // TemplateProcessing, a Sequence of processors or none: look at the special tokens.

@@ -171,6 +171,34 @@ fn tiny_model(dir: &Path, rng: &mut Rng, roberta: bool) {
     lpeft_model::checkpoint::write_safetensors(&dir.join("model.safetensors"), &tensors).unwrap();
 }
 
+/// A tiny random OPT as the hub ships OPT (lpeft-model's tiny-opt-bpe: `config.json`,
+/// `model.safetensors`, GPT-2 BPE's `vocab.json` + `merges.txt` + configs, no
+/// `tokenizer.json`; 64 positions).
+pub fn tiny_opt(dir: &Path) {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../lpeft-model/tests/fixtures/tiny-opt-bpe");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
+    }
+}
+
+/// Vanilla LoRA on RTE over the tiny OPT and its own tokenizer.
+pub const OPT_PIPELINE: &str = r#"Pipeline(name: "opt", stages: [
+    (name: "data-rte-opt", kind: "data",
+     params: { "task": "glue/rte", "data_dir": "glue", "model": "opt", "max_length": 48 }),
+    (name: "ft-rte-opt", kind: "finetune", inputs: { "dataset": "data-rte-opt" },
+     params: { "method": "lora", "model": "opt", "peft": { "kind": "lora", "rank": 4, "alpha": 8.0 },
+               "epochs": 4, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 3 }),
+])"#;
+
 /// xorshift64: reproducible weights and sentences.
 struct Rng(u64);
 impl Rng {
@@ -266,6 +294,7 @@ pub fn setup_with(pipeline: &str) -> Setup {
         write(root, &format!("superglue/BoolQ/{file}.jsonl"), &boolq);
     }
     tiny_roberta(&root.join("roberta"), 0x5EED_4321_0000_0002);
+    tiny_opt(&root.join("opt"));
     squad_files(root);
     std::fs::write(root.join("p.ron"), pipeline).unwrap();
     ok(root, &["--no-progress", "run", "p.ron"]);

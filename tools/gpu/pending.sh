@@ -4,12 +4,15 @@
 # docs/cluster.md), as calls that each fit the device tool's 10-minute limit. Run them on one warm
 # machine, one after the other; each writes into $OUT what its section of the docs reads.
 #
-#   tools/gpu/pending.sh 1   # issue 14: why the pruned r2 step is not faster in the pipeline  (~5 min)
-#   tools/gpu/pending.sh 2   # issue 13: RTE on burn's elementary operations; SST-2's random cut (~9 min)
+#   tools/gpu/pending.sh 1   # issue 14: the pruned shape's FFN widths (ran in session 10)       (~3 min)
+#   tools/gpu/pending.sh 2   # issue 13: SST-2's random cut (RTE unfused ran in session 10)    (~9 min)
 #   tools/gpu/pending.sh 3   # issue 13: the accuracy-against-pruning sweep                     (~9 min)
-#   tools/gpu/pending.sh 4   # issue 20: two stages on two slots of one GPU, against one slot    (~4 min)
+#   tools/gpu/pending.sh 4   # issue 20: two stages on two slots of one GPU (ran in session 10) (~2 min)
+#   tools/gpu/pending.sh 5   # issues 16, 14: OPT rows not reached in session 10, and the pruned
+#                            #   OPT shape with FFN widths of a multiple of 8 (ours only)      (~8 min)
+# 1, 5: carry .carry/lpeft-bench.xz; 2-4: tools/gpu/pack.sh's carry.
 set -uo pipefail
-case ${1:-} in 1|2|3|4) ;; *) sed -n '2,10p' "$0"; exit 2 ;; esac
+case ${1:-} in 1|2|3|4|5) ;; *) sed -n '2,13p' "$0"; exit 2 ;; esac
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
 task() { echo "--set 'tasks=[{\"name\":\"$1\",\"epochs\":$2}]' --set 'seeds=[$3]'"; }
@@ -28,11 +31,10 @@ case ${1:-} in
   OUT=$OUT/speed FFN_MULTIPLE=8 PRECISION=bf16-mixed bash tools/gpu/speed.sh roberta-base 220 sst2
   ;;
 2)
-  # RTE with LPEFT_FUSED=off (seeds 1-8) beside SST-2's random-importance cuts (seeds 1-3).
-  (SEEDS="1 2 3 4 5 6 7 8" VARIANTS=unfused bash tools/gpu/rte_gap.sh 500 > "$OUT/rte.log" 2>&1) &
+  # SST-2's random-importance cuts (seeds 1-3). RTE on LPEFT_FUSED=off ran in session 10
+  # (docs/results/fidelity/rte-gap/call-3: SEEDS="1 2 3 4 5 6 7 8" VARIANTS=unfused rte_gap.sh).
   o="--set 'cuts={random_cuts}' --only 'estimate-*' --only 'surgery-*' --only 'ft-*-light-*'"
   bash tools/gpu/fidelity.sh final 530 "$(task sst2 3 1) $o" "$(task sst2 3 2) $o" "$(task sst2 3 3) $o"
-  wait
   ;;
 3)
   # r2's PEFT cut at head/FFN ratios 0.2-0.6, seed 1, from fresh estimations.
@@ -53,6 +55,18 @@ case ${1:-} in
       --only 'data-*' --only 'ft-*-lora-all-*' > "$OUT/slots-per-device-$n.log" 2>&1
     echo "per-device $n: wall $(( $(date +%s) - s )) s" | tee -a "$OUT/slots.txt"
   done
+  ;;
+5)
+  # The OPT rows that session 10's call did not reach (both sides), then our pruned opt-1.3b
+  # shape with FFN widths 5462 (padded to 5464 in the nodes) against 5464 kept (ffn_multiple 8).
+  OUT=$OUT/opt bash tools/gpu/bench_opt.sh 330 opt-6.7b > /dev/null 2>&1
+  rows=()
+  for t in seq-cls causal-lm; do
+    for w in uniform multiple8; do
+      rows+=("opt-1.3b light-lora 256 bf16-pure --batch 16 --task $t --ffn-widths $w")
+    done
+  done
+  OUT=$OUT/widths GRAPHS=off bash tools/gpu/bench_graphs.sh 150 "${rows[@]}" > /dev/null
   ;;
 esac
 ls -la "$OUT"

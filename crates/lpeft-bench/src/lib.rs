@@ -91,10 +91,12 @@ struct Args {
     /// elsewhere, as in training runs) or a number (1: never), for comparison.
     #[arg(long, default_value = "auto")]
     ffn_align: String,
-    /// FFN widths of the pruned shapes: `uniform` (a third off every layer: 3072 → 2048) or
-    /// `irregular` (a few neurons fewer, different per layer and never a multiple of 8, as the
-    /// global FFN cut of the pipeline's surgery leaves them: 2047, 2044, 2041, 2038, ...).
-    #[arg(long, default_value = "uniform", value_parser = ["uniform", "irregular"])]
+    /// FFN widths of the pruned shapes: `uniform` (a third off every layer: 3072 → 2048, 8192 →
+    /// 5462), `irregular` (a few neurons fewer, different per layer and never a multiple of 8, as
+    /// the global FFN cut of the pipeline's surgery leaves them: 2047, 2044, 2041, 2038, ...) or
+    /// `multiple8` (the uniform width rounded up to a multiple of 8, as surgery's
+    /// `ffn_multiple: 8` keeps it: 5462 → 5464; 2048 stays).
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "irregular", "multiple8"])]
     ffn_widths: String,
     /// Also report the median time of forward, backward and optimizer separately (a device
     /// sync after each, so the total is slower than the plain step).
@@ -107,16 +109,38 @@ struct Args {
     graphs: String,
 }
 
+/// FFN widths of the pruned shapes (`--ffn-widths`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfnWidths {
+    /// A third off every layer.
+    Uniform,
+    /// 1, 4, 7 or 10 fewer than uniform, by layer: never a multiple of 8.
+    Irregular,
+    /// Uniform rounded up to a multiple of 8.
+    Multiple8,
+}
+
+impl FfnWidths {
+    fn parse(name: &str) -> Result<Self> {
+        match name {
+            "uniform" => Ok(Self::Uniform),
+            "irregular" => Ok(Self::Irregular),
+            "multiple8" => Ok(Self::Multiple8),
+            other => bail!("--ffn-widths {other:?}: expected uniform, irregular or multiple8"),
+        }
+    }
+}
+
 /// Heads and FFN neurons kept when a third is removed (the Light-PEFT shape).
-fn pruned(layer: LayerShape, index: usize, irregular: bool) -> LayerShape {
+fn pruned(layer: LayerShape, index: usize, widths: FfnWidths) -> LayerShape {
     let ffn = layer.ffn - layer.ffn / 3;
     LayerShape {
         heads: layer.heads - layer.heads / 3,
-        // 1, 4, 7 or 10 fewer: 2047, 2044, 2041, 2038 from 2048, none a multiple of 8.
-        ffn: if irregular {
-            ffn - 1 - 3 * (index % 4)
-        } else {
-            ffn
+        ffn: match widths {
+            FfnWidths::Uniform => ffn,
+            // 2047, 2044, 2041, 2038 from 2048, none a multiple of 8.
+            FfnWidths::Irregular => ffn - 1 - 3 * (index % 4),
+            FfnWidths::Multiple8 => ffn.next_multiple_of(8),
         },
     }
 }
@@ -193,12 +217,12 @@ pub fn encoder(name: &str) -> Result<EncoderSpec> {
 
 /// The model of a shape, PEFT setting and FFN widths (`--peft`, `--ffn-widths`): 2 labels in
 /// the family's head style.
-pub fn model_spec(name: &str, peft: &str, irregular: bool) -> Result<ModelSpec> {
+pub fn model_spec(name: &str, peft: &str, widths: FfnWidths) -> Result<ModelSpec> {
     let mut enc = encoder(name)?;
     let n_layers = enc.layers.len();
     if peft == "light-lora" || peft == "light-r2" {
         enc.layers = (enc.layers.into_iter().enumerate())
-            .map(|(i, l)| pruned(l, i, irregular))
+            .map(|(i, l)| pruned(l, i, widths))
             .collect();
     }
     let peft = match peft {
@@ -308,7 +332,7 @@ where
         align,
         compute: stage_precision.compute(),
     };
-    let spec = model_spec(&args.shape, &args.peft, args.ffn_widths == "irregular")?;
+    let spec = model_spec(&args.shape, &args.peft, FfnWidths::parse(&args.ffn_widths)?)?;
     let causal_lm = args.task == "causal-lm";
     if causal_lm && spec.encoder.family != Family::Opt {
         bail!(

@@ -4,7 +4,7 @@
 //! classification and causal-LM rows run end to end on flex.
 
 use burn::module::Module;
-use lpeft_bench::{encoder, model_spec, run};
+use lpeft_bench::{FfnWidths, encoder, model_spec, run};
 use lpeft_schema::model::{Activation, Family, LoraTarget, ModelSpec, PeftSite, TaskHeadSpec};
 
 /// Parameters of `spec`, counted from the shapes (OPT: learned positions, pre-LN with a final
@@ -69,7 +69,7 @@ fn opt_shapes_are_the_hub_configs() {
 fn the_counted_parameters_are_the_built_models_and_say_what_opt_6_7b_holds() {
     let device = burn::tensor::Device::flex();
     for peft in ["lora-all", "light-lora", "light-r2", "none"] {
-        let spec = model_spec("opt-tiny", peft, false).unwrap();
+        let spec = model_spec("opt-tiny", peft, FfnWidths::Uniform).unwrap();
         let model = lpeft_model::model::Model::build(
             &spec,
             &mut lpeft_bench::BenchSource { seed: 0 },
@@ -79,7 +79,7 @@ fn the_counted_parameters_are_the_built_models_and_say_what_opt_6_7b_holds() {
         assert_eq!(model.num_params(), opt_params(&spec), "{peft}");
     }
     // The pruned shape: a third of the heads and FFN neurons off every layer.
-    let light = model_spec("opt-6.7b", "light-lora", false).unwrap();
+    let light = model_spec("opt-6.7b", "light-lora", FfnWidths::Uniform).unwrap();
     assert!(
         light
             .encoder
@@ -88,8 +88,8 @@ fn the_counted_parameters_are_the_built_models_and_say_what_opt_6_7b_holds() {
             .all(|l| l.heads == 22 && l.ffn == 10923)
     );
     assert_eq!(light.peft.len(), 32 * 6 / 4);
-    let full = opt_params(&model_spec("opt-6.7b", "lora-all", false).unwrap());
-    let small = opt_params(&model_spec("opt-1.3b", "lora-all", false).unwrap());
+    let full = opt_params(&model_spec("opt-6.7b", "lora-all", FfnWidths::Uniform).unwrap());
+    let small = opt_params(&model_spec("opt-1.3b", "lora-all", FfnWidths::Uniform).unwrap());
     assert!((6.6e9..6.8e9).contains(&(full as f64)), "{full}");
     assert!((1.3e9..1.4e9).contains(&(small as f64)), "{small}");
     // bf16-pure: 2 bytes a weight on the device, 12.4 GiB of an H200's 139.
@@ -134,7 +134,7 @@ fn opt_tiny_rows_run_for_both_tasks() {
     // Random weights: next-token loss near ln(512).
     let loss = lm[0]["params"]["last_loss"].as_f64().unwrap();
     assert!((loss - 512f64.ln()).abs() < 1.0, "{loss}");
-    let spec = model_spec("opt-tiny", "lora-all", false).unwrap();
+    let spec = model_spec("opt-tiny", "lora-all", FfnWidths::Uniform).unwrap();
     assert_eq!(lm[0]["params"]["total"], opt_params(&spec));
 
     let cls = rows(&[&base[..], &["--peft", "light-lora"]].concat());
@@ -173,4 +173,25 @@ fn rows_that_cannot_run_are_refused_by_name() {
         "on",
     ]);
     assert!(e.contains("causal-LM"), "{e}");
+}
+
+#[test]
+fn pruned_ffn_widths_uniform_irregular_and_multiple_of_8() {
+    let widths = |w| -> Vec<usize> {
+        model_spec("opt-1.3b", "light-lora", w)
+            .unwrap()
+            .encoder
+            .layers
+            .iter()
+            .map(|l| l.ffn)
+            .collect()
+    };
+    assert!(widths(FfnWidths::Uniform).iter().all(|&f| f == 5462));
+    assert!(widths(FfnWidths::Multiple8).iter().all(|&f| f == 5464));
+    let irregular = widths(FfnWidths::Irregular);
+    assert_eq!(&irregular[..4], &[5461, 5458, 5455, 5452]);
+    assert!(irregular.iter().all(|f| f % 8 != 0));
+    // roberta-base's uniform cut is a multiple of 8 already.
+    let base = model_spec("roberta-base", "light-lora", FfnWidths::Multiple8).unwrap();
+    assert!(base.encoder.layers.iter().all(|l| l.ffn == 2048));
 }

@@ -60,8 +60,5 @@ $L report pipelines/fidelity.ron --profile "$profile" --backend "$backend" ${REP
   --out "$W/logs/report" > "$W/logs/report.log" 2>&1
 echo "wall $(( $(date +%s) - start )) s" >> "$W/logs/report.log"
 tar -C "$W" -cJf "$OUT/logs.tar.xz" logs
-# Fine-tune artifacts (results and trained tensors; surgery holds whole pruned backbones).
-keys=$(for f in artifacts/objects/*/manifest.json; do
-  grep -q '"kind": *"finetune"' "$f" && dirname "$f"; done)
-[ -n "$keys" ] && tar -cf - $keys | xz -T4 -6 | split -b 15M - "$OUT/store.tar.xz."
+bash tools/gpu/pack_finetunes.sh "$OUT"
 ls -la "$OUT"; tail -3 "$W/logs/report.log"

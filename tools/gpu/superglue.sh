@@ -28,7 +28,5 @@ for s in "${seeds[@]}"; do
 done
 kill $smi 2>/dev/null
 tar -C "$W" -cJf "$OUT/logs.tar.xz" logs
-keys=$(for f in artifacts/objects/*/manifest.json; do
-  grep -q '"kind": *"finetune"' "$f" && dirname "$f"; done)
-[ -n "$keys" ] && tar -cf - $keys | xz -T4 -6 | split -b 15M - "$OUT/store.tar.xz."
+bash tools/gpu/pack_finetunes.sh "$OUT"
 ls -la "$OUT"; grep -c RAN "$W/logs/run.log"; tail -4 "$W/logs/run.log"

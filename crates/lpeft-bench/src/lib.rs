@@ -96,8 +96,8 @@ struct Args {
     /// the global FFN cut of the pipeline's surgery leaves them: 2047, 2044, 2041, 2038, ...) or
     /// `multiple8` (the uniform width rounded up to a multiple of 8, as surgery's
     /// `ffn_multiple: 8` keeps it: 5462 → 5464; 2048 stays).
-    #[arg(long, default_value = "uniform", value_parser = ["uniform", "irregular", "multiple8"])]
-    ffn_widths: String,
+    #[arg(long, value_enum, default_value_t = FfnWidths::Uniform)]
+    ffn_widths: FfnWidths,
     /// Also report the median time of forward, backward and optimizer separately (a device
     /// sync after each, so the total is slower than the plain step).
     #[arg(long)]
@@ -110,7 +110,7 @@ struct Args {
 }
 
 /// FFN widths of the pruned shapes (`--ffn-widths`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FfnWidths {
     /// A third off every layer.
     Uniform,
@@ -121,13 +121,12 @@ pub enum FfnWidths {
 }
 
 impl FfnWidths {
-    fn parse(name: &str) -> Result<Self> {
-        match name {
-            "uniform" => Ok(Self::Uniform),
-            "irregular" => Ok(Self::Irregular),
-            "multiple8" => Ok(Self::Multiple8),
-            other => bail!("--ffn-widths {other:?}: expected uniform, irregular or multiple8"),
-        }
+    /// The name `--ffn-widths` takes, as the records say it.
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("every width rule has a name")
+            .get_name()
+            .to_owned()
     }
 }
 
@@ -332,7 +331,7 @@ where
         align,
         compute: stage_precision.compute(),
     };
-    let spec = model_spec(&args.shape, &args.peft, FfnWidths::parse(&args.ffn_widths)?)?;
+    let spec = model_spec(&args.shape, &args.peft, args.ffn_widths)?;
     let causal_lm = args.task == "causal-lm";
     if causal_lm && spec.encoder.family != Family::Opt {
         bail!(
@@ -552,7 +551,7 @@ fn report(
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "precision": args.precision, "params": params,
-        "fused": fused, "ffn_align": args.ffn_align, "ffn_widths": args.ffn_widths,
+        "fused": fused, "ffn_align": args.ffn_align, "ffn_widths": args.ffn_widths.name(),
     });
     println!("{line}");
     line

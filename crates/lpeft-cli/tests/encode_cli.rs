@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn read(file: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)> {
+fn read(file: &Path) -> Tensors {
     let bytes = std::fs::read(file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -28,6 +28,42 @@ fn read(file: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)
         .collect()
 }
 
+type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f64>)>;
+
+/// `lpeft encode --model MODEL` of a fixture item's `text` (and `pair`) into `out`: what it
+/// wrote, once its `input_ids` are checked to be the item's `ids` (which it also returns).
+fn encode_item(model: &Path, item: &serde_json::Value, out: &Path) -> (Tensors, Vec<f64>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lpeft"));
+    cmd.arg("encode").arg("--model").arg(model);
+    cmd.args(["--text", item["text"].as_str().unwrap(), "--output"])
+        .arg(out);
+    if let Some(p) = item["pair"].as_str() {
+        cmd.arg("--pair").arg(p);
+    }
+    let run = cmd.output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got = read(out);
+    let ids: Vec<f64> = item["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got["input_ids"].1, ids);
+    (got, ids)
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 #[test]
 fn encode_writes_hidden_states_that_match_transformers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -41,41 +77,12 @@ fn encode_writes_hidden_states_that_match_transformers() {
     for row in [1usize, 3] {
         let item = &texts[row];
         let out = dir.path().join(format!("row{row}.safetensors"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lpeft"));
-        cmd.arg("encode")
-            .arg("--model")
-            .arg(&model)
-            .arg("--text")
-            .arg(item["text"].as_str().unwrap())
-            .arg("--output")
-            .arg(&out);
-        if let Some(p) = item["pair"].as_str() {
-            cmd.arg("--pair").arg(p);
-        }
-        let status = cmd.output().unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-        let got = read(&out);
-        let ids: Vec<f64> = item["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        assert_eq!(got["input_ids"].1, ids);
+        let (got, ids) = encode_item(&model, item, &out);
         let (t, h) = (ids.len(), 384);
         assert_eq!(got["last_hidden_state"].0, vec![1, t, h]);
         let t_max = reference["input_ids"].0[1];
         let want = &reference["last_hidden_state"].1[row * t_max * h..(row * t_max + t) * h];
-        let d = got["last_hidden_state"]
-            .1
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let d = max_abs_diff(&got["last_hidden_state"].1, want);
         assert!(d < 1e-4, "row {row}: max|diff| {d:e}");
     }
 }
@@ -141,27 +148,7 @@ fn encode_reads_opts_own_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     for (i, item) in expected["encode"].as_array().unwrap().iter().enumerate() {
         let out = dir.path().join(format!("opt{i}.safetensors"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lpeft"));
-        cmd.arg("encode").arg("--model").arg(&dir_in);
-        cmd.args(["--text", item["text"].as_str().unwrap(), "--output"])
-            .arg(&out);
-        if let Some(p) = item["pair"].as_str() {
-            cmd.arg("--pair").arg(p);
-        }
-        let run = cmd.output().unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let got = read(&out);
-        let ids: Vec<f64> = item["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        assert_eq!(got["input_ids"].1, ids);
+        let (got, ids) = encode_item(&dir_in, item, &out);
         let want: Vec<f64> = item["last_hidden_state"]
             .as_array()
             .unwrap()
@@ -169,12 +156,7 @@ fn encode_reads_opts_own_tokenizer() {
             .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
             .collect();
         assert_eq!(got["last_hidden_state"].0, vec![1, ids.len(), 16]);
-        let d = got["last_hidden_state"]
-            .1
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let d = max_abs_diff(&got["last_hidden_state"].1, &want);
         assert!(d < 1e-4, "case {i}: max|diff| {d:e}");
     }
     let out = dir.path().join("long.safetensors");

@@ -79,8 +79,9 @@ const PIPELINE: &str = r#"Pipeline(name: "grouped", vars: { "model": "model" }, 
      params: { "method": "light", "epochs": 3, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 4 }),
 ])"#;
 
-fn result(root: &Path, keys: &serde_json::Value, stage: &str) -> serde_json::Value {
-    let key = keys["stages"]
+/// A stage's key in `lpeft plan --json`'s output.
+fn key<'a>(plan: &'a serde_json::Value, stage: &str) -> &'a str {
+    plan["stages"]
         .as_array()
         .unwrap()
         .iter()
@@ -88,8 +89,13 @@ fn result(root: &Path, keys: &serde_json::Value, stage: &str) -> serde_json::Val
         .unwrap()["key"]
         .as_str()
         .unwrap()
-        .to_owned();
-    let path = root.join("store/objects").join(key).join("result.json");
+}
+
+fn result(root: &Path, plan: &serde_json::Value, stage: &str) -> serde_json::Value {
+    let path = root
+        .join("store/objects")
+        .join(key(plan, stage))
+        .join("result.json");
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
@@ -137,19 +143,11 @@ fn multirc_and_record_train_and_score_by_their_groups() {
         ("ft-multirc", "superglue/MultiRC/val.jsonl"),
         ("ft-record", "superglue/ReCoRD/val.jsonl"),
     ] {
-        let key = plan["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == stage)
-            .unwrap()["key"]
-            .as_str()
-            .unwrap()[..10]
-            .to_owned();
+        let short = &key(&plan, stage)[..10];
         let refused = tiny::lpeft(
             root,
             &[
-                "predict", "--model", &key, "--input", val, "--output", "sub/",
+                "predict", "--model", short, "--input", val, "--output", "sub/",
             ],
         );
         assert!(!refused.status.success(), "{stage}");

@@ -192,6 +192,23 @@ fn graphed_steps_train_the_same_model() {
     }
 }
 
+/// [`train_from_seed`] with graphs on two threads started together; their results in order.
+fn graphed_on_two_threads(lora_dropout: f64) -> Vec<(Vec<StepRecord>, Vec<f32>, (usize, usize))> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                train_from_seed(true, lora_dropout)
+            })
+        })
+        .collect();
+    runs.into_iter()
+        .map(|r| r.join().expect("a training thread panicked"))
+        .collect()
+}
+
 /// Two trainings capturing and replaying graphs on one device at the same time, each on its own
 /// thread (as `lpeft run --per-device 2` runs two stages): both finish, and each trains the
 /// model one training alone trains. Without dropout, since the two share the device's random
@@ -201,18 +218,7 @@ fn graphed_trainings_on_two_threads_of_one_device() {
     let _serial = serial();
     device().seed(7);
     let (alone, alone_params, _) = train_from_seed(true, 0.0);
-    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                train_from_seed(true, 0.0)
-            })
-        })
-        .collect();
-    for run in runs {
-        let (records, params, counts) = run.join().expect("a training thread panicked");
+    for (records, params, counts) in graphed_on_two_threads(0.0) {
         if lpeft_model::graph::on_for(&device()) {
             assert!(counts.0 >= 2 && counts.1 >= 4, "graphs {counts:?}");
         }
@@ -238,18 +244,7 @@ fn graphed_trainings_on_two_threads_of_one_device() {
 fn graphed_trainings_with_dropout_on_two_threads_of_one_device() {
     let _serial = serial();
     device().seed(7);
-    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                train_from_seed(true, 0.1)
-            })
-        })
-        .collect();
-    for run in runs {
-        let (records, params, _) = run.join().expect("a training thread panicked");
+    for (records, params, _) in graphed_on_two_threads(0.1) {
         assert_eq!(records.len(), 14);
         assert!(
             records.iter().all(|r| r.loss.is_finite()),

@@ -70,15 +70,18 @@ impl ModuleVisitor for Values {
     }
 }
 
+/// What a training gave: its step records, every parameter's values, (captured, replayed).
+type Trained = (Vec<StepRecord>, Vec<f32>, (usize, usize));
+
 /// 14 steps alternating two shapes (importance captured on every third), then every
 /// parameter's values.
-fn train(graphs: bool) -> (Vec<StepRecord>, Vec<f32>, (usize, usize)) {
+fn train(graphs: bool) -> Trained {
     device().seed(7);
     train_from_seed(graphs, 0.1)
 }
 
 /// `train` without seeding the device (LoRA dropout `lora_dropout`, the only dropout).
-fn train_from_seed(graphs: bool, lora_dropout: f64) -> (Vec<StepRecord>, Vec<f32>, (usize, usize)) {
+fn train_from_seed(graphs: bool, lora_dropout: f64) -> Trained {
     let plain = device();
     let device = plain.autodiff();
     let spec = tiny_spec(
@@ -193,7 +196,7 @@ fn graphed_steps_train_the_same_model() {
 }
 
 /// [`train_from_seed`] with graphs on two threads started together; their results in order.
-fn graphed_on_two_threads(lora_dropout: f64) -> Vec<(Vec<StepRecord>, Vec<f32>, (usize, usize))> {
+fn graphed_on_two_threads(lora_dropout: f64) -> Vec<Trained> {
     let start = std::sync::Arc::new(std::sync::Barrier::new(2));
     let runs: Vec<_> = (0..2)
         .map(|_| {

@@ -43,13 +43,17 @@ def parse():
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--shape", default="roberta-base")
     ap.add_argument("--peft", default="lora-qv")
-    ap.add_argument("--precision", default="tf32", choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--precision", default="tf32", choices=["fp32", "tf32", "bf16", "bf16-mixed"],
+                    help="bf16: every tensor bf16 (ours: bf16-pure); bf16-mixed: ours only, the stages' autocast")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before the profiled ones (>= 2)")
     ap.add_argument("--steps", type=int, default=5, help="profiled steps")
     ap.add_argument("--fused", default="on", choices=["on", "off"], help="ours: fused libtorch nodes")
     ap.add_argument("--ffn-align", default="auto", help="ours: lpeft-bench's --ffn-align (auto, or 1: no padding)")
+    ap.add_argument("--step", default="finetune", choices=["finetune", "estimate"],
+                    help="ours: lpeft-bench's --step (estimate: the estimation stage's step, masks and captures)")
+    ap.add_argument("--graphs", default="off", choices=["on", "off"], help="ours: lpeft-bench's --graphs")
     ap.add_argument("--out", help="folder for the per-kernel tables and the Chrome trace")
     a = ap.parse_args()
     if a.table:
@@ -60,13 +64,17 @@ def parse():
         ap.error("--warmup must be at least 2 (the profiler's own warm-up needs one step)")
     if a.side == "ours" and not a.lib:
         ap.error("--side ours needs --lib")
+    if a.side == "peer" and (a.precision == "bf16-mixed" or a.step != "finetune" or a.graphs != "off"):
+        ap.error("--precision bf16-mixed, --step and --graphs are ours only")
     return a
 
 
 def setting(a):
     """The file stem of one run: every argument that changes what is profiled."""
     align = f"-align{a.ffn_align}" if a.side == "ours" and a.ffn_align != "auto" else ""
-    return f"{a.side}-{a.shape}-{a.peft}-{a.precision}-b{a.batch}-s{a.seq}{align}"
+    step = f"-{a.step}" if a.step != "finetune" else ""
+    graphs = "-graphs" if a.graphs == "on" else ""
+    return f"{a.side}-{a.shape}-{a.peft}-{a.precision}-b{a.batch}-s{a.seq}{align}{step}{graphs}"
 
 
 def intervals_union(spans):
@@ -164,7 +172,7 @@ def main():
         os.environ["LPEFT_BENCH_ARGS"] = " ".join([
             "--backend", backend, "--precision", ours, "--shape", a.shape, "--peft", a.peft, "--batch", str(a.batch),
             "--seq", str(a.seq), "--iters", str(a.steps), "--warmup", str(a.warmup), "--fused", a.fused,
-            "--ffn-align", a.ffn_align])
+            "--ffn-align", a.ffn_align, "--step", a.step, "--graphs", a.graphs])
         lib = ctypes.CDLL(os.path.abspath(a.lib))
         hook_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
         hook = hook_type(lambda i: prof.step())
@@ -195,7 +203,9 @@ def main():
     summary, tables = summarize(trace, a.steps)
     rec = {"side": a.side, "device": a.device, "shape": a.shape, "peft": a.peft, "precision": a.precision,
            "batch": a.batch, "seq": a.seq, "fused": a.fused if a.side == "ours" else None,
-           "ffn_align": a.ffn_align if a.side == "ours" else None, **summary}
+           "ffn_align": a.ffn_align if a.side == "ours" else None,
+           "step": a.step if a.side == "ours" else None, "graphs": a.graphs if a.side == "ours" else None,
+           **summary}
     print(json.dumps(rec), flush=True)
     if a.out:
         with open(os.path.join(a.out, f"{setting(a)}.md"), "w") as f:

@@ -7,7 +7,8 @@
 # the tasks after `--`, while the deadline allows. Ends with bench/pipeline_speed.py's table.
 #
 #   tools/gpu/speed.sh PROFILE DEADLINE_S TASK... [-- PEER_TASK...]
-#   PROFILE roberta-base first writes a random-weight checkpoint (bench/random_checkpoint.py).
+#   PROFILE roberta-base first writes a random-weight checkpoint (bench/random_checkpoint.py;
+#   TOKENIZER_DIR: where its tokenizer files are, default .carry/minilm-fp16).
 #   FFN_MULTIPLE=8: the surgery keeps a multiple of 8 FFN neurons per layer (default 1).
 #   PRECISION=fp32|tf32|bf16-mixed (default fp32): the stages' `precision`; the peer runs the
 #   same (--tf32, or --bf16: autocast over fp32 weights).
@@ -31,7 +32,7 @@ tar -C "$W" -xJf .carry/glue.tar.xz
 L=$W/lpeft
 limit=()
 if [ "$profile" = roberta-base ]; then
-  python3 bench/random_checkpoint.py --shape roberta-base --seed 1 --tokenizer .carry/minilm-fp16 \
+  python3 bench/random_checkpoint.py --shape roberta-base --seed 1 --tokenizer "${TOKENIZER_DIR:-.carry/minilm-fp16}" \
     --out "$W/roberta-base-random" > "$W/speed/checkpoint.log" 2>&1
   export MODEL_DIR=$W/roberta-base-random
   limit=(--limit 8000)

@@ -107,6 +107,21 @@ struct Args {
     /// default: the plain loop below (forward, backward, AdamW).
     #[arg(long, default_value = "off", value_parser = ["on", "off"])]
     graphs: String,
+    /// Time a stage's step through the pipeline's trainer (`--graphs` picks graphed or plain):
+    /// `finetune`, the fine-tune stage's, or `estimate`, the estimation stage's on the same
+    /// shape: head and FFN masks on every layer with their L1 term (1e-4, the stage's default),
+    /// the importance captures (norm ratios inside the projection nodes, the rank Taylor
+    /// scores), read back every 50 steps as the stage does. Left out: the bench's own plain
+    /// loop (forward, backward, AdamW), or the trainer's fine-tune step under `--graphs on`.
+    #[arg(long, value_enum)]
+    step: Option<Step>,
+}
+
+/// Which stage's training step is timed (`--step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Step {
+    Finetune,
+    Estimate,
 }
 
 /// FFN widths of the pruned shapes (`--ffn-widths`).
@@ -331,7 +346,9 @@ where
         align,
         compute: stage_precision.compute(),
     };
-    let spec = model_spec(&args.shape, &args.peft, args.ffn_widths)?;
+    let estimate = args.step == Some(Step::Estimate);
+    let mut spec = model_spec(&args.shape, &args.peft, args.ffn_widths)?;
+    spec.masks = estimate;
     let causal_lm = args.task == "causal-lm";
     if causal_lm && spec.encoder.family != Family::Opt {
         bail!(
@@ -339,8 +356,11 @@ where
             args.shape
         );
     }
-    if causal_lm && args.graphs == "on" {
-        bail!("--graphs on steps through the pipeline's trainer, which has no causal-LM loss");
+    if causal_lm && (args.graphs == "on" || args.step.is_some()) {
+        bail!(
+            "--graphs on and --step step through the pipeline's trainer, which has no \
+             causal-LM loss"
+        );
     }
     let offset = match spec.encoder.family {
         Family::Bert => 0,
@@ -380,8 +400,8 @@ where
         &ad,
     ));
     let elem_bytes = if args.precision == "bf16-pure" { 2 } else { 4 };
-    if args.graphs == "on" {
-        let (times, trained) = graphed_steps(&args, model, &ad, &device, after_step)?;
+    if args.graphs == "on" || args.step.is_some() {
+        let (times, trained) = trainer_steps(&args, model, &ad, &device, after_step)?;
         let params = serde_json::json!({
             "total": trained.0, "breakdown": null, "graphs": trained.1,
             "weights_mib": (trained.0 * elem_bytes) as f64 / (1 << 20) as f64,
@@ -467,12 +487,13 @@ where
     Ok(records)
 }
 
-/// What [`graphed_steps`] measured: the timed steps' seconds, the parameter count, the steps
+/// What [`trainer_steps`] measured: the timed steps' seconds, the parameter count, the steps
 /// (captured, replayed) and the trainable tensor count (0: the trainer does not say).
 type GraphedRun = (Vec<f64>, (usize, (usize, usize), usize));
 
-/// Steps through `lpeft_train::Trainer` with CUDA graphs on full-length random rows.
-fn graphed_steps(
+/// Steps through `lpeft_train::Trainer` (CUDA graphs with `--graphs on`) on full-length random
+/// rows, with the estimation stage's masks, L1 and captures under `--step estimate`.
+fn trainer_steps(
     args: &Args,
     mut model: Model,
     ad: &burn::tensor::Device,
@@ -505,24 +526,37 @@ fn graphed_steps(
         row_indices: (0..rows).collect(),
         group_indices: (0..rows).collect(),
     };
-    let warmup = args.warmup.max(2);
+    let graphs = args.graphs == "on";
+    let estimate = args.step == Some(Step::Estimate);
+    let warmup = if graphs {
+        args.warmup.max(2)
+    } else {
+        args.warmup
+    };
     let config = TrainConfig {
         lr: 1e-4,
         total_steps: warmup + args.iters + 1,
         warmup_steps: 0,
         weight_decay: 0.0,
         max_grad_norm: Some(1.0),
-        l1: 0.0,
+        l1: if estimate { 1e-4 } else { 0.0 },
         head_mask_lr_coef: 1.0,
         neuron_mask_lr_coef: 1.0,
     };
+    // The stages' read interval (lpeft_estimate::READ_EVERY) for the estimation step; the
+    // fine-tune rows keep the one read at the end they always had.
     let mut trainer = Trainer::new(config, ad.clone())
-        .with_read_every(usize::MAX)
-        .with_cuda_graphs(true)?;
+        .with_read_every(if estimate { 50 } else { usize::MAX })
+        .with_cuda_graphs(graphs)?;
+    let capture = if estimate {
+        Capture::IMPORTANCE
+    } else {
+        Capture::NONE
+    };
     let mut times = Vec::new();
     for i in 0..warmup + args.iters {
         let t0 = Instant::now();
-        model = trainer.step(model, &batch, Capture::NONE)?.0;
+        model = trainer.step(model, &batch, capture)?.0;
         device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         after_step(i);
         if i >= warmup {
@@ -552,6 +586,8 @@ fn report(
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "precision": args.precision, "params": params,
         "fused": fused, "ffn_align": args.ffn_align, "ffn_widths": args.ffn_widths.name(),
+        "step": args.step.and_then(|s| clap::ValueEnum::to_possible_value(&s))
+            .map(|v| v.get_name().to_owned()),
     });
     println!("{line}");
     line

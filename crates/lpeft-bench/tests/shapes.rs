@@ -173,6 +173,49 @@ fn rows_that_cannot_run_are_refused_by_name() {
         "on",
     ]);
     assert!(e.contains("causal-LM"), "{e}");
+    let e = argv(&[
+        "--shape",
+        "opt-tiny",
+        "--task",
+        "causal-lm",
+        "--step",
+        "estimate",
+    ]);
+    assert!(e.contains("causal-LM"), "{e}");
+}
+
+/// `--step estimate` times the estimation stage's step: the same shape with a mask on every
+/// head and FFN neuron, through the pipeline's trainer; `--step finetune` the trainer's
+/// fine-tune step, and no `--step` the bench's own loop.
+#[test]
+fn the_estimation_step_carries_a_mask_on_every_head_and_neuron() {
+    let base = [
+        "--shape", "opt-tiny", "--peft", "lora-all", "--iters", "2", "--warmup", "0",
+    ];
+    let step = |s: Option<&str>| {
+        let extra: Vec<&str> = s.map(|s| vec!["--step", s]).unwrap_or_default();
+        let r = rows(&[&base[..], &extra].concat());
+        assert_eq!(r.len(), 1);
+        r[0].clone()
+    };
+    let (own, ft, est) = (step(None), step(Some("finetune")), step(Some("estimate")));
+    assert_eq!(
+        (own["step"].clone(), ft["step"].clone(), est["step"].clone()),
+        (
+            serde_json::Value::Null,
+            "finetune".into(),
+            "estimate".into()
+        )
+    );
+    // opt-tiny: 2 layers of 4 heads and 256 neurons.
+    let total = |r: &serde_json::Value| r["params"]["total"].as_u64().unwrap();
+    assert_eq!(total(&est) - total(&ft), 2 * (4 + 256));
+    assert_eq!(total(&ft), total(&own));
+    for r in [&ft, &est] {
+        let times = r["times_s"].as_array().unwrap();
+        assert_eq!(times.len(), 2);
+        assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0));
+    }
 }
 
 #[test]

@@ -117,7 +117,7 @@ impl Stage for EstimateStage {
     }
 
     fn backend_tag(&self, class: &str) -> Option<&'static str> {
-        lpeft_model::fused::key_tag(class)
+        lpeft_model::fused::estimation_key_tag(class)
     }
 
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {

@@ -238,12 +238,13 @@ fn keys_on_libtorch_carry_the_fused_nodes_version() {
     let stage = lpeft_estimate::EstimateStage;
     // CUDA runs capture their steps as graphs unless LPEFT_CUDA_GRAPHS=off (whatever this build
     // can do, so that a report planned here resolves the keys of GPU runs).
+    // Estimation also says how its fused projections record norm ratios (`-ratio2`).
     let cuda = if std::env::var("LPEFT_CUDA_GRAPHS").as_deref() == Ok("off") {
-        "tch-cuda+fused3"
+        "tch-cuda+fused3-ratio2"
     } else {
-        "tch-cuda+fused3-graph1"
+        "tch-cuda+fused3-graph1-ratio2"
     };
     assert_eq!(stage_backend_class(&stage, "tch-cuda:1"), cuda);
-    assert_eq!(stage_backend_class(&stage, "tch"), "tch+fused3");
+    assert_eq!(stage_backend_class(&stage, "tch"), "tch+fused3-ratio2");
     assert_eq!(stage_backend_class(&stage, "flex"), "flex");
 }

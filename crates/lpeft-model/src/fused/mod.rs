@@ -192,6 +192,19 @@ pub fn key_tag(backend_class: &str) -> Option<&'static str> {
     )
 }
 
+/// [`key_tag`] for the estimation stage, whose fused projections also record norm ratios:
+/// `-ratio2` after the fused tags since the ratios are taken from the r×r Gram matrix of the
+/// LoRA factor and one norm reduction instead of the `[rows, d_out]` product (the same values
+/// to the last bits or so, which can flip a tie in surgery), so older estimations are not reused.
+/// Fine-tunes record nothing and keep [`key_tag`]; `plain` records on burn's operations.
+pub fn estimation_key_tag(backend_class: &str) -> Option<&'static str> {
+    match key_tag(backend_class) {
+        Some("fused3-graph1") => Some("fused3-graph1-ratio2"),
+        Some("fused3") => Some("fused3-ratio2"),
+        other => other,
+    }
+}
+
 fn tag_for(backend_class: &str, fused: bool, graphed: bool) -> Option<&'static str> {
     match (backend_class.starts_with("tch"), fused, graphed) {
         (false, _, _) => None,
@@ -319,7 +332,7 @@ pub fn take_recorded_ratios(weights: Tensor<1>) -> Tensor<1> {
 /// next [`take_recorded_ratios`] pairs values with the right projections.
 pub fn discard_recorded_ratios() {
     #[cfg(feature = "tch")]
-    torch::RATIOS.with_borrow_mut(Vec::clear);
+    torch::ratios::clear();
 }
 
 /// Dropout probability a burn `Dropout` module would apply to tensors on `device`.
@@ -364,6 +377,16 @@ mod tests {
             ]
         );
         assert_eq!(tag_for("flex", false, false), None);
+        let est = if graphed {
+            "fused3-graph1-ratio2"
+        } else {
+            "fused3-ratio2"
+        };
+        assert_eq!(estimation_key_tag("tch-cuda"), Some(est));
+        assert_eq!(
+            (estimation_key_tag("tch"), estimation_key_tag("flex")),
+            (Some("fused3-ratio2"), None)
+        );
         let f = Fusing {
             align: 8,
             compute: Compute::F32,

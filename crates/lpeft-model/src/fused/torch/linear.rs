@@ -2,7 +2,7 @@
 
 use tch::Tensor as T;
 
-use super::{RATIOS, Saved, activate, dropout_with_mask, pad2, unpad};
+use super::{Saved, activate, dropout_with_mask, pad2, unpad};
 use crate::fused::{Act, Island};
 
 /// Input slots (gradient slots alike): `[x, w, bias]` or `[x, w, bias, a, b]`.
@@ -77,17 +77,11 @@ pub(super) fn forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) 
         let (a, b) = (pad2(&x[A], pi, pr), pad2(&x[B], pr, po));
         let (xd, mask) = dropout_with_mask(&x2, lora_dropout);
         let h = xd.mm(&a);
+        let b_scaled = &b * lora_scale;
         if record {
-            // As the plain path computes it: per row √Σv² of each term, then the quotient.
-            let norm = |t: &T| {
-                (t * t)
-                    .sum_dim_intlist([1i64].as_slice(), false, t.kind())
-                    .sqrt()
-            };
-            let ratio = norm(&h.mm(&b)) * lora_scale.abs() / norm(&y);
-            RATIOS.with_borrow_mut(|r| r.push(ratio));
+            super::ratios::record(&h, &b_scaled, &y);
         }
-        y = y.addmm(&h, &(&b * lora_scale));
+        y = y.addmm(&h, &b_scaled);
         LoraSaved {
             xd: trained[A].then_some(xd),
             mask,

@@ -5,6 +5,7 @@
 mod add_norm;
 mod attention;
 mod linear;
+pub(super) mod ratios;
 
 use std::sync::{Arc, Mutex};
 
@@ -66,20 +67,6 @@ pub trait TorchIslands: Backend {
     ) -> FloatTensor<Self>;
     /// See [`super::take_recorded_ratios`]; never part of a graph.
     fn recorded_ratios(weights: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-thread_local! {
-    /// `[rows]` norm ratios of the recording projections run on this thread, in order.
-    pub(super) static RATIOS: std::cell::RefCell<Vec<T>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn take_ratios(weights: &T) -> T {
-    let rows = RATIOS.with_borrow_mut(std::mem::take);
-    if rows.is_empty() {
-        return T::zeros([0], (weights.kind(), weights.device()));
-    }
-    T::stack(&rows, 0).to_kind(weights.kind()).mv(weights)
 }
 
 impl Island {
@@ -185,7 +172,7 @@ impl TorchIslands for LibTorch {
         infer(&[&a, &b, &c, &d, &e], &island)
     }
     fn recorded_ratios(weights: TchTensor) -> TchTensor {
-        TchTensor::new(tch::no_grad(|| take_ratios(&weights.tensor)))
+        TchTensor::new(tch::no_grad(|| ratios::take(&weights.tensor)))
     }
 }
 

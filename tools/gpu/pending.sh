@@ -5,12 +5,13 @@
 # machine, one after the other; each writes into $OUT what its section of the docs reads.
 #
 #   tools/gpu/pending.sh 1   # issue 14: the pruned shape's FFN widths (ran in session 10)       (~3 min)
-#   tools/gpu/pending.sh 2   # issue 13: SST-2's random cut (RTE unfused ran in session 10)    (~9 min)
-#   tools/gpu/pending.sh 3   # issue 13: the accuracy-against-pruning sweep                     (~9 min)
+#   tools/gpu/pending.sh 2   # issue 13: SST-2's random cut (ran in session 11: 4 min)        (~9 min)
+#   tools/gpu/pending.sh 3   # issue 13: the accuracy-against-pruning sweep (ran in session 11) (~9 min)
 #   tools/gpu/pending.sh 4   # issue 20: two stages on two slots of one GPU (ran in session 10) (~2 min)
 #   tools/gpu/pending.sh 5   # issues 16, 14: OPT rows not reached in session 10, and the pruned
-#                            #   OPT shape with FFN widths of a multiple of 8 (ours only)      (~8 min)
-# 1, 5: carry .carry/lpeft-bench.xz; 2-4: tools/gpu/pack.sh's carry.
+#                            #   OPT shape with FFN widths of a multiple of 8 (ours only; ran in session 11: 4 min)
+# 1, 5: carry .carry/lpeft-bench.xz; 2-4: tools/gpu/pack.sh's carry. The report at the end of 2
+# and 3 is fidelity.sh's over the default cuts; docs/fidelity.md has the report over the cuts run.
 set -uo pipefail
 case ${1:-} in 1|2|3|4|5) ;; *) sed -n '2,13p' "$0"; exit 2 ;; esac
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

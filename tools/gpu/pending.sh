@@ -13,7 +13,7 @@
 # 1, 5: carry .carry/lpeft-bench.xz; 2-4: tools/gpu/pack.sh's carry. The report at the end of 2
 # and 3 is fidelity.sh's over the default cuts; docs/fidelity.md has the report over the cuts run.
 set -uo pipefail
-case ${1:-} in 1|2|3|4|5) ;; *) sed -n '2,15p' "$0"; exit 2 ;; esac
+case ${1:-} in 1|2|3|4|5) ;; *) sed -n '2,14p' "$0"; exit 2 ;; esac
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
 task() { echo "--set 'tasks=[{\"name\":\"$1\",\"epochs\":$2}]' --set 'seeds=[$3]'"; }

@@ -64,34 +64,44 @@ pub fn trainable_tensors(model: &Model) -> BTreeMap<String, (Vec<usize>, Vec<f32
     c.out
 }
 
-/// Writes named f32 tensors as safetensors, atomically enough for an artifact's temp dir.
+/// Writes named f32 tensors as safetensors, atomically enough for an artifact's temp dir:
+/// each tensor's bytes are made as it is written, never the whole file in memory at once.
 pub fn write_safetensors(
     file: &Path,
     tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 ) -> Result<(), ModelError> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let views = tensors
         .iter()
-        .map(|(k, (shape, v))| {
-            (
-                k.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                shape.clone(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, b, s)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .expect("consistent view");
-            (k.clone(), view)
-        })
-        .collect();
-    let data = safetensors::serialize(views, None).map_err(|e| ModelError::BadFile {
+        .map(|(k, (shape, values))| (k, F32View { shape, values }));
+    safetensors::serialize_to_file(views, None, file).map_err(|e| ModelError::BadFile {
         file: file.to_path_buf(),
         message: e.to_string(),
-    })?;
-    std::fs::write(file, data).map_err(|e| ModelError::io(file, e))
+    })
+}
+
+/// A tensor's f32 values as safetensors sees them: little-endian bytes made on demand.
+struct F32View<'a> {
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let mut bytes = Vec::with_capacity(self.values.len() * 4);
+        for v in self.values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.into()
+    }
+    fn data_len(&self) -> usize {
+        self.values.len() * 4
+    }
 }
 
 pub fn save(model: &Model, dir: &Path) -> Result<(), ModelError> {

@@ -105,18 +105,20 @@ impl WeightSource for MapSource {
         init: Init,
         role: Role,
     ) -> Result<Vec<f32>, ModelError> {
-        match self.map.tensors.get(name) {
+        // Taken out of the map, not copied: a tensor is fetched once, and what stays in the
+        // map afterwards is what the model did not use.
+        match self.map.tensors.remove(name) {
             Some((found, values)) => {
                 if found.as_slice() != shape {
                     return Err(ModelError::ShapeMismatch {
                         file: self.file.clone(),
                         name: name.to_string(),
-                        found: found.clone(),
+                        found,
                         expected: shape.to_vec(),
                     });
                 }
                 self.used.push(name.to_string());
-                Ok(values.clone())
+                Ok(values)
             }
             None if self.fill.contains(&role) => Ok(init_values(
                 &mut SeededRng::derive(self.seed, name),

@@ -245,8 +245,18 @@ pub fn build_model(
     tensors: &Tensors,
     device: &burn::tensor::Device,
 ) -> Result<Model, String> {
+    build_from(spec, tensors.clone(), device)
+}
+
+/// [`build_model`] that consumes the tensors (no copy of the weights on the way in).
+pub fn build_from(
+    spec: &lpeft_schema::model::ModelSpec,
+    tensors: Tensors,
+    device: &burn::tensor::Device,
+) -> Result<Model, String> {
+    let names: Vec<String> = tensors.keys().cloned().collect();
     let map = TensorMap {
-        tensors: tensors.clone().into_iter().collect(),
+        tensors: tensors.into_iter().collect(),
     };
     let mut src = MapSource {
         file: "pruned".into(),
@@ -256,7 +266,7 @@ pub fn build_model(
         used: vec![],
     };
     let model = Model::build(spec, &mut src, device).map_err(|e| e.to_string())?;
-    if let Some(extra) = tensors.keys().find(|k| !src.used.contains(k)) {
+    if let Some(extra) = names.iter().find(|k| !src.used.contains(k)) {
         return Err(format!("tensor `{extra}` is not part of the pruned model"));
     }
     Ok(model)
@@ -325,9 +335,10 @@ impl Stage for SurgeryStage {
             tensors = fold_masks(&art.spec, &tensors).failed_by(KIND)?;
         }
         let (spec, pruned) = prune(&art.spec, &tensors, &plan).failed_by(KIND)?;
-        let model = build_model(&spec, &pruned, &device).failed(KIND)?;
-        checkpoint::save(&model, ctx.out_dir).failed_by(KIND)?;
         let report = param_report(&art.spec, &tensors, &spec, &pruned);
+        drop(tensors);
+        let model = build_from(&spec, pruned, &device).failed(KIND)?;
+        checkpoint::save(&model, ctx.out_dir).failed_by(KIND)?;
         let file = PlanFile {
             plan,
             report: report.clone(),

@@ -111,7 +111,7 @@ struct Args {
     /// `finetune`, the fine-tune stage's, or `estimate`, the estimation stage's on the same
     /// shape: head and FFN masks on every layer with their L1 term (1e-4, the stage's default),
     /// the importance captures (norm ratios inside the projection nodes, the rank Taylor
-    /// scores), read back every 50 steps as the stage does. Left out: the bench's own plain
+    /// scores); both read back every 50 steps as the stages do. Left out: the bench's own plain
     /// loop (forward, backward, AdamW), or the trainer's fine-tune step under `--graphs on`.
     #[arg(long, value_enum)]
     step: Option<Step>,
@@ -543,10 +543,10 @@ fn trainer_steps(
         head_mask_lr_coef: 1.0,
         neuron_mask_lr_coef: 1.0,
     };
-    // The stages' read interval (lpeft_estimate::READ_EVERY) for the estimation step; the
-    // fine-tune rows keep the one read at the end they always had.
+    // Under `--step`, the stages' read interval (their READ_EVERY, 50 in both); the
+    // `--graphs on` rows without it keep the one read at the end they always had.
     let mut trainer = Trainer::new(config, ad.clone())
-        .with_read_every(if estimate { 50 } else { usize::MAX })
+        .with_read_every(if args.step.is_some() { 50 } else { usize::MAX })
         .with_cuda_graphs(graphs)?;
     let capture = if estimate {
         Capture::IMPORTANCE

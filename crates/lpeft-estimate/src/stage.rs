@@ -197,17 +197,22 @@ impl Stage for EstimateStage {
             v.sort_by(|a, b| b.module_score.total_cmp(&a.module_score));
             v.into_iter().take(3).collect()
         };
-        Ok(RunSummary {
-            figures: serde_json::json!({
-                "steps": steps,
-                "epochs": summary.epochs,
-                "seconds_per_step": summary.seconds_per_step,
-                "first_loss": summary.first_loss,
-                "last_loss": summary.last_loss,
-                "records": out.masks.records(),
-                "last_masks": last,
-                "top_modules": top.iter().map(|m| (m.name.clone(), m.module_score)).collect::<Vec<_>>(),
-            }),
-        })
+        let mut figures = serde_json::json!({
+            "steps": steps,
+            "epochs": summary.epochs,
+            "seconds_per_step": summary.seconds_per_step,
+            "first_loss": summary.first_loss,
+            "last_loss": summary.last_loss,
+            "records": out.masks.records(),
+            "last_masks": last,
+            "top_modules": top.iter().map(|m| (m.name.clone(), m.module_score)).collect::<Vec<_>>(),
+        });
+        // Only where steps were captured as CUDA graphs: what the batch shapes cost the run.
+        let (captures, capture_seconds) = out.graph_captures;
+        if captures > 0 {
+            figures["graph_captures"] = captures.into();
+            figures["graph_capture_seconds"] = capture_seconds.into();
+        }
+        Ok(RunSummary { figures })
     }
 }

@@ -275,17 +275,22 @@ impl Stage for FinetuneStage {
         if let Some(answers) = &outcome.best_answers {
             write_json(&best_dir.join(layout::PREDICTIONS_FILE), answers)?;
         }
-        Ok(RunSummary {
-            figures: serde_json::json!({
-                "task": result.task,
-                "method": result.method,
-                "best_epoch": result.best_epoch,
-                "best_main_score": result.best_main_score,
-                "best_metrics": result.best_metrics,
-                "trainable_params": result.efficiency.trainable_params,
-                "backbone_pruned_pct": result.efficiency.backbone_pruned_pct,
-                "train_s_per_step": result.efficiency.train_seconds_per_step,
-            }),
-        })
+        let mut figures = serde_json::json!({
+            "task": result.task,
+            "method": result.method,
+            "best_epoch": result.best_epoch,
+            "best_main_score": result.best_main_score,
+            "best_metrics": result.best_metrics,
+            "trainable_params": result.efficiency.trainable_params,
+            "backbone_pruned_pct": result.efficiency.backbone_pruned_pct,
+            "train_s_per_step": result.efficiency.train_seconds_per_step,
+        });
+        // Only where steps were captured as CUDA graphs: what the batch shapes cost the run.
+        let (captures, capture_seconds) = outcome.graph_captures;
+        if captures > 0 {
+            figures["graph_captures"] = captures.into();
+            figures["graph_capture_seconds"] = capture_seconds.into();
+        }
+        Ok(RunSummary { figures })
     }
 }

@@ -76,6 +76,9 @@ pub(crate) struct StepGraphs {
     warmed: bool,
     pub(crate) captured: usize,
     pub(crate) replayed: usize,
+    /// Host seconds spent in capturing steps (recording, instantiating, the first replay's
+    /// launch): what a run pays per batch shape on top of its replayed steps.
+    pub(crate) capture_seconds: f64,
 }
 
 impl StepGraphs {
@@ -91,6 +94,7 @@ impl StepGraphs {
             warmed: false,
             captured: 0,
             replayed: 0,
+            capture_seconds: 0.0,
         }
     }
 
@@ -137,6 +141,7 @@ impl StepGraphs {
             // The first step of the run builds what every step needs lazily (the optimizer's
             // moments and multipliers); after it, a new shape is captured on first sight.
             Some(Entry::Seen) | None if self.warmed => {
+                let started = std::time::Instant::now();
                 let share = self.first.and_then(|k| match self.entries.get(&k) {
                     Some(Entry::Captured(c)) => Some(&c.graph),
                     _ => None,
@@ -152,6 +157,7 @@ impl StepGraphs {
                 let _shared = lpeft_model::graph::drawing_random();
                 graph.replay().map_err(graph_err)?;
                 self.captured += 1;
+                self.capture_seconds += started.elapsed().as_secs_f64();
                 let first_values = values.clone().mul_scalar(1.0);
                 self.first.get_or_insert(key);
                 let c = Captured {

@@ -326,6 +326,12 @@ impl Trainer {
             .map_or((0, 0), |g| (g.captured, g.replayed))
     }
 
+    /// Host seconds spent in the steps that were captured as graphs, so far (0 without
+    /// graphs): the per-shape cost that a short run spreads over few steps.
+    pub fn graph_capture_seconds(&self) -> f64 {
+        self.graphs.as_ref().map_or(0.0, |g| g.capture_seconds)
+    }
+
     /// One training step on `batch`; returns the records of the steps read back by this call
     /// (every [`Trainer::with_read_every`] steps; empty in between).
     pub fn step(

@@ -126,6 +126,14 @@ fn train_from_seed(graphs: bool, lora_dropout: f64) -> Trained {
         records.extend(recs);
     }
     records.extend(trainer.finish().unwrap());
+    // Capture time is counted exactly when steps were captured.
+    assert_eq!(
+        trainer.graph_capture_seconds() > 0.0,
+        trainer.graph_counts().0 > 0,
+        "{} s for {:?}",
+        trainer.graph_capture_seconds(),
+        trainer.graph_counts()
+    );
     let mut v = Values(Vec::new());
     model.visit(&mut v);
     (records, v.0, trainer.graph_counts())

@@ -90,6 +90,10 @@ def arms(stages):
             fig = est["manifest"]["figures"]
             rec["estimate_steps"] = fig["steps"]
             rec["estimate_s_per_step"] = fig["seconds_per_step"]
+            if "graph_captures" in fig:
+                # Steps captured as CUDA graphs, and their host seconds (inside the above).
+                rec["estimate_graph_captures"] = fig["graph_captures"]
+                rec["estimate_capture_seconds"] = fig["graph_capture_seconds"]
         out.append(rec)
     return out
 
@@ -130,18 +134,20 @@ def compare(records, peers=(), label=""):
 def table(rows):
     head = ("| task | vanilla: fine-tune s | Light-PEFT: estimate + surgery + fine-tune s | "
             "total ratio | peak memory ratio | est. step / ft step | ft speed-up (pruned) | "
-            "HF peer train s / ours |")
-    lines = [head, "|" + "---|" * 8]
+            "HF peer train s / ours | estimation's graph captures |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         v, lt = r["vanilla"], r["light"]
         s = lt["stage_seconds"]
         peer = f"{r['peer_train_over_ours']:.2f}×" if "peer_train_over_ours" in r else "—"
         est = r.get("estimate_step_over_finetune_step")
+        caps = (f"{lt['estimate_graph_captures']} in {lt['estimate_capture_seconds']:.1f} s"
+                if "estimate_graph_captures" in lt else "—")
         lines.append(
             f"| {r['task']} | {v['total_seconds']:.1f} | {s.get('estimate', 0):.1f} + "
             f"{s.get('surgery', 0):.1f} + {s.get('finetune', 0):.1f} = {lt['total_seconds']:.1f} | "
             f"{r['total_ratio']:.2f} | {r['memory_ratio']:.2f} | "
-            f"{'—' if est is None else f'{est:.2f}'} | {r['finetune_speedup']:.2f}× | {peer} |"
+            f"{'—' if est is None else f'{est:.2f}'} | {r['finetune_speedup']:.2f}× | {peer} | {caps} |"
         )
     shapes = sorted({r["light"]["random_weights"] or r["vanilla"]["random_weights"] for r in rows} - {None})
     if shapes:

@@ -161,10 +161,19 @@ class PipelineSpeed(unittest.TestCase):
         self.assertEqual(row["peer_train_over_ours"], 2.5)
         self.assertEqual(row["peer_wall_over_ours"], 2.5)
         text = pipeline_speed.table([row])
-        self.assertIn("| glue/stsb | 20.0 | 3.0 + 1.0 + 11.0 = 15.0 | 0.75 | 0.60 | 0.07 | 2.00× | 2.50× |", text)
+        self.assertIn("| glue/stsb | 20.0 | 3.0 + 1.0 + 11.0 = 15.0 | 0.75 | 0.60 | 0.07 | 2.00× | 2.50× | — |", text)
         self.assertNotIn("meaningless", text)
         row["light"]["random_weights"] = "roberta-base"
         self.assertIn("roberta-base shape: timings only", pipeline_speed.table([row]))
+
+    def test_graph_captures_of_the_estimation_are_shown_where_recorded(self):
+        stages = self.stages()
+        stages[2]["manifest"]["figures"].update(graph_captures=9, graph_capture_seconds=1.26)
+        recs = {r["method"]: r for r in pipeline_speed.arms(stages)}
+        self.assertEqual((recs["light-r2"]["estimate_graph_captures"],
+                          recs["light-r2"]["estimate_capture_seconds"]), (9, 1.26))
+        (row,) = pipeline_speed.compare(list(recs.values()))
+        self.assertTrue(pipeline_speed.table([row]).splitlines()[2].endswith("| 9 in 1.3 s |"))
 
 
 class RandomCheckpoint(unittest.TestCase):

@@ -7,7 +7,7 @@ mod tiny;
 
 use std::path::Path;
 
-use tiny::{ok, tiny_roberta, write};
+use tiny::{ok, stage_key, tiny_roberta, write};
 
 const NAMES: &[&str] = &["cat", "dog", "man", "woman", "tree", "car"];
 
@@ -79,22 +79,10 @@ const PIPELINE: &str = r#"Pipeline(name: "grouped", vars: { "model": "model" }, 
      params: { "method": "light", "epochs": 3, "batch_size": 8, "eval_batch_size": 8, "lr": 0.05, "seed": 4 }),
 ])"#;
 
-/// A stage's key in `lpeft plan --json`'s output.
-fn key<'a>(plan: &'a serde_json::Value, stage: &str) -> &'a str {
-    plan["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-}
-
 fn result(root: &Path, plan: &serde_json::Value, stage: &str) -> serde_json::Value {
     let path = root
         .join("store/objects")
-        .join(key(plan, stage))
+        .join(stage_key(plan, stage))
         .join("result.json");
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
@@ -143,7 +131,7 @@ fn multirc_and_record_train_and_score_by_their_groups() {
         ("ft-multirc", "superglue/MultiRC/val.jsonl"),
         ("ft-record", "superglue/ReCoRD/val.jsonl"),
     ] {
-        let short = &key(&plan, stage)[..10];
+        let short = &stage_key(&plan, stage)[..10];
         let refused = tiny::lpeft(
             root,
             &[

@@ -3,6 +3,8 @@
 //! onto `tch-cuda:i` slots without a GPU), and a fake sbatch that runs each job at once.
 #![allow(clippy::print_stderr)] // test diagnostics go to the test log
 
+mod tiny;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -88,16 +90,7 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 
 /// The `backend` a stage's manifest records.
 fn recorded_backend(dir: &Path, plan_json: &serde_json::Value, stage: &str) -> String {
-    let key = plan_json["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let show = stdout(dir, &["show", &key, "--json"]);
+    let show = stdout(dir, &["show", tiny::stage_key(plan_json, stage), "--json"]);
     let manifest: serde_json::Value = serde_json::from_str(&show).unwrap();
     manifest["backend"].as_str().unwrap().to_string()
 }

@@ -89,8 +89,8 @@ pub struct Outcome {
     pub scores: StepScores,
     pub curve: Vec<StepRecord>,
     pub timing: lpeft_train::Timing,
-    /// Steps captured as CUDA graphs and the host seconds they took (0 and 0 without graphs).
-    pub graph_captures: (usize, f64),
+    /// Steps captured as CUDA graphs and the host seconds they took.
+    pub graph_captures: lpeft_train::GraphCaptures,
 }
 
 /// Trains masks + PEFT + head for `steps` steps on the frozen backbone, recording the masks at
@@ -212,6 +212,6 @@ pub fn estimate(
         scores,
         curve,
         timing: trainer.timing,
-        graph_captures: (trainer.graph_counts().0, trainer.graph_capture_seconds()),
+        graph_captures: trainer.graph_captures(),
     })
 }

@@ -207,12 +207,7 @@ impl Stage for EstimateStage {
             "last_masks": last,
             "top_modules": top.iter().map(|m| (m.name.clone(), m.module_score)).collect::<Vec<_>>(),
         });
-        // Only where steps were captured as CUDA graphs: what the batch shapes cost the run.
-        let (captures, capture_seconds) = out.graph_captures;
-        if captures > 0 {
-            figures["graph_captures"] = captures.into();
-            figures["graph_capture_seconds"] = capture_seconds.into();
-        }
+        out.graph_captures.add_to(&mut figures);
         Ok(RunSummary { figures })
     }
 }

@@ -103,8 +103,8 @@ pub struct Outcome {
     pub train_examples: u64,
     /// Dev throughput of the last evaluation (forward only).
     pub inference_examples_per_second: f64,
-    /// Steps captured as CUDA graphs and the host seconds they took (0 and 0 without graphs).
-    pub graph_captures: (usize, f64),
+    /// Steps captured as CUDA graphs and the host seconds they took.
+    pub graph_captures: lpeft_train::GraphCaptures,
 }
 
 fn padding(p: PaddingSpec) -> Padding {
@@ -347,6 +347,6 @@ pub fn finetune(
         step_seconds,
         train_examples,
         inference_examples_per_second: inference,
-        graph_captures: (trainer.graph_counts().0, trainer.graph_capture_seconds()),
+        graph_captures: trainer.graph_captures(),
     })
 }

@@ -285,12 +285,7 @@ impl Stage for FinetuneStage {
             "backbone_pruned_pct": result.efficiency.backbone_pruned_pct,
             "train_s_per_step": result.efficiency.train_seconds_per_step,
         });
-        // Only where steps were captured as CUDA graphs: what the batch shapes cost the run.
-        let (captures, capture_seconds) = outcome.graph_captures;
-        if captures > 0 {
-            figures["graph_captures"] = captures.into();
-            figures["graph_capture_seconds"] = capture_seconds.into();
-        }
+        outcome.graph_captures.add_to(&mut figures);
         Ok(RunSummary { figures })
     }
 }

@@ -197,15 +197,15 @@ pub fn score(
     texts: Option<&Texts>,
     predictions: &Predictions,
 ) -> Result<Option<Evaluation>, PredictError> {
-    let predicted = &predictions.predicted;
-    let e = match (&task.kind, predicted, &split.labels) {
-        (_, _, Labels::None) => return Ok(None),
-        (_, _, _) if matches!(texts, Some(Texts::Record(_))) => {
-            let Some(Texts::Record(texts)) = texts else {
-                unreachable!("matched above")
-            };
-            lpeft_eval::evaluate_record(task, &predictions.logits, &split.group_ids, texts)
-        }
+    if matches!(split.labels, Labels::None) {
+        return Ok(None);
+    }
+    // As the fine-tune's `score`: ReCoRD is chosen from the logits, whatever the predictions.
+    if let Some(Texts::Record(texts)) = texts {
+        let e = lpeft_eval::evaluate_record(task, &predictions.logits, &split.group_ids, texts);
+        return Ok(Some(e?));
+    }
+    let e = match (&task.kind, &predictions.predicted, &split.labels) {
         (TaskKind::MultipleChoice { .. }, Predicted::Class(p), Labels::Class(y)) => evaluate_task(
             task,
             &Outputs::Choices {

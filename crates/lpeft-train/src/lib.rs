@@ -157,6 +157,25 @@ pub struct StepRecord {
     pub importance: Option<StepImportance>,
 }
 
+/// The steps a run captured as CUDA graphs and the host seconds they took: the per-shape cost
+/// that a short run spreads over few steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GraphCaptures {
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+impl GraphCaptures {
+    /// Adds `graph_captures` and `graph_capture_seconds` to a stage's figures (an object),
+    /// where steps were captured at all.
+    pub fn add_to(self, figures: &mut serde_json::Value) {
+        if self.steps > 0 {
+            figures["graph_captures"] = self.steps.into();
+            figures["graph_capture_seconds"] = self.seconds.into();
+        }
+    }
+}
+
 /// Time and throughput over the steps run so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
@@ -326,10 +345,14 @@ impl Trainer {
             .map_or((0, 0), |g| (g.captured, g.replayed))
     }
 
-    /// Host seconds spent in the steps that were captured as graphs, so far (0 without
-    /// graphs): the per-shape cost that a short run spreads over few steps.
-    pub fn graph_capture_seconds(&self) -> f64 {
-        self.graphs.as_ref().map_or(0.0, |g| g.capture_seconds)
+    /// Steps captured as graphs so far and the host seconds they took (none without graphs).
+    pub fn graph_captures(&self) -> GraphCaptures {
+        self.graphs
+            .as_ref()
+            .map_or_else(GraphCaptures::default, |g| GraphCaptures {
+                steps: g.captured,
+                seconds: g.capture_seconds,
+            })
     }
 
     /// One training step on `batch`; returns the records of the steps read back by this call

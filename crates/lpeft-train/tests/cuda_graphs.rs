@@ -127,16 +127,28 @@ fn train_from_seed(graphs: bool, lora_dropout: f64) -> Trained {
     }
     records.extend(trainer.finish().unwrap());
     // Capture time is counted exactly when steps were captured.
+    let captures = trainer.graph_captures();
     assert_eq!(
-        trainer.graph_capture_seconds() > 0.0,
+        captures.seconds > 0.0,
         trainer.graph_counts().0 > 0,
-        "{} s for {:?}",
-        trainer.graph_capture_seconds(),
+        "{captures:?} for {:?}",
         trainer.graph_counts()
     );
     let mut v = Values(Vec::new());
     model.visit(&mut v);
     (records, v.0, trainer.graph_counts())
+}
+
+/// Two trainings' parameter values, one by one (see [`close`]).
+fn close_params(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (i, (a, b)) in a.iter().zip(b).enumerate() {
+        close(
+            f64::from(*a),
+            f64::from(*b),
+            &format!("parameter value {i}"),
+        );
+    }
 }
 
 fn close(a: f64, b: f64, what: &str) {
@@ -193,14 +205,7 @@ fn graphed_steps_train_the_same_model() {
             _ => panic!("step {}: importance captured on one side only", p.step),
         }
     }
-    assert_eq!(plain_params.len(), graphed_params.len());
-    for (i, (a, b)) in plain_params.iter().zip(&graphed_params).enumerate() {
-        close(
-            f64::from(*a),
-            f64::from(*b),
-            &format!("parameter value {i}"),
-        );
-    }
+    close_params(&plain_params, &graphed_params);
 }
 
 /// [`train_from_seed`] with graphs on two threads started together; their results in order.
@@ -236,14 +241,7 @@ fn graphed_trainings_on_two_threads_of_one_device() {
         for (a, b) in alone.iter().zip(&records) {
             close(a.loss, b.loss, &format!("step {} loss", a.step));
         }
-        assert_eq!(alone_params.len(), params.len());
-        for (i, (a, b)) in alone_params.iter().zip(&params).enumerate() {
-            close(
-                f64::from(*a),
-                f64::from(*b),
-                &format!("parameter value {i}"),
-            );
-        }
+        close_params(&alone_params, &params);
     }
 }
 

@@ -21,6 +21,18 @@ pub fn lpeft(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A stage's key in `lpeft plan --json`'s output.
+pub fn stage_key<'a>(plan: &'a serde_json::Value, stage: &str) -> &'a str {
+    plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stage)
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",

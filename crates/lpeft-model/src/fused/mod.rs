@@ -189,6 +189,7 @@ pub fn key_tag(backend_class: &str) -> Option<&'static str> {
         backend_class,
         enabled_by_env(),
         crate::graph::on_for_class(backend_class),
+        false,
     )
 }
 
@@ -198,19 +199,24 @@ pub fn key_tag(backend_class: &str) -> Option<&'static str> {
 /// to the last bits or so, which can flip a tie in surgery), so older estimations are not reused.
 /// Fine-tunes record nothing and keep [`key_tag`]; `plain` records on burn's operations.
 pub fn estimation_key_tag(backend_class: &str) -> Option<&'static str> {
-    match key_tag(backend_class) {
-        Some("fused3-graph1") => Some("fused3-graph1-ratio2"),
-        Some("fused3") => Some("fused3-ratio2"),
-        other => other,
-    }
+    tag_for(
+        backend_class,
+        enabled_by_env(),
+        crate::graph::on_for_class(backend_class),
+        true,
+    )
 }
 
-fn tag_for(backend_class: &str, fused: bool, graphed: bool) -> Option<&'static str> {
-    match (backend_class.starts_with("tch"), fused, graphed) {
-        (false, _, _) => None,
-        (true, false, _) => Some("plain"),
-        (true, true, true) => Some("fused3-graph1"),
-        (true, true, false) => Some("fused3"),
+/// The tag of a libtorch class: which nodes run, whether steps are graphs, and (`records`)
+/// whether the stage records norm ratios inside the fused projections.
+fn tag_for(backend_class: &str, fused: bool, graphed: bool, records: bool) -> Option<&'static str> {
+    match (backend_class.starts_with("tch"), fused, graphed, records) {
+        (false, ..) => None,
+        (true, false, ..) => Some("plain"),
+        (true, true, true, false) => Some("fused3-graph1"),
+        (true, true, false, false) => Some("fused3"),
+        (true, true, true, true) => Some("fused3-graph1-ratio2"),
+        (true, true, false, true) => Some("fused3-ratio2"),
     }
 }
 
@@ -368,7 +374,7 @@ mod tests {
         );
         assert_eq!(
             [(true, true), (true, false), (false, true), (false, false)]
-                .map(|(fused, graphed)| tag_for("tch-cuda", fused, graphed)),
+                .map(|(fused, graphed)| tag_for("tch-cuda", fused, graphed, false)),
             [
                 Some("fused3-graph1"),
                 Some("fused3"),
@@ -376,7 +382,7 @@ mod tests {
                 Some("plain")
             ]
         );
-        assert_eq!(tag_for("flex", false, false), None);
+        assert_eq!(tag_for("flex", false, false, false), None);
         let est = if graphed {
             "fused3-graph1-ratio2"
         } else {

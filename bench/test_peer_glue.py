@@ -52,6 +52,11 @@ class Reading(unittest.TestCase):
         rows, _ = peer.read_split(self.dir.name, "rte", "dev")
         self.assertEqual(rows, [("A", "B", 1)])
 
+    def test_a_byte_order_mark_before_the_header_is_not_part_of_its_first_name(self):
+        self.write("MRPC", "train.tsv", "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\tA .\tB .\n")
+        rows, kind = peer.read_split(self.dir.name, "mrpc", "train")
+        self.assertEqual((kind, rows), ("class", [("A .", "B .", 1)]))
+
     def test_a_short_row_names_file_and_line(self):
         self.write("RTE", "train.tsv", "index\tsentence1\tsentence2\tlabel\n0\tA\tentailment\n")
         with self.assertRaises(SystemExit) as e:

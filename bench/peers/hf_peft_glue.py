@@ -50,7 +50,8 @@ def read_split(glue_dir, task, split):
     """(first, second, label) rows of a GLUE TSV, split on tabs without quoting, like lpeft."""
     folder, c1, c2, cl, kind = TASKS[task]
     path = os.path.join(glue_dir, folder, f"{split}.tsv")
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig: MRPC's files open with a byte-order mark, which lpeft strips from the header too.
+    with open(path, encoding="utf-8-sig") as f:
         lines = [line.rstrip("\n").rstrip("\r") for line in f if line.strip()]
     rows = []
     if c1 is None:  # CoLA: source, label, original label, sentence; no header

@@ -8,7 +8,9 @@ from the stages' manifests in the store, beside the HF PEFT peer's vanilla fine-
 Every figure comes from what the stages recorded: `wall_seconds` of each manifest (the stage
 from start to publish: model load, training, evaluation, writing), the fine-tune's own step
 times (`curve.json`) and peak memory (`result.json`: device memory on a GPU), the estimation's
-step time (its figures). Prints one table per call and appends one JSON line per task and
+step time (its figures). The step columns "after step 50" leave out the first 50 steps (the
+trainer's first read window: CUDA's warm-up, the first graph captures), which a short
+estimation cannot spread thin. Prints one table per call and appends one JSON line per task and
 seed to `--out`. Pure functions (`arms`, `compare`) are unit-tested in test_bench_scripts.py.
 """
 import argparse
@@ -17,6 +19,9 @@ import os
 import sys
 
 VANILLA = "lora-all"
+# Steps of the first read window of the trainer (lpeft_estimate::READ_EVERY): a curve's step
+# seconds are that window's average.
+WARM_STEPS = 50
 
 
 def load_stage(store, stage):
@@ -32,9 +37,18 @@ def load_stage(store, stage):
     if stage["kind"] == "finetune":
         with open(os.path.join(d, "result.json"), encoding="utf-8") as f:
             out["result"] = json.load(f)
-        with open(os.path.join(d, "curve.json"), encoding="utf-8") as f:
-            out["train_seconds"] = sum(r["seconds"] for r in json.load(f))
+    curve = os.path.join(d, "curve.json")
+    if stage["kind"] in ("finetune", "estimate") and os.path.exists(curve):
+        with open(curve, encoding="utf-8") as f:
+            out["step_seconds"] = [r["seconds"] for r in json.load(f)]
+        out["train_seconds"] = sum(out["step_seconds"])
     return out
+
+
+def steady_s_per_step(stage):
+    """Mean step seconds after the first WARM_STEPS steps; None without a curve that long."""
+    steps = stage.get("step_seconds", [])[WARM_STEPS:]
+    return sum(steps) / len(steps) if steps else None
 
 
 def random_weights(manifest):
@@ -78,6 +92,7 @@ def arms(stages):
             "total_seconds": sum(v for k, v in walls.items() if k != "data"),
             "finetune_train_seconds": ft["train_seconds"],
             "finetune_s_per_step": eff["train_seconds_per_step"],
+            "finetune_steady_s_per_step": steady_s_per_step(ft),
             "peak_memory_bytes": eff["peak_memory_bytes"],
             "memory_kind": eff["memory_kind"],
             "trainable_params": eff["trainable_params"],
@@ -90,6 +105,7 @@ def arms(stages):
             fig = est["manifest"]["figures"]
             rec["estimate_steps"] = fig["steps"]
             rec["estimate_s_per_step"] = fig["seconds_per_step"]
+            rec["estimate_steady_s_per_step"] = steady_s_per_step(est)
             if "graph_captures" in fig:
                 # Steps captured as CUDA graphs, and their host seconds (inside the above).
                 rec["estimate_graph_captures"] = fig["graph_captures"]
@@ -122,6 +138,9 @@ def compare(records, peers=(), label=""):
             row["estimate_step_over_finetune_step"] = (
                 light["estimate_s_per_step"] / v["finetune_s_per_step"]
             )
+        est_steady, ft_steady = light.get("estimate_steady_s_per_step"), v.get("finetune_steady_s_per_step")
+        if est_steady and ft_steady:
+            row["estimate_step_over_finetune_step_steady"] = est_steady / ft_steady
         p = peer.get((light["task"], light["seed"]))
         if p is not None:
             row["peer"] = {k: p[k] for k in ("train_seconds", "wall_seconds", "peak_allocated_mib")}
@@ -133,21 +152,23 @@ def compare(records, peers=(), label=""):
 
 def table(rows):
     head = ("| task | vanilla: fine-tune s | Light-PEFT: estimate + surgery + fine-tune s | "
-            "total ratio | peak memory ratio | est. step / ft step | ft speed-up (pruned) | "
-            "HF peer train s / ours | estimation's graph captures |")
-    lines = [head, "|" + "---|" * 9]
+            "total ratio | peak memory ratio | est. step / ft step | the same after step 50 | "
+            "ft speed-up (pruned) | HF peer train s / ours | estimation's graph captures |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         v, lt = r["vanilla"], r["light"]
         s = lt["stage_seconds"]
         peer = f"{r['peer_train_over_ours']:.2f}×" if "peer_train_over_ours" in r else "—"
         est = r.get("estimate_step_over_finetune_step")
+        steady = r.get("estimate_step_over_finetune_step_steady")
         caps = (f"{lt['estimate_graph_captures']} in {lt['estimate_capture_seconds']:.1f} s"
                 if "estimate_graph_captures" in lt else "—")
         lines.append(
             f"| {r['task']} | {v['total_seconds']:.1f} | {s.get('estimate', 0):.1f} + "
             f"{s.get('surgery', 0):.1f} + {s.get('finetune', 0):.1f} = {lt['total_seconds']:.1f} | "
             f"{r['total_ratio']:.2f} | {r['memory_ratio']:.2f} | "
-            f"{'—' if est is None else f'{est:.2f}'} | {r['finetune_speedup']:.2f}× | {peer} | {caps} |"
+            f"{'—' if est is None else f'{est:.2f}'} | {'—' if steady is None else f'{steady:.2f}'} | "
+            f"{r['finetune_speedup']:.2f}× | {peer} | {caps} |"
         )
     shapes = sorted({r["light"]["random_weights"] or r["vanilla"]["random_weights"] for r in rows} - {None})
     if shapes:

@@ -161,7 +161,7 @@ class PipelineSpeed(unittest.TestCase):
         self.assertEqual(row["peer_train_over_ours"], 2.5)
         self.assertEqual(row["peer_wall_over_ours"], 2.5)
         text = pipeline_speed.table([row])
-        self.assertIn("| glue/stsb | 20.0 | 3.0 + 1.0 + 11.0 = 15.0 | 0.75 | 0.60 | 0.07 | 2.00× | 2.50× | — |", text)
+        self.assertIn("| glue/stsb | 20.0 | 3.0 + 1.0 + 11.0 = 15.0 | 0.75 | 0.60 | 0.07 | — | 2.00× | 2.50× | — |", text)
         self.assertNotIn("meaningless", text)
         row["light"]["random_weights"] = "roberta-base"
         self.assertIn("roberta-base shape: timings only", pipeline_speed.table([row]))
@@ -174,6 +174,19 @@ class PipelineSpeed(unittest.TestCase):
                           recs["light-r2"]["estimate_capture_seconds"]), (9, 1.26))
         (row,) = pipeline_speed.compare(list(recs.values()))
         self.assertTrue(pipeline_speed.table([row]).splitlines()[2].endswith("| 9 in 1.3 s |"))
+
+
+    def test_steps_after_the_first_read_window_give_the_steady_ratio(self):
+        stages = self.stages()
+        stages[1]["step_seconds"] = [0.03] * 50 + [0.010] * 100   # vanilla fine-tune
+        stages[2]["step_seconds"] = [0.05] * 50 + [0.012] * 26    # estimation
+        stages[4]["step_seconds"] = [0.04] * 40                   # too short: no steady figure
+        recs = {r["method"]: r for r in pipeline_speed.arms(stages)}
+        self.assertAlmostEqual(recs["lora-all"]["finetune_steady_s_per_step"], 0.010)
+        self.assertIsNone(recs["light-r2"]["finetune_steady_s_per_step"])
+        (row,) = pipeline_speed.compare(list(recs.values()))
+        self.assertAlmostEqual(row["estimate_step_over_finetune_step_steady"], 1.2)
+        self.assertIn("| 0.07 | 1.20 | 2.00× |", pipeline_speed.table([row]))
 
 
 class RandomCheckpoint(unittest.TestCase):

@@ -136,6 +136,19 @@ pub fn seed(device: &Device, seed: u64) -> Result<(), ModelError> {
     }
 }
 
+/// The host CPU's device for a stage that only slices and copies tensors (surgery) under
+/// backend `name`: libtorch's CPU for `tch-cuda[:i]` (no CUDA context, no upload and download of
+/// every weight), `flex` for burn's GPU backends where it is compiled in, `name`'s own device
+/// otherwise. Values are copied exactly on every device, so the result is the same.
+pub fn host_device(name: &str) -> Result<Device, ModelError> {
+    let base = name.split(':').next().unwrap_or(name);
+    match base {
+        "tch-cuda" => device("tch"),
+        "cuda" | "vulkan" | "wgpu" if cfg!(feature = "flex") => device("flex"),
+        _ => device(name),
+    }
+}
+
 /// Parses `flex`, `tch` (libtorch CPU), `tch-cuda[:i]`, `cuda[:i]`, `vulkan`, `wgpu`, `ndarray`.
 pub fn device(name: &str) -> Result<Device, ModelError> {
     let (base, index) = match name.split_once(':') {
@@ -171,7 +184,7 @@ pub fn device(name: &str) -> Result<Device, ModelError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_known, on_host};
+    use super::{check_known, device, host_device, on_host};
 
     #[test]
     fn cpu_backends_are_on_the_host() {
@@ -196,5 +209,18 @@ mod tests {
             let e = check_known(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn host_work_stays_on_the_host_cpu() {
+        #[cfg(feature = "flex")]
+        for gpu in ["vulkan", "wgpu", "cuda:1"] {
+            assert_eq!(host_device(gpu).unwrap(), device("flex").unwrap(), "{gpu}");
+        }
+        #[cfg(feature = "tch")]
+        assert_eq!(host_device("tch-cuda:1").unwrap(), device("tch").unwrap());
+        #[cfg(feature = "flex")]
+        assert_eq!(host_device("flex").unwrap(), device("flex").unwrap());
+        assert!(host_device("no-such").is_err());
     }
 }

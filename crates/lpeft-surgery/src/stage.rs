@@ -328,7 +328,8 @@ impl Stage for SurgeryStage {
         let mut plan = make_plan(&scores, &cfg.settings());
         crate::plan::round_up_ffn(&mut plan, &scores.neurons, cfg.ffn_multiple);
 
-        let device = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
+        // Host-side work: on a GPU backend, its library's CPU device (no CUDA context to start).
+        let device = lpeft_model::device::host_device(ctx.backend).failed_by(KIND)?;
         let ckpt = HfCheckpoint::open(&cfg.model).failed_by(KIND)?;
         let mut tensors = warm_tensors(&art, &ckpt, &device).failed(KIND)?;
         if cfg.fold_masks {

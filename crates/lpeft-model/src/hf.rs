@@ -669,7 +669,11 @@ mod tests {
             let out = transposed(&values, rows, cols);
             for r in 0..rows {
                 for c in 0..cols {
-                    assert_eq!(out[c * rows + r], values[r * cols + c], "{rows}x{cols} at {r},{c}");
+                    assert_eq!(
+                        out[c * rows + r],
+                        values[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
                 }
             }
         }

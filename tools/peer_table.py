@@ -55,6 +55,16 @@ def peer_scores(paths):
     return scores
 
 
+def results_by_key(tar_path):
+    """{12-hex key prefix: result.json} of a call's results.tar.xz (KEY/result.json members)."""
+    out = {}
+    with tarfile.open(tar_path) as tar:
+        for m in tar.getmembers():
+            if m.name.endswith("/result.json"):
+                out[m.name.split("/")[-2][:12]] = json.load(io.TextIOWrapper(tar.extractfile(m)))
+    return out
+
+
 def our_runs(patterns):
     """{task: {seed: (score, key)}} of our LoRA(all) fine-tunes named in the logs."""
     runs, results = {}, {}
@@ -65,14 +75,8 @@ def our_runs(patterns):
         for log in logs:
             folder = os.path.dirname(log)
             if folder not in results:
-                results[folder] = {}
                 tar_path = os.path.join(folder, "results.tar.xz")
-                if os.path.exists(tar_path):
-                    with tarfile.open(tar_path) as tar:
-                        for m in tar.getmembers():
-                            if m.name.endswith("/result.json"):
-                                key = m.name.split("/")[-2][:12]
-                                results[folder][key] = json.load(io.TextIOWrapper(tar.extractfile(m)))
+                results[folder] = results_by_key(tar_path) if os.path.exists(tar_path) else {}
             for line in open(log):
                 w = line.split()
                 m = re.fullmatch(r"ft-(\w+)-lora-all-s(\d+)", w[1]) if w[:1] == ["RAN"] and len(w) > 2 else None

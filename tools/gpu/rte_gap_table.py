@@ -11,25 +11,21 @@ implementation of the recipe (`plain`, `unfused`) have no peer run of their own:
 compared with the peer's `base`, marked "vs base".
 """
 import glob
-import io
 import json
-import math
 import os
 import re
 import statistics as st
 import sys
-import tarfile
+
+# The results.tar.xz reader and Welch's t are tools/peer_table.py's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import peer_table  # noqa: E402
 
 
 def ours(folder):
     """{variant: {seed: score}} of our runs in one call's folder."""
     scores = {}
-    with tarfile.open(os.path.join(folder, "results.tar.xz")) as tar:
-        results = {}
-        for m in tar.getmembers():
-            if m.name.endswith("/result.json"):
-                key = m.name.split("/")[-2]
-                results[key[:12]] = json.load(io.TextIOWrapper(tar.extractfile(m)))
+    results = peer_table.results_by_key(os.path.join(folder, "results.tar.xz"))
     for log in glob.glob(os.path.join(folder, "ours-*-s*.log")):
         variant, seed = re.match(r"ours-(.+)-s(\d+)\.log$", os.path.basename(log)).groups()
         for line in open(log):
@@ -64,7 +60,7 @@ def gap_and_t(ours_row, peer_row):
     (ov, om, osd), (pv, pm, psd) = ours_row, peer_row
     gap, t = f"{om - pm:+.2f}", ""
     if len(pv) > 1 and len(ov) > 1:
-        t = f"{(om - pm) / math.sqrt(psd**2 / len(pv) + osd**2 / len(ov)):.2f}"
+        t = f"{peer_table.welch_t(om, osd, len(ov), pm, psd, len(pv)):.2f}"
     return gap, t
 
 

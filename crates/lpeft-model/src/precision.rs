@@ -16,8 +16,12 @@ use std::sync::{Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use burn::module::Param;
+use burn::tensor::{FloatDType, Tensor};
+
 use crate::ModelError;
 use crate::fused::Compute;
+use crate::layers::Dense;
 use crate::model::Model;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,9 +84,14 @@ impl Precision {
         }
     }
 
-    /// Puts `model` under this precision (its fused nodes' compute type).
+    /// Puts `model` under this precision (its fused nodes' compute type). Under `bf16-mixed`
+    /// the frozen projection weights and biases are also stored in bf16 once
+    /// ([`frozen_projections_in_bf16`]).
     pub fn apply(self, model: &mut Model) {
         model.encoder.fused.compute = self.compute();
+        if self.compute() == Compute::Bf16 {
+            frozen_projections_in_bf16(model);
+        }
     }
 
     /// Checks the device and, on a libtorch CUDA device, sets libtorch's TF32 switch for this
@@ -104,6 +113,61 @@ impl Precision {
         state.holders += 1;
         Ok(PrecisionScope { tf32: Some(tf32) })
     }
+}
+
+/// Stores every frozen weight and bias of the encoder's projections in bf16, where a fused node
+/// takes the projection (a weight and a bias, on a libtorch device with the fused nodes on).
+///
+/// Under `bf16-mixed` the fused projection casts its inputs to bf16 on every call; a frozen
+/// tensor never changes, so its cast gives the same bf16 values every time and an f32 master
+/// copy serves nothing. Cast once here, the nodes skip it: the same results to the bit, two
+/// cast kernels fewer per projection and step (144 of a roberta-base step's ~2,150), and 2
+/// bytes a frozen weight instead of 4 held plus 2 saved for the backward. Trained tensors
+/// (LoRA, a trained bias) stay f32: their optimizer needs the master copy.
+pub fn frozen_projections_in_bf16(model: &mut Model) {
+    let Some(device) = model
+        .encoder
+        .layers
+        .first()
+        .map(|l| l.attention.norm.gamma.val().device())
+    else {
+        return;
+    };
+    if model.encoder.fused.on(&device).is_none() {
+        return;
+    }
+    for layer in &mut model.encoder.layers {
+        let (a, f) = (&mut layer.attention, &mut layer.ffn);
+        for dense in [
+            a.query.as_mut(),
+            a.key.as_mut(),
+            a.value.as_mut(),
+            Some(&mut a.output),
+        ]
+        .into_iter()
+        .chain([f.input.as_mut(), Some(&mut f.output)])
+        .flatten()
+        {
+            frozen_in_bf16(dense);
+        }
+    }
+}
+
+/// One projection's frozen weight and bias in bf16, when it has both (without a weight or a
+/// bias it takes the plain path, whose burn operations want one float type).
+fn frozen_in_bf16(dense: &mut Dense) {
+    if dense.weight.is_none() || dense.bias.is_none() {
+        return;
+    }
+    dense.weight = dense.weight.take().map(frozen_bf16);
+    dense.bias = dense.bias.take().map(frozen_bf16);
+}
+
+fn frozen_bf16<const D: usize>(p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+    if p.val().is_require_grad() {
+        return p;
+    }
+    p.map(|t| t.cast(FloatDType::BF16))
 }
 
 impl std::fmt::Display for Precision {

@@ -86,12 +86,17 @@ type Run = (
 
 /// Loss, logits, gradients, recorded ratios (by module) and inference logits under `precision`.
 fn run(family: Family, device: &Device, precision: Precision) -> Run {
+    run_with(family, device, |m| precision.apply(m))
+}
+
+/// [`run`] with the model put under its precision by `apply`.
+fn run_with(family: Family, device: &Device, apply: impl FnOnce(&mut Model)) -> Run {
     let spec = spec(family);
     let ad = device.clone().autodiff();
     ad.seed(5);
     let mut model = Model::build(&spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
     model.encoder.fused = FusedPolicy::default();
-    precision.apply(&mut model);
+    apply(&mut model);
     let model = spread(model);
     let input = random_input(&spec.encoder, 4, 9, 2, &ad);
     let mut rec = NormRatioRecorder::new(&input.attention_mask);
@@ -185,4 +190,124 @@ fn bf16_mixed_tracks_fp32() {
             "{family:?}: recorded ratios"
         );
     }
+}
+
+/// Float types of the encoder projections' tensors: frozen ones of projections with a weight and
+/// a bias (what a fused node takes), frozen biases of projections without a weight (a pruned-away
+/// input: the bias alone, on the plain path), and trained ones.
+fn projection_dtypes(model: &Model) -> (Vec<DType>, Vec<DType>, Vec<DType>) {
+    let (mut frozen, mut bias_alone, mut trained) = (vec![], vec![], vec![]);
+    for layer in &model.encoder.layers {
+        let (a, f) = (&layer.attention, &layer.ffn);
+        for d in [
+            a.query.as_ref(),
+            a.key.as_ref(),
+            a.value.as_ref(),
+            Some(&a.output),
+        ]
+        .into_iter()
+        .chain([f.input.as_ref(), Some(&f.output)])
+        .flatten()
+        {
+            let has_weight = d.weight.is_some();
+            let w = d
+                .weight
+                .as_ref()
+                .map(|p| (p.val().is_require_grad(), p.val().dtype()));
+            let b = d
+                .bias
+                .as_ref()
+                .map(|p| (p.val().is_require_grad(), p.val().dtype()));
+            for (trains, dtype) in [w, b].into_iter().flatten() {
+                match (trains, has_weight) {
+                    (true, _) => trained.push(dtype),
+                    (false, true) => frozen.push(dtype),
+                    (false, false) => bias_alone.push(dtype),
+                }
+            }
+        }
+    }
+    (frozen, bias_alone, trained)
+}
+
+/// bf16-mixed stores the frozen projections in bf16 once instead of casting them in every
+/// fused call: the same bf16 values reach the same kernels, so loss, logits, gradients,
+/// ratios and inference logits are identical to the bit; trained tensors stay f32.
+#[test]
+fn frozen_projections_cast_once_change_nothing() {
+    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
+    let device = lpeft_model::device::device(&name).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for family in [Family::Bert, Family::Roberta] {
+        let once = run(family, &device, Precision::Bf16Mixed);
+        let every_call = run_with(family, &device, |m| {
+            m.encoder.fused.compute = Compute::Bf16;
+        });
+        assert_eq!(once.0.to_bits(), every_call.0.to_bits(), "{family:?}: loss");
+        assert_eq!(bits(&once.1), bits(&every_call.1), "{family:?}: logits");
+        assert_eq!(once.2.len(), every_call.2.len(), "{family:?}: gradients");
+        for ((name, d1, g1), (_, d2, g2)) in once.2.iter().zip(&every_call.2) {
+            assert_eq!(
+                (d1, bits(g1)),
+                (d2, bits(g2)),
+                "{family:?} {name}: gradient"
+            );
+        }
+        assert_eq!(bits(&once.3), bits(&every_call.3), "{family:?}: ratios");
+        assert_eq!(bits(&once.4), bits(&every_call.4), "{family:?}: inference");
+
+        // The cast took where it should, and only there.
+        let spec = spec(family);
+        let ad = device.clone().autodiff();
+        let mut model = Model::build(&spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+        let mut lora_trained_bias = model.encoder.layers[0]
+            .attention
+            .output
+            .bias
+            .take()
+            .unwrap();
+        lora_trained_bias = lora_trained_bias.set_require_grad(true);
+        model.encoder.layers[0].attention.output.bias = Some(lora_trained_bias);
+        Precision::Bf16Mixed.apply(&mut model);
+        let (frozen, bias_alone, trained) = projection_dtypes(&model);
+        assert!(
+            frozen.len() >= 8,
+            "{family:?}: {} frozen tensors",
+            frozen.len()
+        );
+        assert!(
+            frozen.iter().all(|d| *d == DType::BF16),
+            "{family:?}: frozen {frozen:?}"
+        );
+        // The spec's head-less and FFN-less layers: their output projections keep a bias alone.
+        assert_eq!(
+            bias_alone,
+            vec![DType::F32; 2],
+            "{family:?}: a bias alone stays f32"
+        );
+        assert_eq!(
+            trained,
+            vec![DType::F32],
+            "{family:?}: a trained bias stays f32"
+        );
+        let mut model = Model::build(&spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+        Precision::Fp32.apply(&mut model);
+        let (frozen, _, _) = projection_dtypes(&model);
+        assert!(
+            frozen.iter().all(|d| *d == DType::F32),
+            "{family:?}: fp32 casts nothing"
+        );
+    }
+}
+
+/// Without the fused nodes (here: flex) bf16-mixed cannot run and casts nothing, so a model
+/// that reaches the plain path never meets a bf16 weight.
+#[test]
+fn no_cast_without_fused_nodes() {
+    let spec = spec(Family::Bert);
+    let ad = Device::flex().autodiff();
+    let mut model = Model::build(&spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
+    lpeft_model::precision::frozen_projections_in_bf16(&mut model);
+    let (frozen, _, _) = projection_dtypes(&model);
+    assert!(!frozen.is_empty() && frozen.iter().all(|d| *d == DType::F32));
 }

@@ -68,7 +68,7 @@ def arms(stages):
     by_key = {s["key"]: s for s in stages}
     out = []
     for ft in (s for s in stages if s["kind"] == "finetune"):
-        walls, seen, todo = {}, set(), [ft["key"]]
+        walls, phases, seen, todo = {}, {}, set(), [ft["key"]]
         est, random = None, None
         while todo:
             key = todo.pop()
@@ -77,6 +77,9 @@ def arms(stages):
             seen.add(key)
             s = by_key[key]
             walls[s["kind"]] = walls.get(s["kind"], 0.0) + s["manifest"]["wall_seconds"]
+            ph = (s["manifest"].get("figures") or {}).get("phase_seconds")
+            if ph is not None:
+                phases[s["kind"]] = ph
             if s["kind"] == "estimate":
                 est = s
             random = random or s.get("random_weights")
@@ -88,6 +91,8 @@ def arms(stages):
             "method": r["method"],
             "seed": r["seed"],
             "stage_seconds": walls,
+            # Stages that split their wall time (load, steps, eval, write; newer binaries).
+            "phase_seconds": phases,
             # Training the method costs everything but the shared data preparation.
             "total_seconds": sum(v for k, v in walls.items() if k != "data"),
             "finetune_train_seconds": ft["train_seconds"],
@@ -176,6 +181,29 @@ def table(rows):
     return "\n".join(lines)
 
 
+def phase_table(rows):
+    """Where each stage's wall time went, for the stages that recorded it (newer binaries):
+    `load` (inputs read, model built), `steps` (training steps; the surgery's pruning and
+    rebuilding), `eval`, `write`, and `rest`, the wall time outside them (the store's hashing
+    and publishing, the trainer's work between timed steps). None when no stage recorded it."""
+    lines = ["| task | arm | stage | wall s | load | steps (surgery: prune) | eval | write | rest |",
+             "|" + "---|" * 9]
+    for r in rows:
+        for arm, rec in (("vanilla", r["vanilla"]), (r["method"], r["light"])):
+            for kind in ("estimate", "surgery", "finetune"):
+                ph = rec.get("phase_seconds", {}).get(kind)
+                if ph is None:
+                    continue
+                wall = rec["stage_seconds"][kind]
+                load, work = ph.get("load", 0.0), ph.get("steps", ph.get("prune", 0.0))
+                ev, write = ph.get("eval", 0.0), ph.get("write", 0.0)
+                lines.append(
+                    f"| {r['task']} | {arm} | {kind} | {wall:.1f} | {load:.1f} | {work:.1f} | "
+                    f"{ev:.1f} | {write:.1f} | {wall - load - work - ev - write:.1f} |"
+                )
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--plan", required=True, help="`lpeft plan --json` output")
@@ -197,6 +225,9 @@ def main(argv=None):
             peers = [json.loads(line) for line in f if line.strip()]
     rows = compare(arms(stages), peers, args.label)
     print(table(rows))
+    phases = phase_table(rows)
+    if phases:
+        print("\nWhere each stage's time went (seconds):\n\n" + phases)
     if args.out:
         with open(args.out, "a", encoding="utf-8") as f:
             for r in rows:

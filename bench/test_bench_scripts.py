@@ -188,6 +188,21 @@ class PipelineSpeed(unittest.TestCase):
         self.assertAlmostEqual(row["estimate_step_over_finetune_step_steady"], 1.2)
         self.assertIn("| 0.07 | 1.20 | 2.00× |", pipeline_speed.table([row]))
 
+    def test_phase_table_splits_the_stages_that_recorded_it(self):
+        stages = self.stages()
+        self.assertIsNone(pipeline_speed.phase_table(
+            pipeline_speed.compare(pipeline_speed.arms(stages))))
+        ph = lambda load, steps, ev, write: {"load": load, "steps": steps, "eval": ev, "write": write}
+        stages[1]["manifest"]["figures"]["phase_seconds"] = ph(4.0, 12.0, 2.5, 0.5)
+        stages[2]["manifest"]["figures"]["phase_seconds"] = {"load": 1.5, "steps": 1.0, "write": 0.2}
+        stages[3]["manifest"]["figures"]["phase_seconds"] = {"load": 0.5, "prune": 0.25, "write": 0.125}
+        (row,) = pipeline_speed.compare(pipeline_speed.arms(stages))
+        self.assertEqual(pipeline_speed.phase_table([row]).splitlines()[2:], [
+            "| glue/stsb | vanilla | finetune | 20.0 | 4.0 | 12.0 | 2.5 | 0.5 | 1.0 |",
+            "| glue/stsb | light-r2 | estimate | 3.0 | 1.5 | 1.0 | 0.0 | 0.2 | 0.3 |",
+            "| glue/stsb | light-r2 | surgery | 1.0 | 0.5 | 0.2 | 0.0 | 0.1 | 0.1 |",
+        ])
+
 
 class RandomCheckpoint(unittest.TestCase):
     def test_shapes_and_marker(self):

@@ -143,6 +143,22 @@ fn folded_masks_distillation_and_the_r2_cut_run_end_to_end() {
         assert_eq!(best, 1, "one epoch, numbered 1");
         assert_eq!(result["epochs"][0]["epoch"], best);
         assert_eq!(manifest["figures"]["best_epoch"], best);
+        // Where the stage's time went, each phase within the stage's own wall time.
+        let phases = &manifest["figures"]["phase_seconds"];
+        let wall = manifest["wall_seconds"].as_f64().unwrap();
+        let mut sum = 0.0;
+        for name in ["load", "steps", "eval", "write"] {
+            let v = phases[name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: {phases}"));
+            assert!(v >= 0.0, "{name}: {v}");
+            sum += v;
+        }
+        assert!(phases["steps"].as_f64().unwrap() > 0.0, "{phases}");
+        assert!(
+            sum <= wall + 1e-3,
+            "phases {sum} s over the wall time {wall} s"
+        );
     }
 
     let out = lpeft(dir.path(), &["report", "p.ron"]);

@@ -141,6 +141,7 @@ impl Stage for EstimateStage {
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
+        let started = std::time::Instant::now();
         let cfg = parse(ctx.params)?;
         let input = ctx.input("dataset")?;
         let ds = Dataset::open(&input.dir).failed_by(KIND)?;
@@ -175,6 +176,7 @@ impl Stage for EstimateStage {
         let mut model = Model::build(&spec, &mut src, &device).failed_by(KIND)?;
         cfg.precision.apply(&mut model);
         let backbone_blake3 = file_blake3(&weights_file(&cfg.model).invalid_params(KIND)?)?;
+        let load_seconds = started.elapsed().as_secs_f64();
 
         ctx.progress.start(KIND, steps as u64);
         let out = estimate(model, &batcher, &cfg, steps, &device, &mut |r| {
@@ -184,8 +186,10 @@ impl Stage for EstimateStage {
         ctx.progress.finish();
         let out = out.failed_by(KIND)?;
 
+        let writing = std::time::Instant::now();
         let (summary, agg) =
             write_artifact(ctx.out_dir, &cfg, &out, per_epoch, backbone_blake3).failed_by(KIND)?;
+        let write_seconds = writing.elapsed().as_secs_f64();
         if cfg.teacher_outputs {
             let teacher = teacher_outputs(&out.model, &split, &ds, &plain).failed(KIND)?;
             artifact::write_teacher(&ctx.out_dir.join(artifact::TEACHER_FILE), &teacher)
@@ -207,6 +211,11 @@ impl Stage for EstimateStage {
             "last_masks": last,
             "top_modules": top.iter().map(|m| (m.name.clone(), m.module_score)).collect::<Vec<_>>(),
         });
+        figures["phase_seconds"] = lpeft_train::efficiency::phase_seconds(&[
+            ("load", load_seconds),
+            ("steps", out.timing.seconds),
+            ("write", write_seconds),
+        ]);
         out.graph_captures.add_to(&mut figures);
         Ok(RunSummary { figures })
     }

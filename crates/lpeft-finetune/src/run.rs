@@ -103,6 +103,8 @@ pub struct Outcome {
     pub train_examples: u64,
     /// Dev throughput of the last evaluation (forward only).
     pub inference_examples_per_second: f64,
+    /// Host seconds of the dev evaluations (every epoch's forward and scoring).
+    pub eval_seconds: f64,
     /// Steps captured as CUDA graphs and the host seconds they took.
     pub graph_captures: lpeft_train::GraphCaptures,
 }
@@ -272,6 +274,7 @@ pub fn finetune(
     let mut best_answers = None;
     let mut train_examples = 0u64;
     let mut inference = 0.0;
+    let mut eval_seconds = 0.0;
     'epochs: for epoch in 0..cfg.epochs {
         let (mut loss_sum, mut n) = (0.0, 0usize);
         let mut take = |records: Vec<StepRecord>, curve: &mut Vec<StepRecord>| {
@@ -301,6 +304,7 @@ pub fn finetune(
             }
         }
         take(trainer.finish()?, &mut curve);
+        let eval_started = std::time::Instant::now();
         let eval = evaluate(&model, dev_batcher.epoch(0), plain)?;
         inference = eval.examples as f64 / eval.seconds.max(1e-9);
         let scored =
@@ -333,6 +337,7 @@ pub fn finetune(
                 }
             })?;
         }
+        eval_seconds += eval_started.elapsed().as_secs_f64();
         if trainer.steps_done() >= total {
             break 'epochs;
         }
@@ -347,6 +352,7 @@ pub fn finetune(
         step_seconds,
         train_examples,
         inference_examples_per_second: inference,
+        eval_seconds,
         graph_captures: trainer.graph_captures(),
     })
 }

@@ -205,6 +205,7 @@ impl Stage for FinetuneStage {
         };
         cfg.precision.apply(&mut model);
         let distill = teacher_targets(&cfg, ctx.inputs.get("teacher"), &train, &task.kind)?;
+        let load_seconds = started.elapsed().as_secs_f64();
         let counts = param_counts(&model);
         let spec = model.spec.clone();
         let outcome = finetune(
@@ -264,6 +265,7 @@ impl Stage for FinetuneStage {
             efficiency,
             wall_seconds: started.elapsed().as_secs_f64(),
         };
+        let writing = Instant::now();
         write_json(&ctx.out_dir.join(RESULT_FILE), &result)?;
         write_json(&ctx.out_dir.join(layout::CONFIG_FILE), &cfg)?;
         write_json(&ctx.out_dir.join(layout::CURVE_FILE), &outcome.curve)?;
@@ -285,6 +287,12 @@ impl Stage for FinetuneStage {
             "backbone_pruned_pct": result.efficiency.backbone_pruned_pct,
             "train_s_per_step": result.efficiency.train_seconds_per_step,
         });
+        figures["phase_seconds"] = lpeft_train::efficiency::phase_seconds(&[
+            ("load", load_seconds),
+            ("steps", train_time),
+            ("eval", outcome.eval_seconds),
+            ("write", writing.elapsed().as_secs_f64()),
+        ]);
         outcome.graph_captures.add_to(&mut figures);
         Ok(RunSummary { figures })
     }

@@ -306,6 +306,7 @@ impl Stage for SurgeryStage {
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<RunSummary, StageError> {
+        let started = std::time::Instant::now();
         let cfg = parse(ctx.params)?;
         let input = ctx.input("estimate")?;
         let art = EstimateArtifact::open(&input.dir).failed_by(KIND)?;
@@ -332,6 +333,7 @@ impl Stage for SurgeryStage {
         let device = lpeft_model::device::host_device(ctx.backend).failed_by(KIND)?;
         let ckpt = HfCheckpoint::open(&cfg.model).failed_by(KIND)?;
         let mut tensors = warm_tensors(&art, &ckpt, &device).failed(KIND)?;
+        let load_seconds = started.elapsed().as_secs_f64();
         if cfg.fold_masks {
             tensors = fold_masks(&art.spec, &tensors).failed_by(KIND)?;
         }
@@ -339,6 +341,7 @@ impl Stage for SurgeryStage {
         let report = param_report(&art.spec, &tensors, &spec, &pruned);
         drop(tensors);
         let model = build_from(&spec, pruned, &device).failed(KIND)?;
+        let prune_seconds = started.elapsed().as_secs_f64() - load_seconds;
         checkpoint::save(&model, ctx.out_dir).failed_by(KIND)?;
         let file = PlanFile {
             plan,
@@ -350,6 +353,9 @@ impl Stage for SurgeryStage {
         };
         let text = serde_json::to_string_pretty(&file).expect("plan serializes");
         std::fs::write(ctx.out_dir.join(PLAN_FILE), text)?;
+        let write_seconds = started.elapsed().as_secs_f64() - load_seconds - prune_seconds;
+        // As lpeft_train::efficiency::phase_seconds writes them (0.1 ms).
+        let r = |v: f64| (v * 1e4).round() / 1e4;
         Ok(RunSummary {
             figures: serde_json::json!({
                 "backbone_params": [report.backbone_before, report.backbone_after],
@@ -363,6 +369,11 @@ impl Stage for SurgeryStage {
                 "kept_heads": report.kept_heads_per_layer,
                 "kept_neurons": report.kept_neurons_per_layer,
                 "draw_step": draw_step,
+                "phase_seconds": {
+                    "load": r(load_seconds),
+                    "prune": r(prune_seconds),
+                    "write": r(write_seconds),
+                },
             }),
         })
     }

@@ -95,6 +95,26 @@ fn ratio_and_draw_changes_rerun_only_surgery() {
         unreachable!()
     };
     assert_eq!(figures["kept_heads"].as_array().unwrap().len(), 6);
+    // The surgery's and the estimation's time, by phase.
+    for name in ["load", "prune", "write"] {
+        assert!(
+            figures["phase_seconds"][name].as_f64().unwrap() >= 0.0,
+            "{name}: {figures}"
+        );
+    }
+    let Outcome::Ran { figures: est, .. } = &report.outcomes[1].1 else {
+        unreachable!()
+    };
+    for name in ["load", "steps", "write"] {
+        assert!(
+            est["phase_seconds"][name].as_f64().unwrap() >= 0.0,
+            "{name}: {est}"
+        );
+    }
+    assert!(
+        est["phase_seconds"]["steps"].as_f64().unwrap() > 0.0,
+        "{est}"
+    );
     assert!(
         figures["kept_heads"]
             .as_array()

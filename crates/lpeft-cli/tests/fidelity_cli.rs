@@ -159,6 +159,10 @@ fn folded_masks_distillation_and_the_r2_cut_run_end_to_end() {
             sum <= wall + 1e-3,
             "phases {sum} s over the wall time {wall} s"
         );
+        let per_epoch = manifest["figures"]["eval_seconds_per_epoch"]
+            .as_array()
+            .unwrap();
+        assert_eq!(per_epoch.len(), result["epochs"].as_array().unwrap().len());
     }
 
     let out = lpeft(dir.path(), &["report", "p.ron"]);

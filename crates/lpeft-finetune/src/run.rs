@@ -103,8 +103,8 @@ pub struct Outcome {
     pub train_examples: u64,
     /// Dev throughput of the last evaluation (forward only).
     pub inference_examples_per_second: f64,
-    /// Host seconds of the dev evaluations (every epoch's forward and scoring).
-    pub eval_seconds: f64,
+    /// Host seconds of each epoch's dev evaluation (forward and scoring).
+    pub eval_seconds: Vec<f64>,
     /// Steps captured as CUDA graphs and the host seconds they took.
     pub graph_captures: lpeft_train::GraphCaptures,
 }
@@ -274,7 +274,7 @@ pub fn finetune(
     let mut best_answers = None;
     let mut train_examples = 0u64;
     let mut inference = 0.0;
-    let mut eval_seconds = 0.0;
+    let mut eval_seconds = Vec::new();
     'epochs: for epoch in 0..cfg.epochs {
         let (mut loss_sum, mut n) = (0.0, 0usize);
         let mut take = |records: Vec<StepRecord>, curve: &mut Vec<StepRecord>| {
@@ -337,7 +337,7 @@ pub fn finetune(
                 }
             })?;
         }
-        eval_seconds += eval_started.elapsed().as_secs_f64();
+        eval_seconds.push(eval_started.elapsed().as_secs_f64());
         if trainer.steps_done() >= total {
             break 'epochs;
         }

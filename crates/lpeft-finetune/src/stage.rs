@@ -290,9 +290,12 @@ impl Stage for FinetuneStage {
         figures["phase_seconds"] = lpeft_train::efficiency::phase_seconds(&[
             ("load", load_seconds),
             ("steps", train_time),
-            ("eval", outcome.eval_seconds),
+            ("eval", outcome.eval_seconds.iter().sum()),
             ("write", writing.elapsed().as_secs_f64()),
         ]);
+        // Each pass apart: a slow first one is warm-up, slow ones throughout are the forward.
+        figures["eval_seconds_per_epoch"] =
+            lpeft_train::efficiency::rounded_seconds(&outcome.eval_seconds);
         outcome.graph_captures.add_to(&mut figures);
         Ok(RunSummary { figures })
     }

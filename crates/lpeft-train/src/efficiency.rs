@@ -69,13 +69,22 @@ pub fn mean_step_seconds(step_seconds: &[f64], warmup: usize) -> Option<f64> {
 /// `write`; the surgery: `load`, `prune`, `write`), rounded to 0.1 ms. What the stage's
 /// `wall_seconds` holds beyond their sum is the store's work and whatever ran between them.
 pub fn phase_seconds(phases: &[(&str, f64)]) -> serde_json::Value {
-    let r = |v: f64| (v * 1e4).round() / 1e4;
     serde_json::Value::Object(
         phases
             .iter()
-            .map(|(name, v)| ((*name).to_owned(), serde_json::json!(r(*v))))
+            .map(|(name, v)| ((*name).to_owned(), serde_json::json!(round_seconds(*v))))
             .collect(),
     )
+}
+
+/// Durations as a JSON array, rounded as [`phase_seconds`] rounds them.
+pub fn rounded_seconds(values: &[f64]) -> serde_json::Value {
+    serde_json::json!(values.iter().map(|v| round_seconds(*v)).collect::<Vec<_>>())
+}
+
+/// Seconds to 0.1 ms: figures, not measurements of the last digits.
+fn round_seconds(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
 }
 
 /// Examples per second; 0 for a zero duration.
@@ -201,6 +210,10 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"load": 1.2346, "steps": 2.0, "eval": 0.5, "write": 0.0})
+        );
+        assert_eq!(
+            rounded_seconds(&[0.123456, 2.0]),
+            serde_json::json!([0.1235, 2.0])
         );
     }
 

@@ -103,7 +103,8 @@ pub struct Outcome {
     pub train_examples: u64,
     /// Dev throughput of the last evaluation (forward only).
     pub inference_examples_per_second: f64,
-    /// Host seconds of each epoch's dev evaluation (forward and scoring).
+    /// Host seconds of each epoch's dev evaluation: forward, scoring, and keeping the best
+    /// epoch's trainable tensors.
     pub eval_seconds: Vec<f64>,
     /// Steps captured as CUDA graphs and the host seconds they took.
     pub graph_captures: lpeft_train::GraphCaptures,

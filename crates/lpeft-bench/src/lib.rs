@@ -388,10 +388,9 @@ where
     let ad = device.clone().autodiff();
     let mut model = Model::build(&spec, &mut BenchSource { seed: 0 }, &ad)?;
     model.encoder.fused = policy;
-    if stage_precision == Precision::Bf16Mixed {
-        // As the stages do (Precision::apply): frozen projections stored in bf16 once.
-        lpeft_model::precision::frozen_projections_in_bf16(&mut model);
-    }
+    // As the stages do: the compute type (the policy's already) and, under bf16-mixed, the
+    // frozen projections stored in bf16 once.
+    stage_precision.apply(&mut model);
     // Full-length rows: the peer pads to max_length too.
     let full = |dev: &burn::tensor::Device| {
         let mut input = random_input(&spec.encoder, args.batch, args.seq, 1, dev);

@@ -211,7 +211,7 @@ impl Stage for EstimateStage {
             "last_masks": last,
             "top_modules": top.iter().map(|m| (m.name.clone(), m.module_score)).collect::<Vec<_>>(),
         });
-        figures["phase_seconds"] = lpeft_train::efficiency::phase_seconds(&[
+        figures["phase_seconds"] = lpeft_pipeline::stage::phase_seconds(&[
             ("load", load_seconds),
             ("steps", out.timing.seconds),
             ("write", write_seconds),

@@ -287,7 +287,7 @@ impl Stage for FinetuneStage {
             "backbone_pruned_pct": result.efficiency.backbone_pruned_pct,
             "train_s_per_step": result.efficiency.train_seconds_per_step,
         });
-        figures["phase_seconds"] = lpeft_train::efficiency::phase_seconds(&[
+        figures["phase_seconds"] = lpeft_pipeline::stage::phase_seconds(&[
             ("load", load_seconds),
             ("steps", train_time),
             ("eval", outcome.eval_seconds.iter().sum()),
@@ -295,7 +295,7 @@ impl Stage for FinetuneStage {
         ]);
         // Each pass apart: a slow first one is warm-up, slow ones throughout are the forward.
         figures["eval_seconds_per_epoch"] =
-            lpeft_train::efficiency::rounded_seconds(&outcome.eval_seconds);
+            lpeft_pipeline::stage::rounded_seconds(&outcome.eval_seconds);
         outcome.graph_captures.add_to(&mut figures);
         Ok(RunSummary { figures })
     }

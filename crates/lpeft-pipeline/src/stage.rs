@@ -83,6 +83,29 @@ pub struct RunSummary {
     pub figures: serde_json::Value,
 }
 
+/// Where a stage's host time went, for its figures (`phase_seconds`): named phases in seconds
+/// (training stages: `load` from the stage's start to its first step, `steps` summed, `eval`,
+/// `write`; the surgery: `load`, `prune`, `write`), rounded to 0.1 ms. What the manifest's
+/// `wall_seconds` holds beyond their sum is the store's work and whatever ran between them.
+pub fn phase_seconds(phases: &[(&str, f64)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        phases
+            .iter()
+            .map(|(name, v)| ((*name).to_owned(), serde_json::json!(round_seconds(*v))))
+            .collect(),
+    )
+}
+
+/// Durations as a JSON array, rounded as [`phase_seconds`] rounds them.
+pub fn rounded_seconds(values: &[f64]) -> serde_json::Value {
+    serde_json::json!(values.iter().map(|v| round_seconds(*v)).collect::<Vec<_>>())
+}
+
+/// Seconds to 0.1 ms: figures, not measurements of the last digits.
+fn round_seconds(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("invalid parameters for stage `{stage}`: {message}")]
@@ -322,5 +345,28 @@ mod failed_tests {
         let m = StageError::failed("estimate", "the split has no batches");
         assert_eq!(m.to_string(), "estimate: the split has no batches");
         assert!(m.source().is_none());
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::{phase_seconds, rounded_seconds};
+
+    #[test]
+    fn phases_are_named_and_rounded() {
+        let v = phase_seconds(&[
+            ("load", 1.23456789),
+            ("steps", 2.0),
+            ("eval", 0.5),
+            ("write", 0.000_04),
+        ]);
+        assert_eq!(
+            v,
+            serde_json::json!({"load": 1.2346, "steps": 2.0, "eval": 0.5, "write": 0.0})
+        );
+        assert_eq!(
+            rounded_seconds(&[0.123456, 2.0]),
+            serde_json::json!([0.1235, 2.0])
+        );
     }
 }

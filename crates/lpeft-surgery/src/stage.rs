@@ -354,8 +354,6 @@ impl Stage for SurgeryStage {
         let text = serde_json::to_string_pretty(&file).expect("plan serializes");
         std::fs::write(ctx.out_dir.join(PLAN_FILE), text)?;
         let write_seconds = started.elapsed().as_secs_f64() - load_seconds - prune_seconds;
-        // As lpeft_train::efficiency::phase_seconds writes them (0.1 ms).
-        let r = |v: f64| (v * 1e4).round() / 1e4;
         Ok(RunSummary {
             figures: serde_json::json!({
                 "backbone_params": [report.backbone_before, report.backbone_after],
@@ -369,11 +367,11 @@ impl Stage for SurgeryStage {
                 "kept_heads": report.kept_heads_per_layer,
                 "kept_neurons": report.kept_neurons_per_layer,
                 "draw_step": draw_step,
-                "phase_seconds": {
-                    "load": r(load_seconds),
-                    "prune": r(prune_seconds),
-                    "write": r(write_seconds),
-                },
+                "phase_seconds": lpeft_pipeline::stage::phase_seconds(&[
+                    ("load", load_seconds),
+                    ("prune", prune_seconds),
+                    ("write", write_seconds),
+                ]),
             }),
         })
     }

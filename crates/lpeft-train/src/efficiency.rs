@@ -64,29 +64,6 @@ pub fn mean_step_seconds(step_seconds: &[f64], warmup: usize) -> Option<f64> {
     (!steady.is_empty()).then(|| steady.iter().sum::<f64>() / steady.len() as f64)
 }
 
-/// Where a stage's host time went, for its manifest's figures: named phases in seconds
-/// (training stages: `load` from the stage's start to its first step, `steps` summed, `eval`,
-/// `write`; the surgery: `load`, `prune`, `write`), rounded to 0.1 ms. What the stage's
-/// `wall_seconds` holds beyond their sum is the store's work and whatever ran between them.
-pub fn phase_seconds(phases: &[(&str, f64)]) -> serde_json::Value {
-    serde_json::Value::Object(
-        phases
-            .iter()
-            .map(|(name, v)| ((*name).to_owned(), serde_json::json!(round_seconds(*v))))
-            .collect(),
-    )
-}
-
-/// Durations as a JSON array, rounded as [`phase_seconds`] rounds them.
-pub fn rounded_seconds(values: &[f64]) -> serde_json::Value {
-    serde_json::json!(values.iter().map(|v| round_seconds(*v)).collect::<Vec<_>>())
-}
-
-/// Seconds to 0.1 ms: figures, not measurements of the last digits.
-fn round_seconds(v: f64) -> f64 {
-    (v * 1e4).round() / 1e4
-}
-
 /// Examples per second; 0 for a zero duration.
 pub fn throughput(examples: u64, seconds: f64) -> f64 {
     if seconds > 0.0 {
@@ -198,24 +175,6 @@ pub fn cuda_index(backend: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phases_are_named_and_rounded() {
-        let v = phase_seconds(&[
-            ("load", 1.23456789),
-            ("steps", 2.0),
-            ("eval", 0.5),
-            ("write", 0.000_04),
-        ]);
-        assert_eq!(
-            v,
-            serde_json::json!({"load": 1.2346, "steps": 2.0, "eval": 0.5, "write": 0.0})
-        );
-        assert_eq!(
-            rounded_seconds(&[0.123456, 2.0]),
-            serde_json::json!([0.1235, 2.0])
-        );
-    }
 
     #[test]
     fn vm_hwm_is_read_in_bytes() {

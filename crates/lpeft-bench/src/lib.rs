@@ -91,6 +91,14 @@ struct Args {
     /// elsewhere, as in training runs) or a number (1: never), for comparison.
     #[arg(long, default_value = "auto")]
     ffn_align: String,
+    /// Multiple that LoRA ranks are padded to inside the nodes, where it should differ from
+    /// `--ffn-align` (a number; 1: never; by default the same).
+    #[arg(long)]
+    rank_align: Option<usize>,
+    /// Under bf16-mixed, islands hand their outputs to the island that alone consumes them in
+    /// bf16 (`on`, as the stages do) or convert them to f32 as before (`off`), for comparison.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    hand_off: String,
     /// FFN widths of the pruned shapes: `uniform` (a third off every layer: 3072 → 2048, 8192 →
     /// 5462), `irregular` (a few neurons fewer, different per layer and never a multiple of 8, as
     /// the global FFN cut of the pipeline's surgery leaves them: 2047, 2044, 2041, 2038, ...) or
@@ -344,7 +352,9 @@ where
     let policy = lpeft_model::fused::FusedPolicy {
         enabled: args.fused == "on",
         align,
+        rank_align: args.rank_align,
         compute: stage_precision.compute(),
+        hand_off: args.hand_off == "on",
     };
     let estimate = args.step == Some(Step::Estimate);
     let mut spec = model_spec(&args.shape, &args.peft, args.ffn_widths)?;
@@ -588,7 +598,9 @@ fn report(
         "phase": phase, "batch": args.batch, "seq": args.seq, "median_s": median, "times_s": times,
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "precision": args.precision, "params": params,
-        "fused": fused, "ffn_align": args.ffn_align, "ffn_widths": args.ffn_widths.name(),
+        "fused": fused, "ffn_align": args.ffn_align, "rank_align": args.rank_align,
+        "hand_off": args.hand_off,
+        "ffn_widths": args.ffn_widths.name(),
         "step": args.step.and_then(|s| clap::ValueEnum::to_possible_value(&s))
             .map(|v| v.get_name().to_owned()),
     });

@@ -86,8 +86,9 @@ fn project(
         let fused_call = FusedCall {
             act: None,
             padding: (0, 0),
-            rank_align: f.align,
+            rank_align: f.rank_align,
             compute: f.compute,
+            hand_off: f.hand_off,
             id,
         };
         if let Some(y) = project_fused(dense, lora, x.clone(), fused_call, rec, device) {
@@ -114,6 +115,7 @@ struct FusedCall {
     padding: (usize, usize),
     rank_align: usize,
     compute: Compute,
+    hand_off: bool,
     id: PeftModuleId,
 }
 
@@ -147,6 +149,7 @@ fn project_fused(
             rank_align: call.rank_align,
             record,
             compute: call.compute,
+            hand_off: call.hand_off,
         },
     );
     if record && let Some(r) = rec.as_deref_mut() {
@@ -227,6 +230,14 @@ impl Attention {
             (Some(q), Some(k), Some(v)) if self.heads > 0 => {
                 let (h, d) = (self.heads, self.head_dim);
                 let dims = (b, t, &device);
+                // The fused core was built and checked for a padding bias broadcast over heads
+                // and queries only, so a layer with MPNet's per-head bias, or OPT's causal bias
+                // `[B, 1, T, T]`, runs the plain core (its projections and norms stay fused;
+                // under bf16-mixed that core stays f32).
+                let fused_core = (self.relative_bias.is_none() || buckets.is_none())
+                    && score_bias.dims()[2] == 1;
+                // q, k and v go to the fused core alone.
+                let qkv_fused = fused.map(|f| f.handing_off(fused_core));
                 let mut proj = |dense, lora: &Option<Lora>, target| {
                     project(
                         dense,
@@ -235,7 +246,7 @@ impl Attention {
                         dims,
                         id(target),
                         rec,
-                        fused,
+                        qkv_fused,
                     )
                 };
                 let q = proj(q, &self.lora_query, LoraTarget::Query);
@@ -246,14 +257,16 @@ impl Attention {
                     .as_ref()
                     .zip(buckets)
                     .map(|(table, ids)| crate::mpnet::layer_bias(table, ids));
-                // The fused core was built and checked for a padding bias broadcast over heads
-                // and queries only, so a layer with MPNet's per-head bias, or OPT's causal bias
-                // `[B, 1, T, T]`, runs the plain core (its projections and norms stay fused;
-                // under bf16-mixed that core stays f32).
-                let padding_only = score_bias.dims()[2] == 1;
-                if let Some(f) = fused.filter(|_| relative.is_none() && padding_only) {
+                if let Some(f) = fused.filter(|_| fused_core) {
+                    debug_assert!(relative.is_none());
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
-                    let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout, f.compute);
+                    // The context goes to the fused output projection alone when no head mask
+                    // sits between.
+                    let to_island = self.head_mask.is_none()
+                        && self.output.weight.is_some()
+                        && self.output.bias.is_some();
+                    let f = f.handing_off(to_island);
+                    let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout, f);
                     // The head mask on the merged context: each head's d columns by its value.
                     Some(match &self.head_mask {
                         Some(mask) => {
@@ -365,8 +378,12 @@ impl Ffn {
                     let call = FusedCall {
                         act: Some(Act::from(self.activation)),
                         padding: (0, pad),
-                        rank_align: f.align,
+                        rank_align: f.rank_align,
                         compute: f.compute,
+                        // The activations go to the fused FC2 alone, unless a mask sits between.
+                        hand_off: f
+                            .handing_off(fc2_fused && self.neuron_mask.is_none())
+                            .hand_off,
                         id: id(LoraTarget::FfnIn),
                     };
                     let z = project_fused(fc1, lora, Some(x.clone()), call, rec, &device);
@@ -424,8 +441,9 @@ impl Ffn {
             let call = FusedCall {
                 act: None,
                 padding: (padding, 0),
-                rank_align: f.align,
+                rank_align: f.rank_align,
                 compute: f.compute,
+                hand_off: false,
                 id,
             };
             project_fused(&self.output, lora, hidden, call, rec, &device)

@@ -23,6 +23,11 @@ use lpeft_schema::model::{Family, HeadStyle, ModelSpec, TaskHeadSpec};
 /// A pruned-shape encoder (a head-less layer, an FFN-less one) with LoRA on every projection
 /// and masks; head size 8, as the CUDA attention kernels take.
 fn spec(family: Family) -> ModelSpec {
+    spec_with(family, true, 0.0)
+}
+
+/// [`spec`] with or without the estimation's masks, at a LoRA dropout.
+fn spec_with(family: Family, masks: bool, lora_dropout: f64) -> ModelSpec {
     let layers = [(4, 12), (0, 8), (2, 0)];
     let style = match family {
         Family::Roberta => HeadStyle::RobertaDenseTanh,
@@ -32,7 +37,8 @@ fn spec(family: Family) -> ModelSpec {
         num_labels: 3,
         style,
     };
-    let mut spec = tiny_spec(family, &layers, head, lora_everywhere(3, 3, 0.0), true);
+    let peft = lora_everywhere(3, 3, lora_dropout);
+    let mut spec = tiny_spec(family, &layers, head, peft, masks);
     spec.encoder.hidden_size = 32;
     spec.encoder.head_dim = 8;
     spec.encoder.hidden_dropout = 0.0;
@@ -91,7 +97,17 @@ fn run(family: Family, device: &Device, precision: Precision) -> Run {
 
 /// [`run`] with the model put under its precision by `apply`.
 fn run_with(family: Family, device: &Device, apply: impl FnOnce(&mut Model)) -> Run {
-    let spec = spec(family);
+    run_spec(&spec(family), device, apply)
+}
+
+/// libtorch's generator is the process's: runs that draw dropout take turns, or a test running
+/// beside another would draw from the other's stream.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// [`run_with`] on any spec.
+fn run_spec(spec: &ModelSpec, device: &Device, apply: impl FnOnce(&mut Model)) -> Run {
+    let _turn = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = spec.clone();
     let ad = device.clone().autodiff();
     ad.seed(5);
     let mut model = Model::build(&spec, &mut RandomSource { seed: 3 }, &ad).unwrap();
@@ -310,4 +326,66 @@ fn no_cast_without_fused_nodes() {
     lpeft_model::precision::frozen_projections_in_bf16(&mut model);
     let (frozen, _, _) = projection_dtypes(&model);
     assert!(!frozen.is_empty() && frozen.iter().all(|d| *d == DType::F32));
+}
+
+/// Under bf16-mixed, an island hands its output to the island that alone consumes it (q, k, v
+/// to the attention core; the context to the output projection and FC1's activations to FC2
+/// where no mask sits between) in bf16 instead of converting it to f32 for the next island to
+/// convert back. bf16 → f32 → bf16 is exact, so loss, logits, gradients (each in its
+/// parameter's type), ratios and inference logits are identical to the bit, with the
+/// estimation's masks and without, LoRA dropout acting.
+#[test]
+fn hand_off_in_bf16_changes_nothing() {
+    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
+    let device = lpeft_model::device::device(&name).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for family in [Family::Bert, Family::Roberta] {
+        for masks in [true, false] {
+            let spec = spec_with(family, masks, 0.1);
+            let handed = run_spec(&spec, &device, |m| Precision::Bf16Mixed.apply(m));
+            let converted = run_spec(&spec, &device, |m| {
+                Precision::Bf16Mixed.apply(m);
+                m.encoder.fused.hand_off = false;
+            });
+            let what = format!("{family:?}, masks {masks}");
+            assert_eq!(handed.0.to_bits(), converted.0.to_bits(), "{what}: loss");
+            assert_eq!(bits(&handed.1), bits(&converted.1), "{what}: logits");
+            assert_eq!(handed.2.len(), converted.2.len(), "{what}: gradients");
+            assert!(handed.2.len() >= 18, "{what}: {} gradients", handed.2.len());
+            for ((name, d1, g1), (_, d2, g2)) in handed.2.iter().zip(&converted.2) {
+                assert_eq!(*d1, DType::F32, "{what} {name}: gradient type");
+                assert_eq!((d1, bits(g1)), (d2, bits(g2)), "{what} {name}: gradient");
+            }
+            assert_eq!(bits(&handed.3), bits(&converted.3), "{what}: ratios");
+            assert_eq!(bits(&handed.4), bits(&converted.4), "{what}: inference");
+        }
+    }
+}
+
+/// The hand-off is live: a projection island asked to hand off under bf16 returns bf16, and
+/// f32 otherwise (without it, or in f32 compute).
+#[test]
+fn a_handed_off_projection_stays_bf16() {
+    use lpeft_model::fused::{self, Island};
+    let device = lpeft_model::device::device("tch").unwrap();
+    let x = Tensor::<3>::from_data(TensorData::new(vec![0.5f32; 2 * 3 * 4], [2, 3, 4]), &device);
+    let w = Tensor::<2>::from_data(TensorData::new(vec![0.25f32; 4 * 8], [4, 8]), &device);
+    let bias = Tensor::<1>::from_data(TensorData::new(vec![0.125f32; 8], [8]), &device);
+    let out = |compute, hand_off| {
+        let island = Island::Linear {
+            lora_scale: 0.0,
+            lora_dropout: 0.0,
+            act: None,
+            pad_out: 0,
+            pad_in: 0,
+            rank_align: 1,
+            record: false,
+            compute,
+            hand_off,
+        };
+        fused::linear(x.clone(), w.clone(), bias.clone(), None, island).dtype()
+    };
+    assert_eq!(out(Compute::Bf16, true), DType::BF16);
+    assert_eq!(out(Compute::Bf16, false), DType::F32);
+    assert_eq!(out(Compute::F32, true), DType::F32);
 }

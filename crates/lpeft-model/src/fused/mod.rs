@@ -88,6 +88,9 @@ pub enum Island {
         rank_align: usize,
         record: bool,
         compute: Compute,
+        /// The output stays in the compute type for the island that alone consumes it
+        /// ([`Fusing::handing_off`]).
+        hand_off: bool,
     },
     /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
     /// scores): per head `drop(softmax(q·kᵀ/√D + bias))·v`, back in `[B, T, H·D]`.
@@ -95,6 +98,8 @@ pub enum Island {
         heads: usize,
         dropout: f64,
         compute: Compute,
+        /// As [`Island::Linear`]'s.
+        hand_off: bool,
     },
     /// `[x, residual, gamma, beta]`: `LayerNorm(drop(x) + residual)` over the last dimension
     /// (in its inputs' float type: f32 under mixed precision, as autocast keeps it).
@@ -112,8 +117,16 @@ pub struct FusedPolicy {
     /// The multiple FFN widths and LoRA ranks are padded to inside the nodes; `None`: 8 on
     /// CUDA, none elsewhere (see [`Fusing::padding`]); `Some(1)`: never.
     pub align: Option<usize>,
+    /// The multiple LoRA ranks alone are padded to, where it differs from `align` (`None`:
+    /// `align`'s), so that the benchmark can time the two paddings apart.
+    pub rank_align: Option<usize>,
     /// Float type of the projections' and attention's kernels (a stage's `precision`).
     pub compute: Compute,
+    /// Under [`Compute::Bf16`], an island whose output goes only to another island hands it
+    /// over in bf16 instead of converting it to f32 for the next island to convert back (and
+    /// so for its gradient): the same values, four conversion kernels fewer a hand-off. Off:
+    /// every output back in f32, for comparison.
+    pub hand_off: bool,
 }
 
 /// `LPEFT_FUSED=off`: the stages run burn's elementary operations on libtorch too (for
@@ -132,7 +145,9 @@ impl Default for FusedPolicy {
         Self {
             enabled: enabled_by_env(),
             align: None,
+            rank_align: None,
             compute: Compute::F32,
+            hand_off: true,
         }
     }
 }
@@ -142,13 +157,17 @@ impl FusedPolicy {
     /// libtorch device).
     pub fn on(&self, device: &Device) -> Option<Fusing> {
         let cuda = libtorch_cuda(device)?;
+        let align = match self.align {
+            Some(n) => n.max(1),
+            None if cuda => 8,
+            None => 1,
+        };
         self.enabled.then(|| Fusing {
-            align: match self.align {
-                Some(n) => n.max(1),
-                None if cuda => 8,
-                None => 1,
-            },
+            align,
+            rank_align: self.rank_align.map_or(align, |n| n.max(1)),
             compute: self.compute,
+            may_hand_off: self.hand_off && self.compute == Compute::Bf16,
+            hand_off: false,
         })
     }
 }
@@ -156,8 +175,16 @@ impl FusedPolicy {
 /// A [`FusedPolicy`] resolved for one device: the fused nodes run, with this GEMM alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fusing {
+    /// FFN widths are padded to a multiple of this ([`Fusing::padding`]).
     pub align: usize,
+    /// LoRA ranks are padded to a multiple of this inside the projection nodes.
+    pub rank_align: usize,
     pub compute: Compute,
+    /// Whether the policy lets islands hand their outputs over in bf16 ([`FusedPolicy::hand_off`]).
+    pub may_hand_off: bool,
+    /// Whether the call made with these settings hands its output over (never by default:
+    /// [`Fusing::handing_off`] says where).
+    pub hand_off: bool,
 }
 
 impl Fusing {
@@ -168,6 +195,15 @@ impl Fusing {
     /// default pads on CUDA only.
     pub fn padding(&self, width: usize) -> usize {
         width.next_multiple_of(self.align) - width
+    }
+
+    /// These settings for a call whose output goes, when `only_to_an_island`, to one fused
+    /// island and nowhere else (no mask, no plain operation between): it then stays bf16.
+    pub fn handing_off(self, only_to_an_island: bool) -> Self {
+        Self {
+            hand_off: only_to_an_island && self.may_hand_off,
+            ..self
+        }
     }
 }
 
@@ -298,9 +334,15 @@ pub fn attention(
     score_bias: Tensor<4>,
     heads: usize,
     dropout: f64,
-    compute: Compute,
+    f: Fusing,
 ) -> Tensor<3> {
-    run_island!(Island::Attention { heads, dropout, compute }; q, k, v, score_bias)
+    let island = Island::Attention {
+        heads,
+        dropout,
+        compute: f.compute,
+        hand_off: f.hand_off,
+    };
+    run_island!(island; q, k, v, score_bias)
 }
 
 /// Fused `LayerNorm(drop(x) + residual)`. Call only where [`applies`] holds.
@@ -395,7 +437,10 @@ mod tests {
         );
         let f = Fusing {
             align: 8,
+            rank_align: 8,
             compute: Compute::F32,
+            may_hand_off: false,
+            hand_off: false,
         };
         assert_eq!((f.padding(2731), f.padding(2048), f.padding(2)), (5, 0, 6));
         let f = Fusing { align: 1, ..f };

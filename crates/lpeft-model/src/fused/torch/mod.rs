@@ -86,11 +86,31 @@ impl Island {
         (compute == Compute::Bf16).then_some(tch::Kind::BFloat16)
     }
 
-    /// The computation on libtorch tensors in the island's compute type, the result in the
-    /// first input's type; `train` enables dropout.
+    /// Whether the output stays in the compute type ([`super::Fusing::handing_off`]).
+    fn hands_off(&self) -> bool {
+        let asked = match *self {
+            Island::Linear { hand_off, .. } | Island::Attention { hand_off, .. } => hand_off,
+            Island::AddNorm { .. } => false,
+        };
+        asked && self.compute_kind().is_some()
+    }
+
+    /// The float type of the output, given the first input's: the compute type where handed
+    /// off; else the first input's, or f32 where that input was handed over in the compute type
+    /// (mixed precision keeps activations in f32 between islands).
+    fn output_kind(&self, first_input: tch::Kind) -> tch::Kind {
+        match self.compute_kind() {
+            Some(c) if self.hands_off() => c,
+            Some(c) if first_input == c => tch::Kind::Float,
+            _ => first_input,
+        }
+    }
+
+    /// The computation on libtorch tensors in the island's compute type, the result in
+    /// [`Island::output_kind`]; `train` enables dropout.
     fn eval_cast(&self, x: &[T], train: bool) -> T {
         let (xs, _) = cast_inputs(x, self.compute_kind());
-        self.eval(&xs, train).to_kind(x[0].kind())
+        self.eval(&xs, train).to_kind(self.output_kind(x[0].kind()))
     }
 
     /// The computation on libtorch tensors; `train` enables dropout.
@@ -362,9 +382,11 @@ fn record<C: CheckpointStrategy, const N: usize>(
                 }
             };
             let kind = output.kind();
-            let output_cast = kind != input_kinds[0];
+            // A handed-off output stays in the compute type; its gradient comes back in it.
+            let out_kind = island.output_kind(input_kinds[0]);
+            let output_cast = kind != out_kind;
             let out = TchTensor::new(if output_cast {
-                output.to_kind(input_kinds[0])
+                output.to_kind(out_kind)
             } else {
                 output
             });

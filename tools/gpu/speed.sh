@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool), from the repository root, with .carry/ from tools/gpu/pack.sh:
 # the whole-pipeline benchmark of pipelines/speed.ron for one profile. Per task, one process
-# at a time: vanilla LoRA(all)'s fine-tune; Light-PEFT's estimate + surgery; Light-PEFT's
-# fine-tune (its own process, so that its device-memory peak is its own and not the
-# estimation's cached blocks); then the HF PEFT peer's vanilla fine-tune of the same recipe for
-# the tasks after `--`, while the deadline allows. Ends with bench/pipeline_speed.py's table.
+# at a time: vanilla LoRA(all)'s fine-tune; Light-PEFT's estimate + surgeries (one per cut of
+# speed.ron's `cuts`); each cut's fine-tune (its own process, so that its device-memory peak is
+# its own and not the estimation's cached blocks); then the HF PEFT peer's vanilla fine-tune of
+# the same recipe for the tasks after `--`, while the deadline allows. Ends with bench/pipeline_speed.py's table.
 #
 #   tools/gpu/speed.sh PROFILE DEADLINE_S TASK... [-- PEER_TASK...]
-#   PROFILE roberta-base first writes a random-weight checkpoint (bench/random_checkpoint.py;
+#   PROFILE roberta-base* first writes a random-weight checkpoint (bench/random_checkpoint.py;
 #   TOKENIZER_DIR: where its tokenizer files are, default .carry/minilm-fp16).
+#   CUTS="r2 ref" (the default): the cuts timed, by name (speed.ron's `cuts`).
 #   FFN_MULTIPLE=8: the surgery keeps a multiple of 8 FFN neurons per layer (default 1).
 #   PRECISION=fp32|tf32|bf16-mixed (default fp32): the stages' `precision`; the peer runs the
 #   same (--tf32, or --bf16: autocast over fp32 weights).
@@ -34,11 +35,12 @@ L=$W/lpeft
 # (vanilla's fine-tune) reads them from disk and pays seconds the later stages do not.
 cat "$LD_LIBRARY_PATH"/*.so* "$L" > /dev/null
 limit=()
-if [ "$profile" = roberta-base ]; then
+if [[ "$profile" == roberta-base* ]]; then
   python3 bench/random_checkpoint.py --shape roberta-base --seed 1 --tokenizer "${TOKENIZER_DIR:-.carry/minilm-fp16}" \
     --out "$W/roberta-base-random" > "$W/speed/checkpoint.log" 2>&1
   export MODEL_DIR=$W/roberta-base-random
-  limit=(--limit 8000)
+  # The peer reads the same examples as the profile (roberta-base: the first 8,000).
+  [ "$profile" = roberta-base ] && limit=(--limit 8000)
 fi
 precision=${PRECISION:-fp32}
 peer_precision=()
@@ -52,7 +54,9 @@ run --only 'data-*' --jobs 4 > "$W/speed/run-data.log" 2>&1
 for t in "${tasks[@]}"; do
   run --only "ft-$t-lora-all-*" > "$W/speed/run-$t-vanilla.log" 2>&1
   run --only "estimate-$t-*" --only "surgery-$t-*" > "$W/speed/run-$t-estimate.log" 2>&1
-  run --only "ft-$t-light-*" > "$W/speed/run-$t-light.log" 2>&1
+  for c in ${CUTS:-r2 ref}; do
+    run --only "ft-$t-light-$c-*" > "$W/speed/run-$t-light-$c.log" 2>&1
+  done
 done
 for t in "${peer[@]}"; do
   [ "$(left)" -gt 40 ] || break

@@ -156,10 +156,10 @@ def compare(records, peers=(), label=""):
 
 
 def table(rows):
-    head = ("| task | vanilla: fine-tune s | Light-PEFT: estimate + surgery + fine-tune s | "
+    head = ("| task | Light-PEFT cut | vanilla: fine-tune s | Light-PEFT: estimate + surgery + fine-tune s | "
             "total ratio | peak memory ratio | est. step / ft step | the same after step 50 | "
             "ft speed-up (pruned) | HF peer train s / ours | estimation's graph captures |")
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         v, lt = r["vanilla"], r["light"]
         s = lt["stage_seconds"]
@@ -169,7 +169,7 @@ def table(rows):
         caps = (f"{lt['estimate_graph_captures']} in {lt['estimate_capture_seconds']:.1f} s"
                 if "estimate_graph_captures" in lt else "—")
         lines.append(
-            f"| {r['task']} | {v['total_seconds']:.1f} | {s.get('estimate', 0):.1f} + "
+            f"| {r['task']} | {r['method']} | {v['total_seconds']:.1f} | {s.get('estimate', 0):.1f} + "
             f"{s.get('surgery', 0):.1f} + {s.get('finetune', 0):.1f} = {lt['total_seconds']:.1f} | "
             f"{r['total_ratio']:.2f} | {r['memory_ratio']:.2f} | "
             f"{'—' if est is None else f'{est:.2f}'} | {'—' if steady is None else f'{steady:.2f}'} | "

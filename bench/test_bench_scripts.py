@@ -161,7 +161,7 @@ class PipelineSpeed(unittest.TestCase):
         self.assertEqual(row["peer_train_over_ours"], 2.5)
         self.assertEqual(row["peer_wall_over_ours"], 2.5)
         text = pipeline_speed.table([row])
-        self.assertIn("| glue/stsb | 20.0 | 3.0 + 1.0 + 11.0 = 15.0 | 0.75 | 0.60 | 0.07 | — | 2.00× | 2.50× | — |", text)
+        self.assertIn("| glue/stsb | light-r2 | 20.0 | 3.0 + 1.0 + 11.0 = 15.0 | 0.75 | 0.60 | 0.07 | — | 2.00× | 2.50× | — |", text)
         self.assertNotIn("meaningless", text)
         row["light"]["random_weights"] = "roberta-base"
         self.assertIn("roberta-base shape: timings only", pipeline_speed.table([row]))

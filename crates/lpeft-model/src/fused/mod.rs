@@ -64,9 +64,9 @@ pub enum Island {
     ///
     /// The LoRA rank is padded inside the node as FFN widths are ([`Fusing::padding`]: zero columns
     /// of A, zero rows of B): a rank of 2 or 4 gives GEMMs whose leading dimension is under 16
-    /// bytes, which cuBLAS may run on unaligned kernels. On the H200 it took the pruned
-    /// roberta-base shape's TF32 step from 17.6 to 12.4 ms; it costs two pad operations per
-    /// module, which showed on host-bound MiniLM (docs/benchmarks.md).
+    /// bytes, which cuBLAS may run on unaligned kernels. Timed apart from the FFN padding on
+    /// the H200 (`lpeft-bench --rank-align 1`), it is within 5 % of no padding either way; it
+    /// costs two pad operations per module (docs/benchmarks.md).
     ///
     /// `pad_out` zero columns are appended to W, the bias and B, so the output is
     /// `[B, T, O + pad_out]` with zeros there (every activation maps 0 to 0); `pad_in` says

@@ -144,6 +144,26 @@ fn run_spec(spec: &ModelSpec, device: &Device, apply: impl FnOnce(&mut Model)) -
     (loss_v, values(logits), c.out, ratios, values(inference))
 }
 
+/// The device under test: `LPEFT_TEST_DEVICE`, libtorch's CPU by default.
+fn test_device() -> Device {
+    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
+    lpeft_model::device::device(&name).unwrap()
+}
+
+/// Two runs' loss, logits, gradients (with their float types), ratios and inference logits
+/// are the same to the bit; `what` names the case.
+fn assert_same_bits(a: &Run, b: &Run, what: &str) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(a.0.to_bits(), b.0.to_bits(), "{what}: loss");
+    assert_eq!(bits(&a.1), bits(&b.1), "{what}: logits");
+    assert_eq!(a.2.len(), b.2.len(), "{what}: gradients");
+    for ((name, d1, g1), (_, d2, g2)) in a.2.iter().zip(&b.2) {
+        assert_eq!((d1, bits(g1)), (d2, bits(g2)), "{what} {name}: gradient");
+    }
+    assert_eq!(bits(&a.3), bits(&b.3), "{what}: ratios");
+    assert_eq!(bits(&a.4), bits(&b.4), "{what}: inference");
+}
+
 /// Largest difference relative to the larger magnitude of `a` (floored).
 fn rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
@@ -152,8 +172,7 @@ fn rel(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn bf16_mixed_tracks_fp32() {
-    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
-    let device = lpeft_model::device::device(&name).unwrap();
+    let device = test_device();
     assert_eq!(Precision::Bf16Mixed.compute(), Compute::Bf16);
     Precision::Bf16Mixed.check(&device).unwrap();
     for family in [Family::Bert, Family::Roberta] {
@@ -251,26 +270,13 @@ fn projection_dtypes(model: &Model) -> (Vec<DType>, Vec<DType>, Vec<DType>) {
 /// ratios and inference logits are identical to the bit; trained tensors stay f32.
 #[test]
 fn frozen_projections_cast_once_change_nothing() {
-    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
-    let device = lpeft_model::device::device(&name).unwrap();
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let device = test_device();
     for family in [Family::Bert, Family::Roberta] {
         let once = run(family, &device, Precision::Bf16Mixed);
         let every_call = run_with(family, &device, |m| {
             m.encoder.fused.compute = Compute::Bf16;
         });
-        assert_eq!(once.0.to_bits(), every_call.0.to_bits(), "{family:?}: loss");
-        assert_eq!(bits(&once.1), bits(&every_call.1), "{family:?}: logits");
-        assert_eq!(once.2.len(), every_call.2.len(), "{family:?}: gradients");
-        for ((name, d1, g1), (_, d2, g2)) in once.2.iter().zip(&every_call.2) {
-            assert_eq!(
-                (d1, bits(g1)),
-                (d2, bits(g2)),
-                "{family:?} {name}: gradient"
-            );
-        }
-        assert_eq!(bits(&once.3), bits(&every_call.3), "{family:?}: ratios");
-        assert_eq!(bits(&once.4), bits(&every_call.4), "{family:?}: inference");
+        assert_same_bits(&once, &every_call, &format!("{family:?}"));
 
         // The cast took where it should, and only there.
         let spec = spec(family);
@@ -336,9 +342,7 @@ fn no_cast_without_fused_nodes() {
 /// estimation's masks and without, LoRA dropout acting.
 #[test]
 fn hand_off_in_bf16_changes_nothing() {
-    let name = std::env::var("LPEFT_TEST_DEVICE").unwrap_or_else(|_| "tch".into());
-    let device = lpeft_model::device::device(&name).unwrap();
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let device = test_device();
     for family in [Family::Bert, Family::Roberta] {
         for masks in [true, false] {
             let spec = spec_with(family, masks, 0.1);
@@ -348,16 +352,11 @@ fn hand_off_in_bf16_changes_nothing() {
                 m.encoder.fused.hand_off = false;
             });
             let what = format!("{family:?}, masks {masks}");
-            assert_eq!(handed.0.to_bits(), converted.0.to_bits(), "{what}: loss");
-            assert_eq!(bits(&handed.1), bits(&converted.1), "{what}: logits");
-            assert_eq!(handed.2.len(), converted.2.len(), "{what}: gradients");
+            assert_same_bits(&handed, &converted, &what);
             assert!(handed.2.len() >= 18, "{what}: {} gradients", handed.2.len());
-            for ((name, d1, g1), (_, d2, g2)) in handed.2.iter().zip(&converted.2) {
-                assert_eq!(*d1, DType::F32, "{what} {name}: gradient type");
-                assert_eq!((d1, bits(g1)), (d2, bits(g2)), "{what} {name}: gradient");
+            for (name, dtype, _) in &handed.2 {
+                assert_eq!(*dtype, DType::F32, "{what} {name}: gradient type");
             }
-            assert_eq!(bits(&handed.3), bits(&converted.3), "{what}: ratios");
-            assert_eq!(bits(&handed.4), bits(&converted.4), "{what}: inference");
         }
     }
 }

@@ -99,6 +99,11 @@ struct Args {
     /// bf16 (`on`, as the stages do) or convert them to f32 as before (`off`), for comparison.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     hand_off: String,
+    /// With `--step estimate`, the head and neuron masks are applied inside the projection
+    /// islands that consume them (`on`, as the stages do) or by a product between islands as
+    /// before (`off`), for comparison.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    masks_in_islands: String,
     /// FFN widths of the pruned shapes: `uniform` (a third off every layer: 3072 → 2048, 8192 →
     /// 5462), `irregular` (a few neurons fewer, different per layer and never a multiple of 8, as
     /// the global FFN cut of the pipeline's surgery leaves them: 2047, 2044, 2041, 2038, ...) or
@@ -355,6 +360,7 @@ where
         rank_align: args.rank_align,
         compute: stage_precision.compute(),
         hand_off: args.hand_off == "on",
+        masks_in_islands: args.masks_in_islands == "on",
     };
     let estimate = args.step == Some(Step::Estimate);
     let mut spec = model_spec(&args.shape, &args.peft, args.ffn_widths)?;
@@ -599,7 +605,7 @@ fn report(
         "examples_per_s": args.batch as f64 / median, "trainable_tensors": trainable_tensors,
         "precision": args.precision, "params": params,
         "fused": fused, "ffn_align": args.ffn_align, "rank_align": args.rank_align,
-        "hand_off": args.hand_off,
+        "hand_off": args.hand_off, "masks_in_islands": args.masks_in_islands,
         "ffn_widths": args.ffn_widths.name(),
         "step": args.step.and_then(|s| clap::ValueEnum::to_possible_value(&s))
             .map(|v| v.get_name().to_owned()),

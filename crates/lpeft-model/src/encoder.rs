@@ -82,18 +82,10 @@ fn project(
     fused: Option<Fusing>,
 ) -> Tensor<3> {
     let (b, t, device) = dims;
-    if let Some(f) = fused {
-        let fused_call = FusedCall {
-            act: None,
-            padding: (0, 0),
-            rank_align: f.rank_align,
-            compute: f.compute,
-            hand_off: f.hand_off,
-            id,
-        };
-        if let Some(y) = project_fused(dense, lora, x.clone(), fused_call, rec, device) {
-            return y;
-        }
+    if let Some(f) = fused
+        && let Some(y) = project_fused(dense, lora, x.clone(), FusedCall::new(f, id), rec, device)
+    {
+        return y;
     }
     let base = dense.forward(x.clone(), b, t, device);
     match (lora, x) {
@@ -108,15 +100,31 @@ fn project(
     }
 }
 
-/// How a fused projection is called: its activation, `(pad_in, pad_out)` as in
-/// [`Island::Linear`], and the module it records for.
+/// How a fused projection is called: its activation, `(pad_in, pad_out)` and input scale
+/// (an estimation mask, `[1, 1, I]`) as in [`Island::Linear`], and the module it records for.
 struct FusedCall {
     act: Option<Act>,
     padding: (usize, usize),
     rank_align: usize,
     compute: Compute,
     hand_off: bool,
+    in_scale: Option<Tensor<3>>,
     id: PeftModuleId,
+}
+
+impl FusedCall {
+    /// A plain call under `f`: no activation, padding or input scale.
+    fn new(f: Fusing, id: PeftModuleId) -> Self {
+        Self {
+            act: None,
+            padding: (0, 0),
+            rank_align: f.rank_align,
+            compute: f.compute,
+            hand_off: f.hand_off,
+            in_scale: None,
+            id,
+        }
+    }
 }
 
 /// The fused projection, where the layer has a weight, a bias and an input.
@@ -135,11 +143,13 @@ fn project_fused(
         (l.scale, fused::effective_dropout(&l.dropout, device))
     });
     let record = lora.is_some() && rec.is_some();
+    let in_scale = call.in_scale.is_some();
     let y = fused::linear(
         x,
         w.val(),
         bias.val(),
         lora.map(|l| (l.a.val(), l.b.val())),
+        call.in_scale,
         Island::Linear {
             lora_scale,
             lora_dropout,
@@ -150,6 +160,7 @@ fn project_fused(
             record,
             compute: call.compute,
             hand_off: call.hand_off,
+            in_scale,
         },
     );
     if record && let Some(r) = rec.as_deref_mut() {
@@ -226,6 +237,8 @@ impl Attention {
             layer: self.layer,
             site: PeftSite::Lora(target),
         };
+        // The head mask where the fused output projection applies it.
+        let mut context_scale = None;
         let context = match (&self.query, &self.key, &self.value) {
             (Some(q), Some(k), Some(v)) if self.heads > 0 => {
                 let (h, d) = (self.heads, self.head_dim);
@@ -260,22 +273,25 @@ impl Attention {
                 if let Some(f) = fused.filter(|_| fused_core) {
                     debug_assert!(relative.is_none());
                     let dropout = fused::effective_dropout(&self.attention_dropout, &device);
-                    // The context goes to the fused output projection alone when no head mask
-                    // sits between.
-                    let to_island = self.head_mask.is_none()
-                        && self.output.weight.is_some()
-                        && self.output.bias.is_some();
-                    let f = f.handing_off(to_island);
-                    let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout, f);
                     // The head mask on the merged context: each head's d columns by its value.
-                    Some(match &self.head_mask {
-                        Some(mask) => {
-                            ctx * mask
-                                .val()
-                                .reshape([h, 1])
-                                .repeat_dim(1, d)
-                                .reshape([1, 1, h * d])
+                    let head_scale = self.head_mask.as_ref().map(|mask| {
+                        mask.val()
+                            .reshape([h, 1])
+                            .repeat_dim(1, d)
+                            .reshape([1, 1, h * d])
+                    });
+                    // The context goes to the fused output projection alone when no head mask
+                    // sits between, or when that projection applies it.
+                    let o_fused = self.output.weight.is_some() && self.output.bias.is_some();
+                    let mask_in_o = o_fused && f.masks_in_islands;
+                    let f = f.handing_off(o_fused && (head_scale.is_none() || mask_in_o));
+                    let ctx = fused::attention(q, k, v, score_bias.clone(), h, dropout, f);
+                    Some(match head_scale {
+                        Some(s) if mask_in_o => {
+                            context_scale = Some(s);
+                            ctx
                         }
+                        Some(s) => ctx * s,
                         None => ctx,
                     })
                 } else {
@@ -299,15 +315,26 @@ impl Attention {
             }
             _ => None,
         };
-        let out = project(
-            &self.output,
-            self.lora_output.as_ref(),
-            context,
-            (b, t, &device),
-            id(LoraTarget::AttnOut),
-            rec,
-            fused,
-        );
+        let out = match (context_scale, fused) {
+            (Some(s), Some(f)) => {
+                let call = FusedCall {
+                    in_scale: Some(s),
+                    ..FusedCall::new(f, id(LoraTarget::AttnOut))
+                };
+                let lora = self.lora_output.as_ref();
+                project_fused(&self.output, lora, context, call, rec, &device)
+                    .expect("a context scale only where the output projection runs fused")
+            }
+            _ => project(
+                &self.output,
+                self.lora_output.as_ref(),
+                context,
+                (b, t, &device),
+                id(LoraTarget::AttnOut),
+                rec,
+                fused,
+            ),
+        };
         let adapter_id = PeftModuleId {
             layer: self.layer,
             site: PeftSite::Adapter(AdapterSite::Attention),
@@ -375,24 +402,28 @@ impl Ffn {
                     } else {
                         0
                     };
+                    let neuron_scale = self
+                        .neuron_mask
+                        .as_ref()
+                        .map(|mask| mask.val().reshape([1, 1, self.width]));
+                    let mask_in_fc2 = fc2_fused && f.masks_in_islands;
+                    // The activations go to the fused FC2 alone, unless a mask sits between
+                    // that FC2 does not apply.
+                    let to_fc2 = fc2_fused && (neuron_scale.is_none() || mask_in_fc2);
                     let call = FusedCall {
                         act: Some(Act::from(self.activation)),
                         padding: (0, pad),
-                        rank_align: f.rank_align,
-                        compute: f.compute,
-                        // The activations go to the fused FC2 alone, unless a mask sits between.
-                        hand_off: f
-                            .handing_off(fc2_fused && self.neuron_mask.is_none())
-                            .hand_off,
-                        id: id(LoraTarget::FfnIn),
+                        hand_off: f.handing_off(to_fc2).hand_off,
+                        ..FusedCall::new(f, id(LoraTarget::FfnIn))
                     };
                     let z = project_fused(fc1, lora, Some(x.clone()), call, rec, &device);
                     if let Some(z) = z {
-                        let z = match &self.neuron_mask {
-                            Some(mask) => z * mask.val().reshape([1, 1, self.width]),
-                            None => z,
+                        let (z, fc2_scale) = match neuron_scale {
+                            Some(s) if mask_in_fc2 => (z, Some(s)),
+                            Some(s) => (z * s, None),
+                            None => (z, None),
                         };
-                        return self.finish(Some(z), residual, rec, fused, pad);
+                        return self.finish(Some(z), residual, rec, fused, (pad, fc2_scale));
                     }
                 }
                 let z = project(
@@ -416,19 +447,19 @@ impl Ffn {
             }
             _ => None,
         };
-        self.finish(hidden, residual, rec, fused, 0)
+        self.finish(hidden, residual, rec, fused, (0, None))
     }
 
     /// FC2, adapter, dropout, residual and (post-LN) LayerNorm after the hidden activations;
-    /// `padding` zero hidden units were appended by a fused FC1 (then FC2 runs fused and drops
-    /// them).
+    /// `(padding, scale)`: zero hidden units a fused FC1 appended, and the neuron mask FC2 is to
+    /// apply to its input (either makes FC2 run fused: it drops the one, applies the other).
     fn finish(
         &self,
         hidden: Option<Tensor<3>>,
         x: Tensor<3>,
         rec: &mut Option<&mut NormRatioRecorder>,
         fused: Option<Fusing>,
-        padding: usize,
+        (padding, scale): (usize, Option<Tensor<3>>),
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
@@ -437,17 +468,15 @@ impl Ffn {
             layer: self.layer,
             site: PeftSite::Lora(LoraTarget::FfnOut),
         };
-        let out = if let Some(f) = fused.filter(|_| padding > 0) {
+        let out = if let Some(f) = fused.filter(|_| padding > 0 || scale.is_some()) {
             let call = FusedCall {
-                act: None,
                 padding: (padding, 0),
-                rank_align: f.rank_align,
-                compute: f.compute,
                 hand_off: false,
-                id,
+                in_scale: scale,
+                ..FusedCall::new(f, id)
             };
             project_fused(&self.output, lora, hidden, call, rec, &device)
-                .expect("FC1 pads only where FC2 has a weight and a bias")
+                .expect("FC1 pads or hands a mask on only where FC2 has a weight and a bias")
         } else {
             project(&self.output, lora, hidden, (b, t, &device), id, rec, fused)
         };

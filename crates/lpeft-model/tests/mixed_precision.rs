@@ -361,6 +361,40 @@ fn hand_off_in_bf16_changes_nothing() {
     }
 }
 
+/// The estimation's head and neuron masks applied inside the projection islands that consume
+/// them (`FusedPolicy::masks_in_islands`) give what the product between islands gave, to the
+/// bit: loss, logits, every gradient (the masks' included) and its type, ratios and inference,
+/// in bf16-mixed (where the producing islands then hand off in bf16) and in fp32, LoRA dropout
+/// acting.
+#[test]
+fn masks_in_islands_change_nothing() {
+    let device = test_device();
+    for family in [Family::Bert, Family::Roberta] {
+        let spec = spec_with(family, true, 0.1);
+        for precision in [Precision::Bf16Mixed, Precision::Fp32] {
+            let inside = run_spec(&spec, &device, |m| precision.apply(m));
+            let between = run_spec(&spec, &device, |m| {
+                precision.apply(m);
+                m.encoder.fused.masks_in_islands = false;
+            });
+            let what = format!("{family:?}, {precision:?}");
+            assert_same_bits(&inside, &between, &what);
+            // The masks were trained: one per layer with heads, one per layer with neurons.
+            let unmasked = run_spec(&spec_with(family, false, 0.1), &device, |m| {
+                precision.apply(m)
+            });
+            let l = &spec.encoder.layers;
+            let masks =
+                l.iter().filter(|s| s.heads > 0).count() + l.iter().filter(|s| s.ffn > 0).count();
+            assert_eq!(
+                inside.2.len(),
+                unmasked.2.len() + masks,
+                "{what}: gradients"
+            );
+        }
+    }
+}
+
 /// The hand-off is live: a projection island asked to hand off under bf16 returns bf16, and
 /// f32 otherwise (without it, or in f32 compute).
 #[test]
@@ -381,8 +415,9 @@ fn a_handed_off_projection_stays_bf16() {
             record: false,
             compute,
             hand_off,
+            in_scale: false,
         };
-        fused::linear(x.clone(), w.clone(), bias.clone(), None, island).dtype()
+        fused::linear(x.clone(), w.clone(), bias.clone(), None, None, island).dtype()
     };
     assert_eq!(out(Compute::Bf16, true), DType::BF16);
     assert_eq!(out(Compute::Bf16, false), DType::F32);

@@ -91,6 +91,12 @@ pub enum Island {
         /// The output stays in the compute type for the island that alone consumes it
         /// ([`Fusing::handing_off`]).
         hand_off: bool,
+        /// A last input `s: [1, 1, I]` scales x's columns before anything else (an estimation
+        /// mask on the heads' context or on FC1's activations): `x·s` is formed in f32 and
+        /// written once in the compute type, exactly the values of burn's product cast there, so
+        /// the island producing x can hand it over in bf16 ([`FusedPolicy::masks_in_islands`]).
+        /// Requires `pad_in == 0`.
+        in_scale: bool,
     },
     /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
     /// scores): per head `drop(softmax(q·kᵀ/√D + bias))·v`, back in `[B, T, H·D]`.
@@ -127,6 +133,11 @@ pub struct FusedPolicy {
     /// so for its gradient): the same values, four conversion kernels fewer a hand-off. Off:
     /// every output back in f32, for comparison.
     pub hand_off: bool,
+    /// An estimation mask between two fused islands (on the heads' context, on FC1's
+    /// activations) is applied by the consuming projection island ([`Island::Linear`]'s
+    /// `in_scale`) instead of by a burn product between them: the same values to the bit, and
+    /// under bf16 the producer hands its output over. Off: the product between, for comparison.
+    pub masks_in_islands: bool,
 }
 
 /// `LPEFT_FUSED=off`: the stages run burn's elementary operations on libtorch too (for
@@ -148,6 +159,7 @@ impl Default for FusedPolicy {
             rank_align: None,
             compute: Compute::F32,
             hand_off: true,
+            masks_in_islands: true,
         }
     }
 }
@@ -168,6 +180,7 @@ impl FusedPolicy {
             compute: self.compute,
             may_hand_off: self.hand_off && self.compute == Compute::Bf16,
             hand_off: false,
+            masks_in_islands: self.masks_in_islands,
         })
     }
 }
@@ -185,6 +198,8 @@ pub struct Fusing {
     /// Whether the call made with these settings hands its output over (never by default:
     /// [`Fusing::handing_off`] says where).
     pub hand_off: bool,
+    /// [`FusedPolicy::masks_in_islands`].
+    pub masks_in_islands: bool,
 }
 
 impl Fusing {
@@ -312,17 +327,33 @@ macro_rules! run_island {
     }};
 }
 
-/// Fused projection; `lora` is `(A, B)`. Call only where [`applies`] holds.
+/// Fused projection; `lora` is `(A, B)`, `in_scale` the `[1, 1, I]` scale of x's columns
+/// (given exactly when the island's `in_scale` is set). Call only where [`applies`] holds.
 pub fn linear(
     x: Tensor<3>,
     w: Tensor<2>,
     bias: Tensor<1>,
     lora: Option<(Tensor<2>, Tensor<2>)>,
+    in_scale: Option<Tensor<3>>,
     island: Island,
 ) -> Tensor<3> {
-    match lora {
-        Some((a, b)) => run_island!(island; x, w, bias, a, b),
-        None => run_island!(island; x, w, bias),
+    debug_assert_eq!(
+        matches!(
+            island,
+            Island::Linear {
+                in_scale: true,
+                pad_in: 0,
+                ..
+            }
+        ),
+        in_scale.is_some(),
+        "an input scale needs the island's in_scale (and no input padding)"
+    );
+    match (lora, in_scale) {
+        (Some((a, b)), Some(s)) => run_island!(island; x, w, bias, a, b, s),
+        (Some((a, b)), None) => run_island!(island; x, w, bias, a, b),
+        (None, Some(s)) => run_island!(island; x, w, bias, s),
+        (None, None) => run_island!(island; x, w, bias),
     }
 }
 
@@ -441,6 +472,7 @@ mod tests {
             compute: Compute::F32,
             may_hand_off: false,
             hand_off: false,
+            masks_in_islands: true,
         };
         assert_eq!((f.padding(2731), f.padding(2048), f.padding(2)), (5, 0, 6));
         let f = Fusing { align: 1, ..f };

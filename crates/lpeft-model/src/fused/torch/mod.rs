@@ -6,6 +6,7 @@ mod add_norm;
 mod attention;
 mod linear;
 pub(super) mod ratios;
+mod scale;
 
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,7 @@ use tch::Tensor as T;
 use self::add_norm::AddNormSaved;
 use self::attention::{AttentionSaved, GraphSaved};
 use self::linear::LinearSaved;
+use self::scale::ScaledSaved;
 use super::{Act, Compute, Island};
 
 pub(super) fn run(
@@ -36,6 +38,7 @@ pub(super) fn run(
         3 => <D as TorchIslands>::island3(next(), next(), next(), island),
         4 => <D as TorchIslands>::island4(next(), next(), next(), next(), island),
         5 => <D as TorchIslands>::island5(next(), next(), next(), next(), next(), island),
+        6 => <D as TorchIslands>::island6(next(), next(), next(), next(), next(), next(), island),
         _ => unreachable!("{island:?} with {n} inputs"),
     }
 }
@@ -65,6 +68,16 @@ pub trait TorchIslands: Backend {
         e: FloatTensor<Self>,
         island: Island,
     ) -> FloatTensor<Self>;
+    #[allow(clippy::too_many_arguments)]
+    fn island6(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self>;
     /// See [`super::take_recorded_ratios`]; never part of a graph.
     fn recorded_ratios(weights: FloatTensor<Self>) -> FloatTensor<Self>;
 }
@@ -84,6 +97,11 @@ impl Island {
             Island::AddNorm { .. } => Compute::F32,
         };
         (compute == Compute::Bf16).then_some(tch::Kind::BFloat16)
+    }
+
+    /// Whether the last input scales the first ([`Island::Linear`]'s `in_scale`).
+    fn scales_input(&self) -> bool {
+        matches!(self, Island::Linear { in_scale: true, .. })
     }
 
     /// Whether the output stays in the compute type ([`super::Fusing::handing_off`]).
@@ -109,8 +127,12 @@ impl Island {
     /// The computation on libtorch tensors in the island's compute type, the result in
     /// [`Island::output_kind`]; `train` enables dropout.
     fn eval_cast(&self, x: &[T], train: bool) -> T {
-        let (xs, _) = cast_inputs(x, self.compute_kind());
-        self.eval(&xs, train).to_kind(self.output_kind(x[0].kind()))
+        let out_kind = self.output_kind(x[0].kind());
+        let scaled = self
+            .scales_input()
+            .then(|| scale::inputs(x, self.compute_kind()));
+        let (xs, _) = cast_inputs(scaled.as_deref().unwrap_or(x), self.compute_kind());
+        self.eval(&xs, train).to_kind(out_kind)
     }
 
     /// The computation on libtorch tensors; `train` enables dropout.
@@ -191,6 +213,17 @@ impl TorchIslands for LibTorch {
     ) -> TchTensor {
         infer(&[&a, &b, &c, &d, &e], &island)
     }
+    fn island6(
+        a: TchTensor,
+        b: TchTensor,
+        c: TchTensor,
+        d: TchTensor,
+        e: TchTensor,
+        f: TchTensor,
+        island: Island,
+    ) -> TchTensor {
+        infer(&[&a, &b, &c, &d, &e, &f], &island)
+    }
     fn recorded_ratios(weights: TchTensor) -> TchTensor {
         TchTensor::new(tch::no_grad(|| ratios::take(&weights.tensor)))
     }
@@ -202,6 +235,8 @@ enum Saved {
     AddNorm(AddNormSaved),
     Attention(AttentionSaved),
     Graph(GraphSaved),
+    /// A projection whose input entered scaled.
+    Scaled(Box<ScaledSaved>),
 }
 
 /// One island's saved tensors, taken by its backward step.
@@ -278,6 +313,7 @@ fn backward_of(saved: Saved, g: &T, wanted: &[usize]) -> Vec<Option<T>> {
         Saved::AddNorm(s) => add_norm::backward(s, g, wanted),
         Saved::Attention(s) => attention::backward(s, g, wanted),
         Saved::Graph(s) => attention::graph_backward(s, g, wanted),
+        Saved::Scaled(s) => scale::backward(*s, g, wanted),
     }
 }
 
@@ -287,6 +323,7 @@ fn shared_storage(saved: &Saved, n: usize) -> (Vec<bool>, bool) {
         Saved::Linear(s) => (linear::shared_storage(s, n), false),
         Saved::AddNorm(_) => (add_norm::shared_storage(n), false),
         Saved::Attention(_) | Saved::Graph(_) => (vec![true; n], true),
+        Saved::Scaled(s) => scale::shared_storage(s, n),
     }
 }
 
@@ -355,7 +392,13 @@ fn record<C: CheckpointStrategy, const N: usize>(
     {
         OpsKind::Tracked(prep) => {
             let input_kinds: Vec<tch::Kind> = prims.iter().map(|p| p.tensor.kind()).collect();
-            let (xs, cast) = cast_inputs(prims.iter().map(|p| &p.tensor), island.compute_kind());
+            let raw: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
+            // An input scale is applied first; the projection then sees `x·s` in x's slot.
+            let scaled = island
+                .scales_input()
+                .then(|| scale::inputs(&raw, island.compute_kind()));
+            let (xs, mut cast) =
+                cast_inputs(scaled.as_deref().unwrap_or(&raw), island.compute_kind());
             let (output, saved) = match island {
                 Island::Linear { .. } => tch::no_grad(|| linear::forward(&xs, &island, &trained)),
                 Island::AddNorm { .. } => tch::no_grad(|| add_norm::forward(&xs, &island)),
@@ -380,6 +423,14 @@ fn record<C: CheckpointStrategy, const N: usize>(
                         }
                     }
                 }
+            };
+            let saved = if scaled.is_some() {
+                // The scaling keeps x and s as they came.
+                cast[linear::X] = false;
+                cast.push(false);
+                Saved::Scaled(Box::new(scale::saved(saved, &raw)))
+            } else {
+                saved
             };
             let kind = output.kind();
             // A handed-off output stays in the compute type; its gradient comes back in it.
@@ -444,6 +495,17 @@ impl<C: CheckpointStrategy> TorchIslands for Autodiff<LibTorch, C> {
         island: Island,
     ) -> FloatTensor<Self> {
         record::<C, 5>([a, b, c, d, e], island)
+    }
+    fn island6(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        island: Island,
+    ) -> FloatTensor<Self> {
+        record::<C, 6>([a, b, c, d, e, f], island)
     }
     fn recorded_ratios(weights: FloatTensor<Self>) -> FloatTensor<Self> {
         use burn::backend::AutodiffBackend;

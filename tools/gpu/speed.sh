@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool), from the repository root, with .carry/ from tools/gpu/pack.sh:
-# the whole-pipeline benchmark of pipelines/speed.ron for one profile. Per task, one process
+# the whole-pipeline benchmark of pipelines/speed.ron for one profile. After an untimed warm-up
+# fine-tune (a scratch store, 256 examples), per task, one process
 # at a time: vanilla LoRA(all)'s fine-tune; Light-PEFT's estimate + surgeries (one per cut of
 # speed.ron's `cuts`); each cut's fine-tune (its own process, so that its device-memory peak is
 # its own and not the estimation's cached blocks); then the HF PEFT peer's vanilla fine-tune of
@@ -31,9 +32,13 @@ export GLUE_DIR=$W/glue MODEL_DIR=.carry/minilm-fp16
 xz -dc .carry/lpeft.xz > "$W/lpeft" && chmod +x "$W/lpeft"
 tar -C "$W" -xJf .carry/glue.tar.xz
 L=$W/lpeft
-# libtorch's libraries into the page cache before anything is timed: otherwise the first stage
-# (vanilla's fine-tune) reads them from disk and pays seconds the later stages do not.
+# libtorch's libraries, and the CUDA libraries of the torch wheel's `nvidia-*` packages
+# (cuBLAS, cuDNN, ...), into the page cache before anything is timed: otherwise the first stage
+# (vanilla's fine-tune) reads from disk the kernels it is the first to use and pays seconds the
+# later stages do not.
+nvidia_libs=$(python3 -c 'import os,torch;print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)),"nvidia"))')
 cat "$LD_LIBRARY_PATH"/*.so* "$L" > /dev/null
+find "$nvidia_libs" -name '*.so*' -type f -exec cat {} + > /dev/null 2>&1 || true
 limit=()
 if [[ "$profile" == roberta-base* ]]; then
   python3 bench/random_checkpoint.py --shape roberta-base --seed 1 --tokenizer "${TOKENIZER_DIR:-.carry/minilm-fp16}" \
@@ -51,6 +56,14 @@ run() { timeout "$(left)" $L run pipelines/speed.ron --profile "$profile" --back
   "${sets[@]}" "$@"; }
 
 run --only 'data-*' --jobs 4 > "$W/speed/run-data.log" 2>&1
+# One throwaway vanilla fine-tune of the first task on 256 examples, into a scratch store,
+# before anything is timed: on a fresh machine the CUDA driver compiles (and caches in
+# ~/.nv/ComputeCache) kernels the first process is the first to use, which cost vanilla's
+# first bf16-mixed evaluation pass about 3.5 s that no later stage paid
+# (docs/benchmarks.md, session 15; tools/gpu/first_eval.sh).
+timeout "$(left)" $L run pipelines/speed.ron --profile "$profile" --backend "$backend" "${sets[@]}" \
+  --store "$W/warm-up-store" --set max_examples=256 --only "data-${tasks[0]}*" \
+  --only "ft-${tasks[0]}-lora-all-*" > "$W/speed/run-warm-up.log" 2>&1
 for t in "${tasks[@]}"; do
   run --only "ft-$t-lora-all-*" > "$W/speed/run-$t-vanilla.log" 2>&1
   run --only "estimate-$t-*" --only "surgery-$t-*" > "$W/speed/run-$t-estimate.log" 2>&1

@@ -61,8 +61,7 @@ run --only 'data-*' --jobs 4 > "$W/speed/run-data.log" 2>&1
 # ~/.nv/ComputeCache) kernels the first process is the first to use, which cost vanilla's
 # first bf16-mixed evaluation pass about 3.5 s that no later stage paid
 # (docs/benchmarks.md, session 15; tools/gpu/first_eval.sh).
-timeout "$(left)" $L run pipelines/speed.ron --profile "$profile" --backend "$backend" "${sets[@]}" \
-  --store "$W/warm-up-store" --set max_examples=256 --only "data-${tasks[0]}*" \
+run --store "$W/warm-up-store" --set max_examples=256 --only "data-${tasks[0]}*" \
   --only "ft-${tasks[0]}-lora-all-*" > "$W/speed/run-warm-up.log" 2>&1
 for t in "${tasks[@]}"; do
   run --only "ft-$t-lora-all-*" > "$W/speed/run-$t-vanilla.log" 2>&1

@@ -392,13 +392,17 @@ fn record<C: CheckpointStrategy, const N: usize>(
     {
         OpsKind::Tracked(prep) => {
             let input_kinds: Vec<tch::Kind> = prims.iter().map(|p| p.tensor.kind()).collect();
-            let raw: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
-            // An input scale is applied first; the projection then sees `x·s` in x's slot.
-            let scaled = island
-                .scales_input()
-                .then(|| scale::inputs(&raw, island.compute_kind()));
-            let (xs, mut cast) =
-                cast_inputs(scaled.as_deref().unwrap_or(&raw), island.compute_kind());
+            // An input scale is applied first; the projection then sees `x·s` in x's slot. The
+            // island's inputs as they came (`raw`) are kept for the scaling's backward.
+            let scaled = island.scales_input().then(|| {
+                let raw: Vec<T> = prims.iter().map(|p| p.tensor.shallow_clone()).collect();
+                let inputs = scale::inputs(&raw, island.compute_kind());
+                (raw, inputs)
+            });
+            let (xs, mut cast) = match &scaled {
+                Some((_, inputs)) => cast_inputs(inputs, island.compute_kind()),
+                None => cast_inputs(prims.iter().map(|p| &p.tensor), island.compute_kind()),
+            };
             let (output, saved) = match island {
                 Island::Linear { .. } => tch::no_grad(|| linear::forward(&xs, &island, &trained)),
                 Island::AddNorm { .. } => tch::no_grad(|| add_norm::forward(&xs, &island)),
@@ -424,13 +428,14 @@ fn record<C: CheckpointStrategy, const N: usize>(
                     }
                 }
             };
-            let saved = if scaled.is_some() {
-                // The scaling keeps x and s as they came.
-                cast[linear::X] = false;
-                cast.push(false);
-                Saved::Scaled(Box::new(scale::saved(saved, &raw)))
-            } else {
-                saved
+            let saved = match &scaled {
+                Some((raw, _)) => {
+                    // The scaling keeps x and s as they came.
+                    cast[linear::X] = false;
+                    cast.push(false);
+                    Saved::Scaled(Box::new(scale::saved(saved, raw)))
+                }
+                None => saved,
             };
             let kind = output.kind();
             // A handed-off output stays in the compute type; its gradient comes back in it.

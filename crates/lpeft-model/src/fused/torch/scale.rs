@@ -66,7 +66,7 @@ pub(super) fn backward(saved: ScaledSaved, g: &T, wanted: &[usize]) -> Vec<Optio
             .and_then(|(_, g)| g.take())
     };
     let gx_scaled = take(X);
-    let ds = want_s.then(|| {
+    let mut ds = want_s.then(|| {
         let gx = gx_scaled
             .as_ref()
             .expect("∂(x·s) computed when ∂s is wanted");
@@ -76,14 +76,13 @@ pub(super) fn backward(saved: ScaledSaved, g: &T, wanted: &[usize]) -> Vec<Optio
             .sum_dim_intlist([0i64].as_slice(), true, kind)
             .sum_dim_intlist([1i64].as_slice(), true, kind)
     });
-    let dx = wanted.contains(&X).then(|| {
+    let mut dx = wanted.contains(&X).then(|| {
         let gx = gx_scaled
             .as_ref()
             .expect("∂(x·s) computed when ∂x is wanted");
         let out = T::empty(gx.size(), (x.kind(), gx.device()));
         gx.mul_out(&out, &s)
     });
-    let (mut dx, mut ds) = (dx, ds);
     wanted
         .iter()
         .map(|&i| match i {

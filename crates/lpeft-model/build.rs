@@ -1,4 +1,5 @@
-//! With the `tch` feature: compiles the CUDA-graph shim (csrc/cuda_graph.cpp) against the
+//! With the `tch` feature: compiles the CUDA shim (csrc/cuda_graph.cpp: CUDA graphs;
+//! csrc/scale_kernel.cpp: the estimation masks' bf16 scaling kernels) against the
 //! libtorch that torch-sys found, when that libtorch has CUDA and the CUDA headers can be
 //! found; otherwise (CPU-only libtorch, no headers) the crate builds without CUDA graphs and
 //! says so at run time (`lpeft_model::graph::available`). Without `tch` it does nothing.
@@ -6,6 +7,7 @@
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(lpeft_cuda_graphs)");
     println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-changed=csrc/scale_kernel.cpp");
     println!("cargo:rerun-if-env-changed=LPEFT_CUDA_INCLUDE");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -47,10 +49,13 @@ mod shim {
                 std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into())
             ))
             .file("csrc/cuda_graph.cpp")
+            .file("csrc/scale_kernel.cpp")
             .compile("lpeft_cuda_graph");
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-lib=dylib=c10_cuda");
         println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        // dlopen, for NVRTC and the driver (scale_kernel.cpp).
+        println!("cargo:rustc-link-lib=dylib=dl");
         println!("cargo:rustc-cfg=lpeft_cuda_graphs");
     }
 

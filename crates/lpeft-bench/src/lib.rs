@@ -606,12 +606,19 @@ fn report(
         "precision": args.precision, "params": params,
         "fused": fused, "ffn_align": args.ffn_align, "rank_align": args.rank_align,
         "hand_off": args.hand_off, "masks_in_islands": args.masks_in_islands,
+        "scale_kernel": scale_kernel(),
         "ffn_widths": args.ffn_widths.name(),
         "step": args.step.and_then(|s| clap::ValueEnum::to_possible_value(&s))
             .map(|v| v.get_name().to_owned()),
     });
     println!("{line}");
     line
+}
+
+/// Whether the estimation masks' bf16 scaling ran in its CUDA kernels in this process.
+fn scale_kernel() -> serde_json::Value {
+    let (runs, unavailable) = lpeft_model::fused::scale_kernel_report();
+    serde_json::json!({ "runs": runs, "unavailable": unavailable })
 }
 
 /// C entry point for in-process profilers: runs the benchmark with the whitespace-separated

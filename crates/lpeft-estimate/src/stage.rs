@@ -154,6 +154,10 @@ impl Stage for EstimateStage {
         };
         let plain = lpeft_model::device::device(ctx.backend).failed_by(KIND)?;
         let _precision = cfg.precision.enter(&plain).failed_by(KIND)?;
+        if cfg.precision.compute() == lpeft_model::fused::Compute::Bf16 {
+            // NVRTC compiles the masks' scaling kernels while the model loads.
+            lpeft_model::fused::prepare_scale_kernel(&plain);
+        }
         let padding = lpeft_train::training_padding(padding, &plain);
         let bcfg = BatchConfig {
             batch_size: cfg.batch_size,
@@ -179,6 +183,7 @@ impl Stage for EstimateStage {
         let load_seconds = started.elapsed().as_secs_f64();
 
         ctx.progress.start(KIND, steps as u64);
+        let kernel_runs = lpeft_model::fused::scale_kernel_report().0;
         let out = estimate(model, &batcher, &cfg, steps, &device, &mut |r| {
             ctx.progress
                 .advance(1, &format!("loss {:.4} lr {:.2e}", r.loss, r.lr));
@@ -217,6 +222,14 @@ impl Stage for EstimateStage {
             ("write", write_seconds),
         ]);
         out.graph_captures.add_to(&mut figures);
+        // Whether the masks' bf16 scaling ran in its CUDA kernels (the same values either way).
+        let (runs, unavailable) = lpeft_model::fused::scale_kernel_report();
+        if runs > kernel_runs {
+            figures["scale_kernel"] = "ran".into();
+        }
+        if let Some(why) = unavailable {
+            figures["scale_kernel_unavailable"] = why.into();
+        }
         Ok(RunSummary { figures })
     }
 }

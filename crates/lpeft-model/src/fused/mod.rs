@@ -427,6 +427,27 @@ pub fn effective_dropout(dropout: &burn::nn::Dropout, device: &Device) -> f64 {
 #[allow(deprecated)] // burn-tch is deprecated upstream; it is our libtorch backend.
 mod torch;
 
+/// Compiles the estimation masks' bf16 scaling kernels for `device` on a background thread
+/// (a libtorch CUDA device; nothing elsewhere), ahead of the first step that launches them.
+pub fn prepare_scale_kernel(device: &Device) {
+    #[cfg(feature = "tch")]
+    if let Some(index) = libtorch_cuda_index(device) {
+        torch::scale_kernel::prepare_in_background(index);
+    }
+    #[cfg(not(feature = "tch"))]
+    let _ = device;
+}
+
+/// The estimation masks' bf16 scaling kernels (CUDA, `fused/torch/scale_kernel.rs`): how many
+/// times they ran in this process, and the first reason a call could not use them (then
+/// libtorch's products ran, to the same bits). `(0, None)` without `tch`.
+pub fn scale_kernel_report() -> (u64, Option<String>) {
+    #[cfg(feature = "tch")]
+    return torch::scale_kernel::report();
+    #[cfg(not(feature = "tch"))]
+    (0, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

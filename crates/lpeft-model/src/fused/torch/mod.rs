@@ -7,6 +7,7 @@ mod attention;
 mod linear;
 pub(super) mod ratios;
 mod scale;
+pub(super) mod scale_kernel;
 
 use std::sync::{Arc, Mutex};
 

@@ -4,10 +4,11 @@
 //! over in bf16. The values are burn's, to the bit: `x·s` is formed in f32 and written once in
 //! the compute type (burn's product in f32, then the island's cast), and the gradients are
 //! burn's product rule with its broadcast reduction (one `sum_dim` per broadcast dimension).
+//! On CUDA in bf16 the products run in [`super::scale_kernel`]'s kernels, to the same bits.
 
 use tch::Tensor as T;
 
-use super::{Saved, linear::X};
+use super::{Saved, linear::X, scale_kernel};
 
 /// What the scaling's backward needs beside the projection's own.
 pub(super) struct ScaledSaved {
@@ -28,7 +29,11 @@ pub(super) fn inputs(x: &[T], kind: Option<tch::Kind>) -> Vec<T> {
         (kind.unwrap_or(rest[X].kind()), rest[X].device()),
     );
     // One kernel: the product in f32 (the common type), rounded once into `out`.
-    let scaled = rest[X].mul_out(&out, s);
+    let scaled = if scale_kernel::scale(&rest[X], s, &out) {
+        out
+    } else {
+        rest[X].mul_out(&out, s)
+    };
     std::iter::once(scaled)
         .chain(rest[X + 1..].iter().map(T::shallow_clone))
         .collect()
@@ -66,22 +71,31 @@ pub(super) fn backward(saved: ScaledSaved, g: &T, wanted: &[usize]) -> Vec<Optio
             .and_then(|(_, g)| g.take())
     };
     let gx_scaled = take(X);
-    let mut ds = want_s.then(|| {
-        let gx = gx_scaled
-            .as_ref()
-            .expect("∂(x·s) computed when ∂s is wanted");
-        let product = gx.to_kind(tch::Kind::Float) * &x;
+    let want_x = wanted.contains(&X);
+    let fused = gx_scaled
+        .as_ref()
+        .filter(|_| want_x || want_s)
+        .and_then(|gx| scale_kernel::scale_backward(gx, &x, &s, want_x, want_s));
+    let (mut dx, product) = match fused {
+        Some(done) => done,
+        None => {
+            let gx = || {
+                gx_scaled
+                    .as_ref()
+                    .expect("∂(x·s) computed when ∂x or ∂s is wanted")
+            };
+            let dx = want_x.then(|| {
+                let out = T::empty(gx().size(), (x.kind(), gx().device()));
+                gx().mul_out(&out, &s)
+            });
+            (dx, want_s.then(|| gx().to_kind(tch::Kind::Float) * &x))
+        }
+    };
+    let mut ds = product.map(|product| {
         let kind = product.kind();
         product
             .sum_dim_intlist([0i64].as_slice(), true, kind)
             .sum_dim_intlist([1i64].as_slice(), true, kind)
-    });
-    let mut dx = wanted.contains(&X).then(|| {
-        let gx = gx_scaled
-            .as_ref()
-            .expect("∂(x·s) computed when ∂x is wanted");
-        let out = T::empty(gx.size(), (x.kind(), gx.device()));
-        gx.mul_out(&out, &s)
     });
     wanted
         .iter()

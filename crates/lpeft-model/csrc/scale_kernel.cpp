@@ -1,0 +1,403 @@
+// The estimation masks' scaling of bf16 activations by an f32 vector, as two CUDA kernels
+// compiled at run time by NVRTC: libtorch has no vectorised kernel for "bf16 times f32, rounded
+// to bf16" (its mixed-type product takes the generic path with a cast per element, a quarter of
+// the memory bandwidth), and the backward needs ∂x and the f32 product behind ∂s from one pass
+// over the same two tensors.
+//
+// The values are libtorch's to the bit: each product is one f32 multiplication of the widened
+// operands, rounded to nearest even into bf16 (what `mul_out` into a bf16 tensor does), or kept
+// in f32 for ∂s, whose sums the caller leaves to libtorch.
+//
+// NVRTC and the CUDA driver are opened with dlopen, so nothing is linked beyond what libtorch
+// brings; the kernels are compiled once per process and loaded once per device. Launches go to
+// the current stream, so a CUDA-graph capture records them. Errors come back as a message.
+
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+// The driver and NVRTC types used here, by their C ABI (cuda.h and nvrtc.h are not needed).
+using CUresult = int;
+using CUdevice = int;
+using CUcontext = void*;
+using CUmodule = void*;
+using CUfunction = void*;
+using nvrtcResult = int;
+using nvrtcProgram = void*;
+
+const char* kSource = R"CUDA(
+typedef unsigned short u16;
+__device__ __forceinline__ float widen(unsigned int h) { return __uint_as_float(h << 16); }
+// Round to nearest even, as cvt.rn.bf16.f32 (NaN becomes the canonical 0x7fff).
+__device__ __forceinline__ unsigned int narrow(float f) {
+  unsigned int u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+__device__ __forceinline__ unsigned int pack(float lo, float hi) {
+  return narrow(lo) | (narrow(hi) << 16);
+}
+
+// out[i] = x[i] * s[i % c], eight elements a thread (c % 8 == 0, 16-byte aligned rows).
+extern "C" __global__ void lpeft_scale8(const uint4* x, const float* s, uint4* out,
+                                        long long n8, int c8) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n8;
+       i += (long long)gridDim.x * blockDim.x) {
+    const float* sc = s + (int)(i % c8) * 8;
+    uint4 v = x[i];
+    unsigned int w[4] = {v.x, v.y, v.z, v.w};
+    unsigned int o[4];
+    for (int k = 0; k < 4; ++k)
+      o[k] = pack(widen(w[k] & 0xffffu) * sc[2 * k], widen(w[k] >> 16) * sc[2 * k + 1]);
+    out[i] = make_uint4(o[0], o[1], o[2], o[3]);
+  }
+}
+
+// The same, one element a thread (any c).
+extern "C" __global__ void lpeft_scale1(const u16* x, const float* s, u16* out, long long n,
+                                        int c) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x)
+    out[i] = (u16)narrow(widen(x[i]) * s[i % c]);
+}
+
+// dx[i] = g[i] * s[i % c] in bf16 and p[i] = g[i] * x[i] in f32, either may be null;
+// eight elements a thread.
+extern "C" __global__ void lpeft_scale_back8(const uint4* g, const uint4* x, const float* s,
+                                             uint4* dx, float4* p, long long n8, int c8) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n8;
+       i += (long long)gridDim.x * blockDim.x) {
+    uint4 gv = g[i];
+    unsigned int gw[4] = {gv.x, gv.y, gv.z, gv.w};
+    if (dx) {
+      const float* sc = s + (int)(i % c8) * 8;
+      unsigned int o[4];
+      for (int k = 0; k < 4; ++k)
+        o[k] = pack(widen(gw[k] & 0xffffu) * sc[2 * k], widen(gw[k] >> 16) * sc[2 * k + 1]);
+      dx[i] = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    if (p) {
+      uint4 xv = x[i];
+      unsigned int xw[4] = {xv.x, xv.y, xv.z, xv.w};
+      float f[8];
+      for (int k = 0; k < 4; ++k) {
+        f[2 * k] = widen(gw[k] & 0xffffu) * widen(xw[k] & 0xffffu);
+        f[2 * k + 1] = widen(gw[k] >> 16) * widen(xw[k] >> 16);
+      }
+      p[2 * i] = make_float4(f[0], f[1], f[2], f[3]);
+      p[2 * i + 1] = make_float4(f[4], f[5], f[6], f[7]);
+    }
+  }
+}
+
+extern "C" __global__ void lpeft_scale_back1(const u16* g, const u16* x, const float* s,
+                                             u16* dx, float* p, long long n, int c) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    float gi = widen(g[i]);
+    if (dx) dx[i] = (u16)narrow(gi * s[i % c]);
+    if (p) p[i] = gi * widen(x[i]);
+  }
+}
+)CUDA";
+
+const char* kKernels[4] = {"lpeft_scale8", "lpeft_scale1", "lpeft_scale_back8",
+                           "lpeft_scale_back1"};
+
+struct Driver {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuDeviceGet)(CUdevice*, int);
+  CUresult (*cuDeviceGetAttribute)(int*, int, CUdevice);
+  CUresult (*cuCtxGetCurrent)(CUcontext*);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice);
+  CUresult (*cuModuleLoadData)(CUmodule*, const void*);
+  CUresult (*cuModuleGetFunction)(CUfunction*, CUmodule, const char*);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, void*, void**, void**);
+  CUresult (*cuGetErrorString)(CUresult, const char**);
+};
+
+struct Nvrtc {
+  nvrtcResult (*create)(nvrtcProgram*, const char*, const char*, int, const char* const*,
+                        const char* const*);
+  nvrtcResult (*compile)(nvrtcProgram, int, const char* const*);
+  nvrtcResult (*log_size)(nvrtcProgram, size_t*);
+  nvrtcResult (*log)(nvrtcProgram, char*);
+  nvrtcResult (*cubin_size)(nvrtcProgram, size_t*);
+  nvrtcResult (*cubin)(nvrtcProgram, char*);
+  nvrtcResult (*destroy)(nvrtcProgram*);
+  const char* (*error_string)(nvrtcResult);
+};
+
+struct Error {
+  std::string what;
+};
+
+template <typename F>
+void sym(void* lib, const char* name, F& f) {
+  void* p = dlsym(lib, name);
+  if (p == nullptr) throw Error{std::string("no symbol ") + name};
+  f = reinterpret_cast<F>(p);
+}
+
+// libnvrtc beside libtorch's CUDA libraries (the PyPI wheels: site-packages/nvidia/cu*/lib), or
+// wherever the loader finds it; $LPEFT_NVRTC names one.
+void* open_nvrtc() {
+  std::vector<std::string> names;
+  if (const char* e = std::getenv("LPEFT_NVRTC")) names.emplace_back(e);
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&c10::cuda::device_count), &info) != 0 &&
+      info.dli_fname != nullptr) {
+    std::string dir(info.dli_fname);
+    dir = dir.substr(0, dir.rfind('/') + 1);
+    for (const char* sub : {"../../nvidia/cu13/lib/libnvrtc.so.13",
+                            "../../nvidia/cuda_nvrtc/lib/libnvrtc.so.12"}) {
+      names.push_back(dir + sub);
+    }
+  }
+  for (const char* n : {"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"}) names.emplace_back(n);
+  for (const auto& n : names) {
+    auto slash = n.rfind('/');
+    if (slash != std::string::npos) {
+      // NVRTC opens its builtins by soname at compile time; the wheels ship them beside it
+      // without a search path to them, so they are loaded first from the same directory.
+      for (const char* b : {"libnvrtc-builtins.so.13.0", "libnvrtc-builtins.so.12"}) {
+        dlopen((n.substr(0, slash + 1) + b).c_str(), RTLD_NOW | RTLD_GLOBAL);
+      }
+    }
+    if (void* lib = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) return lib;
+  }
+  throw Error{"libnvrtc not found (set LPEFT_NVRTC to its path)"};
+}
+
+struct Loaded {
+  CUcontext ctx;
+  CUfunction f[4];
+};
+
+struct State {
+  std::mutex mutex;
+  bool tried = false;
+  std::string failed;  // why the kernels are unavailable, once tried
+  Driver cu{};
+  Nvrtc rtc{};
+  std::map<int, std::string> cubins;  // by compute capability (major*10+minor)
+  std::map<int, Loaded> devices;
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+void check(const Driver& cu, CUresult r, const char* what) {
+  if (r == 0) return;
+  const char* msg = nullptr;
+  if (cu.cuGetErrorString != nullptr) cu.cuGetErrorString(r, &msg);
+  throw Error{std::string(what) + ": " + (msg != nullptr ? msg : std::to_string(r))};
+}
+
+void open_libraries(State& st) {
+  void* cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (cuda == nullptr) throw Error{"libcuda.so.1 not found"};
+  Driver& cu = st.cu;
+  sym(cuda, "cuInit", cu.cuInit);
+  sym(cuda, "cuDeviceGet", cu.cuDeviceGet);
+  sym(cuda, "cuDeviceGetAttribute", cu.cuDeviceGetAttribute);
+  sym(cuda, "cuCtxGetCurrent", cu.cuCtxGetCurrent);
+  sym(cuda, "cuCtxSetCurrent", cu.cuCtxSetCurrent);
+  sym(cuda, "cuDevicePrimaryCtxRetain", cu.cuDevicePrimaryCtxRetain);
+  sym(cuda, "cuModuleLoadData", cu.cuModuleLoadData);
+  sym(cuda, "cuModuleGetFunction", cu.cuModuleGetFunction);
+  sym(cuda, "cuLaunchKernel", cu.cuLaunchKernel);
+  sym(cuda, "cuGetErrorString", cu.cuGetErrorString);
+  void* lib = open_nvrtc();
+  Nvrtc& r = st.rtc;
+  sym(lib, "nvrtcCreateProgram", r.create);
+  sym(lib, "nvrtcCompileProgram", r.compile);
+  sym(lib, "nvrtcGetProgramLogSize", r.log_size);
+  sym(lib, "nvrtcGetProgramLog", r.log);
+  sym(lib, "nvrtcGetCUBINSize", r.cubin_size);
+  sym(lib, "nvrtcGetCUBIN", r.cubin);
+  sym(lib, "nvrtcDestroyProgram", r.destroy);
+  sym(lib, "nvrtcGetErrorString", r.error_string);
+}
+
+// SASS for one compute capability, so the driver compiles nothing on first use.
+const std::string& cubin_for(State& st, int cc) {
+  auto it = st.cubins.find(cc);
+  if (it != st.cubins.end()) return it->second;
+  Nvrtc& r = st.rtc;
+  nvrtcProgram prog = nullptr;
+  if (r.create(&prog, kSource, "lpeft_scale.cu", 0, nullptr, nullptr) != 0) {
+    throw Error{"nvrtcCreateProgram failed"};
+  }
+  std::string arch = "--gpu-architecture=sm_" + std::to_string(cc);
+  const char* opts[] = {arch.c_str(), "--std=c++14"};
+  nvrtcResult rc = r.compile(prog, 2, opts);
+  if (rc != 0) {
+    size_t n = 0;
+    r.log_size(prog, &n);
+    std::string log(n, '\0');
+    r.log(prog, log.data());
+    r.destroy(&prog);
+    throw Error{std::string("NVRTC (") + arch + "): " + r.error_string(rc) + "\n" + log};
+  }
+  size_t n = 0;
+  r.cubin_size(prog, &n);
+  std::string bin(n, '\0');
+  r.cubin(prog, bin.data());
+  r.destroy(&prog);
+  return st.cubins.emplace(cc, std::move(bin)).first->second;
+}
+
+// The libraries, opened once (the caller holds the mutex); throws why they cannot be.
+void ensure_libraries(State& st) {
+  if (!st.tried) {
+    st.tried = true;
+    try {
+      open_libraries(st);
+      check(st.cu, st.cu.cuInit(0), "cuInit");
+    } catch (const Error& e) {
+      st.failed = e.what;
+    }
+  }
+  if (!st.failed.empty()) throw Error{st.failed};
+}
+
+// The device's compute capability as NVRTC names it (major*10 + minor).
+int capability(State& st, CUdevice dev) {
+  int major = 0, minor = 0;
+  check(st.cu, st.cu.cuDeviceGetAttribute(&major, 75, dev), "compute capability");  // MAJOR
+  check(st.cu, st.cu.cuDeviceGetAttribute(&minor, 76, dev), "compute capability");  // MINOR
+  return major * 10 + minor;
+}
+
+// The kernels of one device, in its primary context (the one libtorch's runtime uses).
+const Loaded& kernels(int device) {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  ensure_libraries(st);
+  auto it = st.devices.find(device);
+  if (it != st.devices.end()) return it->second;
+  Driver& cu = st.cu;
+  CUdevice dev = 0;
+  check(cu, cu.cuDeviceGet(&dev, device), "cuDeviceGet");
+  CUcontext ctx = nullptr;
+  check(cu, cu.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
+  check(cu, cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+  const std::string& bin = cubin_for(st, capability(st, dev));
+  CUmodule module = nullptr;
+  check(cu, cu.cuModuleLoadData(&module, bin.data()), "cuModuleLoadData");
+  Loaded l{};
+  l.ctx = ctx;
+  for (int k = 0; k < 4; ++k) {
+    check(cu, cu.cuModuleGetFunction(&l.f[k], module, kKernels[k]), kKernels[k]);
+  }
+  return st.devices.emplace(device, l).first->second;
+}
+
+int fail(char* err, size_t len, const std::string& what) {
+  if (err != nullptr && len > 0) {
+    std::strncpy(err, what.c_str(), len - 1);
+    err[len - 1] = '\0';
+  }
+  return 1;
+}
+
+bool aligned(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Launches kernel `k` (vectorised `k`, scalar `k + 1`) over n elements of rows of c.
+int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int64_t n,
+           int64_t c, char* err, size_t len) {
+  try {
+    if (n == 0) return 0;
+    // The device current while the kernel is queued, restored after (CUDAGuard would inline
+    // CUDA runtime calls; these go through libc10_cuda).
+    struct Restore {
+      c10::DeviceIndex previous;
+      ~Restore() { c10::cuda::MaybeExchangeDevice(previous); }
+    } restore{c10::cuda::ExchangeDevice(static_cast<c10::DeviceIndex>(device))};
+    const Loaded& l = kernels(device);
+    const Driver& cu = state().cu;
+    // The runtime makes the primary context current lazily; the module lives in it.
+    CUcontext ctx = nullptr;
+    check(cu, cu.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
+    if (ctx != l.ctx) check(cu, cu.cuCtxSetCurrent(l.ctx), "cuCtxSetCurrent");
+    bool vec = c % 8 == 0 && aligned(a) && aligned(b) && aligned(c_) && aligned(d) && aligned(e);
+    long long count = vec ? n / 8 : n;
+    int cols = static_cast<int>(vec ? c / 8 : c);
+    CUfunction f = l.f[vec ? k : k + 1];
+    unsigned threads = 256;
+    long long blocks = (count + threads - 1) / threads;
+    if (blocks > 65535LL * 8) blocks = 65535LL * 8;  // the loops stride over the rest
+    std::vector<void*> args;
+    if (k == 0) {
+      args = {&a, &b, &c_, &count, &cols};
+    } else {
+      args = {&a, &b, &c_, &d, &e, &count, &cols};
+    }
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device));
+    check(cu,
+          cu.cuLaunchKernel(f, static_cast<unsigned>(blocks), 1, 1, threads, 1, 1, 0, stream,
+                            args.data(), nullptr),
+          "cuLaunchKernel");
+    return 0;
+  } catch (const Error& e) {
+    return fail(err, len, e.what);
+  } catch (const std::exception& e) {
+    return fail(err, len, e.what());
+  } catch (...) {
+    return fail(err, len, "unknown C++ exception");
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Compiles the kernels for `device`'s architecture ahead of their first launch (NVRTC takes
+// about 0.3 s), so that a stage can do it on a thread while it loads its model.
+int lpeft_scale_prepare(int device, char* err, size_t len) {
+  try {
+    State& st = state();
+    std::lock_guard<std::mutex> lock(st.mutex);
+    ensure_libraries(st);
+    CUdevice dev = 0;
+    check(st.cu, st.cu.cuDeviceGet(&dev, device), "cuDeviceGet");
+    cubin_for(st, capability(st, dev));
+    return 0;
+  } catch (const Error& e) {
+    return fail(err, len, e.what);
+  } catch (const std::exception& e) {
+    return fail(err, len, e.what());
+  }
+}
+
+// out = x · s (x, out: bf16 [n / c, c] contiguous; s: f32 [c]) on `device`'s current stream.
+int lpeft_scale_bf16(int device, const void* x, const void* s, void* out, int64_t n, int64_t c,
+                     char* err, size_t len) {
+  return launch(device, 0, const_cast<void*>(x), const_cast<void*>(s), out, nullptr, nullptr, n,
+                c, err, len);
+}
+
+// dx = g · s (bf16) and p = g · x (f32), each skipped when null; g, x bf16 like `out` above.
+int lpeft_scale_backward_bf16(int device, const void* g, const void* x, const void* s, void* dx,
+                              void* p, int64_t n, int64_t c, char* err, size_t len) {
+  return launch(device, 2, const_cast<void*>(g), const_cast<void*>(x), const_cast<void*>(s), dx,
+                p, n, c, err, len);
+}
+
+}  // extern "C"

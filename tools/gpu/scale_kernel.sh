@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), from the repository root, with .carry/lpeft-bench.xz and the
+# stripped, xz'd test binaries .carry/{lpeft_model,mixed_precision,fused,cuda_graphs}.xz
+# (`cargo test --release -p lpeft-model --features tch --lib --test mixed_precision --test
+# fused --no-run`, lpeft-train's cuda_graphs with `--features lpeft-model/tch`): the CUDA tests
+# (the scaling kernels against libtorch's products, bit for bit), then the estimation step with
+# the masks' bf16 scaling in its kernels (the default) against libtorch's products
+# (LPEFT_SCALE_KERNEL=off), beside the fine-tune step of the same shape; graphed, as the stages
+# run on CUDA. ROUNDS rounds (default 2), one process per row, alternating.
+#
+#   tools/gpu/scale_kernel.sh DEADLINE_S "SHAPE SEQ PRECISION" ...
+#   -> $OUT/tests-cuda.log, $OUT/scale-kernel.jsonl
+set -uo pipefail
+deadline=$1; shift
+rows=("$@")
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+start=$(date +%s)
+left() { echo $(( deadline - ($(date +%s) - start) )); }
+export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
+T=$(mktemp -d)
+for b in lpeft-bench lpeft_model mixed_precision fused cuda_graphs; do
+  xz -dc ".carry/$b.xz" > "$T/$b" && chmod +x "$T/$b"
+done
+for t in lpeft_model mixed_precision fused cuda_graphs; do
+  ( LPEFT_TEST_DEVICE=tch-cuda timeout 120 "$T/$t" --nocapture --test-threads 1; echo "$t rc=$?" ) >> "$OUT/tests-cuda.log" 2>&1
+done
+grep -E 'rc=|test result' "$OUT/tests-cuda.log"
+for round in $(seq "${ROUNDS:-2}"); do
+  for row in "${rows[@]}"; do
+    set -- $row
+    for mode in "finetune on" "estimate off" "estimate on"; do
+      set -- $row $mode
+      [ "$(left)" -gt 25 ] || break 3
+      LPEFT_SCALE_KERNEL=$5 timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$1" --peft lora-all \
+        --seq "$2" --precision "$3" --batch 32 --graphs on --iters 30 --warmup 3 --step "$4" \
+        | sed "s/^{/{\"round\":$round,\"kernel_switch\":\"$5\",/" >> "$OUT/scale-kernel.jsonl"
+    done
+  done
+done
+python3 - "$OUT/scale-kernel.jsonl" <<'PY'
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    print(r["round"], r["shape"], r["seq"], r["precision"], r["step"], r["kernel_switch"],
+          r["scale_kernel"], f'{r["median_s"]*1e3:.2f} ms')
+PY

@@ -60,9 +60,12 @@ run --only 'data-*' --jobs 4 > "$W/speed/run-data.log" 2>&1
 # before anything is timed: on a fresh machine the CUDA driver compiles (and caches in
 # ~/.nv/ComputeCache) kernels the first process is the first to use, which cost vanilla's
 # first bf16-mixed evaluation pass about 3.5 s that no later stage paid
-# (docs/benchmarks.md, session 15; tools/gpu/first_eval.sh).
+# (docs/benchmarks.md, session 15; tools/gpu/first_eval.sh). Its estimation likewise compiles
+# the masks' scaling kernels once for this machine (NVRTC, cached in ~/.cache/lpeft/kernels;
+# session 16), which no timed estimation then waits for.
 run --store "$W/warm-up-store" --set max_examples=256 --only "data-${tasks[0]}*" \
-  --only "ft-${tasks[0]}-lora-all-*" > "$W/speed/run-warm-up.log" 2>&1
+  --only "ft-${tasks[0]}-lora-all-*" --only "estimate-${tasks[0]}-*" > "$W/speed/run-warm-up.log" 2>&1
+ls -l "${LPEFT_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lpeft/kernels}" >> "$W/speed/run-warm-up.log" 2>&1
 for t in "${tasks[@]}"; do
   run --only "ft-$t-lora-all-*" > "$W/speed/run-$t-vanilla.log" 2>&1
   run --only "estimate-$t-*" --only "surgery-$t-*" > "$W/speed/run-$t-estimate.log" 2>&1

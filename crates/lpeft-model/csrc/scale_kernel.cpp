@@ -9,15 +9,19 @@
 // in f32 for ∂s, whose sums the caller leaves to libtorch.
 //
 // NVRTC and the CUDA driver are opened with dlopen, so nothing is linked beyond what libtorch
-// brings; the kernels are compiled once per process and loaded once per device. Launches go to
+// brings; the kernels are compiled once per machine (kept in a disk cache, see cache_dir) and
+// loaded once per device. Launches go to
 // the current stream, so a CUDA-graph capture records them. Errors come back as a message.
 
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <dlfcn.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -223,6 +227,11 @@ void open_libraries(State& st) {
   sym(cuda, "cuModuleGetFunction", cu.cuModuleGetFunction);
   sym(cuda, "cuLaunchKernel", cu.cuLaunchKernel);
   sym(cuda, "cuGetErrorString", cu.cuGetErrorString);
+}
+
+// NVRTC, opened only when a kernel has to be compiled (not when the disk cache has it).
+void open_nvrtc_into(State& st) {
+  if (st.rtc.create != nullptr) return;
   void* lib = open_nvrtc();
   Nvrtc& r = st.rtc;
   sym(lib, "nvrtcCreateProgram", r.create);
@@ -235,10 +244,71 @@ void open_libraries(State& st) {
   sym(lib, "nvrtcGetErrorString", r.error_string);
 }
 
-// SASS for one compute capability, so the driver compiles nothing on first use.
-const std::string& cubin_for(State& st, int cc) {
+// Where compiled kernels are kept between processes: $LPEFT_KERNEL_CACHE ("off": nowhere),
+// else $XDG_CACHE_HOME/lpeft/kernels, else ~/.cache/lpeft/kernels.
+std::string cache_dir() {
+  if (const char* e = std::getenv("LPEFT_KERNEL_CACHE")) {
+    return std::string(e) == "off" ? std::string() : std::string(e);
+  }
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') {
+    return std::string(x) + "/lpeft/kernels";
+  }
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0') {
+    return std::string(h) + "/.cache/lpeft/kernels";
+  }
+  return std::string();
+}
+
+// The cache file of the kernels for one compute capability: named by a hash of their source
+// and options (FNV-1a, stable everywhere), so an edited kernel never loads an old binary.
+std::string cache_file(int cc) {
+  std::string dir = cache_dir();
+  if (dir.empty()) return dir;
+  uint64_t h = 1469598103934665603ULL;
+  for (const char* p = kSource; *p != '\0'; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ULL;
+  char name[64];
+  std::snprintf(name, sizeof name, "/scale-sm%d-%016llx.cubin", cc, static_cast<unsigned long long>(h));
+  return dir + name;
+}
+
+bool read_file(const std::string& path, std::string& out) {
+  FILE* f = path.empty() ? nullptr : std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  std::string bytes;
+  char buf[1 << 14];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.append(buf, n);
+  bool ok = std::ferror(f) == 0 && !bytes.empty();
+  std::fclose(f);
+  if (ok) out = std::move(bytes);
+  return ok;
+}
+
+// Best effort: written to a temporary name and renamed, so a reader never sees half a file.
+void write_file(const std::string& path, const std::string& bytes) {
+  if (path.empty()) return;
+  std::string dir = path.substr(0, path.rfind('/'));
+  for (size_t i = 1; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') mkdir(dir.substr(0, i).c_str(), 0755);
+  }
+  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return;
+  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) std::remove(tmp.c_str());
+}
+
+// SASS for one compute capability, so the driver compiles nothing on first use: from this
+// process's memory, the disk cache, or NVRTC (about 0.3 s, then cached on disk). `fresh`
+// skips the disk cache (a cached binary the driver refused).
+const std::string& cubin_for(State& st, int cc, bool fresh = false) {
   auto it = st.cubins.find(cc);
-  if (it != st.cubins.end()) return it->second;
+  if (it != st.cubins.end() && !fresh) return it->second;
+  std::string path = cache_file(cc);
+  std::string cached;
+  if (!fresh && read_file(path, cached)) return st.cubins[cc] = std::move(cached);
+  open_nvrtc_into(st);
   Nvrtc& r = st.rtc;
   nvrtcProgram prog = nullptr;
   if (r.create(&prog, kSource, "lpeft_scale.cu", 0, nullptr, nullptr) != 0) {
@@ -260,7 +330,8 @@ const std::string& cubin_for(State& st, int cc) {
   std::string bin(n, '\0');
   r.cubin(prog, bin.data());
   r.destroy(&prog);
-  return st.cubins.emplace(cc, std::move(bin)).first->second;
+  write_file(path, bin);
+  return st.cubins[cc] = std::move(bin);
 }
 
 // The libraries, opened once (the caller holds the mutex); throws why they cannot be.
@@ -285,6 +356,8 @@ int capability(State& st, CUdevice dev) {
   return major * 10 + minor;
 }
 
+const Loaded& load(State& st, int device);
+
 // The kernels of one device, in its primary context (the one libtorch's runtime uses).
 const Loaded& kernels(int device) {
   State& st = state();
@@ -292,15 +365,26 @@ const Loaded& kernels(int device) {
   ensure_libraries(st);
   auto it = st.devices.find(device);
   if (it != st.devices.end()) return it->second;
+  try {
+    return load(st, device);
+  } catch (const Error& e) {
+    st.failed = e.what;  // every later call falls back at once, without trying again
+    throw;
+  }
+}
+
+const Loaded& load(State& st, int device) {
   Driver& cu = st.cu;
   CUdevice dev = 0;
   check(cu, cu.cuDeviceGet(&dev, device), "cuDeviceGet");
   CUcontext ctx = nullptr;
   check(cu, cu.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
   check(cu, cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
-  const std::string& bin = cubin_for(st, capability(st, dev));
+  int cc = capability(st, dev);
   CUmodule module = nullptr;
-  check(cu, cu.cuModuleLoadData(&module, bin.data()), "cuModuleLoadData");
+  if (cu.cuModuleLoadData(&module, cubin_for(st, cc).data()) != 0) {
+    check(cu, cu.cuModuleLoadData(&module, cubin_for(st, cc, true).data()), "cuModuleLoadData");
+  }
   Loaded l{};
   l.ctx = ctx;
   for (int k = 0; k < 4; ++k) {
@@ -377,7 +461,12 @@ int lpeft_scale_prepare(int device, char* err, size_t len) {
     ensure_libraries(st);
     CUdevice dev = 0;
     check(st.cu, st.cu.cuDeviceGet(&dev, device), "cuDeviceGet");
-    cubin_for(st, capability(st, dev));
+    try {
+      cubin_for(st, capability(st, dev));
+    } catch (const Error& e) {
+      st.failed = e.what;
+      throw;
+    }
     return 0;
   } catch (const Error& e) {
     return fail(err, len, e.what);

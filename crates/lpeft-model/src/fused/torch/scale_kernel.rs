@@ -1,5 +1,7 @@
-//! The bf16 scaling kernels of `csrc/scale_kernel.cpp` (NVRTC-compiled at run time) for
-//! [`super::scale`]: `x·s` and, in the backward, ∂x with the f32 product behind ∂s in one pass.
+//! The bf16 scaling kernels of `csrc/scale_kernel.cpp` (compiled at run time by NVRTC, once per
+//! machine: kept in `$LPEFT_KERNEL_CACHE`, else `$XDG_CACHE_HOME/lpeft/kernels`, else
+//! `~/.cache/lpeft/kernels`; `LPEFT_KERNEL_CACHE=off` keeps none) for [`super::scale`]: `x·s`
+//! and, in the backward, ∂x with the f32 product behind ∂s in one pass.
 //! They give libtorch's bits (see the C++ file), so whether they run changes no value, only the
 //! time: each call says whether it ran, and the caller falls back to libtorch's products when
 //! it did not (not CUDA, not bf16, not contiguous, no NVRTC, or `LPEFT_SCALE_KERNEL=off`).
@@ -308,6 +310,26 @@ mod tests {
         }
         let device = Device::Cuda(0);
         assert_eq!(ffi::prepare(0), Ok(()), "compiling the kernels");
+        // The documented disk cache holds them now (unless switched off).
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let dir = match env("LPEFT_KERNEL_CACHE") {
+            Some(d) if d == "off" => None,
+            Some(d) => Some(std::path::PathBuf::from(d)),
+            None => env("XDG_CACHE_HOME")
+                .map(|x| std::path::PathBuf::from(x).join("lpeft/kernels"))
+                .or_else(|| {
+                    env("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/lpeft/kernels"))
+                }),
+        };
+        if let Some(dir) = dir {
+            let cached = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".cubin"))
+                })
+                .unwrap_or(false);
+            assert!(cached, "no cached kernels in {}", dir.display());
+        }
         tch::manual_seed(7);
         for (rows, c, offset) in [
             (37, 24, 0),

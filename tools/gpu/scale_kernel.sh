@@ -6,9 +6,12 @@
 # (the scaling kernels against libtorch's products, bit for bit), then the estimation step with
 # the masks' bf16 scaling in its kernels (the default) against libtorch's products
 # (LPEFT_SCALE_KERNEL=off), beside the fine-tune step of the same shape; graphed, as the stages
-# run on CUDA. ROUNDS rounds (default 2), one process per row, alternating.
+# run on CUDA. ROUNDS rounds (default 2), one process per row, alternating. A row's PEFT
+# (default lora-all) is lpeft-bench's --peft (light-lora: the pruned shape); MODES (default
+# "finetune:on estimate:off estimate:on") are STEP:SWITCH pairs, SWITCH the kernels'
+# (LPEFT_SCALE_KERNEL: off also turns off the bf16 -> f32 widening kernel of the hand-backs).
 #
-#   tools/gpu/scale_kernel.sh DEADLINE_S "SHAPE SEQ PRECISION" ...
+#   tools/gpu/scale_kernel.sh DEADLINE_S "SHAPE SEQ PRECISION [PEFT]" ...
 #   -> $OUT/tests-cuda.log, $OUT/scale-kernel.jsonl
 set -uo pipefail
 deadline=$1; shift
@@ -28,12 +31,13 @@ grep -E 'rc=|test result' "$OUT/tests-cuda.log"
 for round in $(seq "${ROUNDS:-2}"); do
   for row in "${rows[@]}"; do
     set -- $row
-    for mode in "finetune on" "estimate off" "estimate on"; do
-      set -- $row $mode
+    shape=$1 seq=$2 precision=$3 peft=${4:-lora-all}
+    for mode in ${MODES:-finetune:on estimate:off estimate:on}; do
+      step=${mode%%:*} switch=${mode#*:}
       [ "$(left)" -gt 25 ] || break 3
-      LPEFT_SCALE_KERNEL=$5 timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$1" --peft lora-all \
-        --seq "$2" --precision "$3" --batch 32 --graphs on --iters 30 --warmup 3 --step "$4" \
-        | sed "s/^{/{\"round\":$round,\"kernel_switch\":\"$5\",/" >> "$OUT/scale-kernel.jsonl"
+      LPEFT_SCALE_KERNEL=$switch timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$shape" --peft "$peft" \
+        --seq "$seq" --precision "$precision" --batch 32 --graphs on --iters 30 --warmup 3 --step "$step" \
+        | sed "s/^{/{\"round\":$round,\"kernel_switch\":\"$switch\",/" >> "$OUT/scale-kernel.jsonl"
     done
   done
 done
@@ -41,6 +45,6 @@ python3 - "$OUT/scale-kernel.jsonl" <<'PY'
 import json, sys
 for l in open(sys.argv[1]):
     r = json.loads(l)
-    print(r["round"], r["shape"], r["seq"], r["precision"], r["step"], r["kernel_switch"],
+    print(r["round"], r["shape"], r["seq"], r["precision"], r["peft"], r["step"], r["kernel_switch"],
           r["scale_kernel"], f'{r["median_s"]*1e3:.2f} ms')
 PY

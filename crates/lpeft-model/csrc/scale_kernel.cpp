@@ -42,7 +42,17 @@ using nvrtcProgram = void*;
 
 const char* kSource = R"CUDA(
 typedef unsigned short u16;
-__device__ __forceinline__ float widen(unsigned int h) { return __uint_as_float(h << 16); }
+// bf16 -> f32 as libtorch's operator float does it (cuda_bf16.hpp: cvt.f32.bf16 from sm_90 on,
+// which may quiet NaNs; the plain shift before), so even NaN bits agree.
+__device__ __forceinline__ float widen(unsigned int h) {
+#if __CUDA_ARCH__ >= 900
+  float f;
+  asm("{ cvt.f32.bf16 %0, %1;}" : "=f"(f) : "h"((unsigned short)h));
+  return f;
+#else
+  return __uint_as_float(h << 16);
+#endif
+}
 // Round to nearest even, as cvt.rn.bf16.f32 (NaN becomes the canonical 0x7fff).
 __device__ __forceinline__ unsigned int narrow(float f) {
   unsigned int u = __float_as_uint(f);
@@ -114,10 +124,29 @@ extern "C" __global__ void lpeft_scale_back1(const u16* g, const u16* x, const f
     if (p) p[i] = gi * widen(x[i]);
   }
 }
+
+// out = float(x), exact: libtorch's bf16 -> f32 copy takes its unvectorised casting path.
+extern "C" __global__ void lpeft_widen8(const uint4* x, float4* out, long long n8, int unused) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n8;
+       i += (long long)gridDim.x * blockDim.x) {
+    uint4 v = x[i];
+    out[2 * i] = make_float4(widen(v.x & 0xffffu), widen(v.x >> 16), widen(v.y & 0xffffu),
+                             widen(v.y >> 16));
+    out[2 * i + 1] = make_float4(widen(v.z & 0xffffu), widen(v.z >> 16), widen(v.w & 0xffffu),
+                                 widen(v.w >> 16));
+  }
+}
+
+extern "C" __global__ void lpeft_widen1(const u16* x, float* out, long long n, int unused) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x)
+    out[i] = widen(x[i]);
+}
 )CUDA";
 
-const char* kKernels[4] = {"lpeft_scale8", "lpeft_scale1", "lpeft_scale_back8",
-                           "lpeft_scale_back1"};
+constexpr int kKernelCount = 6;
+const char* kKernels[kKernelCount] = {"lpeft_scale8",      "lpeft_scale1", "lpeft_scale_back8",
+                                      "lpeft_scale_back1", "lpeft_widen8", "lpeft_widen1"};
 
 struct Driver {
   CUresult (*cuInit)(unsigned);
@@ -188,7 +217,7 @@ void* open_nvrtc() {
 
 struct Loaded {
   CUcontext ctx;
-  CUfunction f[4];
+  CUfunction f[kKernelCount];
 };
 
 struct State {
@@ -201,9 +230,11 @@ struct State {
   std::map<int, Loaded> devices;
 };
 
+// Never destroyed: a stage that ends while the compiling thread still runs must not tear the
+// state down under it at exit.
 State& state() {
-  static State s;
-  return s;
+  static State* s = new State();
+  return *s;
 }
 
 void check(const Driver& cu, CUresult r, const char* what) {
@@ -387,7 +418,7 @@ const Loaded& load(State& st, int device) {
   }
   Loaded l{};
   l.ctx = ctx;
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < kKernelCount; ++k) {
     check(cu, cu.cuModuleGetFunction(&l.f[k], module, kKernels[k]), kKernels[k]);
   }
   return st.devices.emplace(device, l).first->second;
@@ -403,7 +434,8 @@ int fail(char* err, size_t len, const std::string& what) {
 
 bool aligned(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Launches kernel `k` (vectorised `k`, scalar `k + 1`) over n elements of rows of c.
+// Launches kernel `k` (vectorised `k`, scalar `k + 1`) over n elements of rows of c (the
+// widening has no rows: c = 8, so that only n and alignment choose).
 int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int64_t n,
            int64_t c, char* err, size_t len) {
   try {
@@ -420,7 +452,7 @@ int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int6
     CUcontext ctx = nullptr;
     check(cu, cu.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
     if (ctx != l.ctx) check(cu, cu.cuCtxSetCurrent(l.ctx), "cuCtxSetCurrent");
-    bool vec = c % 8 == 0 && aligned(a) && aligned(b) && aligned(c_) && aligned(d) && aligned(e);
+    bool vec = c % 8 == 0 && n % 8 == 0 && aligned(a) && aligned(b) && aligned(c_) && aligned(d) && aligned(e);
     long long count = vec ? n / 8 : n;
     int cols = static_cast<int>(vec ? c / 8 : c);
     CUfunction f = l.f[vec ? k : k + 1];
@@ -430,8 +462,10 @@ int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int6
     std::vector<void*> args;
     if (k == 0) {
       args = {&a, &b, &c_, &count, &cols};
-    } else {
+    } else if (k == 2) {
       args = {&a, &b, &c_, &d, &e, &count, &cols};
+    } else {
+      args = {&a, &b, &count, &cols};
     }
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device));
     check(cu,
@@ -480,6 +514,11 @@ int lpeft_scale_bf16(int device, const void* x, const void* s, void* out, int64_
                      char* err, size_t len) {
   return launch(device, 0, const_cast<void*>(x), const_cast<void*>(s), out, nullptr, nullptr, n,
                 c, err, len);
+}
+
+// out = x as f32 (x bf16, n elements, contiguous).
+int lpeft_widen_bf16(int device, const void* x, void* out, int64_t n, char* err, size_t len) {
+  return launch(device, 4, const_cast<void*>(x), out, nullptr, nullptr, nullptr, n, 8, err, len);
 }
 
 // dx = g · s (bf16) and p = g · x (f32), each skipped when null; g, x bf16 like `out` above.

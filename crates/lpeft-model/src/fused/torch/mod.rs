@@ -133,7 +133,7 @@ impl Island {
             .scales_input()
             .then(|| scale::inputs(x, self.compute_kind()));
         let (xs, _) = cast_inputs(scaled.as_deref().unwrap_or(x), self.compute_kind());
-        self.eval(&xs, train).to_kind(out_kind)
+        scale_kernel::to_kind(&self.eval(&xs, train), out_kind)
     }
 
     /// The computation on libtorch tensors; `train` enables dropout.
@@ -185,7 +185,7 @@ fn cast_inputs<'a>(
 ) -> (Vec<T>, Vec<bool>) {
     x.into_iter()
         .map(|t| match kind {
-            Some(k) if t.kind() != k => (t.to_kind(k), true),
+            Some(k) if t.kind() != k => (scale_kernel::to_kind(t, k), true),
             _ => (t.shallow_clone(), false),
         })
         .unzip()
@@ -358,7 +358,13 @@ impl<const N: usize> Backward<LibTorch, N> for IslandBackward {
         let gs = backward_of(rec.saved, &g, &wanted);
         let gs = gs.into_iter().zip(&wanted).map(|(g, &i)| {
             let want = rec.input_kinds[i];
-            g.map(|g| if g.kind() == want { g } else { g.to_kind(want) })
+            g.map(|g| {
+                if g.kind() == want {
+                    g
+                } else {
+                    scale_kernel::to_kind(&g, want)
+                }
+            })
         });
         // Two gradients may be one tensor (∂x and ∂residual of add+norm without dropout):
         // they then share burn-tch's storage handle, so neither is reused in place.
@@ -443,7 +449,7 @@ fn record<C: CheckpointStrategy, const N: usize>(
             let out_kind = island.output_kind(input_kinds[0]);
             let output_cast = kind != out_kind;
             let out = TchTensor::new(if output_cast {
-                output.to_kind(out_kind)
+                scale_kernel::to_kind(&output, out_kind)
             } else {
                 output
             });

@@ -1,7 +1,8 @@
 //! The bf16 scaling kernels of `csrc/scale_kernel.cpp` (compiled at run time by NVRTC, once per
 //! machine: kept in `$LPEFT_KERNEL_CACHE`, else `$XDG_CACHE_HOME/lpeft/kernels`, else
 //! `~/.cache/lpeft/kernels`; `LPEFT_KERNEL_CACHE=off` keeps none) for [`super::scale`]: `x·s`
-//! and, in the backward, ∂x with the f32 product behind ∂s in one pass.
+//! and, in the backward, ∂x with the f32 product behind ∂s in one pass; and the bf16 → f32
+//! widening of the islands' hand-backs ([`to_kind`]).
 //! They give libtorch's bits (see the C++ file), so whether they run changes no value, only the
 //! time: each call says whether it ran, and the caller falls back to libtorch's products when
 //! it did not (not CUDA, not bf16, not contiguous, no NVRTC, or `LPEFT_SCALE_KERNEL=off`).
@@ -102,6 +103,23 @@ pub(super) fn scale_backward(
     ffi::scale_backward(device, g, x, &s, dx.as_ref(), p.as_ref(), n, c).then_some((dx, p))
 }
 
+/// `t` in `kind`, as `t.to_kind(kind)` gives it: from bf16 to f32 on CUDA in the shim's
+/// vectorised kernel (widening is exact), where libtorch's casting copy is unvectorised (about
+/// a hundred a training step, at the islands' f32 hand-backs).
+pub(super) fn to_kind(t: &T, kind: Kind) -> T {
+    if kind == Kind::Float
+        && enabled()
+        && let Some(device) = cuda_index(t, Kind::BFloat16)
+        && let Ok(n) = i64::try_from(t.numel())
+    {
+        let out = T::empty(t.size(), (Kind::Float, t.device()));
+        if ffi::widen(device, t, &out, n) {
+            return out;
+        }
+    }
+    t.to_kind(kind)
+}
+
 fn ran(result: Result<(), String>) -> bool {
     match result {
         Ok(()) => {
@@ -127,6 +145,14 @@ mod ffi {
     #[allow(unsafe_code)]
     unsafe extern "C" {
         fn lpeft_scale_prepare(device: c_int, err: *mut c_char, len: usize) -> c_int;
+        fn lpeft_widen_bf16(
+            device: c_int,
+            x: *const c_void,
+            out: *mut c_void,
+            n: i64,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
         fn lpeft_scale_bf16(
             device: c_int,
             x: *const c_void,
@@ -174,6 +200,14 @@ mod ffi {
 
     fn index(device: usize) -> c_int {
         c_int::try_from(device).unwrap_or(c_int::MAX)
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn widen(device: usize, x: &T, out: &T, n: i64) -> bool {
+        super::ran(call(|err, len| {
+            // SAFETY: as in `scale`: contiguous CUDA tensors of n elements, bf16 and f32.
+            unsafe { lpeft_widen_bf16(index(device), x.data_ptr(), out.data_ptr(), n, err, len) }
+        }))
     }
 
     #[allow(unsafe_code)]
@@ -237,6 +271,10 @@ mod ffi {
 
     pub(super) fn prepare(_: usize) -> Result<(), String> {
         Err(WHY.into())
+    }
+
+    pub(super) fn widen(_: usize, _: &T, _: &T, _: i64) -> bool {
+        super::ran(Err(WHY.into()))
     }
 
     pub(super) fn scale(_: usize, _: &T, _: &T, _: &T, _: i64, _: i64) -> bool {
@@ -359,8 +397,21 @@ mod tests {
             assert!(dx.is_none());
             assert_eq!(bits(&p.unwrap()), bits(&want_p), "{what}: g·x alone");
         }
+        // Widening: every bf16 bit pattern (NaNs included), aligned and not, and odd lengths.
+        let all = T::arange(65536, (Kind::Int, device)).to_kind(Kind::Int16);
+        let all = all.view_dtype(Kind::BFloat16);
+        for (offset, n) in [(0, 65536), (1, 65535), (3, 13), (8, 64)] {
+            let x = all.narrow(0, offset, n);
+            let got = to_kind(&x, Kind::Float);
+            assert_eq!(got.size(), x.size());
+            assert_eq!(
+                bits(&got),
+                bits(&x.to_kind(Kind::Float)),
+                "widening {offset}+{n}"
+            );
+        }
         let (runs, failure) = report();
         assert_eq!(failure, None);
-        assert!(runs >= 15, "{runs} kernel runs");
+        assert!(runs >= 19, "{runs} kernel runs");
     }
 }

@@ -12,18 +12,9 @@
 set -uo pipefail
 deadline=$1; shift
 rows=("$@")
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-start=$(date +%s)
-left() { echo $(( deadline - ($(date +%s) - start) )); }
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
-T=$(mktemp -d)
-for b in lpeft-bench mixed_precision fused cuda_graphs; do
-  xz -dc ".carry/$b.xz" > "$T/$b" && chmod +x "$T/$b"
-done
-for t in mixed_precision fused cuda_graphs; do
-  ( LPEFT_TEST_DEVICE=tch-cuda timeout 120 "$T/$t" --nocapture; echo "$t rc=$?" ) >> "$OUT/tests-cuda.log" 2>&1
-done
-grep -E 'rc=|test result' "$OUT/tests-cuda.log"
+source "$(dirname "$0")/carried_tests.sh"
+unpack lpeft-bench mixed_precision fused cuda_graphs
+cuda_tests -- mixed_precision fused cuda_graphs
 for round in $(seq "${ROUNDS:-2}"); do
   for row in "${rows[@]}"; do
     set -- $row

@@ -365,18 +365,27 @@ const std::string& cubin_for(State& st, int cc, bool fresh = false) {
   return st.cubins[cc] = std::move(bin);
 }
 
+// Runs `f` (the caller holds the mutex) unless an earlier call failed; its failure is kept,
+// so every later call falls back at once, without trying again.
+template <typename F>
+auto latched(State& st, F f) -> decltype(f()) {
+  if (!st.failed.empty()) throw Error{st.failed};
+  try {
+    return f();
+  } catch (const Error& e) {
+    st.failed = e.what;
+    throw;
+  }
+}
+
 // The libraries, opened once (the caller holds the mutex); throws why they cannot be.
 void ensure_libraries(State& st) {
-  if (!st.tried) {
-    st.tried = true;
-    try {
-      open_libraries(st);
-      check(st.cu, st.cu.cuInit(0), "cuInit");
-    } catch (const Error& e) {
-      st.failed = e.what;
-    }
-  }
-  if (!st.failed.empty()) throw Error{st.failed};
+  if (st.tried) return latched(st, [] {});
+  st.tried = true;
+  latched(st, [&] {
+    open_libraries(st);
+    check(st.cu, st.cu.cuInit(0), "cuInit");
+  });
 }
 
 // The device's compute capability as NVRTC names it (major*10 + minor).
@@ -396,12 +405,7 @@ const Loaded& kernels(int device) {
   ensure_libraries(st);
   auto it = st.devices.find(device);
   if (it != st.devices.end()) return it->second;
-  try {
-    return load(st, device);
-  } catch (const Error& e) {
-    st.failed = e.what;  // every later call falls back at once, without trying again
-    throw;
-  }
+  return latched(st, [&]() -> const Loaded& { return load(st, device); });
 }
 
 const Loaded& load(State& st, int device) {
@@ -452,25 +456,23 @@ int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int6
     CUcontext ctx = nullptr;
     check(cu, cu.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
     if (ctx != l.ctx) check(cu, cu.cuCtxSetCurrent(l.ctx), "cuCtxSetCurrent");
-    bool vec = c % 8 == 0 && n % 8 == 0 && aligned(a) && aligned(b) && aligned(c_) && aligned(d) && aligned(e);
+    bool vec = c % 8 == 0 && n % 8 == 0 && aligned(a) && aligned(b) && aligned(c_) &&
+               aligned(d) && aligned(e);
     long long count = vec ? n / 8 : n;
     int cols = static_cast<int>(vec ? c / 8 : c);
     CUfunction f = l.f[vec ? k : k + 1];
     unsigned threads = 256;
     long long blocks = (count + threads - 1) / threads;
     if (blocks > 65535LL * 8) blocks = 65535LL * 8;  // the loops stride over the rest
-    std::vector<void*> args;
-    if (k == 0) {
-      args = {&a, &b, &c_, &count, &cols};
-    } else if (k == 2) {
-      args = {&a, &b, &c_, &d, &e, &count, &cols};
-    } else {
-      args = {&a, &b, &count, &cols};
-    }
+    // The kernels' parameter lists (no allocation: this runs for every launch).
+    void* scale_args[] = {&a, &b, &c_, &count, &cols};
+    void* back_args[] = {&a, &b, &c_, &d, &e, &count, &cols};
+    void* widen_args[] = {&a, &b, &count, &cols};
+    void** args = k == 0 ? scale_args : k == 2 ? back_args : widen_args;
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device));
     check(cu,
           cu.cuLaunchKernel(f, static_cast<unsigned>(blocks), 1, 1, threads, 1, 1, 0, stream,
-                            args.data(), nullptr),
+                            args, nullptr),
           "cuLaunchKernel");
     return 0;
   } catch (const Error& e) {
@@ -495,12 +497,7 @@ int lpeft_scale_prepare(int device, char* err, size_t len) {
     ensure_libraries(st);
     CUdevice dev = 0;
     check(st.cu, st.cu.cuDeviceGet(&dev, device), "cuDeviceGet");
-    try {
-      cubin_for(st, capability(st, dev));
-    } catch (const Error& e) {
-      st.failed = e.what;
-      throw;
-    }
+    latched(st, [&] { cubin_for(st, capability(st, dev)); });
     return 0;
   } catch (const Error& e) {
     return fail(err, len, e.what);

@@ -7,13 +7,16 @@
 //! time: each call says whether it ran, and the caller falls back to libtorch's products when
 //! it did not (not CUDA, not bf16, not contiguous, no NVRTC, or `LPEFT_SCALE_KERNEL=off`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tch::{Device, Kind, Tensor as T};
 
 static LAUNCHES: AtomicU64 = AtomicU64::new(0);
 static FAILURE: Mutex<Option<String>> = Mutex::new(None);
+/// Set by the first failure: later calls go straight to libtorch (as the shim would refuse
+/// them too), without allocating outputs for a launch that cannot happen.
+static UNUSABLE: AtomicBool = AtomicBool::new(false);
 
 /// How many times the kernels ran in this process, and why they could not run when a call
 /// found them unusable (the first such reason).
@@ -26,22 +29,26 @@ pub fn report() -> (u64, Option<String>) {
 /// launch does not wait for NVRTC (about 0.3 s): for a stage to call before it loads its model.
 pub fn prepare_in_background(device: usize) {
     if enabled() {
-        std::thread::spawn(move || ran_prepared(ffi::prepare(device)));
+        std::thread::spawn(move || {
+            if let Err(why) = ffi::prepare(device) {
+                note_failure(why);
+            }
+        });
     }
 }
 
-fn ran_prepared(result: Result<(), String>) {
-    if let Err(why) = result {
-        FAILURE
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(why);
-    }
+fn note_failure(why: String) {
+    UNUSABLE.store(true, Ordering::Relaxed);
+    FAILURE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert(why);
 }
 
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("LPEFT_SCALE_KERNEL").map_or(true, |v| v != "off"))
+    !UNUSABLE.load(Ordering::Relaxed)
+        && *ON.get_or_init(|| std::env::var("LPEFT_SCALE_KERNEL").map_or(true, |v| v != "off"))
 }
 
 /// The CUDA device index when `t` is a contiguous CUDA tensor of `kind`.
@@ -127,10 +134,7 @@ fn ran(result: Result<(), String>) -> bool {
             true
         }
         Err(why) => {
-            FAILURE
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert(why);
+            note_failure(why);
             false
         }
     }

@@ -1,5 +1,5 @@
 //! With the `tch` feature: compiles the CUDA shim (csrc/cuda_graph.cpp: CUDA graphs;
-//! csrc/scale_kernel.cpp: the estimation masks' bf16 scaling kernels) against the
+//! csrc/scale_kernel.cpp with csrc/kernels.cuh: the kernels NVRTC compiles at run time) against the
 //! libtorch that torch-sys found, when that libtorch has CUDA and the CUDA headers can be
 //! found; otherwise (CPU-only libtorch, no headers) the crate builds without CUDA graphs and
 //! says so at run time (`lpeft_model::graph::available`). Without `tch` it does nothing.
@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(lpeft_cuda_graphs)");
     println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
     println!("cargo:rerun-if-changed=csrc/scale_kernel.cpp");
+    println!("cargo:rerun-if-changed=csrc/kernels.cuh");
     println!("cargo:rerun-if-env-changed=LPEFT_CUDA_INCLUDE");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");

@@ -104,6 +104,11 @@ struct Args {
     /// before (`off`), for comparison.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     masks_in_islands: String,
+    /// Under bf16-mixed on CUDA, add + dropout + LayerNorm of the residual stream run in the
+    /// shim's kernels (`on`, as the stages do) or in libtorch's operations as before (`off`: other
+    /// last bits), for comparison.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    norm_kernel: String,
     /// FFN widths of the pruned shapes: `uniform` (a third off every layer: 3072 → 2048, 8192 →
     /// 5462), `irregular` (a few neurons fewer, different per layer and never a multiple of 8, as
     /// the global FFN cut of the pipeline's surgery leaves them: 2047, 2044, 2041, 2038, ...) or
@@ -361,6 +366,7 @@ where
         compute: stage_precision.compute(),
         hand_off: args.hand_off == "on",
         masks_in_islands: args.masks_in_islands == "on",
+        norm_kernel: args.norm_kernel == "on",
     };
     let estimate = args.step == Some(Step::Estimate);
     let mut spec = model_spec(&args.shape, &args.peft, args.ffn_widths)?;
@@ -606,7 +612,7 @@ fn report(
         "precision": args.precision, "params": params,
         "fused": fused, "ffn_align": args.ffn_align, "rank_align": args.rank_align,
         "hand_off": args.hand_off, "masks_in_islands": args.masks_in_islands,
-        "scale_kernel": scale_kernel(),
+        "norm_kernel": args.norm_kernel, "scale_kernel": scale_kernel(),
         "ffn_widths": args.ffn_widths.name(),
         "step": args.step.and_then(|s| clap::ValueEnum::to_possible_value(&s))
             .map(|v| v.get_name().to_owned()),
@@ -618,7 +624,8 @@ fn report(
 /// Whether the estimation masks' bf16 scaling ran in its CUDA kernels in this process.
 fn scale_kernel() -> serde_json::Value {
     let (runs, unavailable) = lpeft_model::fused::scale_kernel_report();
-    serde_json::json!({ "runs": runs, "unavailable": unavailable })
+    let norm_forwards = lpeft_model::fused::norm_kernel_runs();
+    serde_json::json!({ "runs": runs, "unavailable": unavailable, "norm_forwards": norm_forwards })
 }
 
 /// C entry point for in-process profilers: runs the benchmark with the whitespace-separated

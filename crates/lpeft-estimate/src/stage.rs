@@ -116,8 +116,11 @@ impl Stage for EstimateStage {
         "Light-PEFT estimation: train masks + PEFT + head on the frozen backbone with L1 on the masks; record mask trajectories and importance"
     }
 
-    fn backend_tag(&self, class: &str) -> Option<&'static str> {
-        lpeft_model::fused::estimation_key_tag(class)
+    fn backend_tag(&self, class: &str, params: &serde_json::Value) -> Option<&'static str> {
+        lpeft_model::fused::estimation_key_tag(
+            class,
+            lpeft_model::precision::Precision::of_canonical(params).compute(),
+        )
     }
 
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {

@@ -244,7 +244,21 @@ fn keys_on_libtorch_carry_the_fused_nodes_version() {
     } else {
         "tch-cuda+fused3-graph1-ratio2"
     };
-    assert_eq!(stage_backend_class(&stage, "tch-cuda:1"), cuda);
-    assert_eq!(stage_backend_class(&stage, "tch"), "tch+fused3-ratio2");
-    assert_eq!(stage_backend_class(&stage, "flex"), "flex");
+    let fp32 = serde_json::json!({ "steps": 10 });
+    assert_eq!(stage_backend_class(&stage, "tch-cuda:1", &fp32), cuda);
+    assert_eq!(
+        stage_backend_class(&stage, "tch", &fp32),
+        "tch+fused3-ratio2"
+    );
+    assert_eq!(stage_backend_class(&stage, "flex", &fp32), "flex");
+    // bf16-mixed on CUDA runs the add-norm kernels, whose bits differ: its own tag.
+    let bf16 = serde_json::json!({ "steps": 10, "precision": "bf16-mixed" });
+    let cuda_bf16 = format!("{cuda}-mixed2");
+    assert_eq!(stage_backend_class(&stage, "tch-cuda", &bf16), cuda_bf16);
+    assert_eq!(
+        stage_backend_class(&stage, "tch", &bf16),
+        "tch+fused3-ratio2"
+    );
+    let tf32 = serde_json::json!({ "precision": "tf32" });
+    assert_eq!(stage_backend_class(&stage, "tch-cuda", &tf32), cuda);
 }

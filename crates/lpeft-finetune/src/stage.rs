@@ -134,8 +134,11 @@ impl Stage for FinetuneStage {
         "Fine-tune PEFT (vanilla from a pretrained model, or Light-PEFT from a surgery artifact) and evaluate on dev every epoch"
     }
 
-    fn backend_tag(&self, class: &str) -> Option<&'static str> {
-        lpeft_model::fused::key_tag(class)
+    fn backend_tag(&self, class: &str, params: &serde_json::Value) -> Option<&'static str> {
+        lpeft_model::fused::key_tag(
+            class,
+            lpeft_model::precision::Precision::of_canonical(params).compute(),
+        )
     }
 
     fn prepare(&self, params: &Params) -> Result<Prepared, StageError> {

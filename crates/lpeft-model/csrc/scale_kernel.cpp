@@ -40,113 +40,16 @@ using CUfunction = void*;
 using nvrtcResult = int;
 using nvrtcProgram = void*;
 
-const char* kSource = R"CUDA(
-typedef unsigned short u16;
-// bf16 -> f32 as libtorch's operator float does it (cuda_bf16.hpp: cvt.f32.bf16 from sm_90 on,
-// which may quiet NaNs; the plain shift before), so even NaN bits agree.
-__device__ __forceinline__ float widen(unsigned int h) {
-#if __CUDA_ARCH__ >= 900
-  float f;
-  asm("{ cvt.f32.bf16 %0, %1;}" : "=f"(f) : "h"((unsigned short)h));
-  return f;
-#else
-  return __uint_as_float(h << 16);
-#endif
-}
-// Round to nearest even, as cvt.rn.bf16.f32 (NaN becomes the canonical 0x7fff).
-__device__ __forceinline__ unsigned int narrow(float f) {
-  unsigned int u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
-  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-__device__ __forceinline__ unsigned int pack(float lo, float hi) {
-  return narrow(lo) | (narrow(hi) << 16);
-}
+const char* kSource =
+#include "kernels.cuh"
+    ;
 
-// out[i] = x[i] * s[i % c], eight elements a thread (c % 8 == 0, 16-byte aligned rows).
-extern "C" __global__ void lpeft_scale8(const uint4* x, const float* s, uint4* out,
-                                        long long n8, int c8) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n8;
-       i += (long long)gridDim.x * blockDim.x) {
-    const float* sc = s + (int)(i % c8) * 8;
-    uint4 v = x[i];
-    unsigned int w[4] = {v.x, v.y, v.z, v.w};
-    unsigned int o[4];
-    for (int k = 0; k < 4; ++k)
-      o[k] = pack(widen(w[k] & 0xffffu) * sc[2 * k], widen(w[k] >> 16) * sc[2 * k + 1]);
-    out[i] = make_uint4(o[0], o[1], o[2], o[3]);
-  }
-}
-
-// The same, one element a thread (any c).
-extern "C" __global__ void lpeft_scale1(const u16* x, const float* s, u16* out, long long n,
-                                        int c) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x)
-    out[i] = (u16)narrow(widen(x[i]) * s[i % c]);
-}
-
-// dx[i] = g[i] * s[i % c] in bf16 and p[i] = g[i] * x[i] in f32, either may be null;
-// eight elements a thread.
-extern "C" __global__ void lpeft_scale_back8(const uint4* g, const uint4* x, const float* s,
-                                             uint4* dx, float4* p, long long n8, int c8) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n8;
-       i += (long long)gridDim.x * blockDim.x) {
-    uint4 gv = g[i];
-    unsigned int gw[4] = {gv.x, gv.y, gv.z, gv.w};
-    if (dx) {
-      const float* sc = s + (int)(i % c8) * 8;
-      unsigned int o[4];
-      for (int k = 0; k < 4; ++k)
-        o[k] = pack(widen(gw[k] & 0xffffu) * sc[2 * k], widen(gw[k] >> 16) * sc[2 * k + 1]);
-      dx[i] = make_uint4(o[0], o[1], o[2], o[3]);
-    }
-    if (p) {
-      uint4 xv = x[i];
-      unsigned int xw[4] = {xv.x, xv.y, xv.z, xv.w};
-      float f[8];
-      for (int k = 0; k < 4; ++k) {
-        f[2 * k] = widen(gw[k] & 0xffffu) * widen(xw[k] & 0xffffu);
-        f[2 * k + 1] = widen(gw[k] >> 16) * widen(xw[k] >> 16);
-      }
-      p[2 * i] = make_float4(f[0], f[1], f[2], f[3]);
-      p[2 * i + 1] = make_float4(f[4], f[5], f[6], f[7]);
-    }
-  }
-}
-
-extern "C" __global__ void lpeft_scale_back1(const u16* g, const u16* x, const float* s,
-                                             u16* dx, float* p, long long n, int c) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
-    float gi = widen(g[i]);
-    if (dx) dx[i] = (u16)narrow(gi * s[i % c]);
-    if (p) p[i] = gi * widen(x[i]);
-  }
-}
-
-// out = float(x), exact: libtorch's bf16 -> f32 copy takes its unvectorised casting path.
-extern "C" __global__ void lpeft_widen8(const uint4* x, float4* out, long long n8, int unused) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n8;
-       i += (long long)gridDim.x * blockDim.x) {
-    uint4 v = x[i];
-    out[2 * i] = make_float4(widen(v.x & 0xffffu), widen(v.x >> 16), widen(v.y & 0xffffu),
-                             widen(v.y >> 16));
-    out[2 * i + 1] = make_float4(widen(v.z & 0xffffu), widen(v.z >> 16), widen(v.w & 0xffffu),
-                                 widen(v.w >> 16));
-  }
-}
-
-extern "C" __global__ void lpeft_widen1(const u16* x, float* out, long long n, int unused) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x)
-    out[i] = widen(x[i]);
-}
-)CUDA";
-
-constexpr int kKernelCount = 6;
-const char* kKernels[kKernelCount] = {"lpeft_scale8",      "lpeft_scale1", "lpeft_scale_back8",
-                                      "lpeft_scale_back1", "lpeft_widen8", "lpeft_widen1"};
+constexpr int kKernelCount = 10;
+const char* kKernels[kKernelCount] = {"lpeft_scale8",      "lpeft_scale1",    "lpeft_scale_back8",
+                                      "lpeft_scale_back1", "lpeft_widen8",    "lpeft_widen1",
+                                      "lpeft_add_norm",    "lpeft_add_norm_back",
+                                      "lpeft_column_sums", "lpeft_add_norm_params"};
+enum { kAddNorm = 6, kAddNormBack = 7, kColumnSums = 8, kAddNormParams = 9 };
 
 struct Driver {
   CUresult (*cuInit)(unsigned);
@@ -438,42 +341,32 @@ int fail(char* err, size_t len, const std::string& what) {
 
 bool aligned(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Launches kernel `k` (vectorised `k`, scalar `k + 1`) over n elements of rows of c (the
-// widening has no rows: c = 8, so that only n and alignment choose).
-int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int64_t n,
-           int64_t c, char* err, size_t len) {
+// Queues kernel `k` with `args` on `device`'s current stream (a CUDA-graph capture records it).
+void enqueue(int device, int k, long long blocks, unsigned threads, void** args) {
+  // The device current while the kernel is queued, restored after (CUDAGuard would inline
+  // CUDA runtime calls; these go through libc10_cuda).
+  struct Restore {
+    c10::DeviceIndex previous;
+    ~Restore() { c10::cuda::MaybeExchangeDevice(previous); }
+  } restore{c10::cuda::ExchangeDevice(static_cast<c10::DeviceIndex>(device))};
+  const Loaded& l = kernels(device);
+  const Driver& cu = state().cu;
+  // The runtime makes the primary context current lazily; the module lives in it.
+  CUcontext ctx = nullptr;
+  check(cu, cu.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
+  if (ctx != l.ctx) check(cu, cu.cuCtxSetCurrent(l.ctx), "cuCtxSetCurrent");
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device));
+  check(cu,
+        cu.cuLaunchKernel(l.f[k], static_cast<unsigned>(blocks), 1, 1, threads, 1, 1, 0, stream,
+                          args, nullptr),
+        kKernels[k]);
+}
+
+// Runs `f`, turning what it throws into the C interface's status and message.
+template <typename F>
+int guarded(char* err, size_t len, F f) {
   try {
-    if (n == 0) return 0;
-    // The device current while the kernel is queued, restored after (CUDAGuard would inline
-    // CUDA runtime calls; these go through libc10_cuda).
-    struct Restore {
-      c10::DeviceIndex previous;
-      ~Restore() { c10::cuda::MaybeExchangeDevice(previous); }
-    } restore{c10::cuda::ExchangeDevice(static_cast<c10::DeviceIndex>(device))};
-    const Loaded& l = kernels(device);
-    const Driver& cu = state().cu;
-    // The runtime makes the primary context current lazily; the module lives in it.
-    CUcontext ctx = nullptr;
-    check(cu, cu.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
-    if (ctx != l.ctx) check(cu, cu.cuCtxSetCurrent(l.ctx), "cuCtxSetCurrent");
-    bool vec = c % 8 == 0 && n % 8 == 0 && aligned(a) && aligned(b) && aligned(c_) &&
-               aligned(d) && aligned(e);
-    long long count = vec ? n / 8 : n;
-    int cols = static_cast<int>(vec ? c / 8 : c);
-    CUfunction f = l.f[vec ? k : k + 1];
-    unsigned threads = 256;
-    long long blocks = (count + threads - 1) / threads;
-    if (blocks > 65535LL * 8) blocks = 65535LL * 8;  // the loops stride over the rest
-    // The kernels' parameter lists (no allocation: this runs for every launch).
-    void* scale_args[] = {&a, &b, &c_, &count, &cols};
-    void* back_args[] = {&a, &b, &c_, &d, &e, &count, &cols};
-    void* widen_args[] = {&a, &b, &count, &cols};
-    void** args = k == 0 ? scale_args : k == 2 ? back_args : widen_args;
-    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device));
-    check(cu,
-          cu.cuLaunchKernel(f, static_cast<unsigned>(blocks), 1, 1, threads, 1, 1, 0, stream,
-                            args, nullptr),
-          "cuLaunchKernel");
+    f();
     return 0;
   } catch (const Error& e) {
     return fail(err, len, e.what);
@@ -482,6 +375,34 @@ int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int6
   } catch (...) {
     return fail(err, len, "unknown C++ exception");
   }
+}
+
+// Launches elementwise kernel `k` (vectorised `k`, scalar `k + 1`) over n elements of rows of
+// c (the widening has no rows: c = 8, so that only n and alignment choose).
+int launch(int device, int k, void* a, void* b, void* c_, void* d, void* e, int64_t n,
+           int64_t c, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    if (n == 0) return;
+    bool vec = c % 8 == 0 && n % 8 == 0 && aligned(a) && aligned(b) && aligned(c_) &&
+               aligned(d) && aligned(e);
+    long long count = vec ? n / 8 : n;
+    int cols = static_cast<int>(vec ? c / 8 : c);
+    unsigned threads = 256;
+    long long blocks = (count + threads - 1) / threads;
+    if (blocks > 65535LL * 8) blocks = 65535LL * 8;  // the loops stride over the rest
+    // The kernels' parameter lists (no allocation: this runs for every launch).
+    void* scale_args[] = {&a, &b, &c_, &count, &cols};
+    void* back_args[] = {&a, &b, &c_, &d, &e, &count, &cols};
+    void* widen_args[] = {&a, &b, &count, &cols};
+    void** args = k == 0 ? scale_args : k == 2 ? back_args : widen_args;
+    enqueue(device, vec ? k : k + 1, blocks, threads, args);
+  });
+}
+
+// Threads a block for rows of d in the add-norm kernels (each thread holds up to kCols = 8
+// columns); 0 where d is out of their range.
+unsigned norm_threads(int64_t d) {
+  return d < 1 ? 0 : d <= 1024 ? 128 : d <= 2048 ? 256 : d <= 4096 ? 512 : 0;
 }
 
 }  // namespace
@@ -517,6 +438,63 @@ int lpeft_scale_bf16(int device, const void* x, const void* s, void* out, int64_
 int lpeft_widen_bf16(int device, const void* x, void* out, int64_t n, char* err, size_t len) {
   return launch(device, 4, const_cast<void*>(x), out, nullptr, nullptr, nullptr, n, 8, err, len);
 }
+
+// The rows of d that one add-norm backward block takes: fixed, so that the column sums of ∂γ
+// and ∂β add the same partial sums in the same order on every GPU.
+constexpr int64_t kNormRowsPerBlock = 16;
+
+// The largest row the add-norm kernels take (wider rows stay on libtorch's path).
+int64_t lpeft_add_norm_max_width() { return 4096; }
+
+// Forward of LayerNorm(drop(x) + r) over `rows` rows of d (see kernels.cuh: lpeft_add_norm): x
+// f32 or bf16 (`x_bf16`), r, gamma, beta, s, y f32; m a uint8 keep-mask or null; mean, rstd
+// [rows] f32. All contiguous on `device`.
+int lpeft_add_norm_forward(int device, const void* x, int x_bf16, const void* r, const void* m,
+                           float scale, const void* gamma, const void* beta, float eps, void* s,
+                           void* y, void* mean, void* rstd, int64_t rows, int64_t d, char* err,
+                           size_t len) {
+  return guarded(err, len, [&] {
+    unsigned threads = norm_threads(d);
+    if (threads == 0) throw Error{"add-norm: row width " + std::to_string(d) + " out of range"};
+    if (rows == 0) return;
+    int dd = static_cast<int>(d);
+    void* args[] = {&x, &x_bf16, &r, &m, &scale, &gamma, &beta, &eps,
+                    &s, &y,      &mean, &rstd, &dd};
+    enqueue(device, kAddNorm, rows, threads, args);
+  });
+}
+
+// Backward of the above for upstream g (f32): dr (f32, or null), dx (x's type per `dx_bf16`, or
+// null), and where `dparams` is not null, ∂γ then ∂β in it ([2, d] f32), summed through
+// `partial` ([ceil(rows / lpeft_add_norm_rows_per_block()), 2, d] f32 scratch; else unused):
+// a second pass over g and s, only for trained norms.
+int lpeft_add_norm_backward(int device, const void* g, const void* s, const void* mean,
+                            const void* rstd, const void* gamma, const void* m, float scale,
+                            void* dr, void* dx, int dx_bf16, void* partial, void* dparams,
+                            int64_t rows, int64_t d, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    unsigned threads = norm_threads(d);
+    if (threads == 0) throw Error{"add-norm: row width " + std::to_string(d) + " out of range"};
+    if (rows == 0) return;
+    int dd = static_cast<int>(d);
+    if (dr != nullptr || dx != nullptr) {
+      void* args[] = {&g, &s, &mean, &rstd, &gamma, &m, &scale, &dr, &dx, &dx_bf16, &dd};
+      enqueue(device, kAddNormBack, rows, threads, args);
+    }
+    if (dparams != nullptr) {
+      int per_block = static_cast<int>(kNormRowsPerBlock);
+      long long blocks = (rows + kNormRowsPerBlock - 1) / kNormRowsPerBlock;
+      long long n_rows = rows;
+      void* args[] = {&g, &s, &mean, &rstd, &partial, &n_rows, &dd, &per_block};
+      enqueue(device, kAddNormParams, blocks, 256, args);
+      int nb = static_cast<int>(blocks), w = 2 * dd;
+      void* sum_args[] = {&partial, &dparams, &nb, &w};
+      enqueue(device, kColumnSums, (w + 255) / 256, 256, sum_args);
+    }
+  });
+}
+
+int64_t lpeft_add_norm_rows_per_block() { return kNormRowsPerBlock; }
 
 // dx = g · s (bf16) and p = g · x (f32), each skipped when null; g, x bf16 like `out` above.
 int lpeft_scale_backward_bf16(int device, const void* g, const void* x, const void* s, void* dx,

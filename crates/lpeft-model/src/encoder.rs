@@ -72,6 +72,8 @@ impl Embeddings {
 
 /// Projection plus optional LoRA, recording the norm ratio when asked. With `fused`, one
 /// libtorch node computes it (and records the ratio itself).
+/// `stream`: x is the f32 residual stream (a norm's output: q, k, v, FC1), see [`FusedCall`].
+#[allow(clippy::too_many_arguments)]
 fn project(
     dense: &Dense,
     lora: Option<&Lora>,
@@ -80,10 +82,15 @@ fn project(
     id: PeftModuleId,
     rec: &mut Option<&mut NormRatioRecorder>,
     fused: Option<Fusing>,
+    stream: bool,
 ) -> Tensor<3> {
     let (b, t, device) = dims;
+    let call = |f| FusedCall {
+        from_stream: stream,
+        ..FusedCall::new(f, id)
+    };
     if let Some(f) = fused
-        && let Some(y) = project_fused(dense, lora, x.clone(), FusedCall::new(f, id), rec, device)
+        && let Some(y) = project_fused(dense, lora, x.clone(), call(f), rec, device)
     {
         return y;
     }
@@ -108,7 +115,11 @@ struct FusedCall {
     rank_align: usize,
     compute: Compute,
     hand_off: bool,
+    /// [`Fusing::norm_kernel`]: bf16-mixed's numerics with the add-norm kernels.
+    norm_kernel: bool,
     in_scale: Option<Tensor<3>>,
+    /// x is the f32 residual stream ([`Island::Linear`]'s `f32_grad`).
+    from_stream: bool,
     id: PeftModuleId,
 }
 
@@ -121,7 +132,9 @@ impl FusedCall {
             rank_align: f.rank_align,
             compute: f.compute,
             hand_off: f.hand_off,
+            norm_kernel: f.norm_kernel,
             in_scale: None,
+            from_stream: false,
             id,
         }
     }
@@ -161,6 +174,7 @@ fn project_fused(
             compute: call.compute,
             hand_off: call.hand_off,
             in_scale,
+            f32_grad: call.from_stream && call.norm_kernel,
         },
     );
     if record && let Some(r) = rec.as_deref_mut() {
@@ -260,6 +274,7 @@ impl Attention {
                         id(target),
                         rec,
                         qkv_fused,
+                        true,
                     )
                 };
                 let q = proj(q, &self.lora_query, LoraTarget::Query);
@@ -315,7 +330,11 @@ impl Attention {
             }
             _ => None,
         };
-        let out = match (context_scale, fused) {
+        // The output projection hands its output to the add-norm kernels in bf16 where they
+        // alone consume it.
+        let to_norm =
+            fused.map(|f| f.handing_off(f.norm_kernel && self.adapter.is_none() && !self.pre_norm));
+        let out = match (context_scale, to_norm) {
             (Some(s), Some(f)) => {
                 let call = FusedCall {
                     in_scale: Some(s),
@@ -332,7 +351,8 @@ impl Attention {
                 (b, t, &device),
                 id(LoraTarget::AttnOut),
                 rec,
-                fused,
+                to_norm,
+                false,
             ),
         };
         let adapter_id = PeftModuleId {
@@ -343,9 +363,9 @@ impl Attention {
         if self.pre_norm {
             return residual + self.hidden_dropout.forward(out);
         }
-        if fused.is_some() {
+        if let Some(f) = fused {
             let p = fused::effective_dropout(&self.hidden_dropout, &device);
-            return self.norm.forward_fused(out, residual, p);
+            return self.norm.forward_fused(out, residual, p, f);
         }
         self.norm
             .forward(self.hidden_dropout.forward(out) + residual)
@@ -414,6 +434,7 @@ impl Ffn {
                         act: Some(Act::from(self.activation)),
                         padding: (0, pad),
                         hand_off: f.handing_off(to_fc2).hand_off,
+                        from_stream: true,
                         ..FusedCall::new(f, id(LoraTarget::FfnIn))
                     };
                     let z = project_fused(fc1, lora, Some(x.clone()), call, rec, &device);
@@ -434,6 +455,7 @@ impl Ffn {
                     id(LoraTarget::FfnIn),
                     rec,
                     fused,
+                    true,
                 );
                 let mut z = match self.activation {
                     Activation::Gelu => gelu(z),
@@ -468,17 +490,28 @@ impl Ffn {
             layer: self.layer,
             site: PeftSite::Lora(LoraTarget::FfnOut),
         };
-        let out = if let Some(f) = fused.filter(|_| padding > 0 || scale.is_some()) {
+        // As the attention's output projection: FC2 hands over to the add-norm kernels.
+        let to_norm =
+            fused.map(|f| f.handing_off(f.norm_kernel && self.adapter.is_none() && !self.pre_norm));
+        let out = if let Some(f) = to_norm.filter(|_| padding > 0 || scale.is_some()) {
             let call = FusedCall {
                 padding: (padding, 0),
-                hand_off: false,
                 in_scale: scale,
                 ..FusedCall::new(f, id)
             };
             project_fused(&self.output, lora, hidden, call, rec, &device)
                 .expect("FC1 pads or hands a mask on only where FC2 has a weight and a bias")
         } else {
-            project(&self.output, lora, hidden, (b, t, &device), id, rec, fused)
+            project(
+                &self.output,
+                lora,
+                hidden,
+                (b, t, &device),
+                id,
+                rec,
+                to_norm,
+                false,
+            )
         };
         let adapter_id = PeftModuleId {
             layer: self.layer,
@@ -488,9 +521,9 @@ impl Ffn {
         if self.pre_norm {
             return x + self.dropout.forward(out);
         }
-        if fused.is_some() {
+        if let Some(f) = fused {
             let p = fused::effective_dropout(&self.dropout, &device);
-            return self.norm.forward_fused(out, x, p);
+            return self.norm.forward_fused(out, x, p, f);
         }
         self.norm.forward(self.dropout.forward(out) + x)
     }

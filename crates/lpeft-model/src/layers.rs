@@ -69,15 +69,15 @@ impl Norm {
     }
 
     /// `LayerNorm(dropout(x) + residual)` as one libtorch node; see [`crate::fused`].
-    pub fn forward_fused(&self, x: Tensor<3>, residual: Tensor<3>, dropout: f64) -> Tensor<3> {
-        crate::fused::add_norm(
-            x,
-            residual,
-            self.gamma.val(),
-            self.beta.val(),
-            self.eps,
-            dropout,
-        )
+    pub fn forward_fused(
+        &self,
+        x: Tensor<3>,
+        residual: Tensor<3>,
+        dropout: f64,
+        f: crate::fused::Fusing,
+    ) -> Tensor<3> {
+        let params = (self.gamma.val(), self.beta.val());
+        crate::fused::add_norm(x, residual, params, self.eps, dropout, f)
     }
 }
 

@@ -46,6 +46,14 @@ impl Precision {
         }
     }
 
+    /// The `precision` field of a stage's canonical params (absent: the default, fp32).
+    pub fn of_canonical(params: &serde_json::Value) -> Self {
+        params
+            .get("precision")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .unwrap_or_default()
+    }
+
     /// The fused nodes' compute type under this precision.
     pub fn compute(self) -> Compute {
         match self {
@@ -75,10 +83,24 @@ impl Precision {
             ),
             _ => None,
         };
+        let why = match why {
+            Some(why) => Some(why.to_string()),
+            // On CUDA its residual stream runs in the shim's kernels, which the keys count on
+            // (`fused::key_tag`): a run that could not use them would compute other bits.
+            None if self == Precision::Bf16Mixed && cuda == Some(true) => {
+                crate::fused::require_norm_kernel(device).err().map(|e| {
+                    format!(
+                        "on CUDA needs the shim's add-norm kernels (compiled by NVRTC at run \
+                         time), which cannot run here: {e}"
+                    )
+                })
+            }
+            None => None,
+        };
         match why {
             Some(why) => Err(ModelError::Precision {
                 precision: self.as_str().into(),
-                why: why.into(),
+                why,
             }),
             None => Ok(()),
         }

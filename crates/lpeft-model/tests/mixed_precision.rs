@@ -181,8 +181,13 @@ fn bf16_mixed_tracks_fp32() {
     Precision::Bf16Mixed.check(&device).unwrap();
     for family in [Family::Bert, Family::Roberta] {
         let (loss32, logits32, grads32, ratios32, inf32) = run(family, &device, Precision::Fp32);
+        let norms = lpeft_model::fused::norm_kernel_runs();
         let (loss16, logits16, grads16, ratios16, inf16) =
             run(family, &device, Precision::Bf16Mixed);
+        // On CUDA the residual stream ran in the add-norm kernels (they are what is compared
+        // with fp32 here); on the CPU they never run.
+        let ran = lpeft_model::fused::norm_kernel_runs() > norms;
+        assert_eq!(ran, on_cuda(), "{family:?}: add-norm kernels ran: {ran}");
         // bf16 keeps 8 significant bits (relative rounding 2⁻⁹ ≈ 0.2 %); a few layers of GEMMs
         // compound it to about a percent, never to the 10 % a wrong cast or scale would give.
         assert!(
@@ -429,10 +434,50 @@ fn a_handed_off_projection_stays_bf16() {
             compute,
             hand_off,
             in_scale: false,
+            f32_grad: false,
         };
         fused::linear(x.clone(), w.clone(), bias.clone(), None, None, island).dtype()
     };
     assert_eq!(out(Compute::Bf16, true), DType::BF16);
     assert_eq!(out(Compute::Bf16, false), DType::F32);
     assert_eq!(out(Compute::F32, true), DType::F32);
+}
+
+/// The add-norm kernels against libtorch's operations under bf16-mixed (the same model, the
+/// same dropout draws: both take their masks from libtorch's generator, the kernels as uint8):
+/// loss, logits and gradients within bf16's rounding of each other (on CUDA the kernels sum the
+/// statistics in another order, so the last bits may differ: the key tag says which ran), and
+/// on the CPU, where the kernels never run, the same bits.
+#[test]
+fn norm_kernels_track_libtorchs_operations() {
+    let device = test_device();
+    for family in [Family::Bert, Family::Roberta] {
+        let spec = spec_with(family, false, 0.0);
+        let kernels = run_spec(&spec, &device, |m| Precision::Bf16Mixed.apply(m));
+        let ops = run_spec(&spec, &device, |m| {
+            Precision::Bf16Mixed.apply(m);
+            m.encoder.fused.norm_kernel = false;
+        });
+        assert!(
+            (kernels.0 - ops.0).abs() < 1e-2 * ops.0.abs().max(1.0),
+            "{family:?}: loss"
+        );
+        assert!(rel(&ops.1, &kernels.1) < 2e-2, "{family:?}: logits");
+        assert!(
+            rel(&ops.4, &kernels.4) < 2e-2,
+            "{family:?}: inference logits"
+        );
+        for ((name, d1, g1), (_, d2, g2)) in ops.2.iter().zip(&kernels.2) {
+            assert_eq!(d1, d2, "{family:?} {name}: gradient type");
+            assert!(
+                rel(g1, g2) < 5e-2,
+                "{family:?} {name}: off by {}",
+                rel(g1, g2)
+            );
+        }
+        if !on_cuda() {
+            // Nothing ran in kernels on the CPU: the very same computation.
+            assert_same_bits(&kernels, &ops, &format!("{family:?} on the CPU"));
+        }
+    }
 }

@@ -265,8 +265,13 @@ pub trait Stage: Send + Sync {
     }
     /// A tag added to the backend class in this stage's keys when it is backend-sensitive
     /// (`class+tag`): what makes artifacts of one class differ between code versions that the
-    /// stage's own version does not cover (the model crate's fused nodes).
-    fn backend_tag(&self, _class: &str) -> Option<&'static str> {
+    /// stage's own version does not cover (the model crate's fused nodes, which may depend on
+    /// the canonical params, e.g. on a precision whose kernels changed).
+    fn backend_tag(
+        &self,
+        _class: &str,
+        _canonical_params: &serde_json::Value,
+    ) -> Option<&'static str> {
         None
     }
     /// Validate and canonicalize the parameters; no heavy work, no writes.

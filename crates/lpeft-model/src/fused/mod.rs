@@ -97,6 +97,10 @@ pub enum Island {
         /// the island producing x can hand it over in bf16 ([`FusedPolicy::masks_in_islands`]).
         /// Requires `pad_in == 0`.
         in_scale: bool,
+        /// x is the f32 residual stream (a norm's output, never a hand-over), and without a
+        /// LoRA term ∂x comes out of its GEMM in f32 under bf16 compute on CUDA, unrounded
+        /// ([`FusedPolicy::norm_kernel`]'s numerics), instead of in bf16 widened after.
+        f32_grad: bool,
     },
     /// `[q, k, v, score_bias]`, `q, k, v: [B, T, H·D]`, `score_bias: [B, 1, 1, T]` (added to the
     /// scores): per head `drop(softmax(q·kᵀ/√D + bias))·v`, back in `[B, T, H·D]`.
@@ -108,8 +112,14 @@ pub enum Island {
         hand_off: bool,
     },
     /// `[x, residual, gamma, beta]`: `LayerNorm(drop(x) + residual)` over the last dimension
-    /// (in its inputs' float type: f32 under mixed precision, as autocast keeps it).
-    AddNorm { eps: f64, dropout: f64 },
+    /// (in the residual's float type: f32 under mixed precision, as autocast keeps it; x may
+    /// come in bf16 there, handed over by the projection before).
+    AddNorm {
+        eps: f64,
+        dropout: f64,
+        /// Run in the shim's CUDA kernels where they can ([`FusedPolicy::norm_kernel`]).
+        kernel: bool,
+    },
 }
 
 /// How a model uses the fused nodes, carried with the model (`Encoder::fused`) rather than
@@ -138,6 +148,14 @@ pub struct FusedPolicy {
     /// `in_scale`) instead of by a burn product between them: the same values to the bit, and
     /// under bf16 the producer hands its output over. Off: the product between, for comparison.
     pub masks_in_islands: bool,
+    /// Under [`Compute::Bf16`] on CUDA, `LayerNorm(drop(x) + residual)` runs in the shim's
+    /// kernels (one forward, one backward) instead of libtorch's eight to ten operations over
+    /// the f32 residual stream, and takes x in bf16 from the projection before; and the
+    /// projections reading that stream without a LoRA term give ∂x in f32 straight from their
+    /// GEMM (`Island::Linear`'s `f32_grad`). Not libtorch's bits (the norm's statistics are
+    /// summed in another order, ∂x is not rounded to bf16), so bf16-mixed keys say it
+    /// ([`key_tag`]). Off: libtorch's operations and bf16 ∂x as before, for comparison.
+    pub norm_kernel: bool,
 }
 
 /// `LPEFT_FUSED=off`: the stages run burn's elementary operations on libtorch too (for
@@ -160,6 +178,7 @@ impl Default for FusedPolicy {
             compute: Compute::F32,
             hand_off: true,
             masks_in_islands: true,
+            norm_kernel: true,
         }
     }
 }
@@ -181,6 +200,7 @@ impl FusedPolicy {
             may_hand_off: self.hand_off && self.compute == Compute::Bf16,
             hand_off: false,
             masks_in_islands: self.masks_in_islands,
+            norm_kernel: self.norm_kernel && self.compute == Compute::Bf16,
         })
     }
 }
@@ -200,6 +220,8 @@ pub struct Fusing {
     pub hand_off: bool,
     /// [`FusedPolicy::masks_in_islands`].
     pub masks_in_islands: bool,
+    /// [`FusedPolicy::norm_kernel`], under bf16 compute only.
+    pub norm_kernel: bool,
 }
 
 impl Fusing {
@@ -235,12 +257,18 @@ impl Fusing {
 /// from the device, which changes the last bits (a fine-tune with distillation, whose teacher
 /// rows are uploaded inside the step, still runs plainly there).
 /// With `LPEFT_FUSED=off` ([`ENV`]) the tag is `plain` on every libtorch class.
-pub fn key_tag(backend_class: &str) -> Option<&'static str> {
+/// Under bf16 compute on a CUDA class the tags end in `-mixed2`, bf16-mixed's second numerics
+/// there ([`FusedPolicy::norm_kernel`]): the add-norm kernels, and ∂x of the projections that
+/// read the f32 stream computed in f32 where they have no LoRA term (`Island::Linear`'s
+/// `f32_grad`). Both give other bits than before, so earlier bf16-mixed artifacts are not
+/// reused (fp32 and TF32 keep their keys; on the CPU nothing changed).
+pub fn key_tag(backend_class: &str, compute: Compute) -> Option<&'static str> {
     tag_for(
         backend_class,
         enabled_by_env(),
         crate::graph::on_for_class(backend_class),
         false,
+        norm_kernel_for(backend_class, compute),
     )
 }
 
@@ -249,26 +277,47 @@ pub fn key_tag(backend_class: &str) -> Option<&'static str> {
 /// LoRA factor and one norm reduction instead of the `[rows, d_out]` product (the same values
 /// to the last bits or so, which can flip a tie in surgery), so older estimations are not reused.
 /// Fine-tunes record nothing and keep [`key_tag`]; `plain` records on burn's operations.
-pub fn estimation_key_tag(backend_class: &str) -> Option<&'static str> {
+pub fn estimation_key_tag(backend_class: &str, compute: Compute) -> Option<&'static str> {
     tag_for(
         backend_class,
         enabled_by_env(),
         crate::graph::on_for_class(backend_class),
         true,
+        norm_kernel_for(backend_class, compute),
     )
 }
 
-/// The tag of a libtorch class: which nodes run, whether steps are graphs, and (`records`)
-/// whether the stage records norm ratios inside the fused projections.
-fn tag_for(backend_class: &str, fused: bool, graphed: bool, records: bool) -> Option<&'static str> {
-    match (backend_class.starts_with("tch"), fused, graphed, records) {
-        (false, ..) => None,
-        (true, false, ..) => Some("plain"),
-        (true, true, true, false) => Some("fused3-graph1"),
-        (true, true, false, false) => Some("fused3"),
-        (true, true, true, true) => Some("fused3-graph1-ratio2"),
-        (true, true, false, true) => Some("fused3-ratio2"),
+/// Whether a stage of this class and compute type runs the add-norm kernels.
+fn norm_kernel_for(backend_class: &str, compute: Compute) -> bool {
+    backend_class.starts_with("tch-cuda") && compute == Compute::Bf16
+}
+
+/// The tag of a libtorch class: which nodes run, whether steps are graphs, (`records`) whether
+/// the stage records norm ratios inside the fused projections, and whether the add-norm
+/// kernels run.
+fn tag_for(
+    backend_class: &str,
+    fused: bool,
+    graphed: bool,
+    records: bool,
+    norm: bool,
+) -> Option<&'static str> {
+    if !backend_class.starts_with("tch") {
+        return None;
     }
+    if !fused {
+        return Some("plain");
+    }
+    Some(match (graphed, records, norm) {
+        (true, false, false) => "fused3-graph1",
+        (false, false, false) => "fused3",
+        (true, true, false) => "fused3-graph1-ratio2",
+        (false, true, false) => "fused3-ratio2",
+        (true, false, true) => "fused3-graph1-mixed2",
+        (false, false, true) => "fused3-mixed2",
+        (true, true, true) => "fused3-graph1-ratio2-mixed2",
+        (false, true, true) => "fused3-ratio2-mixed2",
+    })
 }
 
 /// Whether islands can run for tensors on `device`: libtorch (CPU or CUDA) builds only.
@@ -380,12 +429,13 @@ pub fn attention(
 pub fn add_norm(
     x: Tensor<3>,
     residual: Tensor<3>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
+    (gamma, beta): (Tensor<1>, Tensor<1>),
     eps: f64,
     dropout: f64,
+    f: Fusing,
 ) -> Tensor<3> {
-    run_island!(Island::AddNorm { eps, dropout }; x, residual, gamma, beta)
+    let kernel = f.norm_kernel;
+    run_island!(Island::AddNorm { eps, dropout, kernel }; x, residual, gamma, beta)
 }
 
 /// The row ratios that recording projections ([`Island::Linear`]'s `record`) kept on this
@@ -438,6 +488,27 @@ pub fn prepare_scale_kernel(device: &Device) {
     let _ = device;
 }
 
+/// Compiles (or loads) the shim's kernels for a libtorch CUDA device now and says whether the
+/// add-norm kernels ([`FusedPolicy::norm_kernel`]) can run there; Ok on other devices, where
+/// they never run.
+pub fn require_norm_kernel(device: &Device) -> Result<(), String> {
+    #[cfg(feature = "tch")]
+    if let Some(index) = libtorch_cuda_index(device) {
+        return torch::scale_kernel::prepare_now(index);
+    }
+    #[cfg(not(feature = "tch"))]
+    let _ = device;
+    Ok(())
+}
+
+/// How many add-norm forwards ran in the shim's kernels in this process (0 without `tch`).
+pub fn norm_kernel_runs() -> u64 {
+    #[cfg(feature = "tch")]
+    return torch::norm_kernel::runs();
+    #[cfg(not(feature = "tch"))]
+    0
+}
+
 /// The estimation masks' bf16 scaling kernels (CUDA, `fused/torch/scale_kernel.rs`): how many
 /// times they ran in this process, and the first reason a call could not use them (then
 /// libtorch's products ran, to the same bits). `(0, None)` without `tch`.
@@ -461,14 +532,27 @@ mod tests {
         }
         let graphed = crate::graph::on_for_class("tch-cuda");
         let cuda_tag = if graphed { "fused3-graph1" } else { "fused3" };
-        assert_eq!(key_tag("tch-cuda"), Some(cuda_tag));
+        let f32 = Compute::F32;
+        assert_eq!(key_tag("tch-cuda", f32), Some(cuda_tag));
         assert_eq!(
-            (key_tag("tch"), key_tag("flex"), key_tag("cuda")),
+            (
+                key_tag("tch", f32),
+                key_tag("flex", f32),
+                key_tag("cuda", f32)
+            ),
             (Some("fused3"), None, None)
+        );
+        // bf16 compute: the add-norm kernels on CUDA, nothing new on the CPU.
+        let bf16 = Compute::Bf16;
+        let norm_tag = format!("{cuda_tag}-mixed2");
+        assert_eq!(key_tag("tch-cuda", bf16), Some(norm_tag.as_str()));
+        assert_eq!(
+            (key_tag("tch", bf16), key_tag("flex", bf16)),
+            (Some("fused3"), None)
         );
         assert_eq!(
             [(true, true), (true, false), (false, true), (false, false)]
-                .map(|(fused, graphed)| tag_for("tch-cuda", fused, graphed, false)),
+                .map(|(fused, graphed)| tag_for("tch-cuda", fused, graphed, false, false)),
             [
                 Some("fused3-graph1"),
                 Some("fused3"),
@@ -476,16 +560,26 @@ mod tests {
                 Some("plain")
             ]
         );
-        assert_eq!(tag_for("flex", false, false, false), None);
+        assert_eq!(tag_for("flex", false, false, false, false), None);
+        assert_eq!(tag_for("tch-cuda", false, true, true, true), Some("plain"));
         let est = if graphed {
             "fused3-graph1-ratio2"
         } else {
             "fused3-ratio2"
         };
-        assert_eq!(estimation_key_tag("tch-cuda"), Some(est));
+        assert_eq!(estimation_key_tag("tch-cuda", f32), Some(est));
+        let est_norm = format!("{est}-mixed2");
         assert_eq!(
-            (estimation_key_tag("tch"), estimation_key_tag("flex")),
-            (Some("fused3-ratio2"), None)
+            estimation_key_tag("tch-cuda", bf16),
+            Some(est_norm.as_str())
+        );
+        assert_eq!(
+            (
+                estimation_key_tag("tch", f32),
+                estimation_key_tag("tch", bf16),
+                estimation_key_tag("flex", f32)
+            ),
+            (Some("fused3-ratio2"), Some("fused3-ratio2"), None)
         );
         let f = Fusing {
             align: 8,
@@ -494,6 +588,7 @@ mod tests {
             may_hand_off: false,
             hand_off: false,
             masks_in_islands: true,
+            norm_kernel: false,
         };
         assert_eq!((f.padding(2731), f.padding(2048), f.padding(2)), (5, 0, 6));
         let f = Fusing { align: 1, ..f };

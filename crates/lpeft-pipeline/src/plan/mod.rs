@@ -242,10 +242,10 @@ pub fn backend_class(backend: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// [`backend_class`] with `stage`'s tag for it, if any: `class+tag`.
-pub fn stage_backend_class(stage: &dyn Stage, backend: &str) -> String {
+/// [`backend_class`] with `stage`'s tag for it and its canonical params, if any: `class+tag`.
+pub fn stage_backend_class(stage: &dyn Stage, backend: &str, params: &serde_json::Value) -> String {
     let class = backend_class(backend);
-    match stage.backend_tag(&class) {
+    match stage.backend_tag(&class, params) {
         Some(tag) => format!("{class}+{tag}"),
         None => class,
     }
@@ -321,7 +321,7 @@ pub fn resolve_node(
     }
     let backend_class = prepared
         .backend_sensitive
-        .then(|| stage_backend_class(stage, backend));
+        .then(|| stage_backend_class(stage, backend, &prepared.canonical_params));
     let input_keys: BTreeMap<String, String> = inputs
         .iter()
         .map(|(s, i): (&String, &InputRef)| (s.clone(), i.key.clone()))

@@ -1,7 +1,10 @@
-//! The island `LayerNorm(drop(x) + residual)`.
+//! The island `LayerNorm(drop(x) + residual)`: libtorch's operations, or under bf16 compute
+//! on CUDA the shim's kernels ([`super::norm_kernel`]), which also take x in bf16 (the
+//! projection before hands it over) and give its gradient back in bf16.
 
-use tch::Tensor as T;
+use tch::{Kind, Tensor as T};
 
+use super::norm_kernel::{self, Forward};
 use super::{Saved, dropout_with_mask, undo_dropout};
 use crate::fused::Island;
 
@@ -11,25 +14,73 @@ pub(super) const RESIDUAL: usize = 1;
 pub(super) const GAMMA: usize = 2;
 pub(super) const BETA: usize = 3;
 
-/// Its input `s = drop(x) + r`, the row statistics, γ and the dropout mask (what libtorch's
-/// own layer-norm derivative saves).
-pub(super) struct AddNormSaved {
-    s: T,
-    mean: T,
-    rstd: T,
-    gamma: T,
-    mask: Option<(T, f64)>,
+/// What the backward needs.
+pub(super) enum AddNormSaved {
+    /// libtorch's path: the input `s = drop(x) + r`, the row statistics, γ and the dropout
+    /// mask (what libtorch's own layer-norm derivative saves).
+    Ops {
+        s: T,
+        mean: T,
+        rstd: T,
+        gamma: T,
+        mask: Option<(T, f64)>,
+    },
+    /// The kernels' path: the same, the mask as uint8 with its scale, and x's float type.
+    Kernel {
+        saved: Forward,
+        gamma: T,
+        mask: Option<T>,
+        scale: f64,
+        x_kind: Kind,
+    },
+}
+
+fn settings(island: &Island) -> (f64, f64, bool) {
+    let Island::AddNorm {
+        eps,
+        dropout,
+        kernel,
+    } = *island
+    else {
+        unreachable!("add-norm island")
+    };
+    (eps, dropout, kernel)
+}
+
+/// x as libtorch's path adds it: widened to f32 where it came in bf16 over an f32 residual
+/// (mixed precision's hand-over; exact).
+fn addend(x: &[T]) -> T {
+    if x[X].kind() == Kind::BFloat16 && x[RESIDUAL].kind() == Kind::Float {
+        super::scale_kernel::to_kind(&x[X], Kind::Float)
+    } else {
+        x[X].shallow_clone()
+    }
+}
+
+/// The kernels' forward with dropout `p` (0: none), or None (nothing drawn) where they cannot
+/// run.
+fn kernel_forward(x: &[T], eps: f64, p: f64) -> Option<(Forward, Option<T>, f64)> {
+    norm_kernel::forward(&x[X], &x[RESIDUAL], p, &x[GAMMA], &x[BETA], eps)
 }
 
 pub(super) fn forward(x: &[T], island: &Island) -> (T, Saved) {
-    let Island::AddNorm { eps, dropout: p } = *island else {
-        unreachable!("add-norm island")
-    };
-    let (h, mask) = dropout_with_mask(&x[X], p);
+    let (eps, p, kernel) = settings(island);
+    if kernel && let Some((mut saved, mask, scale)) = kernel_forward(x, eps, p) {
+        let out = std::mem::replace(&mut saved.y, T::new());
+        let saved = Saved::AddNorm(AddNormSaved::Kernel {
+            saved,
+            gamma: x[GAMMA].shallow_clone(),
+            mask,
+            scale,
+            x_kind: x[X].kind(),
+        });
+        return (out, saved);
+    }
+    let (h, mask) = dropout_with_mask(&addend(x), p);
     let s = h + &x[RESIDUAL];
     let d = *s.size().last().expect("non-scalar");
     let (out, mean, rstd) = s.native_layer_norm([d], Some(&x[GAMMA]), Some(&x[BETA]), eps);
-    let saved = Saved::AddNorm(AddNormSaved {
+    let saved = Saved::AddNorm(AddNormSaved::Ops {
         s,
         mean,
         rstd,
@@ -37,6 +88,18 @@ pub(super) fn forward(x: &[T], island: &Island) -> (T, Saved) {
         mask,
     });
     (out, saved)
+}
+
+/// The computation without a backward (inference, or training with nothing to train): the
+/// kernels where the training forward would run them, so both give the same values.
+pub(super) fn eval(x: &[T], island: &Island, p: f64) -> T {
+    let (eps, _, kernel) = settings(island);
+    if kernel && let Some((fwd, _, _)) = kernel_forward(x, eps, p) {
+        return fwd.y;
+    }
+    let y = dropout_with_mask(&addend(x), p).0 + &x[RESIDUAL];
+    let d = *y.size().last().expect("non-scalar");
+    y.layer_norm([d], Some(&x[GAMMA]), Some(&x[BETA]), eps, true)
 }
 
 /// ∂s of `LayerNorm(s)` given the upstream `g`: `rstd·(dy − mean(dy) − x̂·mean(dy·x̂))`
@@ -86,13 +149,22 @@ fn row_count(d: i64, device: tch::Device) -> T {
 
 /// Gradients of the inputs listed in `wanted`, in that order.
 pub(super) fn backward(saved: AddNormSaved, g: &T, wanted: &[usize]) -> Vec<Option<T>> {
-    let AddNormSaved {
-        s,
-        mean,
-        rstd,
-        gamma,
-        mask,
-    } = saved;
+    let (s, mean, rstd, gamma, mask) = match saved {
+        AddNormSaved::Ops {
+            s,
+            mean,
+            rstd,
+            gamma,
+            mask,
+        } => (s, mean, rstd, gamma, mask),
+        AddNormSaved::Kernel {
+            saved,
+            gamma,
+            mask,
+            scale,
+            x_kind,
+        } => return kernel_backward(saved, gamma, mask, scale, x_kind, g, wanted),
+    };
     let rows: Vec<i64> = (0..s.dim() as i64 - 1).collect();
     let need_s = wanted.iter().any(|&i| i == X || i == RESIDUAL);
     let ds = need_s.then(|| layer_norm_input_grad(g, &s, &mean, &rstd, &gamma));
@@ -107,6 +179,54 @@ pub(super) fn backward(saved: AddNormSaved, g: &T, wanted: &[usize]) -> Vec<Opti
                 Some(gg.to_kind(gamma.kind()))
             }
             BETA => Some(g.sum_dim_intlist(rows.as_slice(), false, g.kind())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kernels' backward (they took the forward, so they take these tensors).
+fn kernel_backward(
+    saved: Forward,
+    gamma: T,
+    mask: Option<T>,
+    scale: f64,
+    x_kind: Kind,
+    g: &T,
+    wanted: &[usize],
+) -> Vec<Option<T>> {
+    let want = |i| wanted.contains(&i);
+    // Without dropout, an f32 x has the residual's gradient: computed once, given twice.
+    let same = mask.is_none() && x_kind == Kind::Float;
+    let dr = want(RESIDUAL) || (same && want(X));
+    let dx_kind = (want(X) && !same).then_some(x_kind);
+    let params = want(GAMMA) || want(BETA);
+    let Some((dr, dx, dparams)) =
+        norm_kernel::backward(g, &saved, &gamma, mask.as_ref(), scale, dr, dx_kind, params)
+    else {
+        // The shim failed since the forward: libtorch's backward from the same saved values.
+        let size = saved.s.size();
+        let stats = [&size[..size.len() - 1], &[1]].concat();
+        let ops = AddNormSaved::Ops {
+            mean: saved.mean.view(stats.as_slice()),
+            rstd: saved.rstd.view(stats.as_slice()),
+            s: saved.s,
+            gamma,
+            mask: mask.map(|m| (m.to_kind(Kind::Bool), scale)),
+        };
+        return backward(ops, g, wanted);
+    };
+    wanted
+        .iter()
+        .map(|&i| match i {
+            X if same => dr.as_ref().map(T::shallow_clone),
+            X => dx.as_ref().map(T::shallow_clone),
+            RESIDUAL => dr.as_ref().map(T::shallow_clone),
+            GAMMA => dparams
+                .as_ref()
+                .map(|p| p.select(0, 0).to_kind(gamma.kind())),
+            BETA => dparams
+                .as_ref()
+                .map(|p| p.select(0, 1).to_kind(gamma.kind())),
             _ => None,
         })
         .collect()

@@ -31,6 +31,8 @@ pub(super) struct LoraSaved {
 /// What a projection's backward needs: explicit kernels, as libtorch's own derivatives compute
 /// them.
 pub(super) struct LinearSaved {
+    /// [`Island::Linear`]'s `f32_grad`.
+    f32_grad: bool,
     /// `x` as `[N, I]`, kept only when W is trained (for ∂W).
     x2: Option<T>,
     /// W as it was given (padded again in the backward: a copy kept for the whole step would
@@ -54,6 +56,7 @@ pub(super) fn forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) 
         pad_in,
         rank_align,
         record,
+        f32_grad,
         ..
     } = *island
     else {
@@ -99,6 +102,7 @@ pub(super) fn forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) 
     let mut out_shape = x_shape.clone();
     *out_shape.last_mut().expect("3-D input") = d_out;
     let saved = Saved::Linear(LinearSaved {
+        f32_grad,
         x2: trained[W].then_some(x2),
         w: x[W].shallow_clone(),
         pad: (pi, po),
@@ -115,9 +119,19 @@ pub(super) fn forward(x: &[T], island: &Island, trained: &[bool]) -> (T, Saved) 
 // (TF32) and 35.1 ms (bf16) on the H200; with `mm`/`addmm` 22.2 and 17.1 ms
 // (docs/results/speed/{b,c}-bench-shapes.jsonl, one round each).
 
-/// Gradients of the inputs listed in `wanted`, in that order.
-pub(super) fn backward(saved: LinearSaved, g: &T, wanted: &[usize]) -> Vec<Option<T>> {
+/// Gradients of the inputs listed in `wanted`, in that order. Without a LoRA term and with
+/// `f32_grad`, ∂x comes straight out of its GEMM in `x_kind` where that is f32 over bf16
+/// compute on CUDA (mixed precision's hand-back: cuBLAS accumulates in f32 anyway; rounding to
+/// bf16 and widening again would cost a copy). With one, the LoRA part is added to it in the
+/// compute type, as before (an f32 sum would cost more than the widening it saves).
+pub(super) fn backward(
+    saved: LinearSaved,
+    g: &T,
+    wanted: &[usize],
+    x_kind: Option<tch::Kind>,
+) -> Vec<Option<T>> {
     let LinearSaved {
+        f32_grad,
         x2,
         w,
         pad: (pi, po),
@@ -157,7 +171,16 @@ pub(super) fn backward(saved: LinearSaved, g: &T, wanted: &[usize]) -> Vec<Optio
                         }
                         None => gy.mm(&w.tr()).addmm(dh, &(l.a.tr() * l.scale)),
                     },
-                    _ => gy.mm(&w.tr()),
+                    _ => match x_kind {
+                        Some(k @ tch::Kind::Float)
+                            if f32_grad
+                                && gy.kind() == tch::Kind::BFloat16
+                                && gy.device().is_cuda() =>
+                        {
+                            gy.mm_dtype(&w.tr(), k)
+                        }
+                        _ => gy.mm(&w.tr()),
+                    },
                 };
                 Some(gx.reshape(x_shape.as_slice()))
             }

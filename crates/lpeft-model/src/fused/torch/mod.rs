@@ -5,6 +5,7 @@
 mod add_norm;
 mod attention;
 mod linear;
+pub(super) mod norm_kernel;
 pub(super) mod ratios;
 mod scale;
 pub(super) mod scale_kernel;
@@ -114,10 +115,15 @@ impl Island {
         asked && self.compute_kind().is_some()
     }
 
-    /// The float type of the output, given the first input's: the compute type where handed
-    /// off; else the first input's, or f32 where that input was handed over in the compute type
-    /// (mixed precision keeps activations in f32 between islands).
-    fn output_kind(&self, first_input: tch::Kind) -> tch::Kind {
+    /// The float type of the output, given the inputs': the compute type where handed off;
+    /// else the first input's, or f32 where that input was handed over in the compute type
+    /// (mixed precision keeps activations in f32 between islands). Add-norm's is its
+    /// residual's (x may come in bf16 over an f32 stream).
+    fn output_kind(&self, inputs: &[tch::Kind]) -> tch::Kind {
+        if matches!(self, Island::AddNorm { .. }) {
+            return inputs[add_norm::RESIDUAL];
+        }
+        let first_input = inputs[0];
         match self.compute_kind() {
             Some(c) if self.hands_off() => c,
             Some(c) if first_input == c => tch::Kind::Float,
@@ -128,7 +134,8 @@ impl Island {
     /// The computation on libtorch tensors in the island's compute type, the result in
     /// [`Island::output_kind`]; `train` enables dropout.
     fn eval_cast(&self, x: &[T], train: bool) -> T {
-        let out_kind = self.output_kind(x[0].kind());
+        let kinds: Vec<tch::Kind> = x.iter().map(T::kind).collect();
+        let out_kind = self.output_kind(&kinds);
         let scaled = self
             .scales_input()
             .then(|| scale::inputs(x, self.compute_kind()));
@@ -164,11 +171,7 @@ impl Island {
                 );
                 ctx.transpose(1, 2).reshape([b, t, hd])
             }
-            Island::AddNorm { eps, dropout } => {
-                let y = dropout_with_mask(&x[0], p(dropout)).0 + &x[1];
-                let d = *y.size().last().expect("non-scalar");
-                y.layer_norm([d], Some(&x[2]), Some(&x[3]), eps, true)
-            }
+            Island::AddNorm { dropout, .. } => add_norm::eval(x, self, p(dropout)),
         }
     }
 }
@@ -307,10 +310,12 @@ fn activate(y: &T, act: Act) -> T {
     }
 }
 
-/// Gradients of the inputs listed in `wanted` (input index), in that order.
-fn backward_of(saved: Saved, g: &T, wanted: &[usize]) -> Vec<Option<T>> {
+/// Gradients of the inputs listed in `wanted` (input index), in that order; `x_kind`: the
+/// float type the first input's gradient is handed back in, where a projection can compute it
+/// there directly (None: its compute type).
+fn backward_of(saved: Saved, g: &T, wanted: &[usize], x_kind: Option<tch::Kind>) -> Vec<Option<T>> {
     match saved {
-        Saved::Linear(s) => linear::backward(s, g, wanted),
+        Saved::Linear(s) => linear::backward(s, g, wanted, x_kind),
         Saved::AddNorm(s) => add_norm::backward(s, g, wanted),
         Saved::Attention(s) => attention::backward(s, g, wanted),
         Saved::Graph(s) => attention::graph_backward(s, g, wanted),
@@ -355,7 +360,7 @@ impl<const N: usize> Backward<LibTorch, N> for IslandBackward {
         } else {
             grad.tensor.to_kind(rec.kind)
         };
-        let gs = backward_of(rec.saved, &g, &wanted);
+        let gs = backward_of(rec.saved, &g, &wanted, Some(rec.input_kinds[0]));
         let gs = gs.into_iter().zip(&wanted).map(|(g, &i)| {
             let want = rec.input_kinds[i];
             g.map(|g| {
@@ -446,7 +451,7 @@ fn record<C: CheckpointStrategy, const N: usize>(
             };
             let kind = output.kind();
             // A handed-off output stays in the compute type; its gradient comes back in it.
-            let out_kind = island.output_kind(input_kinds[0]);
+            let out_kind = island.output_kind(&input_kinds);
             let output_cast = kind != out_kind;
             let out = TchTensor::new(if output_cast {
                 scale_kernel::to_kind(&output, out_kind)

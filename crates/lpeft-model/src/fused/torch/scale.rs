@@ -62,7 +62,7 @@ pub(super) fn backward(saved: ScaledSaved, g: &T, wanted: &[usize]) -> Vec<Optio
     let mut inner_grads: Vec<(usize, Option<T>)> = inner_wanted
         .iter()
         .copied()
-        .zip(super::backward_of(inner, g, &inner_wanted))
+        .zip(super::backward_of(inner, g, &inner_wanted, None))
         .collect();
     let mut take = |i: usize| {
         inner_grads

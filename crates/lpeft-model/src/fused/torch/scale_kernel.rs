@@ -45,6 +45,12 @@ fn note_failure(why: String) {
         .get_or_insert(why);
 }
 
+/// Whether the shim's kernels may still run (no launch or compilation has failed), whatever
+/// `LPEFT_SCALE_KERNEL` says: the add-norm kernels ([`super::norm_kernel`]) ask this.
+pub(super) fn usable() -> bool {
+    !UNUSABLE.load(Ordering::Relaxed)
+}
+
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     !UNUSABLE.load(Ordering::Relaxed)
@@ -127,7 +133,7 @@ pub(super) fn to_kind(t: &T, kind: Kind) -> T {
     t.to_kind(kind)
 }
 
-fn ran(result: Result<(), String>) -> bool {
+pub(super) fn ran(result: Result<(), String>) -> bool {
     match result {
         Ok(()) => {
             LAUNCHES.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +144,15 @@ fn ran(result: Result<(), String>) -> bool {
             false
         }
     }
+}
+
+#[cfg(lpeft_cuda_graphs)]
+pub(super) use ffi::{call, index};
+
+/// Compiles (or loads from the disk cache) the shim's kernels for `device` now: Ok when they
+/// can run.
+pub(in crate::fused) fn prepare_now(device: usize) -> Result<(), String> {
+    ffi::prepare(device).inspect_err(|why| note_failure(why.clone()))
 }
 
 #[cfg(lpeft_cuda_graphs)]
@@ -191,7 +206,9 @@ mod ffi {
     }
 
     #[allow(unsafe_code)]
-    fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
+    pub(in crate::fused::torch) fn call(
+        f: impl FnOnce(*mut c_char, usize) -> c_int,
+    ) -> Result<(), String> {
         let mut buf = [0 as c_char; ERR_LEN];
         if f(buf.as_mut_ptr(), ERR_LEN) == 0 {
             return Ok(());
@@ -202,7 +219,7 @@ mod ffi {
             .into_owned())
     }
 
-    fn index(device: usize) -> c_int {
+    pub(in crate::fused::torch) fn index(device: usize) -> c_int {
         c_int::try_from(device).unwrap_or(c_int::MAX)
     }
 

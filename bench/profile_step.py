@@ -54,6 +54,8 @@ def parse():
     ap.add_argument("--step", default="finetune", choices=["finetune", "estimate"],
                     help="ours: lpeft-bench's --step (estimate: the estimation stage's step, masks and captures)")
     ap.add_argument("--graphs", default="off", choices=["on", "off"], help="ours: lpeft-bench's --graphs")
+    ap.add_argument("--norm-kernel", default="on", choices=["on", "off"],
+                    help="ours: lpeft-bench's --norm-kernel (bf16-mixed's add-norm kernels)")
     ap.add_argument("--out", help="folder for the per-kernel tables and the Chrome trace")
     a = ap.parse_args()
     if a.table:
@@ -74,7 +76,8 @@ def setting(a):
     align = f"-align{a.ffn_align}" if a.side == "ours" and a.ffn_align != "auto" else ""
     step = f"-{a.step}" if a.step != "finetune" else ""
     graphs = "-graphs" if a.graphs == "on" else ""
-    return f"{a.side}-{a.shape}-{a.peft}-{a.precision}-b{a.batch}-s{a.seq}{align}{step}{graphs}"
+    norm = "-norm-off" if a.side == "ours" and a.norm_kernel == "off" else ""
+    return f"{a.side}-{a.shape}-{a.peft}-{a.precision}-b{a.batch}-s{a.seq}{align}{step}{graphs}{norm}"
 
 
 def intervals_union(spans):
@@ -172,7 +175,8 @@ def main():
         os.environ["LPEFT_BENCH_ARGS"] = " ".join([
             "--backend", backend, "--precision", ours, "--shape", a.shape, "--peft", a.peft, "--batch", str(a.batch),
             "--seq", str(a.seq), "--iters", str(a.steps), "--warmup", str(a.warmup), "--fused", a.fused,
-            "--ffn-align", a.ffn_align, "--step", a.step, "--graphs", a.graphs])
+            "--ffn-align", a.ffn_align, "--step", a.step, "--graphs", a.graphs,
+            "--norm-kernel", a.norm_kernel])
         lib = ctypes.CDLL(os.path.abspath(a.lib))
         hook_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
         hook = hook_type(lambda i: prof.step())

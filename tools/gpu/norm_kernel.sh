@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), from the repository root, with .carry/lpeft-bench.xz and the
+# stripped, xz'd test binaries .carry/{lpeft_model,mixed_precision,fused,cuda_graphs}.xz (as for
+# tools/gpu/scale_kernel.sh): the CUDA tests (the add-norm kernels against the formulas in f64,
+# bf16-mixed against fp32 and against libtorch's add-norm operations), then the graphed training
+# step of each row with the add-norm kernels (`--norm-kernel on`, as the stages run bf16-mixed)
+# and without (`off`: libtorch's operations), ROUNDS rounds (default 2), one process per run,
+# alternating. A row is "SHAPE SEQ PRECISION [PEFT]" (PEFT default lora-all; light-lora: the
+# pruned shape); MODES (default "finetune:on finetune:off") are STEP:SWITCH pairs.
+#
+#   tools/gpu/norm_kernel.sh DEADLINE_S "SHAPE SEQ PRECISION [PEFT]" ...
+#   -> $OUT/tests-cuda.log, $OUT/norm-kernel.jsonl
+set -uo pipefail
+deadline=$1; shift
+rows=("$@")
+source "$(dirname "$0")/carried_tests.sh"
+unpack lpeft-bench lpeft_model mixed_precision fused cuda_graphs
+cuda_tests --test-threads 1 -- lpeft_model mixed_precision fused cuda_graphs
+for round in $(seq "${ROUNDS:-2}"); do
+  for row in "${rows[@]}"; do
+    set -- $row
+    shape=$1 seq=$2 precision=$3 peft=${4:-lora-all}
+    for mode in ${MODES:-finetune:on finetune:off}; do
+      step=${mode%%:*} switch=${mode#*:}
+      [ "$(left)" -gt 25 ] || break 3
+      timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$shape" --peft "$peft" \
+        --seq "$seq" --precision "$precision" --batch 32 --graphs on --iters 30 --warmup 3 --step "$step" \
+        --norm-kernel "$switch" | sed "s/^{/{\"round\":$round,/" >> "$OUT/norm-kernel.jsonl"
+    done
+  done
+done
+python3 - "$OUT/norm-kernel.jsonl" <<'PY'
+import json, sys
+from collections import defaultdict
+med = defaultdict(list)
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    print(r["round"], r["shape"], r["seq"], r["precision"], r["peft"], r["step"], "norm", r["norm_kernel"],
+          r["scale_kernel"], f'{r["median_s"]*1e3:.2f} ms')
+    med[(r["shape"], r["seq"], r["precision"], r["step"], r["norm_kernel"], r["peft"])].append(r["median_s"])
+print("pruned over vanilla (best round of each):")
+for (shape, seq, prec, step, norm, peft), v in sorted(med.items()):
+    if peft == "lora-all" and (shape, seq, prec, step, norm, "light-lora") in med:
+        p = min(med[(shape, seq, prec, step, norm, "light-lora")])
+        print(f"  {shape} {seq} {prec} {step} norm {norm}: {min(v)/p:.3f}x")
+PY

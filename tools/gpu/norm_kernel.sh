@@ -5,10 +5,11 @@
 # bf16-mixed against fp32 and against libtorch's add-norm operations), then the graphed training
 # step of each row with the add-norm kernels (`--norm-kernel on`, as the stages run bf16-mixed)
 # and without (`off`: libtorch's operations), ROUNDS rounds (default 2), one process per run,
-# alternating. A row is "SHAPE SEQ PRECISION [PEFT]" (PEFT default lora-all; light-lora: the
-# pruned shape); MODES (default "finetune:on finetune:off") are STEP:SWITCH pairs.
+# alternating. A row is "SHAPE SEQ PRECISION [PEFT [FFN_WIDTHS]]" (PEFT default lora-all;
+# light-lora: the pruned shape; FFN_WIDTHS lpeft-bench's --ffn-widths, default uniform);
+# MODES (default "finetune:on finetune:off") are STEP:SWITCH pairs.
 #
-#   tools/gpu/norm_kernel.sh DEADLINE_S "SHAPE SEQ PRECISION [PEFT]" ...
+#   tools/gpu/norm_kernel.sh DEADLINE_S "SHAPE SEQ PRECISION [PEFT [FFN_WIDTHS]]" ...
 #   -> $OUT/tests-cuda.log, $OUT/norm-kernel.jsonl
 set -uo pipefail
 deadline=$1; shift
@@ -19,11 +20,11 @@ cuda_tests --test-threads 1 -- lpeft_model mixed_precision fused cuda_graphs
 for round in $(seq "${ROUNDS:-2}"); do
   for row in "${rows[@]}"; do
     set -- $row
-    shape=$1 seq=$2 precision=$3 peft=${4:-lora-all}
+    shape=$1 seq=$2 precision=$3 peft=${4:-lora-all} widths=${5:-uniform}
     for mode in ${MODES:-finetune:on finetune:off}; do
       step=${mode%%:*} switch=${mode#*:}
       [ "$(left)" -gt 25 ] || break 3
-      timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$shape" --peft "$peft" \
+      timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$shape" --peft "$peft" --ffn-widths "$widths" \
         --seq "$seq" --precision "$precision" --batch 32 --graphs on --iters 30 --warmup 3 --step "$step" \
         --norm-kernel "$switch" | sed "s/^{/{\"round\":$round,/" >> "$OUT/norm-kernel.jsonl"
     done
@@ -35,12 +36,14 @@ from collections import defaultdict
 med = defaultdict(list)
 for l in open(sys.argv[1]):
     r = json.loads(l)
-    print(r["round"], r["shape"], r["seq"], r["precision"], r["peft"], r["step"], "norm", r["norm_kernel"],
-          r["scale_kernel"], f'{r["median_s"]*1e3:.2f} ms')
-    med[(r["shape"], r["seq"], r["precision"], r["step"], r["norm_kernel"], r["peft"])].append(r["median_s"])
-print("pruned over vanilla (best round of each):")
-for (shape, seq, prec, step, norm, peft), v in sorted(med.items()):
-    if peft == "lora-all" and (shape, seq, prec, step, norm, "light-lora") in med:
-        p = min(med[(shape, seq, prec, step, norm, "light-lora")])
-        print(f"  {shape} {seq} {prec} {step} norm {norm}: {min(v)/p:.3f}x")
+    print(r["round"], r["shape"], r["seq"], r["precision"], r["peft"], r["ffn_widths"], r["step"], "norm",
+          r["norm_kernel"], r["scale_kernel"], f'{r["median_s"]*1e3:.2f} ms')
+    med[(r["shape"], r["seq"], r["precision"], r["step"], r["norm_kernel"], r["peft"], r["ffn_widths"])].append(r["median_s"])
+print("pruned over vanilla (best round of each; LoRA(all) at its own widths):")
+for (shape, seq, prec, step, norm, peft, widths), v in sorted(med.items()):
+    if peft != "light-lora":
+        continue
+    vanilla = [m for k, m in med.items() if k[:5] == (shape, seq, prec, step, norm) and k[5] == "lora-all"]
+    if vanilla:
+        print(f"  {shape} {seq} {prec} {step} norm {norm}, pruned widths {widths}: {min(vanilla[0])/min(v):.3f}x")
 PY

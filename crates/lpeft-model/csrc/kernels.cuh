@@ -189,6 +189,7 @@ extern "C" __global__ void lpeft_add_norm_back(const float* g, const float* s, c
   long long row = blockIdx.x, base = row * d;
   float mu = mean[row], rs = rstd[row];
   float gv[kCols], xh[kCols];
+  bool keep[kCols];  // read with g and s, so that no load waits after the reduction
   float a = 0.f, b = 0.f;
 #pragma unroll
   for (int k = 0; k < kCols; ++k) {
@@ -196,6 +197,7 @@ extern "C" __global__ void lpeft_add_norm_back(const float* g, const float* s, c
     if (c < d) {
       gv[k] = g[base + c] * gamma[c];
       xh[k] = (s[base + c] - mu) * rs;
+      keep[k] = m == nullptr || m[base + c] != 0;
       a += gv[k];
       b += gv[k] * xh[k];
     }
@@ -209,7 +211,7 @@ extern "C" __global__ void lpeft_add_norm_back(const float* g, const float* s, c
       float ds = rs * (gv[k] - c1 - xh[k] * c2);
       if (dr) dr[base + c] = ds;
       if (dx) {
-        float v = m ? (m[base + c] ? ds * scale : 0.f) : ds;
+        float v = m ? (keep[k] ? ds * scale : 0.f) : ds;
         if (dx_bf16)
           ((u16*)dx)[base + c] = (u16)narrow(v);
         else

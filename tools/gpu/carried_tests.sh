@@ -6,6 +6,11 @@
 #   unpack NAME...                 .carry/NAME.xz -> $T/NAME, executable
 #   cuda_tests [ARG...] -- NAME... each $T/NAME on CUDA (LPEFT_TEST_DEVICE=tch-cuda, --nocapture
 #                                  and the ARGs) into $OUT/tests-cuda.log, then its summary
+#   bench_rows FN DEFAULT_MODES ROW...
+#                                  ROUNDS rounds (default 2) of `FN ROUND STEP SWITCH SHAPE SEQ
+#                                  PRECISION PEFT WIDTHS` for each row ("SHAPE SEQ PRECISION
+#                                  [PEFT [WIDTHS]]", defaults lora-all, uniform) and each STEP:SWITCH
+#                                  of MODES (else DEFAULT_MODES), while the deadline allows
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 start=$(date +%s)
 left() { echo $(( deadline - ($(date +%s) - start) )); }
@@ -23,4 +28,18 @@ cuda_tests() {
       >> "$OUT/tests-cuda.log" 2>&1
   done
   grep -E 'rc=|test result' "$OUT/tests-cuda.log"
+}
+bench_rows() {
+  local fn=$1 modes=$2 round row mode
+  shift 2
+  local rows=("$@")
+  for round in $(seq "${ROUNDS:-2}"); do
+    for row in "${rows[@]}"; do
+      set -- $row
+      for mode in ${MODES:-$modes}; do
+        [ "$(left)" -gt 25 ] || return 0
+        "$fn" "$round" "${mode%%:*}" "${mode#*:}" "$1" "$2" "$3" "${4:-lora-all}" "${5:-uniform}"
+      done
+    done
+  done
 }

@@ -17,19 +17,12 @@ rows=("$@")
 source "$(dirname "$0")/carried_tests.sh"
 unpack lpeft-bench lpeft_model mixed_precision fused cuda_graphs
 cuda_tests --test-threads 1 -- lpeft_model mixed_precision fused cuda_graphs
-for round in $(seq "${ROUNDS:-2}"); do
-  for row in "${rows[@]}"; do
-    set -- $row
-    shape=$1 seq=$2 precision=$3 peft=${4:-lora-all} widths=${5:-uniform}
-    for mode in ${MODES:-finetune:on finetune:off}; do
-      step=${mode%%:*} switch=${mode#*:}
-      [ "$(left)" -gt 25 ] || break 3
-      timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$shape" --peft "$peft" --ffn-widths "$widths" \
-        --seq "$seq" --precision "$precision" --batch 32 --graphs on --iters 30 --warmup 3 --step "$step" \
-        --norm-kernel "$switch" | sed "s/^{/{\"round\":$round,/" >> "$OUT/norm-kernel.jsonl"
-    done
-  done
-done
+one() {  # ROUND STEP SWITCH SHAPE SEQ PRECISION PEFT WIDTHS
+  timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$4" --peft "$7" --ffn-widths "$8" \
+    --seq "$5" --precision "$6" --batch 32 --graphs on --iters 30 --warmup 3 --step "$2" \
+    --norm-kernel "$3" | sed "s/^{/{\"round\":$1,/" >> "$OUT/norm-kernel.jsonl"
+}
+bench_rows one "finetune:on finetune:off" "${rows[@]}"
 python3 - "$OUT/norm-kernel.jsonl" <<'PY'
 import json, sys
 from collections import defaultdict

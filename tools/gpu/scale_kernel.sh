@@ -19,19 +19,12 @@ rows=("$@")
 source "$(dirname "$0")/carried_tests.sh"
 unpack lpeft-bench lpeft_model mixed_precision fused cuda_graphs
 cuda_tests --test-threads 1 -- lpeft_model mixed_precision fused cuda_graphs
-for round in $(seq "${ROUNDS:-2}"); do
-  for row in "${rows[@]}"; do
-    set -- $row
-    shape=$1 seq=$2 precision=$3 peft=${4:-lora-all}
-    for mode in ${MODES:-finetune:on estimate:off estimate:on}; do
-      step=${mode%%:*} switch=${mode#*:}
-      [ "$(left)" -gt 25 ] || break 3
-      LPEFT_SCALE_KERNEL=$switch timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$shape" --peft "$peft" \
-        --seq "$seq" --precision "$precision" --batch 32 --graphs on --iters 30 --warmup 3 --step "$step" \
-        | sed "s/^{/{\"round\":$round,\"kernel_switch\":\"$switch\",/" >> "$OUT/scale-kernel.jsonl"
-    done
-  done
-done
+one() {  # ROUND STEP SWITCH SHAPE SEQ PRECISION PEFT WIDTHS
+  LPEFT_SCALE_KERNEL=$3 timeout 90 "$T/lpeft-bench" --backend tch-cuda --shape "$4" --peft "$7" \
+    --seq "$5" --precision "$6" --batch 32 --graphs on --iters 30 --warmup 3 --step "$2" \
+    | sed "s/^{/{\"round\":$1,\"kernel_switch\":\"$3\",/" >> "$OUT/scale-kernel.jsonl"
+}
+bench_rows one "finetune:on estimate:off estimate:on" "${rows[@]}"
 python3 - "$OUT/scale-kernel.jsonl" <<'PY'
 import json, sys
 for l in open(sys.argv[1]):

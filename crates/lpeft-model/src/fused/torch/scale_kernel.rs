@@ -53,8 +53,7 @@ pub(super) fn usable() -> bool {
 
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    !UNUSABLE.load(Ordering::Relaxed)
-        && *ON.get_or_init(|| std::env::var("LPEFT_SCALE_KERNEL").map_or(true, |v| v != "off"))
+    usable() && *ON.get_or_init(|| std::env::var("LPEFT_SCALE_KERNEL").map_or(true, |v| v != "off"))
 }
 
 /// The CUDA device index when `t` is a contiguous CUDA tensor of `kind`.

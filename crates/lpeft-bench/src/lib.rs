@@ -104,7 +104,7 @@ struct Args {
     /// before (`off`), for comparison.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     masks_in_islands: String,
-    /// Under bf16-mixed on CUDA, add + dropout + LayerNorm of the residual stream run in the
+    /// Under bf16-mixed and TF32 on CUDA, add + dropout + LayerNorm of the residual stream run in the
     /// shim's kernels (`on`, as the stages do) or in libtorch's operations as before (`off`: other
     /// last bits), for comparison.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
@@ -367,6 +367,8 @@ where
         hand_off: args.hand_off == "on",
         masks_in_islands: args.masks_in_islands == "on",
         norm_kernel: args.norm_kernel == "on",
+        // Precision::apply sets it (under tf32), as in the stages.
+        norm_kernel_in_f32: false,
     };
     let estimate = args.step == Some(Step::Estimate);
     let mut spec = model_spec(&args.shape, &args.peft, args.ffn_widths)?;

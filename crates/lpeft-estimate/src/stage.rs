@@ -119,7 +119,7 @@ impl Stage for EstimateStage {
     fn backend_tag(&self, class: &str, params: &serde_json::Value) -> Option<&'static str> {
         lpeft_model::fused::estimation_key_tag(
             class,
-            lpeft_model::precision::Precision::of_canonical(params).compute(),
+            lpeft_model::precision::Precision::of_canonical(params),
         )
     }
 

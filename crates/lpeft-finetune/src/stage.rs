@@ -137,7 +137,7 @@ impl Stage for FinetuneStage {
     fn backend_tag(&self, class: &str, params: &serde_json::Value) -> Option<&'static str> {
         lpeft_model::fused::key_tag(
             class,
-            lpeft_model::precision::Precision::of_canonical(params).compute(),
+            lpeft_model::precision::Precision::of_canonical(params),
         )
     }
 

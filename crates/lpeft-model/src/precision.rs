@@ -4,7 +4,8 @@
 //! - `fp32`: every kernel in f32 (libtorch's default: no TF32).
 //! - `tf32`: f32 tensors, TF32 tensor-core matmuls (a libtorch CUDA device only). libtorch keeps
 //!   this switch in one process-wide context, so a stage holds a [`PrecisionScope`] while it
-//!   trains and evaluates: stages of one process that want the other setting wait.
+//!   trains and evaluates: stages of one process that want the other setting wait. Its residual
+//!   stream (add, dropout, LayerNorm) runs in the shim's kernels, as bf16-mixed's does.
 //! - `bf16-mixed`: the projections' GEMMs and the attention run in bf16 inside the fused nodes,
 //!   with f32 master weights, optimizer state, LayerNorm and losses (what PyTorch's autocast
 //!   does for these operations; [`crate::fused::Compute`]). Needs the libtorch backend.
@@ -85,9 +86,9 @@ impl Precision {
         };
         let why = match why {
             Some(why) => Some(why.to_string()),
-            // On CUDA its residual stream runs in the shim's kernels, which the keys count on
+            // On CUDA their residual stream runs in the shim's kernels, which the keys count on
             // (`fused::key_tag`): a run that could not use them would compute other bits.
-            None if self == Precision::Bf16Mixed && cuda == Some(true) => {
+            None if self != Precision::Fp32 && cuda == Some(true) => {
                 crate::fused::require_norm_kernel(device).err().map(|e| {
                     format!(
                         "on CUDA needs the shim's add-norm kernels (compiled by NVRTC at run \
@@ -106,11 +107,13 @@ impl Precision {
         }
     }
 
-    /// Puts `model` under this precision (its fused nodes' compute type). Under `bf16-mixed`
-    /// the frozen projection weights and biases are also stored in bf16 once
+    /// Puts `model` under this precision (its fused nodes' compute type; under `tf32` the
+    /// add-norm kernels over f32, [`crate::fused::FusedPolicy::norm_kernel_in_f32`]). Under
+    /// `bf16-mixed` the frozen projection weights and biases are also stored in bf16 once
     /// ([`frozen_projections_in_bf16`]).
     pub fn apply(self, model: &mut Model) {
         model.encoder.fused.compute = self.compute();
+        model.encoder.fused.norm_kernel_in_f32 = self == Precision::Tf32;
         if self.compute() == Compute::Bf16 {
             frozen_projections_in_bf16(model);
         }

@@ -481,3 +481,46 @@ fn norm_kernels_track_libtorchs_operations() {
         }
     }
 }
+
+/// TF32's residual stream in the add-norm kernels (x and ∂x in f32) against libtorch's
+/// operations: on CUDA the kernels ran and every value is within f32 summation-order noise
+/// (both sides run the same TF32 GEMMs; an error of the kernels' f32 path would be far off), on
+/// the CPU, where they never run, the same bits.
+#[test]
+fn tf32_norm_kernels_track_libtorchs_operations() {
+    let device = test_device();
+    let _tf32 = on_cuda().then(|| Precision::Tf32.enter(&device).expect("TF32 on CUDA"));
+    for family in [Family::Bert, Family::Roberta] {
+        let spec = spec_with(family, false, 0.0);
+        let norms = lpeft_model::fused::norm_kernel_runs();
+        let kernels = run_spec(&spec, &device, |m| Precision::Tf32.apply(m));
+        let ran = lpeft_model::fused::norm_kernel_runs() > norms;
+        assert_eq!(ran, on_cuda(), "{family:?}: add-norm kernels ran: {ran}");
+        let ops = run_spec(&spec, &device, |m| {
+            Precision::Tf32.apply(m);
+            m.encoder.fused.norm_kernel = false;
+        });
+        assert!(
+            (kernels.0 - ops.0).abs() < 1e-3 * ops.0.abs().max(1.0),
+            "{family:?}: loss {} against {}",
+            kernels.0,
+            ops.0
+        );
+        assert!(rel(&ops.1, &kernels.1) < 1e-3, "{family:?}: logits");
+        assert!(
+            rel(&ops.4, &kernels.4) < 1e-3,
+            "{family:?}: inference logits"
+        );
+        for ((name, d1, g1), (_, d2, g2)) in ops.2.iter().zip(&kernels.2) {
+            assert_eq!(d1, d2, "{family:?} {name}: gradient type");
+            assert!(
+                rel(g1, g2) < 1e-2,
+                "{family:?} {name}: off by {}",
+                rel(g1, g2)
+            );
+        }
+        if !on_cuda() {
+            assert_same_bits(&kernels, &ops, &format!("{family:?} on the CPU"));
+        }
+    }
+}

@@ -24,6 +24,8 @@
 
 use burn::tensor::{Device, Tensor};
 
+use crate::precision::Precision;
+
 /// Activation applied at the end of a fused projection.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Act {
@@ -154,8 +156,13 @@ pub struct FusedPolicy {
     /// projections reading that stream without a LoRA term give ∂x in f32 straight from their
     /// GEMM (`Island::Linear`'s `f32_grad`). Not libtorch's bits (the norm's statistics are
     /// summed in another order, ∂x is not rounded to bf16), so bf16-mixed keys say it
-    /// ([`key_tag`]). Off: libtorch's operations and bf16 ∂x as before, for comparison.
+    /// ([`key_tag`]). Under TF32 the same kernels take f32 x ([`Self::norm_kernel_in_f32`]).
+    /// Off: libtorch's operations and bf16 ∂x as before, for comparison.
     pub norm_kernel: bool,
+    /// [`FusedPolicy::norm_kernel`] under f32 compute too, where x and ∂x are f32: precision
+    /// `tf32` sets it ([`crate::precision::Precision::apply`]; its keys say it, [`key_tag`]),
+    /// fp32 keeps libtorch's operations and their bits.
+    pub norm_kernel_in_f32: bool,
 }
 
 /// `LPEFT_FUSED=off`: the stages run burn's elementary operations on libtorch too (for
@@ -179,6 +186,7 @@ impl Default for FusedPolicy {
             hand_off: true,
             masks_in_islands: true,
             norm_kernel: true,
+            norm_kernel_in_f32: false,
         }
     }
 }
@@ -193,15 +201,21 @@ impl FusedPolicy {
             None if cuda => 8,
             None => 1,
         };
-        self.enabled.then(|| Fusing {
+        self.enabled.then(|| self.resolved(align))
+    }
+
+    /// The settings with this FFN alignment (what [`FusedPolicy::on`] resolves per device).
+    fn resolved(&self, align: usize) -> Fusing {
+        Fusing {
             align,
             rank_align: self.rank_align.map_or(align, |n| n.max(1)),
             compute: self.compute,
             may_hand_off: self.hand_off && self.compute == Compute::Bf16,
             hand_off: false,
             masks_in_islands: self.masks_in_islands,
-            norm_kernel: self.norm_kernel && self.compute == Compute::Bf16,
-        })
+            norm_kernel: self.norm_kernel
+                && (self.compute == Compute::Bf16 || self.norm_kernel_in_f32),
+        }
     }
 }
 
@@ -220,7 +234,8 @@ pub struct Fusing {
     pub hand_off: bool,
     /// [`FusedPolicy::masks_in_islands`].
     pub masks_in_islands: bool,
-    /// [`FusedPolicy::norm_kernel`], under bf16 compute only.
+    /// [`FusedPolicy::norm_kernel`], under bf16 compute, or f32 with
+    /// [`FusedPolicy::norm_kernel_in_f32`].
     pub norm_kernel: bool,
 }
 
@@ -261,14 +276,15 @@ impl Fusing {
 /// there ([`FusedPolicy::norm_kernel`]): the add-norm kernels, and ∂x of the projections that
 /// read the f32 stream computed in f32 where they have no LoRA term (`Island::Linear`'s
 /// `f32_grad`). Both give other bits than before, so earlier bf16-mixed artifacts are not
-/// reused (fp32 and TF32 keep their keys; on the CPU nothing changed).
-pub fn key_tag(backend_class: &str, compute: Compute) -> Option<&'static str> {
+/// reused (fp32 keeps its keys; on the CPU nothing changed). Under TF32 on a CUDA class the
+/// tags end in `-norm1`: the same kernels over f32 x ([`FusedPolicy::norm_kernel_in_f32`]).
+pub fn key_tag(backend_class: &str, precision: Precision) -> Option<&'static str> {
     tag_for(
         backend_class,
         enabled_by_env(),
         crate::graph::on_for_class(backend_class),
         false,
-        norm_kernel_for(backend_class, compute),
+        norm_kernel_for(backend_class, precision),
     )
 }
 
@@ -277,31 +293,46 @@ pub fn key_tag(backend_class: &str, compute: Compute) -> Option<&'static str> {
 /// LoRA factor and one norm reduction instead of the `[rows, d_out]` product (the same values
 /// to the last bits or so, which can flip a tie in surgery), so older estimations are not reused.
 /// Fine-tunes record nothing and keep [`key_tag`]; `plain` records on burn's operations.
-pub fn estimation_key_tag(backend_class: &str, compute: Compute) -> Option<&'static str> {
+pub fn estimation_key_tag(backend_class: &str, precision: Precision) -> Option<&'static str> {
     tag_for(
         backend_class,
         enabled_by_env(),
         crate::graph::on_for_class(backend_class),
         true,
-        norm_kernel_for(backend_class, compute),
+        norm_kernel_for(backend_class, precision),
     )
 }
 
-/// Whether a stage of this class and compute type runs the add-norm kernels.
-fn norm_kernel_for(backend_class: &str, compute: Compute) -> bool {
-    backend_class.starts_with("tch-cuda") && compute == Compute::Bf16
+/// Which numerics of the add-norm kernels a stage of this class and precision runs, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NormKernels {
+    /// bf16-mixed: x and ∂x in bf16, f32 ∂x straight from the stream's GEMMs (`-mixed2`).
+    Mixed,
+    /// TF32: x and ∂x in f32 (`-norm1`).
+    F32,
+}
+
+fn norm_kernel_for(backend_class: &str, precision: Precision) -> Option<NormKernels> {
+    if !backend_class.starts_with("tch-cuda") {
+        return None;
+    }
+    match precision {
+        Precision::Bf16Mixed => Some(NormKernels::Mixed),
+        Precision::Tf32 => Some(NormKernels::F32),
+        Precision::Fp32 => None,
+    }
 }
 
 /// The tag of a libtorch class: which nodes run, whether steps are graphs, (`records`) whether
-/// the stage records norm ratios inside the fused projections, and whether the add-norm
-/// kernels run.
+/// the stage records norm ratios inside the fused projections, and which add-norm kernels run.
 fn tag_for(
     backend_class: &str,
     fused: bool,
     graphed: bool,
     records: bool,
-    norm: bool,
+    norm: Option<NormKernels>,
 ) -> Option<&'static str> {
+    use NormKernels::{F32, Mixed};
     if !backend_class.starts_with("tch") {
         return None;
     }
@@ -309,14 +340,18 @@ fn tag_for(
         return Some("plain");
     }
     Some(match (graphed, records, norm) {
-        (true, false, false) => "fused3-graph1",
-        (false, false, false) => "fused3",
-        (true, true, false) => "fused3-graph1-ratio2",
-        (false, true, false) => "fused3-ratio2",
-        (true, false, true) => "fused3-graph1-mixed2",
-        (false, false, true) => "fused3-mixed2",
-        (true, true, true) => "fused3-graph1-ratio2-mixed2",
-        (false, true, true) => "fused3-ratio2-mixed2",
+        (true, false, None) => "fused3-graph1",
+        (false, false, None) => "fused3",
+        (true, true, None) => "fused3-graph1-ratio2",
+        (false, true, None) => "fused3-ratio2",
+        (true, false, Some(Mixed)) => "fused3-graph1-mixed2",
+        (false, false, Some(Mixed)) => "fused3-mixed2",
+        (true, true, Some(Mixed)) => "fused3-graph1-ratio2-mixed2",
+        (false, true, Some(Mixed)) => "fused3-ratio2-mixed2",
+        (true, false, Some(F32)) => "fused3-graph1-norm1",
+        (false, false, Some(F32)) => "fused3-norm1",
+        (true, true, Some(F32)) => "fused3-graph1-ratio2-norm1",
+        (false, true, Some(F32)) => "fused3-ratio2-norm1",
     })
 }
 
@@ -532,27 +567,33 @@ mod tests {
         }
         let graphed = crate::graph::on_for_class("tch-cuda");
         let cuda_tag = if graphed { "fused3-graph1" } else { "fused3" };
-        let f32 = Compute::F32;
-        assert_eq!(key_tag("tch-cuda", f32), Some(cuda_tag));
+        let (fp32, tf32, bf16) = (Precision::Fp32, Precision::Tf32, Precision::Bf16Mixed);
+        assert_eq!(key_tag("tch-cuda", fp32), Some(cuda_tag));
         assert_eq!(
             (
-                key_tag("tch", f32),
-                key_tag("flex", f32),
-                key_tag("cuda", f32)
+                key_tag("tch", fp32),
+                key_tag("flex", fp32),
+                key_tag("cuda", fp32)
             ),
             (Some("fused3"), None, None)
         );
-        // bf16 compute: the add-norm kernels on CUDA, nothing new on the CPU.
-        let bf16 = Compute::Bf16;
+        // bf16-mixed and TF32: the add-norm kernels on CUDA (each its own numerics), nothing
+        // new on the CPU.
         let norm_tag = format!("{cuda_tag}-mixed2");
         assert_eq!(key_tag("tch-cuda", bf16), Some(norm_tag.as_str()));
+        let tf32_tag = format!("{cuda_tag}-norm1");
+        assert_eq!(key_tag("tch-cuda", tf32), Some(tf32_tag.as_str()));
         assert_eq!(
-            (key_tag("tch", bf16), key_tag("flex", bf16)),
-            (Some("fused3"), None)
+            (
+                key_tag("tch", bf16),
+                key_tag("tch", tf32),
+                key_tag("flex", bf16)
+            ),
+            (Some("fused3"), Some("fused3"), None)
         );
         assert_eq!(
             [(true, true), (true, false), (false, true), (false, false)]
-                .map(|(fused, graphed)| tag_for("tch-cuda", fused, graphed, false, false)),
+                .map(|(fused, graphed)| tag_for("tch-cuda", fused, graphed, false, None)),
             [
                 Some("fused3-graph1"),
                 Some("fused3"),
@@ -560,26 +601,65 @@ mod tests {
                 Some("plain")
             ]
         );
-        assert_eq!(tag_for("flex", false, false, false, false), None);
-        assert_eq!(tag_for("tch-cuda", false, true, true, true), Some("plain"));
+        assert_eq!(tag_for("flex", false, false, false, None), None);
+        assert_eq!(
+            tag_for("tch-cuda", false, true, true, Some(NormKernels::F32)),
+            Some("plain")
+        );
         let est = if graphed {
             "fused3-graph1-ratio2"
         } else {
             "fused3-ratio2"
         };
-        assert_eq!(estimation_key_tag("tch-cuda", f32), Some(est));
+        assert_eq!(estimation_key_tag("tch-cuda", fp32), Some(est));
         let est_norm = format!("{est}-mixed2");
         assert_eq!(
             estimation_key_tag("tch-cuda", bf16),
             Some(est_norm.as_str())
         );
+        let est_tf32 = format!("{est}-norm1");
+        assert_eq!(
+            estimation_key_tag("tch-cuda", tf32),
+            Some(est_tf32.as_str())
+        );
         assert_eq!(
             (
-                estimation_key_tag("tch", f32),
+                estimation_key_tag("tch", fp32),
                 estimation_key_tag("tch", bf16),
-                estimation_key_tag("flex", f32)
+                estimation_key_tag("flex", fp32)
             ),
             (Some("fused3-ratio2"), Some("fused3-ratio2"), None)
+        );
+        // Every combination has its own tag.
+        let mut tags = vec![];
+        for graphed in [false, true] {
+            for records in [false, true] {
+                for norm in [None, Some(NormKernels::Mixed), Some(NormKernels::F32)] {
+                    tags.push(tag_for("tch-cuda", true, graphed, records, norm));
+                }
+            }
+        }
+        let n = tags.len();
+        tags.sort();
+        tags.dedup();
+        assert_eq!(tags.len(), n);
+        // The policy: kernels under bf16 compute, and under f32 only where TF32 asks.
+        let on = |compute, in_f32| {
+            FusedPolicy {
+                compute,
+                norm_kernel_in_f32: in_f32,
+                ..FusedPolicy::default()
+            }
+            .resolved(8)
+            .norm_kernel
+        };
+        assert_eq!(
+            [
+                on(Compute::Bf16, false),
+                on(Compute::F32, false),
+                on(Compute::F32, true)
+            ],
+            [true, false, true]
         );
         let f = Fusing {
             align: 8,

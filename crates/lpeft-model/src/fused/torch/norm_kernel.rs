@@ -1,4 +1,4 @@
-//! `LayerNorm(drop(x) + r)` of mixed precision's residual stream in the shim's CUDA kernels
+//! `LayerNorm(drop(x) + r)` of the residual stream (bf16-mixed's, TF32's) in the shim's CUDA kernels
 //! (`csrc/kernels.cuh`; compiled and cached as [`super::scale_kernel`]'s): one kernel forward
 //! (x read in bf16 or f32, the sum, the statistics, the output) and one backward (∂r, ∂x
 //! through the mask in x's type; two more for ∂γ and ∂β of trained norms), where libtorch
@@ -8,7 +8,7 @@
 //! Unlike the scaling kernels these do not give libtorch's bits: the statistics are summed in
 //! another order (two passes, in a fixed order, so every run gives the same bits). They run
 //! only where the island's policy asks ([`crate::fused::FusedPolicy::norm_kernel`] under bf16
-//! compute); a CUDA stage under bf16-mixed checks up front that they can
+//! compute or TF32); a CUDA stage under bf16-mixed or TF32 checks up front that they can
 //! ([`crate::fused::require_norm_kernel`]), so a key never stands for two computations.
 
 use std::sync::atomic::{AtomicU64, Ordering};

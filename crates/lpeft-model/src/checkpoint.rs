@@ -93,6 +93,11 @@ impl safetensors::View for F32View<'_> {
         self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        // On a little-endian machine the values' own bytes are safetensors' (no copy: a
+        // pruned roberta-base is 0.3 GB).
+        if cfg!(target_endian = "little") {
+            return bytemuck::cast_slice(self.values).into();
+        }
         let mut bytes = Vec::with_capacity(self.values.len() * 4);
         for v in self.values {
             bytes.extend_from_slice(&v.to_le_bytes());
@@ -166,4 +171,36 @@ pub fn load_with_spec(
         });
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What `write_safetensors` writes reads back to the same bits (NaN payloads,
+        /// infinities, signed zeros, subnormals included).
+        #[test]
+        fn written_tensors_read_back_bit_for_bit(
+            bits in proptest::collection::vec(any::<u32>(), 0..64),
+            rows in 1usize..4,
+        ) {
+            let values: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            let n = values.len() / rows * rows;
+            let mut tensors = BTreeMap::new();
+            tensors.insert("a.weight".to_string(), (vec![rows, n / rows], values[..n].to_vec()));
+            tensors.insert("b".to_string(), (vec![1], vec![-0.0]));
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("w.safetensors");
+            write_safetensors(&file, &tensors).unwrap();
+            let read = crate::hf::read_safetensors(&file).unwrap();
+            for (name, (shape, values)) in &tensors {
+                let (found, back) = &read.tensors[name];
+                prop_assert_eq!(found, shape);
+                let to_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(to_bits(back), to_bits(values));
+            }
+        }
+    }
 }

@@ -229,6 +229,9 @@ fn estimation_length_resolves_against_the_epoch() {
     let f = |fraction, epochs| StepsSpec::FinetuneFraction { fraction, epochs };
     assert_eq!(f(0.1, 10.0).resolve(180), 180);
     assert_eq!(f(0.1, 3.0).resolve(2105), 632);
+    // pipelines/speed.ron's `roberta-base-sst2-paper`: the reference's 800 steps of SST-2
+    // (2,105 batches of 32 an epoch) before its 10-epoch fine-tune.
+    assert_eq!(f(0.038, 10.0).resolve(2105), 800);
     assert_eq!(f(0.01, 1.0).resolve(3), 1, "at least one step");
 }
 

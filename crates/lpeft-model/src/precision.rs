@@ -88,7 +88,11 @@ impl Precision {
             Some(why) => Some(why.to_string()),
             // On CUDA their residual stream runs in the shim's kernels, which the keys count on
             // (`fused::key_tag`): a run that could not use them would compute other bits.
-            None if self != Precision::Fp32 && cuda == Some(true) => {
+            // (TF32 with LPEFT_FUSED=off runs burn's operations, keyed `plain`: no kernels.)
+            None if cuda == Some(true)
+                && (self == Precision::Bf16Mixed
+                    || (self == Precision::Tf32 && crate::fused::enabled_by_env())) =>
+            {
                 crate::fused::require_norm_kernel(device).err().map(|e| {
                     format!(
                         "on CUDA needs the shim's add-norm kernels (compiled by NVRTC at run \

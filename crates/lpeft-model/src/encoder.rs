@@ -115,7 +115,8 @@ struct FusedCall {
     rank_align: usize,
     compute: Compute,
     hand_off: bool,
-    /// [`Fusing::norm_kernel`]: bf16-mixed's numerics with the add-norm kernels.
+    /// [`Fusing::norm_kernel`]: the add-norm kernels' numerics (bf16-mixed's f32 ∂x from the
+    /// stream's GEMMs; under TF32 ∂x is f32 anyway).
     norm_kernel: bool,
     in_scale: Option<Tensor<3>>,
     /// x is the f32 residual stream ([`Island::Linear`]'s `f32_grad`).
@@ -332,8 +333,7 @@ impl Attention {
         };
         // The output projection hands its output to the add-norm kernels in bf16 where they
         // alone consume it.
-        let to_norm =
-            fused.map(|f| f.handing_off(f.norm_kernel && self.adapter.is_none() && !self.pre_norm));
+        let to_norm = fused.map(|f| f.to_add_norm(self.adapter.is_none() && !self.pre_norm));
         let out = match (context_scale, to_norm) {
             (Some(s), Some(f)) => {
                 let call = FusedCall {
@@ -491,8 +491,7 @@ impl Ffn {
             site: PeftSite::Lora(LoraTarget::FfnOut),
         };
         // As the attention's output projection: FC2 hands over to the add-norm kernels.
-        let to_norm =
-            fused.map(|f| f.handing_off(f.norm_kernel && self.adapter.is_none() && !self.pre_norm));
+        let to_norm = fused.map(|f| f.to_add_norm(self.adapter.is_none() && !self.pre_norm));
         let out = if let Some(f) = to_norm.filter(|_| padding > 0 || scale.is_some()) {
             let call = FusedCall {
                 padding: (padding, 0),

@@ -257,6 +257,13 @@ impl Fusing {
             ..self
         }
     }
+
+    /// [`Fusing::handing_off`] for a projection whose output feeds the next add-norm island,
+    /// `directly` (no adapter, no pre-norm residual between): handed over where the add-norm
+    /// kernels take it.
+    pub fn to_add_norm(self, directly: bool) -> Self {
+        self.handing_off(self.norm_kernel && directly)
+    }
 }
 
 /// The tag of the fused nodes' version in artifact keys, for a backend class (`tch`,

@@ -1,6 +1,7 @@
-//! The island `LayerNorm(drop(x) + residual)`: libtorch's operations, or under bf16 compute
-//! on CUDA the shim's kernels ([`super::norm_kernel`]), which also take x in bf16 (the
-//! projection before hands it over) and give its gradient back in bf16.
+//! The island `LayerNorm(drop(x) + residual)`: libtorch's operations, or on CUDA where the
+//! policy asks (bf16 compute, TF32) the shim's kernels ([`super::norm_kernel`]), which take x
+//! in its own type (bf16 as the projection before hands it over, or f32) and give its gradient
+//! back in that type.
 
 use tch::{Kind, Tensor as T};
 

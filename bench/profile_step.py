@@ -51,6 +51,8 @@ def parse():
     ap.add_argument("--steps", type=int, default=5, help="profiled steps")
     ap.add_argument("--fused", default="on", choices=["on", "off"], help="ours: fused libtorch nodes")
     ap.add_argument("--ffn-align", default="auto", help="ours: lpeft-bench's --ffn-align (auto, or 1: no padding)")
+    ap.add_argument("--ffn-widths", default="uniform", choices=["uniform", "irregular", "multiple8"],
+                    help="ours: lpeft-bench's --ffn-widths (the pruned shapes' FFN widths)")
     ap.add_argument("--step", default="finetune", choices=["finetune", "estimate"],
                     help="ours: lpeft-bench's --step (estimate: the estimation stage's step, masks and captures)")
     ap.add_argument("--graphs", default="off", choices=["on", "off"], help="ours: lpeft-bench's --graphs")
@@ -74,6 +76,7 @@ def parse():
 def setting(a):
     """The file stem of one run: every argument that changes what is profiled."""
     align = f"-align{a.ffn_align}" if a.side == "ours" and a.ffn_align != "auto" else ""
+    align += f"-{a.ffn_widths}" if a.side == "ours" and a.ffn_widths != "uniform" else ""
     step = f"-{a.step}" if a.step != "finetune" else ""
     graphs = "-graphs" if a.graphs == "on" else ""
     norm = "-norm-off" if a.side == "ours" and a.norm_kernel == "off" else ""
@@ -175,7 +178,7 @@ def main():
         os.environ["LPEFT_BENCH_ARGS"] = " ".join([
             "--backend", backend, "--precision", ours, "--shape", a.shape, "--peft", a.peft, "--batch", str(a.batch),
             "--seq", str(a.seq), "--iters", str(a.steps), "--warmup", str(a.warmup), "--fused", a.fused,
-            "--ffn-align", a.ffn_align, "--step", a.step, "--graphs", a.graphs,
+            "--ffn-align", a.ffn_align, "--ffn-widths", a.ffn_widths, "--step", a.step, "--graphs", a.graphs,
             "--norm-kernel", a.norm_kernel])
         lib = ctypes.CDLL(os.path.abspath(a.lib))
         hook_type = ctypes.CFUNCTYPE(None, ctypes.c_int)

@@ -76,11 +76,11 @@ def parse():
 def setting(a):
     """The file stem of one run: every argument that changes what is profiled."""
     align = f"-align{a.ffn_align}" if a.side == "ours" and a.ffn_align != "auto" else ""
-    align += f"-{a.ffn_widths}" if a.side == "ours" and a.ffn_widths != "uniform" else ""
+    widths = f"-{a.ffn_widths}" if a.side == "ours" and a.ffn_widths != "uniform" else ""
     step = f"-{a.step}" if a.step != "finetune" else ""
     graphs = "-graphs" if a.graphs == "on" else ""
     norm = "-norm-off" if a.side == "ours" and a.norm_kernel == "off" else ""
-    return f"{a.side}-{a.shape}-{a.peft}-{a.precision}-b{a.batch}-s{a.seq}{align}{step}{graphs}{norm}"
+    return f"{a.side}-{a.shape}-{a.peft}-{a.precision}-b{a.batch}-s{a.seq}{align}{widths}{step}{graphs}{norm}"
 
 
 def intervals_union(spans):
